@@ -1,0 +1,1 @@
+"""Orchestration: campaigns as Parsl task graphs, checkpointed and resumable."""
