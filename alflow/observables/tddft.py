@@ -1,0 +1,276 @@
+"""Linear-response TDDFT with PySCF: excitation energies (eV) and oscillator strengths.
+
+One function does the work, :func:`run_tddft(atoms, config) -> TDDFTResult`; it never raises
+for a failed SCF or an unconverged Davidson solve (the result then has ``status="failed"`` and
+a ``reason``), so one bad configuration never loses a batch. Bad *input* (unknown method,
+wrong field) raises :class:`~alflow.errors.ConfigError`.
+
+Defaults follow the labelling method of a campaign: PBE/def2-SVP with the def2 ECP on
+elements beyond Kr, density fitting, closed-shell RKS (open shells: UKS). ``tda=False`` solves
+the full Casida problem (for pure functionals PySCF's ``CasidaTDDFT``, a symmetric eigenproblem
+of half the size); ``tda=True`` the Tamm–Dancoff approximation. Oscillator strengths are in the
+length gauge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from typing import Any, Literal
+
+import numpy as np
+from ase import Atoms
+from pydantic import Field
+
+from alflow.config import StrictModel
+from alflow.errors import ConfigError
+from alflow.structures import config_key
+
+log = logging.getLogger(__name__)
+
+HARTREE_EV = 27.211386245988  # CODATA 2018, as pyscf.data.nist.HARTREE2EV
+ECP_MIN_Z = 37  # def2 basis sets use an ECP from Rb on
+
+
+class TDDFTConfig(StrictModel):
+    """Settings of one TDDFT calculation (energies in eV where not stated)."""
+
+    xc: str = Field("pbe", description="exchange-correlation functional (libxc name)")
+    basis: str = Field("def2-svp", description="orbital basis set")
+    ecp: str | None = Field(
+        "auto", description="'auto': the basis' own ECP for Z >= 37; None: all-electron"
+    )
+    density_fit: bool = Field(True, description="density fitting (RI-J) in SCF and TDDFT")
+    auxbasis: str | None = Field(None, description="auxiliary basis; None: PySCF's default")
+    nstates: int = Field(20, ge=1, description="number of lowest excited states")
+    tda: bool = Field(False, description="Tamm-Dancoff approximation instead of full Casida")
+    singlet: bool = Field(True, description="singlet (True) or triplet excitations (closed shell)")
+    charge: int = 0
+    spin: int = Field(0, ge=0, description="2S (number of unpaired electrons)")
+    conv_tol: float = Field(1e-9, gt=0, description="SCF energy convergence (Hartree)")
+    max_cycle: int = Field(100, ge=1, description="SCF iterations per attempt")
+    td_conv_tol: float = Field(1e-6, gt=0, description="Davidson residual tolerance")
+    grids_level: int = Field(3, ge=0, le=9)
+    max_memory_mb: int = Field(2000, ge=100)
+    threads: int | None = Field(None, ge=1, description="OpenMP threads; None: PySCF's default")
+
+    @classmethod
+    def from_method(cls, method: str, **overrides: Any) -> TDDFTConfig:
+        """Parse a labelling shorthand ``pyscf:XC/BASIS`` (e.g. ``pyscf:pbe/def2-svp``)."""
+        text = method.strip()
+        prefix, sep, rest = text.partition(":")
+        if not sep or prefix.lower() != "pyscf" or rest.count("/") != 1:
+            raise ConfigError(
+                f"method {method!r}: TDDFT needs a PySCF method written 'pyscf:XC/BASIS', "
+                "e.g. 'pyscf:pbe/def2-svp'"
+            )
+        xc, basis = (s.strip() for s in rest.split("/"))
+        if not xc or not basis:
+            raise ConfigError(f"method {method!r}: both XC and BASIS are needed ('pyscf:XC/BASIS')")
+        return cls(xc=xc, basis=basis, **overrides)
+
+    def method_info(self) -> dict[str, Any]:
+        """The settings that change the result (hashed into a configuration's key)."""
+        keep = ("xc", "basis", "ecp", "density_fit", "auxbasis", "nstates", "tda", "singlet",
+                "charge", "spin", "grids_level")
+        info = {k: getattr(self, k) for k in keep}
+        info["kind"] = "pyscf-tddft"
+        info["xc"] = self.xc.lower()
+        info["basis"] = self.basis.lower()
+        return info
+
+    @property
+    def method_label(self) -> str:
+        """Short readable name, e.g. ``tddft:pbe/def2-svp`` or ``tda:pbe/def2-svp``."""
+        return f"{'tda' if self.tda else 'tddft'}:{self.xc.lower()}/{self.basis.lower()}"
+
+
+class TDDFTResult(StrictModel):
+    """Excitations of one configuration, with provenance."""
+
+    key: str
+    status: Literal["ok", "failed"]
+    reason: str = ""
+    excitation_energies_ev: list[float] = []
+    oscillator_strengths: list[float] = []
+    transition_dipoles_au: list[list[float]] = []
+    scf_energy_ev: float | None = None
+    provenance: dict[str, Any] = {}
+
+
+def spectrum_key(atoms: Atoms, config: TDDFTConfig) -> str:
+    """Content key of (configuration, TDDFT settings): equal keys are never computed twice."""
+    return config_key(atoms, config.method_info())
+
+
+def build_mole(atoms: Atoms, config: TDDFTConfig):
+    """A ``pyscf.gto.Mole`` for ``atoms`` (Å) with the basis, ECP, charge and spin of ``config``."""
+    from pyscf import gto
+
+    if atoms.pbc.any():
+        raise ConfigError("TDDFT here is molecular: the structure must not be periodic")
+    symbols = atoms.get_chemical_symbols()
+    ecp: dict[str, str] = {}
+    if config.ecp is not None:
+        name = config.basis if config.ecp == "auto" else config.ecp
+        ecp = {s: name for s, z in zip(symbols, atoms.numbers, strict=True) if z >= ECP_MIN_Z}
+    try:
+        mol = gto.M(
+            atom=[(s, tuple(float(c) for c in p)) for s, p in zip(symbols, atoms.positions,
+                                                                  strict=True)],
+            unit="Angstrom",
+            basis=config.basis,
+            ecp=ecp or None,
+            charge=config.charge,
+            spin=config.spin,
+            verbose=0,
+            max_memory=config.max_memory_mb,
+        )
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise ConfigError(f"PySCF cannot build the molecule ({config.basis}): {err}") from None
+    return mol
+
+
+def make_scf(mol, config: TDDFTConfig):
+    """The (density-fitted) RKS or UKS object for ``mol``; not yet run."""
+    from pyscf import dft
+
+    mf = dft.RKS(mol) if mol.spin == 0 else dft.UKS(mol)
+    mf.xc = config.xc
+    mf.grids.level = config.grids_level
+    mf.conv_tol = config.conv_tol
+    mf.max_cycle = config.max_cycle
+    mf.verbose = 0
+    if config.density_fit:
+        mf = mf.density_fit(auxbasis=config.auxbasis)
+    return mf
+
+
+def run_scf(mol, config: TDDFTConfig) -> tuple[Any, list[str]]:
+    """Converge the ground state with integer occupations (TDDFT needs them).
+
+    Ladder: DIIS from the MINAO guess; then DIIS with level shift 0.2 Ha; then second-order
+    (Newton) SCF from the last density. Returns ``(mf, attempts)``; ``mf.converged`` tells.
+    """
+    attempts: list[str] = []
+    mf = make_scf(mol, config)
+    mf.kernel()
+    attempts.append(f"diis:{'ok' if mf.converged else 'no'}")
+    if mf.converged:
+        return mf, attempts
+    dm = mf.make_rdm1()
+    mf = make_scf(mol, config)
+    mf.level_shift = 0.2
+    mf.kernel(dm0=dm)
+    attempts.append(f"diis+shift:{'ok' if mf.converged else 'no'}")
+    if mf.converged:
+        return mf, attempts
+    dm = mf.make_rdm1()
+    mf = make_scf(mol, config).newton()
+    mf.kernel(dm0=dm)
+    attempts.append(f"newton:{'ok' if mf.converged else 'no'}")
+    return mf, attempts
+
+
+def make_td(mf, config: TDDFTConfig):
+    """The PySCF TD object (TDA or full TDDFT/Casida) for a converged ``mf``."""
+    td = mf.TDA() if config.tda else mf.TDDFT()
+    td.nstates = config.nstates
+    td.conv_tol = config.td_conv_tol
+    if mf.mol.spin == 0:
+        td.singlet = config.singlet
+    td.verbose = 0
+    return td
+
+
+def _versions() -> dict[str, str]:
+    import pyscf
+
+    return {"pyscf": pyscf.__version__, "numpy": np.__version__}
+
+
+def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None) -> TDDFTResult:
+    """Lowest ``config.nstates`` excitations of ``atoms`` (positions in Å).
+
+    Returns energies in eV sorted ascending, length-gauge oscillator strengths (dimensionless)
+    and transition dipoles (a.u.); a failed SCF or Davidson solve gives ``status="failed"``.
+    """
+    from pyscf import lib
+
+    config = config or TDDFTConfig()
+    key = spectrum_key(atoms, config)
+    prov: dict[str, Any] = {
+        "method": config.method_info(),
+        "method_label": config.method_label,
+        "versions": _versions(),
+        "host": platform.node(),
+        "pid": os.getpid(),
+    }
+    t0 = time.perf_counter()
+    mol = build_mole(atoms, config)
+    prov.update(nao=int(mol.nao), nelectron=int(mol.nelectron))
+    threads_before = lib.num_threads()
+    if config.threads is not None:
+        lib.num_threads(config.threads)
+    prov["threads"] = int(lib.num_threads())
+    try:
+        nocc = mol.nelectron // 2
+        nvir = mol.nao - nocc
+        if config.nstates > nocc * nvir:
+            raise ConfigError(
+                f"nstates={config.nstates} exceeds the {nocc * nvir} single excitations of "
+                f"this molecule in {config.basis}"
+            )
+        try:
+            mf, attempts = run_scf(mol, config)
+        except Exception as err:  # PySCF raises many kinds for numerically broken inputs
+            return TDDFTResult(key=key, status="failed", reason=f"SCF error: {err}",
+                               provenance=prov)
+        prov["scf_attempts"] = attempts
+        prov["scf_seconds"] = time.perf_counter() - t0
+        if not mf.converged:
+            return TDDFTResult(key=key, status="failed", provenance=prov,
+                               reason=f"SCF did not converge ({', '.join(attempts)})")
+        t1 = time.perf_counter()
+        td = make_td(mf, config)
+        try:
+            td.kernel()
+            if not np.all(td.converged):  # retry with spare roots and more iterations
+                prov["td_retry"] = True
+                td = make_td(mf, config)
+                td.nstates = config.nstates + 5
+                td.max_cycle = 2 * td.max_cycle
+                td.kernel()
+        except Exception as err:
+            return TDDFTResult(key=key, status="failed", reason=f"TDDFT error: {err}",
+                               scf_energy_ev=float(mf.e_tot) * HARTREE_EV, provenance=prov)
+        prov["td_seconds"] = time.perf_counter() - t1
+        prov["wall_seconds"] = time.perf_counter() - t0
+        converged = np.atleast_1d(np.asarray(td.converged, dtype=bool))[: config.nstates]
+        if not converged.all():
+            bad = np.flatnonzero(~converged).tolist()
+            return TDDFTResult(key=key, status="failed", provenance=prov,
+                               scf_energy_ev=float(mf.e_tot) * HARTREE_EV,
+                               reason=f"Davidson did not converge roots {bad}")
+        e_ev = np.asarray(td.e, dtype=float) * HARTREE_EV
+        f = np.asarray(td.oscillator_strength(gauge="length"), dtype=float)
+        dip = np.asarray(td.transition_dipole(), dtype=float).reshape(len(e_ev), 3)
+        order = np.argsort(e_ev, kind="stable")[: config.nstates]
+        if e_ev.size and e_ev[order[0]] <= 0:
+            return TDDFTResult(key=key, status="failed", provenance=prov,
+                               scf_energy_ev=float(mf.e_tot) * HARTREE_EV,
+                               reason="non-positive excitation energy (unstable ground state)")
+        return TDDFTResult(
+            key=key,
+            status="ok",
+            excitation_energies_ev=e_ev[order].tolist(),
+            oscillator_strengths=f[order].tolist(),
+            transition_dipoles_au=dip[order].tolist(),
+            scf_energy_ev=float(mf.e_tot) * HARTREE_EV,
+            provenance=prov,
+        )
+    finally:
+        lib.num_threads(threads_before)
+
