@@ -1,0 +1,146 @@
+"""HDF5 store of TDDFT results, keyed by the content hash of (configuration, TDDFT settings).
+
+Layout of a campaign's ``spectra.h5`` (next to the label store)::
+
+    /spectra/<key>/                  one group per configuration + method
+        attrs: status, reason, method (JSON), provenance (JSON), tags (JSON), scf_energy_ev,
+               created (UTC ISO time)
+        numbers (N,) int, positions (N, 3) Å
+        excitation_energies_ev (K,), oscillator_strengths (K,), transition_dipoles_au (K, 3)
+
+Append-only: a key is written once (failed results too, so a deterministic failure is not
+recomputed); the one exception is an ok result replacing a failed one (``retry_failed`` in
+:func:`alflow.observables.batch.spectra_many`).
+Crash-safe: each record is written under a temporary name, then renamed in one HDF5 link
+operation, and the file is closed after every write; half-written groups are removed on
+open. One writer at a time (the campaign's main process); readers may open it meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from ase import Atoms
+
+from alflow.errors import InputError
+from alflow.observables.tddft import TDDFTResult
+
+GROUP = "spectra"
+_TMP = ".tmp-"
+
+
+class SpectrumStore:
+    """Append-only HDF5 store of :class:`TDDFTResult` records with tags (e.g. state)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with h5py.File(self.path, "a") as f:
+                g = f.require_group(GROUP)
+                for name in [n for n in g if n.startswith(_TMP)]:
+                    del g[name]  # left by a crash during a write
+        except OSError as err:
+            raise InputError(f"cannot open spectrum store {self.path}: {err}") from None
+
+    def _read(self):
+        return h5py.File(self.path, "r")
+
+    def keys(self) -> list[str]:
+        """All stored keys."""
+        with self._read() as f:
+            return list(f[GROUP].keys())
+
+    def __len__(self) -> int:
+        with self._read() as f:
+            return len(f[GROUP])
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` has a record (ok or failed)."""
+        with self._read() as f:
+            return key in f[GROUP]
+
+    def append(self, result: TDDFTResult, atoms: Atoms | None = None,
+               tags: dict[str, Any] | None = None) -> bool:
+        """Write ``result`` (with the structure and free-form JSON ``tags``); False if the key
+        is already stored. The only overwrite: an ok result replaces a failed one."""
+        with h5py.File(self.path, "a") as f:
+            g = f[GROUP]
+            replace = False
+            if result.key in g:
+                replace = g[result.key].attrs["status"] == "failed" and result.status == "ok"
+                if not replace:
+                    return False
+            tmp = _TMP + result.key
+            if tmp in g:
+                del g[tmp]
+            r = g.create_group(tmp)
+            r.attrs["status"] = result.status
+            r.attrs["reason"] = result.reason
+            r.attrs["method"] = json.dumps(result.provenance.get("method", {}), sort_keys=True)
+            r.attrs["provenance"] = json.dumps(result.provenance, sort_keys=True, default=str)
+            r.attrs["tags"] = json.dumps(tags or {}, sort_keys=True, default=str)
+            r.attrs["scf_energy_ev"] = np.nan if result.scf_energy_ev is None \
+                else result.scf_energy_ev
+            r.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if atoms is not None:
+                r["numbers"] = np.asarray(atoms.numbers, dtype=np.int64)
+                r["positions"] = np.asarray(atoms.positions, dtype=np.float64)
+            r["excitation_energies_ev"] = np.asarray(result.excitation_energies_ev, np.float64)
+            r["oscillator_strengths"] = np.asarray(result.oscillator_strengths, np.float64)
+            r["transition_dipoles_au"] = np.asarray(
+                result.transition_dipoles_au, np.float64).reshape(-1, 3)
+            f.flush()
+            if replace:
+                del g[result.key]
+            g.move(tmp, result.key)
+        return True
+
+    @staticmethod
+    def _record(key: str, r: h5py.Group) -> tuple[TDDFTResult, dict[str, Any]]:
+        e = float(r.attrs["scf_energy_ev"])
+        res = TDDFTResult(
+            key=key,
+            status=str(r.attrs["status"]),
+            reason=str(r.attrs["reason"]),
+            excitation_energies_ev=r["excitation_energies_ev"][()].tolist(),
+            oscillator_strengths=r["oscillator_strengths"][()].tolist(),
+            transition_dipoles_au=r["transition_dipoles_au"][()].tolist(),
+            scf_energy_ev=None if np.isnan(e) else e,
+            provenance=json.loads(r.attrs["provenance"]),
+        )
+        return res, json.loads(r.attrs["tags"])
+
+    def get(self, key: str) -> TDDFTResult | None:
+        """The stored result of ``key``, or None."""
+        with self._read() as f:
+            g = f[GROUP]
+            return self._record(key, g[key])[0] if key in g else None
+
+    def tags(self, key: str) -> dict[str, Any]:
+        """The tags stored with ``key`` (empty if absent)."""
+        with self._read() as f:
+            g = f[GROUP]
+            return json.loads(g[key].attrs["tags"]) if key in g else {}
+
+    def iter_records(self, status: str | None = "ok", method: dict[str, Any] | None = None,
+                     **tag_filters: Any) -> Iterator[tuple[TDDFTResult, dict[str, Any]]]:
+        """``(result, tags)`` for records with ``status`` (None: any), the TDDFT ``method``
+        settings (None: any) and every ``tag=value`` given."""
+        want_method = None if method is None else json.dumps(method, sort_keys=True)
+        with self._read() as f:
+            for key, r in f[GROUP].items():
+                if status is not None and r.attrs["status"] != status:
+                    continue
+                if want_method is not None and r.attrs["method"] != want_method:
+                    continue
+                tags = json.loads(r.attrs["tags"])
+                if any(tags.get(k) != v for k, v in tag_filters.items()):
+                    continue
+                yield self._record(key, r)
