@@ -99,3 +99,20 @@ def test_bad_inputs_raise_clear_errors():
         sp.normalise_weights(np.array([1.0, -1.0]))
     with pytest.raises(InputError, match="emin < emax"):
         sp.energy_grid(2.0, 1.0)
+
+
+def test_average_spectrum_summary_is_consistent():
+    rng = np.random.default_rng(5)
+    sticks = [_random_sticks(rng, 6) for _ in range(10)]
+    e = [s[0] for s in sticks]
+    f = [s[1] for s in sticks]
+    logw = rng.normal(size=10)
+    avg = sp.average_spectrum(e, f, log_weights=logw, n_boot=50)
+    grid = np.asarray(avg.grid_ev)
+    w = sp.normalise_weights(log_weights=logw)
+    expect = sum(wi * fi.sum() for wi, fi in zip(w, f, strict=True))
+    assert sp.integrate(grid, np.asarray(avg.intensity)) == pytest.approx(expect, rel=1e-6)
+    assert np.all(np.asarray(avg.band_lo) <= np.asarray(avg.intensity) + 1e-12)
+    assert np.all(np.asarray(avg.band_hi) >= np.asarray(avg.intensity) - 1e-12)
+    assert avg.n_samples == 10 and 1.0 <= avg.ess <= 10.0 and len(avg.l1_changes) == 9
+    assert avg.complete_below_ev == pytest.approx(min(x.max() for x in e))

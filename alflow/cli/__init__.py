@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 
 # Each verb lives in its own module; register them here (one line each).
+from alflow.cli import spectrum as _spectrum; _spectrum.register(app)  # noqa: E402,E702,I001
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from alflow.errors import InputError
 
@@ -216,3 +217,53 @@ def peak_positions(grid_ev: np.ndarray, intensity: np.ndarray,
         return []
     is_peak = (y[1:-1] > y[:-2]) & (y[1:-1] >= y[2:]) & (y[1:-1] >= min_fraction * y.max())
     return [float(g) for g in np.asarray(grid_ev)[1:-1][is_peak]]
+
+
+class AveragedSpectrum(BaseModel):
+    """A (weighted) average spectrum over samples with its spread and convergence.
+
+    ``intensity``/``std``/``band_lo``/``band_hi`` are on ``grid_ev`` in 1/eV; ``std`` is the
+    sample-to-sample spread, ``band_lo``/``band_hi`` the 16–84 % bootstrap band of the mean.
+    ``l1_changes[k]`` is the relative L1 change when sample k+2 is added.
+    """
+
+    grid_ev: list[float]
+    intensity: list[float]
+    std: list[float]
+    band_lo: list[float]
+    band_hi: list[float]
+    width_ev: float
+    shape: str
+    n_samples: int
+    ess: float
+    l1_changes: list[float]
+    samples_to_converge: int | None
+    tolerance: float
+    complete_below_ev: float
+    peaks_ev: list[float]
+
+
+def average_spectrum(energies: Sequence[np.ndarray], strengths: Sequence[np.ndarray],
+                     weights: np.ndarray | None = None, log_weights: np.ndarray | None = None,
+                     width: float = DEFAULT_WIDTH_EV, shape: Shape = "gaussian",
+                     grid_ev: np.ndarray | None = None, tol: float = 0.05,
+                     n_boot: int = 200, seed: int = 0) -> AveragedSpectrum:
+    """Broaden every sample's sticks, average with the weights, and summarise (see
+    :class:`AveragedSpectrum`). Samples are used in the order given (for convergence)."""
+    if len(energies) == 0:
+        raise InputError("no spectra to average")
+    grid = grid_for(energies, width) if grid_ev is None else np.asarray(grid_ev, float)
+    w = normalise_weights(weights, log_weights, n=len(energies))
+    if len(w) != len(energies):
+        raise InputError(f"{len(energies)} spectra but {len(w)} weights")
+    s = broaden_many(energies, strengths, grid, width, shape)
+    mean = w @ s
+    lo, hi = bootstrap_band(s, w, n_boot=n_boot, seed=seed)
+    changes = running_l1_change(grid, s, w)
+    return AveragedSpectrum(
+        grid_ev=grid.tolist(), intensity=mean.tolist(), std=weighted_std(s, w).tolist(),
+        band_lo=lo.tolist(), band_hi=hi.tolist(), width_ev=width, shape=shape,
+        n_samples=len(energies), ess=effective_sample_size(w), l1_changes=changes.tolist(),
+        samples_to_converge=samples_to_converge(changes, tol), tolerance=tol,
+        complete_below_ev=complete_below(energies), peaks_ev=peak_positions(grid, mean),
+    )
