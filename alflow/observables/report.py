@@ -1,0 +1,428 @@
+"""The campaign report: PNG figures (matplotlib, no pyplot state) and one HTML page + JSON.
+
+Figure functions are pure: :class:`ReportData` in, ``matplotlib.figure.Figure`` (or None
+when there is nothing to show) out. :func:`write_report` saves them and writes
+``index.html`` and ``report.json`` into an output directory; a missing section is rendered
+as "not computed", never an error.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from alflow.observables.report_data import (
+    DeltaFPoint,
+    ReportData,
+    final_delta_f,
+    populations,
+)
+
+log = logging.getLogger(__name__)
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
+DPI = 110
+
+
+def _state_color(states: list[str], state: str) -> str:
+    return COLORS[states.index(state) % len(COLORS)] if state in states else "#444444"
+
+
+def _states(data: ReportData, present: list[str]) -> list[str]:
+    extra = [s for s in present if s not in data.states]
+    return list(data.states) + sorted(set(extra))
+
+
+def fig_delta_f(data: ReportData) -> Figure | None:
+    """ΔF vs generation, flow/MLIP estimate and DFT-corrected, with 1σ error bars."""
+    pts = [p for p in data.delta_f if p.delta_f_ev is not None or p.dft_delta_f_ev is not None]
+    if not pts:
+        return None
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    states = _states(data, [p.state for p in pts])
+    warn_label = "poor overlap"
+    for state in states:
+        sp = sorted((p for p in pts if p.state == state), key=lambda p: p.generation)
+        if not sp:
+            continue
+        c = _state_color(states, state)
+        ref = sp[0].reference
+        g = [p.generation for p in sp if p.delta_f_ev is not None]
+        if g:
+            ax.errorbar(g, [p.delta_f_ev for p in sp if p.delta_f_ev is not None],
+                        yerr=[p.error_ev or 0 for p in sp if p.delta_f_ev is not None],
+                        color=c, marker="o", capsize=3, label=f"{state} − {ref} (MLIP/flow)")
+        gd = [p for p in sp if p.dft_delta_f_ev is not None]
+        if gd:
+            ax.errorbar([p.generation + 0.08 for p in gd], [p.dft_delta_f_ev for p in gd],
+                        yerr=[p.dft_error_ev or 0 for p in gd], color=c, marker="s",
+                        mfc="white", ls="--", capsize=3, label=f"{state} − {ref} (DFT-corrected)")
+        warn = [p for p in sp if p.overlap_warning and p.delta_f_ev is not None]
+        if warn:
+            ax.scatter([p.generation for p in warn], [p.delta_f_ev for p in warn], s=160,
+                       facecolors="none", edgecolors="orange", linewidths=1.5, label=warn_label)
+            warn_label = None
+    ax.axhline(0.0, color="0.7", lw=0.8)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("ΔF (eV)")
+    t = f" at {data.temperature_k:g} K" if data.temperature_k else ""
+    ax.set_title(f"Free-energy difference{t}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def fig_labels(data: ReportData) -> Figure | None:
+    """DFT labels per generation: selected, labelled, failed (grouped bars)."""
+    if not data.labels:
+        return None
+    rows = sorted(data.labels, key=lambda r: r.generation)
+    g = np.array([r.generation for r in rows], float)
+    fig = Figure(figsize=(6.4, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    w = 0.27
+    for k, (name, color) in enumerate((("selected", "#9ecae1"), ("labelled", "#2ca02c"),
+                                       ("failed", "#d62728"))):
+        vals = [getattr(r, name) for r in rows]
+        bars = ax.bar(g + (k - 1) * w, vals, width=w, color=color, label=name)
+        ax.bar_label(bars, fontsize=7, padding=1)
+    ax.set_xticks(g)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("configurations")
+    ax.set_title("DFT labels per generation")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def fig_parity(data: ReportData) -> Figure | None:
+    """Model vs DFT per state: energies per atom (left), force components (right)."""
+    rows = [p for p in data.parity if p.energy_dft_ev or p.force_dft]
+    if not rows:
+        return None
+    fig = Figure(figsize=(7.6, 3.0 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    states = _states(data, [p.state for p in rows])
+    for (ax_e, ax_f), p in zip(axes, rows, strict=True):
+        c = _state_color(states, p.state)
+        err = p.errors()
+        gen = f", generation {p.generation}" if p.generation is not None else ""
+        for ax, x, y, unit, key in (
+            (ax_e, np.divide(p.energy_dft_ev, p.n_atoms), np.divide(p.energy_model_ev, p.n_atoms),
+             "energy (eV/atom)", "energy"),
+            (ax_f, np.asarray(p.force_dft), np.asarray(p.force_model), "force (eV/Å)", "force"),
+        ):
+            if x.size == 0:
+                ax.text(0.5, 0.5, "not computed", ha="center", va="center",
+                        transform=ax.transAxes, color="0.5")
+                ax.set_axis_off()
+                continue
+            if key == "energy":  # per-atom energies relative to the DFT mean: readable ticks
+                shift = float(np.mean(x))
+                x, y = x - shift, y - shift
+                unit = "energy − ⟨E_DFT⟩ (eV/atom)"
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=0.8)
+            ax.scatter(x, y, s=8, alpha=0.6, color=c, edgecolors="none")
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_aspect("equal")
+            ax.set_xlabel(f"DFT {unit}")
+            ax.set_ylabel(f"model {unit}")
+            if key == "energy":
+                txt = (f"MAE {err['energy_mae_mev_per_atom']:.2f} meV/atom\n"
+                       f"RMSE {err['energy_rmse_mev_per_atom']:.2f} meV/atom")
+            else:
+                txt = (f"MAE {err['force_mae_mev_per_a']:.1f} meV/Å\n"
+                       f"RMSE {err['force_rmse_mev_per_a']:.1f} meV/Å")
+            ax.text(0.04, 0.96, txt, transform=ax.transAxes, va="top", fontsize=8,
+                    bbox=dict(fc="white", ec="0.8"))
+            ax.set_title(f"{p.state}: {key}{gen}", fontsize=10)
+    return fig
+
+
+def fig_fes(data: ReportData) -> Figure | None:
+    """Free-energy surfaces along CVs from metadynamics (1-D curves or 2-D contour maps)."""
+    if not data.fes:
+        return None
+    n = len(data.fes)
+    fig = Figure(figsize=(5.2 * min(n, 2), 3.8 * ((n + 1) // 2)), layout="constrained")
+    axes = fig.subplots((n + 1) // 2, min(n, 2), squeeze=False).ravel()
+    for ax, s in zip(axes, data.fes, strict=False):
+        f = np.asarray(s.free_energy_ev, float)
+        f = f - np.nanmin(f)
+        if f.ndim == 1:
+            ax.plot(s.axes[0], f, color="#1f77b4")
+            ax.set_xlabel(s.cv_names[0])
+            ax.set_ylabel("F (eV)")
+        else:
+            x, y = np.asarray(s.axes[0]), np.asarray(s.axes[1])
+            cs = ax.contourf(x, y, f.T, levels=20, cmap="viridis")
+            ax.contour(x, y, f.T, levels=10, colors="white", linewidths=0.4)
+            fig.colorbar(cs, ax=ax, label="F (eV)")
+            ax.set_xlabel(s.cv_names[0])
+            ax.set_ylabel(s.cv_names[1])
+        t = f" ({s.temperature_k:g} K)" if s.temperature_k else ""
+        ax.set_title((s.label or "metadynamics") + t, fontsize=10)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig
+
+
+def fig_flow(data: ReportData) -> Figure | None:
+    """Flow/MCMC diagnostics per state vs generation: ESS, acceptance, R-hat."""
+    if not data.flow:
+        return None
+    fig = Figure(figsize=(9.6, 3.0), layout="constrained")
+    axes = fig.subplots(1, 3)
+    states = _states(data, [d.state for d in data.flow])
+    for state in states:
+        rows = sorted((d for d in data.flow if d.state == state), key=lambda d: d.generation)
+        if not rows:
+            continue
+        c = _state_color(states, state)
+        for ax, attr in zip(axes, ("ess", "acceptance", "rhat"), strict=True):
+            pts = [(d.generation, getattr(d, attr)) for d in rows if getattr(d, attr) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", color=c, label=state)
+    axes[0].set_ylabel("effective sample size")
+    axes[1].set_ylabel("flow acceptance rate")
+    axes[1].set_ylim(0, 1)
+    axes[2].set_ylabel("R-hat")
+    axes[2].axhline(1.01, color="orange", ls="--", lw=1, label="1.01")
+    for ax in axes:
+        ax.set_xlabel("generation")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[2].legend(fontsize=8)
+    return fig
+
+
+def fig_spectra(data: ReportData) -> Figure | None:
+    """Averaged absorption spectra per state, overlaid, with the bootstrap band of the mean."""
+    if not data.spectra:
+        return None
+    fig = Figure(figsize=(6.8, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    states = _states(data, [s.state for s in data.spectra])
+    top = 0.0
+    for s in data.spectra:
+        a = s.spectrum
+        c = _state_color(states, s.state)
+        x = np.asarray(a.grid_ev)
+        ax.fill_between(x, a.band_lo, a.band_hi, color=c, alpha=0.25, lw=0)
+        ax.plot(x, a.intensity, color=c, lw=1.5,
+                label=f"{s.state} (n={a.n_samples}, ESS={a.ess:.0f})")
+        if np.isfinite(a.complete_below_ev):
+            ax.axvline(a.complete_below_ev, color=c, ls=":", lw=1)
+        top = max(top, float(np.max(a.band_hi)) if a.band_hi else 0.0)
+    ax.set_xlabel("excitation energy (eV)")
+    ax.set_ylabel("absorption (oscillator strength / eV)")
+    w = data.spectra[0].spectrum
+    ax.set_title(f"Absorption spectra ({w.shape}, width {w.width_ev:g} eV); "
+                 "dotted: states complete below", fontsize=10)
+    ax.set_ylim(0, top * 1.08 if top > 0 else 1)
+    ax.legend(fontsize=8)
+    return fig
+
+
+FIGURES: dict[str, tuple[str, Callable[[ReportData], Figure | None]]] = {
+    "delta_f": ("Free-energy differences", fig_delta_f),
+    "labels": ("DFT labels per generation", fig_labels),
+    "parity": ("Model errors against DFT", fig_parity),
+    "fes": ("Free-energy surfaces from metadynamics", fig_fes),
+    "flow": ("Sampler diagnostics", fig_flow),
+    "spectra": ("Absorption spectra", fig_spectra),
+}
+
+
+def summary_numbers(data: ReportData) -> dict[str, Any]:
+    """The headline numbers: final ΔF (MLIP and DFT-corrected), populations, model errors,
+    spectra peaks."""
+    out: dict[str, Any] = {"temperature_k": data.temperature_k, "states": data.states}
+    final = final_delta_f(data)
+    out["delta_f_final"] = {s: p.model_dump() for s, p in final.items()}
+    if data.temperature_k and final:
+        for key, val, err in (("populations", "delta_f_ev", "error_ev"),
+                              ("populations_dft", "dft_delta_f_ev", "dft_error_ev")):
+            df: dict[str, tuple[float, float]] = {}
+            ref = next(iter(final.values())).reference
+            df[ref] = (0.0, 0.0)
+            for s, p in final.items():
+                if getattr(p, val) is not None:
+                    df[s] = (getattr(p, val), getattr(p, err) or 0.0)
+            if len(df) > 1:
+                out[key] = {s: {"population": v, "error": e}
+                            for s, (v, e) in populations(df, data.temperature_k).items()}
+    out["model_errors"] = {f"{p.state}@{p.generation}": p.errors() for p in data.parity}
+    out["spectra"] = {s.state: {"peaks_ev": s.spectrum.peaks_ev, "n_samples": s.spectrum.n_samples,
+                                "ess": s.spectrum.ess,
+                                "samples_to_converge": s.spectrum.samples_to_converge,
+                                "complete_below_ev": s.spectrum.complete_below_ev}
+                      for s in data.spectra}
+    return out
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f6f7f9;
+color:#222}
+header{background:#20344c;color:#fff;padding:18px 32px}header h1{margin:0;font-size:24px}
+header p{margin:4px 0 0;color:#c9d6e6}
+main{max-width:1000px;margin:0 auto;padding:16px 32px}
+section{background:#fff;border:1px solid #dde2e8;border-radius:6px;padding:12px 20px;
+margin:16px 0}
+h2{font-size:18px;margin:4px 0 10px;color:#20344c}
+img{max-width:100%;height:auto;display:block;margin:6px 0}
+table{border-collapse:collapse;font-size:14px;margin:6px 12px 6px 0;display:inline-table;
+vertical-align:top}
+td,th{border:1px solid #dde2e8;padding:4px 10px;text-align:left;white-space:nowrap}
+th{background:#eef2f6}
+.missing{color:#888;font-style:italic}.warn{color:#a15c00}
+pre{background:#f1f3f5;padding:8px;overflow-x:auto;font-size:12px;max-height:360px}
+"""
+
+
+def _fmt(v: float | None, nd: int = 3, err: float | None = None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.{nd}f}" + (f" ± {err:.{nd}f}" if err is not None else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    tr = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                 for r in rows)
+    return f"<table><tr>{th}</tr>{tr}</table>"
+
+
+def _pct(entry: dict[str, float] | None) -> str:
+    if not entry:
+        return "—"
+    return f"{100 * entry['population']:.3g} ± {100 * entry['error']:.2g} %"
+
+
+def _delta_f_table(final: dict[str, DeltaFPoint], numbers: dict[str, Any]) -> str:
+    rows = []
+    for s, p in final.items():
+        ess = ", ".join(f"{k}: {v:.0f}" for k, v in p.ess.items()) or "—"
+        rows.append([f"{s} − {p.reference}", str(p.generation), p.method or "—",
+                     _fmt(p.delta_f_ev, 3, p.error_ev), _fmt(p.dft_delta_f_ev, 3, p.dft_error_ev),
+                     ess, "POOR" if p.overlap_warning else "ok"])
+    out = _table(["ΔF", "generation", "estimator", "MLIP/flow (eV)", "DFT-corrected (eV)",
+                  "ESS", "overlap"], rows)
+    pops = numbers.get("populations", {})
+    pops_dft = numbers.get("populations_dft", {})
+    if pops or pops_dft:
+        names = list(dict.fromkeys([*pops, *pops_dft]))
+        out += _table(["state", "population (MLIP/flow)", "population (DFT-corrected)"],
+                      [[n, _pct(pops.get(n)), _pct(pops_dft.get(n))] for n in names])
+    return out
+
+
+def _provenance_html(data: ReportData) -> str:
+    p = data.provenance
+    if p is None:
+        return '<p class="missing">not computed</p>'
+    rows = [["run directory", p.run_dir], ["created", p.created], ["site", p.site or "—"],
+            ["DFT method", p.dft_method or "—"], ["alflow", p.alflow_version or "—"]]
+    rows += [[k, v] for k, v in sorted(p.versions.items())]
+    out = _table(["item", "value"], rows)
+    if p.resources:
+        out += "<h3>Resources by class</h3>" + _table(
+            ["class", "tasks", "wall hours", "core hours"],
+            [[r.resource_class, str(r.tasks), f"{r.wall_hours:.3f}", f"{r.core_hours:.3f}"]
+             for r in p.resources])
+    else:
+        out += '<p class="missing">resource usage: not recorded</p>'
+    if p.config:
+        out += ("<details><summary>campaign configuration</summary><pre>"
+                + html.escape(json.dumps(p.config, indent=1, default=str)) + "</pre></details>")
+    return out
+
+
+def render_html(data: ReportData, figures: dict[str, str | None], numbers: dict[str, Any]) -> str:
+    """The page: one section per figure (``figures[name]`` a relative PNG path or None)."""
+    t = f"{data.temperature_k:g} K" if data.temperature_k else "temperature not set"
+    sub = " · ".join(x for x in (data.system, ", ".join(data.states), t,
+                                 f"{data.generations} generation(s)", data.status) if x)
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>{html.escape(data.title)}</title><style>{CSS}</style></head><body>",
+             f"<header><h1>{html.escape(data.title)}</h1><p>{html.escape(sub)}</p></header><main>"]
+    if data.warnings:
+        parts.append("<section><h2>Warnings</h2><ul>" + "".join(
+            f"<li class='warn'>{html.escape(w)}</li>" for w in data.warnings) + "</ul></section>")
+    final = final_delta_f(data)
+    for name, (title, _) in FIGURES.items():
+        parts.append(f"<section id='{name}'><h2>{html.escape(title)}</h2>")
+        if name == "delta_f" and final:
+            parts.append(_delta_f_table(final, numbers))
+        if name == "parity" and data.parity:
+            rows = [[p.state, "—" if p.generation is None else str(p.generation),
+                     str(len(p.energy_dft_ev))] +
+                    [_fmt(p.errors().get(k), 2) for k in ("energy_mae_mev_per_atom",
+                                                          "energy_rmse_mev_per_atom",
+                                                          "force_mae_mev_per_a",
+                                                          "force_rmse_mev_per_a")]
+                    for p in data.parity]
+            parts.append(_table(["state", "generation", "configs", "E MAE (meV/atom)",
+                                 "E RMSE (meV/atom)", "F MAE (meV/Å)", "F RMSE (meV/Å)"], rows))
+        if name == "spectra" and data.spectra:
+            rows = [[s.state, s.method or "—", str(s.spectrum.n_samples), f"{s.spectrum.ess:.1f}",
+                     ", ".join(f"{x:.2f}" for x in s.spectrum.peaks_ev[:6]) or "—",
+                     _fmt(s.spectrum.complete_below_ev, 2),
+                     "not reached" if s.spectrum.samples_to_converge is None
+                     else str(s.spectrum.samples_to_converge)]
+                    for s in data.spectra]
+            parts.append(_table(["state", "method", "samples", "ESS", "peaks (eV)",
+                                 "complete below (eV)",
+                                 f"samples to < {100 * data.spectra[0].spectrum.tolerance:g}% L1"],
+                                rows))
+        src = figures.get(name)
+        if src:
+            parts.append(f"<img src='{html.escape(src)}' alt='{html.escape(title)}'>")
+        else:
+            parts.append("<p class='missing'>not computed</p>")
+        parts.append("</section>")
+    parts.append("<section id='provenance'><h2>Provenance</h2>" + _provenance_html(data)
+                 + "</section>")
+    parts.append(f"<p style='color:#888;font-size:12px'>written by alflow report, "
+                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; numbers in "
+                 "report.json</p></main></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(data: ReportData, out_dir: str | Path) -> Path:
+    """Write ``index.html``, ``report.json`` and ``figures/*.png`` into ``out_dir``; returns
+    the HTML path. A figure that fails to draw is logged and shown as "not computed"."""
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str | None] = {}
+    for name, (_, fn) in FIGURES.items():
+        png = out / "figures" / f"{name}.png"
+        png.unlink(missing_ok=True)
+        try:
+            fig = fn(data)
+        except Exception as err:  # a bad section must not lose the rest of the report
+            log.warning("figure %s failed: %s", name, err)
+            data.warnings.append(f"figure '{name}' could not be drawn: {err}")
+            fig = None
+        if fig is None:
+            figures[name] = None
+            continue
+        fig.savefig(png, dpi=DPI)
+        figures[name] = f"figures/{name}.png"
+    numbers = summary_numbers(data)
+    (out / "report.json").write_text(json.dumps(
+        {"summary": numbers, "data": data.model_dump(), "figures": figures}, indent=1,
+        default=str))
+    page = out / "index.html"
+    page.write_text(render_html(data, figures, numbers))
+    return page
