@@ -36,6 +36,7 @@ from uuid import UUID
 
 from parsl.config import Config
 from parsl.executors import ThreadPoolExecutor
+from parsl.launchers import SrunLauncher
 from pydantic import Field, ValidationError, model_validator
 
 from alflow.config import StrictModel, read_yaml, validate_model
@@ -424,8 +425,22 @@ def build_slurm(site: SlurmSite, run_dir: Path) -> Config:
     return _config(site, execs, run_dir)
 
 
+class BlockSrunLauncher(SrunLauncher):
+    """SrunLauncher for blocks inside one allocation.
+
+    Parsl's SrunLauncher writes the pool command to ``cmd_$SLURM_JOB_NAME.sh``: every block of
+    one allocation shares that job name, so their scripts would overwrite each other. This one
+    names the file (and the job step) after the block instead.
+    """
+
+    def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int,
+                 script_dir: str = "") -> str:
+        body = super().__call__(command, tasks_per_node, nodes_per_block, script_dir)
+        return 'export SLURM_JOB_NAME="$JOBNAME"\n' + body
+
+
 def build_slurm_allocation(site: SlurmAllocationSite, run_dir: Path) -> Config:
-    from parsl.launchers import SimpleLauncher, SrunLauncher
+    from parsl.launchers import SimpleLauncher
     from parsl.providers import LocalProvider
 
     if not os.environ.get("SLURM_JOB_ID"):
@@ -446,7 +461,7 @@ def build_slurm_allocation(site: SlurmAllocationSite, run_dir: Path) -> Config:
             nodes_per_block = 1
         else:
             opts = f"{site.srun_options} --nodes={nodes} --relative={w.first_node}"
-            launcher = SrunLauncher(overrides=opts.strip())
+            launcher = BlockSrunLauncher(overrides=opts.strip())
             nodes_per_block = nodes
         provider = LocalProvider(nodes_per_block=nodes_per_block, init_blocks=1, min_blocks=0,
                                  max_blocks=1, launcher=launcher, worker_init=init)
