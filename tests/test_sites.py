@@ -124,3 +124,26 @@ def test_local_threads_helper(tmp_path):
     cfg = sites.local_threads(tmp_path, max_threads=3)
     assert all(isinstance(e, ThreadPoolExecutor) and e.max_threads == 3 for e in cfg.executors)
     assert [e.label for e in cfg.executors] == ["cpu", "dft", "gpu"]
+
+
+def _pid_and_double(x):
+    import os
+
+    return os.getpid(), 2 * x
+
+
+def test_local_htex_runs_tasks_in_encrypted_worker_processes(tmp_path):
+    import os
+    from pathlib import Path
+
+    from parsl import python_app
+
+    cfg = sites.load_site("local-htex", tmp_path, {
+        "strategy_period": 0.5, "worker_init": f"export PYTHONPATH={Path(__file__).parent}"})
+    app = python_app(_pid_and_double, executors=["dft"])
+    with sites.parsl_session(cfg):
+        got = [app(i).result(timeout=120) for i in range(3)]
+    assert [v for _, v in got] == [0, 2, 4]
+    assert all(pid != os.getpid() for pid, _ in got)  # in a worker process, not the driver
+    # CurveZMQ keys of the encrypted channel were made inside the run directory
+    assert list((tmp_path / "runinfo").rglob("certificates/server.key_secret"))
