@@ -1,11 +1,18 @@
 """Spectrum store (HDF5) and batches: resumable, crash-safe, through real Parsl."""
 
+import signal
+import subprocess
+import sys
+import time
+
 import h5py
 import numpy as np
 import parsl
+import pytest
 from ase import Atoms
 
 from alflow.campaign.sites import local_threads
+from alflow.errors import InputError
 from alflow.observables.batch import spectra_many
 from alflow.observables.store import SpectrumStore
 from alflow.observables.tddft import TDDFTConfig, TDDFTResult, spectrum_key
@@ -35,9 +42,48 @@ def test_store_roundtrip_append_only_and_crash_leftovers(tmp_path):
     ok2 = failed.model_copy(update={"status": "ok", "reason": ""})
     assert store.append(ok2)  # an ok result replaces a failed one
     assert store.get("k2").status == "ok"
-    with h5py.File(path, "a") as f:  # simulate a crash in the middle of a write
-        f["spectra"].create_group(".tmp-k3")
-    assert SpectrumStore(path).keys() == ["k1", "k2"]
+    stale = path.with_name(path.name + ".tmp-99999")  # a writer killed mid-commit
+    stale.write_bytes(b"half-written")
+    assert store.append(res.model_copy(update={"key": "k3"}))
+    assert not stale.exists() and store.keys() == ["k1", "k2", "k3"]
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.create_group("labels")
+    with pytest.raises(InputError, match="not an alflow spectrum store"):
+        SpectrumStore(tmp_path / "other.h5")
+
+
+KILL_SCRIPT = """
+import sys
+from ase import Atoms
+from alflow.observables.batch import spectra_many
+from alflow.observables.store import SpectrumStore
+from alflow.observables.tddft import TDDFTConfig
+mols = [Atoms("LiH", positions=[[0, 0, 0], [0, 0, 1.4 + 0.05 * i]]) for i in range(40)]
+spectra_many(mols, TDDFTConfig(basis="sto-3g", nstates=2, threads=1), SpectrumStore(sys.argv[1]))
+"""
+
+
+def test_killed_writer_leaves_a_valid_store_and_resume_completes(tmp_path):
+    path = tmp_path / "s.h5"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if path.exists() and len(SpectrumStore(path)) >= 3:
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    store = SpectrumStore(path)  # opens: never half-written
+    done = set(store.keys())
+    assert 3 <= len(done) < 40
+    mols = [Atoms("LiH", positions=[[0, 0, 0], [0, 0, 1.4 + 0.05 * i]]) for i in range(40)]
+    computed = []
+    res = spectra_many(mols[:12], CFG, store=store,
+                       on_result=lambda i, r, cached: computed.append(not cached))
+    assert all(r.status == "ok" for r in res)
+    assert sum(computed) == len([r for r in res if r.key not in done])
 
 
 def test_batch_is_resumable_and_skips_duplicates(tmp_path):

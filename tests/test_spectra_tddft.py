@@ -10,7 +10,7 @@ from alflow.errors import ConfigError
 from alflow.observables.tddft import HARTREE_EV, TDDFTConfig, run_tddft, spectrum_key
 
 
-def _direct_pyscf(atoms, xc, basis, nstates, tda, conv_tol=1e-6, df=True):
+def _direct_pyscf(atoms, xc, basis, nstates, tda, conv_tol=1e-5, df=True):
     atom = list(zip(atoms.get_chemical_symbols(), atoms.positions.tolist(), strict=True))
     mol = gto.M(atom=atom,
                 unit="Angstrom", basis=basis, verbose=0)

@@ -11,14 +11,22 @@ Layout of a campaign's ``spectra.h5`` (next to the label store)::
 Append-only: a key is written once (failed results too, so a deterministic failure is not
 recomputed); the one exception is an ok result replacing a failed one (``retry_failed`` in
 :func:`alflow.observables.batch.spectra_many`).
-Crash-safe: each record is written under a temporary name, then renamed in one HDF5 link
-operation, and the file is closed after every write; half-written groups are removed on
-open. One writer at a time (the campaign's main process); readers may open it meanwhile.
+
+Crash safety, as the label store (:mod:`alflow.dataset`): the file is never modified in place.
+A writer takes an exclusive ``fcntl`` lock on ``spectra.h5.lock``, copies the file to
+``spectra.h5.tmp-<pid>``, adds its records, fsyncs, and ``os.replace``s it over the original
+(atomic on POSIX). A writer killed at any moment leaves the old file or the new one; stale
+``.tmp-*`` files are removed by the next writer. Readers take no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +39,10 @@ from ase import Atoms
 from alflow.errors import InputError
 from alflow.observables.tddft import TDDFTResult
 
+log = logging.getLogger(__name__)
+
 GROUP = "spectra"
-_TMP = ".tmp-"
+FORMAT = "alflow-spectra"
 
 
 class SpectrumStore:
@@ -40,14 +50,68 @@ class SpectrumStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            with h5py.File(self.path, "a") as f:
-                g = f.require_group(GROUP)
-                for name in [n for n in g if n.startswith(_TMP)]:
-                    del g[name]  # left by a crash during a write
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                with self._locked():
+                    if not self.path.exists():
+                        self._commit([], create=True)
+            with self._read() as f:
+                if f.attrs.get("format") != FORMAT or GROUP not in f:
+                    raise InputError(f"{self.path} is not an alflow spectrum store")
         except OSError as err:
             raise InputError(f"cannot open spectrum store {self.path}: {err}") from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self._lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _commit(self, items: list[tuple[TDDFTResult, Atoms | None, dict[str, Any] | None]],
+                create: bool = False) -> int:
+        """Copy-on-write commit (caller holds the lock); returns how many records were added."""
+        for stale in self.path.parent.glob(self.path.name + ".tmp-*"):
+            log.warning("removing %s left by an interrupted write", stale)
+            stale.unlink(missing_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        if create:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.create_group(GROUP)
+        else:
+            shutil.copyfile(self.path, tmp)
+        added = 0
+        try:
+            with h5py.File(tmp, "a") as f:
+                g = f[GROUP]
+                for result, atoms, tags in items:
+                    if result.key in g:
+                        if not (g[result.key].attrs["status"] == "failed"
+                                and result.status == "ok"):
+                            continue
+                        del g[result.key]
+                    _write(g.create_group(result.key), result, atoms, tags)
+                    added += 1
+            if added == 0 and not create:
+                tmp.unlink()
+                return 0
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return added
 
     def _read(self):
         return h5py.File(self.path, "r")
@@ -66,41 +130,20 @@ class SpectrumStore:
         with self._read() as f:
             return key in f[GROUP]
 
+    def append_many(self, items: list[tuple[TDDFTResult, Atoms | None,
+                                           dict[str, Any] | None]]) -> int:
+        """Add ``(result, atoms, tags)`` items in one atomic commit; returns how many were
+        added (stored keys are skipped, except that an ok result replaces a failed one)."""
+        if not items:
+            return 0
+        with self._locked():
+            return self._commit(list(items))
+
     def append(self, result: TDDFTResult, atoms: Atoms | None = None,
                tags: dict[str, Any] | None = None) -> bool:
         """Write ``result`` (with the structure and free-form JSON ``tags``); False if the key
         is already stored. The only overwrite: an ok result replaces a failed one."""
-        with h5py.File(self.path, "a") as f:
-            g = f[GROUP]
-            replace = False
-            if result.key in g:
-                replace = g[result.key].attrs["status"] == "failed" and result.status == "ok"
-                if not replace:
-                    return False
-            tmp = _TMP + result.key
-            if tmp in g:
-                del g[tmp]
-            r = g.create_group(tmp)
-            r.attrs["status"] = result.status
-            r.attrs["reason"] = result.reason
-            r.attrs["method"] = json.dumps(result.provenance.get("method", {}), sort_keys=True)
-            r.attrs["provenance"] = json.dumps(result.provenance, sort_keys=True, default=str)
-            r.attrs["tags"] = json.dumps(tags or {}, sort_keys=True, default=str)
-            r.attrs["scf_energy_ev"] = np.nan if result.scf_energy_ev is None \
-                else result.scf_energy_ev
-            r.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            if atoms is not None:
-                r["numbers"] = np.asarray(atoms.numbers, dtype=np.int64)
-                r["positions"] = np.asarray(atoms.positions, dtype=np.float64)
-            r["excitation_energies_ev"] = np.asarray(result.excitation_energies_ev, np.float64)
-            r["oscillator_strengths"] = np.asarray(result.oscillator_strengths, np.float64)
-            r["transition_dipoles_au"] = np.asarray(
-                result.transition_dipoles_au, np.float64).reshape(-1, 3)
-            f.flush()
-            if replace:
-                del g[result.key]
-            g.move(tmp, result.key)
-        return True
+        return self.append_many([(result, atoms, tags)]) == 1
 
     @staticmethod
     def _record(key: str, r: h5py.Group) -> tuple[TDDFTResult, dict[str, Any]]:
@@ -144,3 +187,21 @@ class SpectrumStore:
                 if any(tags.get(k) != v for k, v in tag_filters.items()):
                     continue
                 yield self._record(key, r)
+
+
+def _write(r: h5py.Group, result: TDDFTResult, atoms: Atoms | None,
+           tags: dict[str, Any] | None) -> None:
+    r.attrs["status"] = result.status
+    r.attrs["reason"] = result.reason
+    r.attrs["method"] = json.dumps(result.provenance.get("method", {}), sort_keys=True)
+    r.attrs["provenance"] = json.dumps(result.provenance, sort_keys=True, default=str)
+    r.attrs["tags"] = json.dumps(tags or {}, sort_keys=True, default=str)
+    r.attrs["scf_energy_ev"] = np.nan if result.scf_energy_ev is None else result.scf_energy_ev
+    r.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if atoms is not None:
+        r["numbers"] = np.asarray(atoms.numbers, dtype=np.int64)
+        r["positions"] = np.asarray(atoms.positions, dtype=np.float64)
+    r["excitation_energies_ev"] = np.asarray(result.excitation_energies_ev, np.float64)
+    r["oscillator_strengths"] = np.asarray(result.oscillator_strengths, np.float64)
+    r["transition_dipoles_au"] = np.asarray(result.transition_dipoles_au,
+                                            np.float64).reshape(-1, 3)

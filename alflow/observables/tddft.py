@@ -51,7 +51,7 @@ class TDDFTConfig(StrictModel):
     spin: int = Field(0, ge=0, description="2S (number of unpaired electrons)")
     conv_tol: float = Field(1e-9, gt=0, description="SCF energy convergence (Hartree)")
     max_cycle: int = Field(100, ge=1, description="SCF iterations per attempt")
-    td_conv_tol: float = Field(1e-6, gt=0, description="Davidson residual tolerance")
+    td_conv_tol: float = Field(1e-5, gt=0, description="Davidson residual tolerance")
     grids_level: int = Field(3, ge=0, le=9)
     max_memory_mb: int = Field(2000, ge=100)
     threads: int | None = Field(None, ge=1, description="OpenMP threads; None: PySCF's default")
