@@ -79,7 +79,9 @@ class WorkerOptions(StrictModel):
     max_workers_per_node: int | None = Field(None, ge=1, description="cap on workers per node")
     available_accelerators: int | list[str] = Field(
         0, description="GPUs pinned one per worker (count, or device ids); 0 = no pinning")
-    cpu_affinity: str = Field("none", description="Parsl cpu_affinity: none, block, alternating")
+    cpu_affinity: str = Field(
+        "none", pattern=r"^(none|block|alternating|block-reverse|list:.+)$",
+        description="Parsl's worker pinning: none, block, alternating, block-reverse, list:...")
     # mpi executor only
     mpi_launcher: Literal["srun", "mpiexec"] = "srun"
     max_workers_per_block: int = Field(1, ge=1, description="MPI tasks at once per block")
@@ -182,7 +184,9 @@ class SlurmSite(_AddressMixin, SiteBase):
         shared = data.get("slurm") or {}
         classes = data.get("classes")
         if classes is None:
-            classes = {c: {} for c in RESOURCE_CLASSES}
+            classes = {}
+        if isinstance(classes, Mapping):  # classes not listed get the shared options too
+            classes = {**{c: {} for c in RESOURCE_CLASSES}, **classes}
         if isinstance(shared, Mapping) and isinstance(classes, Mapping):
             try:  # a bad shared option is reported once, under `slurm.`, not once per class
                 SlurmOptions.model_validate(shared)
