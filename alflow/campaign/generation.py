@@ -1,0 +1,260 @@
+"""One generation of a campaign as a Parsl task graph.
+
+::
+
+    explore(state) x S  ──▶ select ──▶ label x M ──▶ train committee ──▶ flows(state) x S
+      (gpu, parallel)      (driver)   (dft, parallel)     (gpu)           (gpu, parallel)
+                                                                              │
+    decide ◀── ΔF ± σ, corrected to the oracle ◀── label reweighting samples ◀┘
+
+Generation 0 replaces explore+select by the user's structures and random displacements of
+them. Each step is submitted as soon as its inputs exist; steps that do not depend on each
+other (the states, the labels) run at once on their executors. Every result is checkpointed
+under the hash of its inputs (which include the hash of the dataset a step reads), so a
+resumed generation reruns only what had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from alflow.campaign import steps
+from alflow.campaign.config import CampaignConfig
+from alflow.campaign.labels import clear_pending, in_training, label_task
+from alflow.campaign.pause import pause_point
+from alflow.campaign.rundir import EventLog, RunDir
+from alflow.campaign.system import System, bootstrap_positions
+from alflow.campaign.tasks import TaskFailed, Tasks, parsl_app
+from alflow.dataset import LabelStore
+from alflow.labelling import label_many
+from alflow.select import select
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """Everything a generation needs; built by the runner."""
+
+    cfg: CampaignConfig
+    run: RunDir
+    system: System
+    store: LabelStore
+    tasks: Tasks
+    events: EventLog
+    cfg_hash: str
+    on_label: Callable[[int, int], None] | None = None  # (done, total) progress callback
+
+
+def training_keys(store: LabelStore, generation: int) -> list[str]:
+    """Keys of the labels the committee of ``generation`` trains on (see ``in_training``)."""
+    return sorted(r.key for r in store.records(status=None) if in_training(r.tags, generation))
+
+
+def keys_hash(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def label_batch(ctx: Context, positions: np.ndarray, tags: list[dict[str, Any]],
+                generation: int) -> list:
+    """Label configurations on the ``label`` executor; each label is stored as it arrives.
+    Tasks lost to a worker failure are resubmitted up to ``retries`` times."""
+    cfg = ctx.cfg
+    lcfg = cfg.oracle.labeller_config()
+    executor = cfg.executors["label"]
+    atoms = [ctx.system.atoms(x) for x in positions]
+    if not atoms:
+        return []
+    run_root = str(ctx.run.root)
+    done = [0]
+    new = [0]
+
+    def submit(fn, a, config, t, key):  # label_many's unit of work -> our journalled task
+        if ctx.tasks.inline:
+            from concurrent.futures import Future
+
+            f: Future = Future()
+            try:
+                f.set_result(label_task(a, config, t, key, run_root, cfg.retries))
+            except Exception as err:  # noqa: BLE001
+                f.set_exception(err)
+            return f
+        return parsl_app(label_task, executor)(a, config, t, key, run_root, cfg.retries)
+
+    def on_result(i, rec, cached):
+        done[0] += 1
+        if not cached:
+            new[0] += 1
+            ctx.events.emit("label", generation=generation, key=rec.key[:16],
+                            status=rec.status, reason=rec.reason[:200],
+                            attempts=rec.provenance.get("attempts"), **rec.tags)
+            if new[0] == 2:
+                pause_point("label", generation, run_root)
+        if ctx.on_label:
+            ctx.on_label(done[0], len(atoms))
+
+    todo_atoms, todo_tags = atoms, tags
+    records: list = []
+    for attempt in range(cfg.retries + 1):
+        recs = label_many(todo_atoms, lcfg, ctx.store, todo_tags, submit=submit,
+                          on_result=on_result, commit_interval_s=0.0)
+        clear_pending(ctx.run.pending, [r.key for r in recs])
+        lost = [i for i, r in enumerate(recs) if r.provenance.get("lost")]
+        records += [r for r in recs if not r.provenance.get("lost")]
+        if not lost:
+            break
+        ctx.events.emit("label_tasks_lost", generation=generation, count=len(lost),
+                        attempt=attempt)
+        todo_atoms = [todo_atoms[i] for i in lost]
+        todo_tags = [todo_tags[i] for i in lost]
+    return records
+
+
+def _existing_positions(store: LabelStore, generation: int) -> np.ndarray | None:
+    """Positions of every label made before ``generation`` (dedup against them)."""
+    pos = [r.positions for r in store.records(status=None)
+           if int(r.tags.get("generation", 0)) < generation]
+    return np.array(pos) if pos else None
+
+
+def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[str, Any]:
+    """Run generation ``g`` (``prev``: the previous generation's summary) and return its
+    summary (model, flows, ΔF, corrections, counts)."""
+    cfg, tasks, ev = ctx.cfg, ctx.tasks, ctx.events
+    ex = cfg.executors
+    names = list(cfg.system.states)
+    ev.emit("generation_start", generation=g)
+    base = {"config": ctx.cfg_hash, "generation": g}
+
+    # 1. candidates --------------------------------------------------------------------------
+    if g == 0:
+        b = cfg.exploration.bootstrap
+        pos, states = bootstrap_positions(ctx.system, b.displaced, b.displacement, cfg.seed)
+        tags = [{"state": s, "generation": 0, "purpose": "bootstrap"} for s in states]
+        sel_counts = {"candidates": len(pos), "selected": len(pos)}
+    else:
+        handles = {s: tasks.submit("explore", {**base, "state": s, "model": prev["model_key"],
+                                               "flows": prev.get("flow_keys", {}).get(s)},
+                                   steps.explore, prev["model_dir"],
+                                   prev.get("flow_dirs", {}).get(s), ctx.system, s,
+                                   cfg.exploration, cfg.temperature_k, cfg.selection.trust_upper,
+                                   cfg.seed * 1000 + g * 10 + names.index(s),
+                                   executor=ex["explore"]) for s in names}
+        cand_pos, cand_fd, cand_state, cand_cv = [], [], [], []
+        for s, h in handles.items():
+            try:
+                _, arr = tasks.result(h)
+            except TaskFailed as err:
+                ev.emit("state_skipped", generation=g, state=s, step="explore", error=str(err))
+                continue
+            cand_pos.append(arr["positions"])
+            cand_fd.append(arr["force_dev"])
+            cand_cv.append(arr["cv"])
+            cand_state += [s] * len(arr["positions"])
+        if not cand_pos:
+            raise TaskFailed(f"generation {g}: exploration failed for every state")
+        sel_key = {**base, "explore": [h.key for h in handles.values()]}
+        from alflow.campaign.checkpoint import task_key
+
+        skey = task_key("select", sel_key)
+        stored = ctx.tasks.checkpoint.load("select", skey)
+        if stored is None:
+            allpos = np.concatenate(cand_pos)
+            sel = select(allpos, np.concatenate(cand_fd), cand_state, cfg.selection,
+                         cv=np.concatenate(cand_cv), existing=_existing_positions(ctx.store, g),
+                         seed=cfg.seed + g)
+            chosen = allpos[sel.indices]
+            chosen_states = [cand_state[i] for i in sel.indices]
+            ctx.tasks.checkpoint.save("select", skey, {"counts": sel.counts,
+                                                       "states": chosen_states},
+                                      {"positions": chosen.reshape(-1, *allpos.shape[1:])})
+            ev.emit("selected", generation=g, **sel.counts)
+            stored = ctx.tasks.checkpoint.load("select", skey)
+        js, arr = stored
+        pos, states, sel_counts = arr.get("positions", np.zeros((0,))), js["states"], js["counts"]
+        tags = [{"state": s, "generation": g, "purpose": "explore"} for s in states]
+
+    # 2. label -------------------------------------------------------------------------------
+    recs = label_batch(ctx, pos, tags, g) if len(states) else []
+    n_failed = sum(r.status != "ok" for r in recs)
+
+    # 3. train the committee (warm start) ----------------------------------------------------
+    data = keys_hash(training_keys(ctx.store, g))
+    h = tasks.submit("train", {**base, "data": data, "mlip": cfg.mlip,
+                               "init": prev["model_key"] if prev else None},
+                     steps.train, str(ctx.run.dataset), str(ctx.run.models(g)), cfg.mlip,
+                     prev["model_dir"] if prev else None, cfg.seed + g, g, str(ctx.run.root),
+                     executor=ex["train"])
+    tjs, _ = tasks.result(h)
+    model_dir, model_key = tjs["model_dir"], h.key
+
+    # 4. flows + free energies per state (parallel) ------------------------------------------
+    fh = {s: tasks.submit("flows", {**base, "state": s, "model": model_key,
+                                    "sampler": cfg.exploration.sampler.model_dump()},
+                          steps.flows, model_dir, ctx.system, s, str(ctx.run.flows(g, s)),
+                          cfg.exploration.sampler, cfg.temperature_k, cfg.estimate.bootstrap,
+                          cfg.seed * 1000 + g * 10 + names.index(s) + 5,
+                          executor=ex["flows"]) for s in names}
+    per_state: dict[str, dict[str, Any]] = {}
+    samples: dict[str, np.ndarray] = {}
+    for s, hs in fh.items():
+        try:
+            js, arr = tasks.result(hs)
+        except TaskFailed as err:
+            ev.emit("state_skipped", generation=g, state=s, step="flows", error=str(err))
+            continue
+        per_state[s] = js
+        samples[s] = arr
+    # 5. oracle labels of Boltzmann samples: the correction of ΔF to the oracle --------------
+    rw = _reweight(ctx, g, samples, base)
+    summary = steps.summarise(cfg, g, per_state, rw)
+    summary.update(model_dir=model_dir, model_key=model_key,
+                   flow_dirs={s: per_state[s].get("flow_dir") for s in per_state},
+                   flow_keys={s: fh[s].key for s in per_state},
+                   selection=sel_counts, labels_failed_this_generation=n_failed,
+                   labels_total=len(ctx.store))
+    ev.emit("generation_done", generation=g, **{k: summary.get(k) for k in (
+        "value_ev", "error_ev", "correction_ev", "correction_error_ev", "rhat",
+        "labels_total")})
+    return summary
+
+
+def _reweight(ctx: Context, g: int, samples: dict[str, dict[str, np.ndarray]],
+              base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Label ``reweight_samples`` model-Boltzmann samples per state with the oracle; return
+    per state the oracle and model energies of those samples (eV)."""
+    n = ctx.cfg.estimate.reweight_samples
+    if n == 0:
+        return {}
+    pos, tags, owner = [], [], []
+    for s, arr in samples.items():
+        x = arr.get("reweight_positions")
+        if x is None or len(x) == 0:
+            continue
+        x = x[:n]
+        pos.append(x)
+        owner += [(s, i) for i in range(len(x))]
+        tags += [{"state": s, "generation": g, "purpose": "reweight"} for _ in range(len(x))]
+    if not pos:
+        return {}
+    recs = label_batch(ctx, np.concatenate(pos), tags, g)
+    out: dict[str, dict[str, Any]] = {s: {"oracle_ev": [], "model_ev": []} for s in samples}
+    by_key = {r.key: r for r in recs}
+    lab = ctx.cfg.oracle.labeller_config()
+    from alflow.labelling import make_labeller
+
+    keyer = make_labeller(lab)
+    allpos = np.concatenate(pos)
+    for (s, i), x in zip(owner, allpos, strict=True):
+        rec = by_key.get(keyer.key(ctx.system.atoms(x)))
+        if rec is None or rec.status != "ok":
+            continue
+        out[s]["oracle_ev"].append(rec.energy)
+        out[s]["model_ev"].append(float(samples[s]["reweight_model_energy"][i]))
+    return out

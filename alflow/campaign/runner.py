@@ -1,0 +1,232 @@
+"""The campaign driver: the generation loop, resume, the lock, events, status and progress.
+
+``run_campaign(cfg, run_dir)`` starts (or continues) a campaign in ``run_dir``; ``resume``
+reads the resolved configuration stored there and continues. Resuming is simply running
+again: every finished step is found in the checkpoint store by the hash of its inputs and
+every finished label in the label store, so only unfinished work is redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alflow.campaign.checkpoint import Checkpoint, atomic_write_text, task_key
+from alflow.campaign.config import CampaignConfig, check_executors, load_campaign
+from alflow.campaign.decide import decide
+from alflow.campaign.generation import Context, run_generation
+from alflow.campaign.labels import ingest_pending
+from alflow.campaign.pause import pause_point
+from alflow.campaign.rundir import (
+    DriverLock,
+    EventLog,
+    RunDir,
+    oracle_calls,
+    read_lines,
+    write_status,
+)
+from alflow.campaign.system import build_system
+from alflow.campaign.tasks import TaskFailed, Tasks
+from alflow.config import read_yaml, validate_model
+from alflow.dataset import LabelStore
+from alflow.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+
+def config_hash(cfg: CampaignConfig) -> str:
+    """Hash of everything that changes results (not the site: where work runs is not what)."""
+    data = cfg.model_dump(mode="json", by_alias=True)
+    data.pop("site", None)
+    data.pop("executors", None)
+    return task_key("campaign", data)
+
+
+def save_config(cfg: CampaignConfig, run: RunDir) -> None:
+    text = yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
+    atomic_write_text(run.config, "# resolved campaign configuration (alflow resume reads it)\n"
+                      + text)
+
+
+def load_run_config(run_dir: str | Path) -> CampaignConfig:
+    run = RunDir(run_dir)
+    if not run.config.exists():
+        raise InputError(f"{run.root} is not a campaign run directory (no campaign.yaml)")
+    return validate_model(CampaignConfig, read_yaml(run.config), source=str(run.config))
+
+
+class Progress:
+    """Rich progress in a terminal, plain log lines otherwise."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.rich = sys.stderr.isatty() if enabled is None else enabled
+        self._p = None
+        self._task = None
+
+    def __enter__(self) -> Progress:
+        if self.rich:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(),
+                               MofNCompleteColumn(), transient=False)
+            self._p.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+    def step(self, text: str) -> None:
+        if self._p is not None:
+            if self._task is None:
+                self._task = self._p.add_task(text, total=None)
+            self._p.update(self._task, description=text, completed=0, total=None)
+        log.info(text)
+
+    def labels(self, done: int, total: int) -> None:
+        if self._p is not None and self._task is not None:
+            self._p.update(self._task, completed=done, total=total)
+        elif done == total or done % max(total // 4, 1) == 0:
+            log.info("labels %d/%d", done, total)
+
+
+def _history_entry(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("generation", "value_ev", "error_ev", "correction_ev", "correction_error_ev",
+            "corrected_ev", "corrected_error_ev", "rhat", "labels_total", "states")
+    return {k: summary.get(k) for k in keys}
+
+
+def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
+                 history: list[dict[str, Any]], state: str, converged: bool,
+                 stop_reason: str = "", running: list[str] | None = None) -> dict[str, Any]:
+    summ = store.summary()["by_status"] if store is not None else {}
+    last = next((h for h in reversed(history) if h.get("value_ev") is not None), None)
+    df = cfg.system.delta_f
+    delta = {"from": df.from_, "to": df.to, "value_ev": None, "error_ev": None,
+             "dft_corrected_ev": None, "dft_corrected_error_ev": None}
+    if last:
+        delta.update(value_ev=last["value_ev"], error_ev=last["error_ev"],
+                     dft_corrected_ev=last.get("corrected_ev"),
+                     dft_corrected_error_ev=last.get("corrected_error_ev"))
+    return {"name": cfg.name, "run_dir": str(run.root), "state": state,
+            "generation": history[-1]["generation"] if history else None,
+            "converged": converged, "stop_reason": stop_reason,
+            "labels": {"ok": summ.get("ok", 0), "failed": summ.get("failed", 0)},
+            "oracle_calls": oracle_calls(run), "temperature_k": cfg.temperature_k,
+            "kt_ev": cfg.kt_ev, "delta_f": delta, "history": history,
+            "running": running or [],
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool):
+    if inline:
+        return contextlib.nullcontext()
+    from alflow.campaign import sites
+
+    if hasattr(sites, "load_site"):
+        pcfg = sites.load_site(cfg.site, run.root)
+    else:
+        pcfg = sites.local_threads(run.root)
+    labels = {e.label for e in pcfg.executors}
+    check_executors(cfg, labels)
+    if hasattr(sites, "parsl_session"):
+        return sites.parsl_session(pcfg)
+    import parsl
+
+    @contextlib.contextmanager
+    def session():
+        dfk = parsl.load(pcfg)
+        try:
+            yield dfk
+        finally:
+            dfk.cleanup()
+            parsl.clear()
+
+    return session()
+
+
+def start(campaign_yaml: str | Path, run_dir: str | Path, site: str | None = None,
+          **kw: Any) -> dict[str, Any]:
+    """``alflow run``: validate the campaign, create ``run_dir`` and run it."""
+    cfg = load_campaign(campaign_yaml, site=site)
+    run = RunDir(run_dir)
+    if run.config.exists():
+        old = load_run_config(run.root)
+        if config_hash(old) != config_hash(cfg):
+            raise ConfigError(f"{run.root} already holds a different campaign; use "
+                              f"'alflow resume {run.root}' or another --dir")
+    run.root.mkdir(parents=True, exist_ok=True)
+    return execute(cfg, run, **kw)
+
+
+def resume(run_dir: str | Path, site: str | None = None, **kw: Any) -> dict[str, Any]:
+    """``alflow resume``: continue the campaign stored in ``run_dir``."""
+    cfg = load_run_config(run_dir)
+    if site is not None:
+        cfg.site = site
+    return execute(cfg, RunDir(run_dir), **kw)
+
+
+def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
+            progress: bool | None = None) -> dict[str, Any]:
+    """Run generations until the convergence rule stops the campaign; returns the status."""
+    with DriverLock(run.lock):
+        save_config(cfg, run)
+        events = EventLog(run.events)
+        resumed = any(e.get("event") == "run_start" for e in read_lines(run.events))
+        events.emit("run_start", resumed=resumed, site=cfg.site, config=config_hash(cfg)[:16])
+        store = LabelStore(run.dataset)
+        n = ingest_pending(store, run.pending)
+        if n:
+            events.emit("labels_recovered", count=n)
+        system = build_system(cfg)
+        checkpoint = Checkpoint(run.results)
+        tasks = Tasks(checkpoint, events, cfg.retries, inline=inline)
+        history: list[dict[str, Any]] = []
+        status = build_status(cfg, run, store, history, "running", False)
+        write_status(run, status)
+        ctx = Context(cfg, run, system, store, tasks, events, config_hash(cfg))
+        t_start = time.monotonic()
+        with Progress(progress) as prog, _parsl(cfg, run, inline):
+            ctx.on_label = prog.labels
+            prev = None
+            g = 0
+            while True:
+                prog.step(f"generation {g}")
+                t_gen = time.monotonic()
+                task_s0 = tasks.task_seconds
+                try:
+                    summary = run_generation(ctx, g, prev)
+                except TaskFailed as err:
+                    events.emit("campaign_failed", generation=g, error=str(err))
+                    status = build_status(cfg, run, store, history, "failed", False, str(err))
+                    write_status(run, status)
+                    raise
+                wall = time.monotonic() - t_gen
+                summary["wall_s"] = wall
+                summary["task_s"] = tasks.task_seconds - task_s0
+                history.append(_history_entry(summary))
+                d = decide(history, cfg.convergence, cfg.kt_ev, len(store))
+                events.emit("decision", generation=g, stop=d.stop, converged=d.converged,
+                            reason=d.reason, wall_s=round(wall, 3),
+                            task_s=round(summary["task_s"], 3))
+                status = build_status(cfg, run, store, history,
+                                      "finished" if d.stop else "running", d.converged,
+                                      d.reason if d.stop else "")
+                write_status(run, status)
+                log.info("generation %d: ΔF %s ± %s eV; %s", g, summary.get("value_ev"),
+                         summary.get("error_ev"), d.reason)
+                if d.stop:
+                    break
+                pause_point("generation", g, run.root)
+                prev = summary
+                g += 1
+        events.emit("run_end", converged=status["converged"], reason=status["stop_reason"],
+                    wall_s=round(time.monotonic() - t_start, 3))
+        return status

@@ -1,0 +1,128 @@
+"""Submitting campaign steps as Parsl apps, with checkpointing, retries and events.
+
+``Tasks.submit`` returns a handle at once (the app runs on its executor, concurrently with
+everything else submitted); ``Tasks.result`` waits for it, retries a failed task up to
+``retries`` times (each failure is recorded in the event log), and stores the result under
+the hash of the task's inputs. A task whose result is already stored is not run again.
+
+Step functions return ``(json_dict, arrays_dict)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from alflow.campaign.checkpoint import Checkpoint, task_key
+from alflow.campaign.rundir import EventLog
+from alflow.errors import AlflowError
+
+log = logging.getLogger(__name__)
+
+Result = tuple[dict[str, Any], dict[str, np.ndarray]]
+
+
+class TaskFailed(AlflowError):
+    """A step failed on every attempt."""
+
+
+@dataclass
+class Handle:
+    name: str
+    key: str
+    fn: Callable[..., Result]
+    args: tuple
+    kwargs: dict
+    executor: str
+    future: Future | None = None
+    cached: Result | None = None
+    attempts: int = 1
+    t_submit: float = field(default_factory=time.monotonic)
+
+
+_APPS: dict[tuple[Any, str], Any] = {}
+_APPS_LOCK = threading.Lock()
+
+
+def parsl_app(fn: Callable, executor: str) -> Any:
+    """A Parsl python_app running ``fn`` on ``executor`` (cached per function and label)."""
+    from parsl import python_app
+
+    with _APPS_LOCK:
+        key = (fn, executor)
+        if key not in _APPS:
+            _APPS[key] = python_app(fn, executors=[executor])
+        return _APPS[key]
+
+
+class Tasks:
+    """Runs steps through Parsl (or inline with ``inline=True``), checkpointed by input hash."""
+
+    def __init__(self, checkpoint: Checkpoint, events: EventLog, retries: int,
+                 inline: bool = False):
+        self.checkpoint = checkpoint
+        self.events = events
+        self.retries = retries
+        self.inline = inline
+        self.running: dict[str, Handle] = {}
+        self.task_seconds = 0.0
+
+    def _launch(self, h: Handle) -> None:
+        h.t_submit = time.monotonic()
+        if self.inline:
+            fut: Future = Future()
+            try:
+                fut.set_result(h.fn(*h.args, **h.kwargs))
+            except Exception as err:  # noqa: BLE001 - recorded by result()
+                fut.set_exception(err)
+            h.future = fut
+        else:
+            h.future = parsl_app(h.fn, h.executor)(*h.args, **h.kwargs)
+
+    def submit(self, name: str, inputs: dict[str, Any], fn: Callable[..., Result], *args: Any,
+               executor: str = "cpu", **kwargs: Any) -> Handle:
+        key = task_key(name, inputs)
+        h = Handle(name, key, fn, args, kwargs, executor)
+        stored = self.checkpoint.load(name, key)
+        if stored is not None:
+            h.cached = stored
+            self.events.emit("task_cached", task=name, key=key[:16])
+            return h
+        self.events.emit("task_start", task=name, key=key[:16], executor=executor)
+        self.running[f"{name}#{key[:8]}"] = h
+        self._launch(h)
+        return h
+
+    def result(self, h: Handle) -> Result:
+        if h.cached is not None:
+            return h.cached
+        while True:
+            try:
+                out = h.future.result()  # type: ignore[union-attr]
+                break
+            except Exception as err:
+                self.events.emit("task_failed", task=h.name, key=h.key[:16], attempt=h.attempts,
+                                 error=f"{type(err).__name__}: {err}"[:500])
+                log.warning("task %s failed (attempt %d): %s", h.name, h.attempts, err)
+                if h.attempts > self.retries:
+                    self.running.pop(f"{h.name}#{h.key[:8]}", None)
+                    raise TaskFailed(f"step {h.name} failed after {h.attempts} attempt(s): "
+                                     f"{type(err).__name__}: {err}") from err
+                h.attempts += 1
+                self._launch(h)
+        js, arrays = out
+        duration = time.monotonic() - h.t_submit
+        self.task_seconds += float(js.get("_seconds", duration))  # time inside the step
+        self.checkpoint.save(h.name, h.key, js, arrays)
+        self.running.pop(f"{h.name}#{h.key[:8]}", None)
+        self.events.emit("task_done", task=h.name, key=h.key[:16], attempts=h.attempts,
+                         seconds=round(duration, 3))
+        h.cached = (js, arrays)
+        return h.cached

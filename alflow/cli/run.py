@@ -1,0 +1,53 @@
+"""``alflow run CAMPAIGN.yaml --dir RUN_DIR [--site SITE]`` and ``alflow resume RUN_DIR``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose or not sys.stderr.isatty()
+                        else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("parsl", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _final(status: dict) -> None:
+    from alflow.campaign.rundir import format_status
+
+    typer.echo(format_status(status), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        campaign: Annotated[Path, typer.Argument(help="campaign YAML")],
+        directory: Annotated[Path, typer.Option("--dir", help="run directory")],
+        site: Annotated[str | None, typer.Option(
+            "--site", help="site name (local-threads, slurm, ...) or YAML path")] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Validate and run a campaign to convergence in RUN_DIR."""
+        from alflow.campaign.runner import start
+
+        _logging(verbose)
+        _final(start(campaign, directory, site=site))
+
+    @app.command("resume")
+    def resume(
+        directory: Annotated[Path, typer.Argument(help="run directory")],
+        site: Annotated[str | None, typer.Option("--site", help="override the site")] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Continue an interrupted campaign; finished work is not redone."""
+        from alflow.campaign.runner import resume as _resume
+
+        _logging(verbose)
+        _final(_resume(directory, site=site))

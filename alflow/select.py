@@ -1,0 +1,191 @@
+"""Selection of configurations to label: trust window, sanity, deduplication, budget.
+
+Pure functions on arrays; no I/O. Positions in Å, force deviations in eV/Å.
+
+The rule (DP-GEN's, made explicit and stratified):
+
+1. *trust window*: keep candidates whose committee force deviation ``force_dev`` lies in
+   ``[trust_lower, trust_upper)`` — below, the model is already right; above, the
+   configuration is likely unphysical (the model extrapolates wildly);
+2. *sanity*: finite positions and no pair closer than ``min_distance`` Å;
+3. *dedup*: a candidate is dropped when its structural fingerprint lies within
+   ``dedup_threshold`` Å (RMS) of an already selected or already labelled one. The fingerprint
+   is the sorted vector of all pair distances: invariant to translation, rotation, reflection
+   and permutation of atoms, cheap for clusters, and needs no descriptor library;
+4. *budget*: at most ``budget`` picks, spread evenly across states (unused share passed on)
+   and, within a state, round-robin across ``cv_bins`` quantile bins of a collective variable,
+   taking the highest ``force_dev`` first in each bin.
+
+``strategy="random"`` is the baseline the benchmark compares against: sane, deduplicated
+frames drawn uniformly at random (no trust window, no stratification).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from alflow.config import StrictModel
+
+
+class SelectionConfig(StrictModel):
+    """Which explored configurations are sent to the oracle (see the module docstring)."""
+
+    strategy: Literal["uncertainty", "random"] = Field(
+        "uncertainty", description="uncertainty: trust window on force_dev; random: baseline")
+    trust_lower: float = Field(0.02, ge=0, description="eV/Å: below, the model is trusted")
+    trust_upper: float = Field(0.5, gt=0, description="eV/Å: above, the frame is discarded")
+    min_distance: float = Field(0.5, ge=0, description="Å: closest allowed pair")
+    dedup_threshold: float = Field(0.01, ge=0, description="Å RMS of sorted pair distances")
+    budget: int = Field(20, ge=0, description="labels per generation (all states)")
+    cv_bins: int = Field(4, ge=1, description="quantile bins of the CV within a state")
+
+    @model_validator(mode="after")
+    def _window(self) -> SelectionConfig:
+        if self.trust_upper <= self.trust_lower:
+            raise ValueError(f"trust_upper ({self.trust_upper}) must exceed trust_lower "
+                             f"({self.trust_lower})")
+        return self
+
+
+@dataclass
+class Selection:
+    """Indices (into the candidate arrays) chosen, in pick order, and counts of why others
+    were dropped."""
+
+    indices: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def fingerprint(positions: np.ndarray) -> np.ndarray:
+    """Sorted pair distances (Å): (..., N, 3) -> (..., N(N-1)/2)."""
+    pos = np.asarray(positions, dtype=float)
+    n = pos.shape[-2]
+    i, j = np.triu_indices(n, k=1)
+    d = np.linalg.norm(pos[..., i, :] - pos[..., j, :], axis=-1)
+    return np.sort(d, axis=-1)
+
+
+def _rms_to_set(fp: np.ndarray, pool: np.ndarray) -> float:
+    if len(pool) == 0:
+        return np.inf
+    return float(np.sqrt(((pool - fp) ** 2).mean(axis=-1)).min())
+
+
+def _split_budget(budget: int, available: dict[str, int]) -> dict[str, int]:
+    """Even share per group, unused share passed to groups with more available (stable)."""
+    share = {k: 0 for k in available}
+    left = budget
+    open_ = [k for k in available if available[k] > 0]
+    while left > 0 and open_:
+        per = max(left // len(open_), 1)
+        for k in list(open_):
+            if left == 0:
+                break
+            take = min(per, available[k] - share[k], left)
+            share[k] += take
+            left -= take
+            if share[k] >= available[k]:
+                open_.remove(k)
+    return share
+
+
+def _cv_bins(cv: np.ndarray, nbins: int) -> np.ndarray:
+    if nbins == 1 or len(cv) == 0 or not np.all(np.isfinite(cv)):
+        return np.zeros(len(cv), dtype=int)
+    edges = np.quantile(cv, np.linspace(0, 1, nbins + 1)[1:-1])
+    return np.searchsorted(edges, cv, side="right")
+
+
+def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence[str],
+           config: SelectionConfig, cv: np.ndarray | None = None,
+           existing: np.ndarray | None = None, seed: int = 0) -> Selection:
+    """Choose candidates to label.
+
+    positions (M, N, 3) Å; force_dev (M,) eV/Å (None only with ``strategy="random"``);
+    states (M,) state name per candidate; cv (M,) optional collective variable;
+    existing (K, N, 3) Å already labelled configurations (dedup against them).
+    """
+    pos = np.asarray(positions, dtype=float)
+    m = len(pos)
+    states = np.asarray(list(states), dtype=object)
+    if len(states) != m:
+        raise ValueError(f"states has {len(states)} entries for {m} candidates")
+    counts = {"candidates": m, "outside_trust": 0, "unsane": 0, "duplicate": 0,
+              "over_budget": 0, "selected": 0}
+    if m == 0:
+        return Selection(np.zeros(0, dtype=int), counts)
+    ok = np.ones(m, dtype=bool)
+    if config.strategy == "uncertainty":
+        if force_dev is None:
+            raise ValueError("strategy 'uncertainty' needs force_dev")
+        fd = np.asarray(force_dev, dtype=float)
+        inside = np.isfinite(fd) & (fd >= config.trust_lower) & (fd < config.trust_upper)
+        counts["outside_trust"] = int((~inside).sum())
+        ok &= inside
+    else:
+        fd = np.zeros(m)
+    finite = np.all(np.isfinite(pos.reshape(m, -1)), axis=1)
+    fps = np.zeros((m, pos.shape[1] * (pos.shape[1] - 1) // 2))
+    fps[finite] = fingerprint(pos[finite])
+    sane = finite & (fps[:, 0] >= config.min_distance if fps.shape[1] else finite)
+    counts["unsane"] = int((ok & ~sane).sum())
+    ok &= sane
+
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(ok)
+    # order within each (state, bin) queue: highest force deviation first, or random
+    order = rng.permutation(idx) if config.strategy == "random" else idx[np.argsort(-fd[idx],
+                                                                                    kind="stable")]
+    queues: dict[str, list[list[int]]] = {}
+    names = list(dict.fromkeys(states.tolist()))
+    for s in names:
+        members = [i for i in order if states[i] == s]
+        if config.strategy == "random" or cv is None:
+            queues[s] = [members]
+        else:
+            cvs = np.asarray(cv, dtype=float)[members]
+            b = _cv_bins(cvs, config.cv_bins)
+            queues[s] = [[i for i, bi in zip(members, b, strict=True) if bi == k]
+                         for k in range(config.cv_bins)]
+    pool = [fingerprint(np.asarray(existing, dtype=float))] if existing is not None and len(
+        existing) else []
+    pool_arr = np.concatenate(pool) if pool else np.zeros((0, fps.shape[1]))
+    chosen: list[int] = []
+    chosen_fps: list[np.ndarray] = []
+
+    def is_dup(i: int) -> bool:
+        fp = fps[i]
+        if _rms_to_set(fp, pool_arr) <= config.dedup_threshold:
+            return True
+        return bool(chosen_fps) and _rms_to_set(fp, np.array(chosen_fps)) <= config.dedup_threshold
+
+    # dedup first (so budget shares count only distinct candidates), then share the budget
+    distinct: dict[str, list[list[int]]] = {}
+    for s in names:
+        distinct[s] = []
+        for q in queues[s]:
+            keep = []
+            for i in q:
+                if is_dup(i):
+                    counts["duplicate"] += 1
+                else:
+                    keep.append(i)
+                    chosen_fps.append(fps[i])
+            distinct[s].append(keep)
+    share = _split_budget(config.budget, {s: sum(map(len, distinct[s])) for s in names})
+    for s in names:
+        bins = [list(q) for q in distinct[s]]
+        taken = 0
+        while taken < share[s] and any(bins):
+            for q in bins:
+                if q and taken < share[s]:
+                    chosen.append(q.pop(0))
+                    taken += 1
+        counts["over_budget"] += sum(map(len, bins))
+    counts["selected"] = len(chosen)
+    return Selection(np.asarray(chosen, dtype=int), counts)
