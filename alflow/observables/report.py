@@ -76,7 +76,10 @@ def fig_delta_f(data: ReportData) -> Figure | None:
     ax.set_ylabel("ΔF (eV)")
     t = f" at {data.temperature_k:g} K" if data.temperature_k else ""
     ax.set_title(f"Free-energy difference{t}")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    gens = sorted({p.generation for p in pts})
+    ax.set_xticks(gens)
+    if len(gens) == 1:
+        ax.set_xlim(gens[0] - 1, gens[0] + 1)
     ax.legend(fontsize=8)
     return fig
 
@@ -199,9 +202,12 @@ def fig_flow(data: ReportData) -> Figure | None:
     axes[1].set_ylim(0, 1)
     axes[2].set_ylabel("R-hat")
     axes[2].axhline(1.01, color="orange", ls="--", lw=1, label="1.01")
+    gens = sorted({d.generation for d in data.flow})
     for ax in axes:
         ax.set_xlabel("generation")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(gens)
+        if len(gens) == 1:
+            ax.set_xlim(gens[0] - 1, gens[0] + 1)
     axes[2].legend(fontsize=8)
     return fig
 

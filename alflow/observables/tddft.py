@@ -71,6 +71,22 @@ class TDDFTConfig(StrictModel):
             raise ConfigError(f"method {method!r}: both XC and BASIS are needed ('pyscf:XC/BASIS')")
         return cls(xc=xc, basis=basis, **overrides)
 
+    @classmethod
+    def from_labeller(cls, labeller: Any, **overrides: Any) -> TDDFTConfig:
+        """The TDDFT settings matching a PySCF :class:`~alflow.labelling.LabellerConfig`
+        (functional, basis, ECP, density fitting, charge, spin, grid, memory, threads)."""
+        if getattr(labeller, "backend", "pyscf") != "pyscf":
+            raise ConfigError(f"TDDFT needs a PySCF labelling method, the campaign labels with "
+                              f"{getattr(labeller, 'name', labeller)!r}; give --method "
+                              "pyscf:XC/BASIS")
+        fields = {"xc": labeller.functional, "basis": labeller.basis, "ecp": labeller.ecp,
+                  "density_fit": labeller.density_fit, "auxbasis": labeller.auxbasis,
+                  "charge": labeller.charge, "spin": labeller.spin or 0,
+                  "grids_level": labeller.grids_level, "max_memory_mb": labeller.max_memory_mb,
+                  "threads": labeller.threads}
+        fields.update(overrides)
+        return cls(**fields)
+
     def method_info(self) -> dict[str, Any]:
         """The settings that change the result (hashed into a configuration's key)."""
         keep = ("xc", "basis", "ecp", "density_fit", "auxbasis", "nstates", "tda", "singlet",

@@ -1,0 +1,39 @@
+"""``alflow report``: an HTML page with figures and a JSON of the numbers of a campaign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from alflow.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(
+        run_dir: Annotated[Path, typer.Argument(help="campaign run directory")],
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="output directory (default RUN_DIR/report)")] = None,
+    ) -> None:
+        """Write RUN_DIR/report/index.html (+ figures/*.png, report.json)."""
+        from alflow.observables.report import write_report
+        from alflow.observables.report_loader import load_report_data
+
+        if not run_dir.is_dir():
+            raise InputError(f"run directory not found: {run_dir}")
+        console = Console(stderr=True)
+        with console.status("reading the run directory and drawing figures"):
+            data = load_report_data(run_dir)
+            page = write_report(data, out or run_dir / "report")
+        for w in data.warnings:
+            console.print(f"[yellow]warning: {w}")
+        missing = [name for name, present in (
+            ("ΔF", data.delta_f), ("labels", data.labels), ("parity", data.parity),
+            ("FES", data.fes), ("flow diagnostics", data.flow), ("spectra", data.spectra))
+            if not present]
+        if missing:
+            console.print("not computed yet: " + ", ".join(missing))
+        console.print(f"wrote {page}")

@@ -1,0 +1,307 @@
+"""Build :class:`ReportData` from a campaign run directory (layout: docs/campaign.md).
+
+Sources, each optional (a missing or unreadable one leaves its section empty and adds a
+warning; it never stops the report):
+
+- ``campaign.yaml``: name, temperature, states, oracle method (provenance);
+- ``status.json``: ΔF history per generation and the final, oracle-corrected ΔF;
+- ``events.jsonl``: ``generation_done`` (ΔF, correction, R-hat per generation), ``selected``
+  (selection counts), ``task_start``/``task_done`` (wall time per executor);
+- ``dataset.h5``: labels per generation (ok / failed) and the DFT side of the parity plots;
+- ``results/flows-*.json``: per-state sampler diagnostics (ESS, acceptance, R-hat);
+- ``results/*.json`` holding ``fes``: free-energy surfaces along CVs from metadynamics;
+- ``spectra.h5``: TDDFT spectra per state (``alflow spectra RUN_DIR``);
+- ``models/genNNN``: the last committee, evaluated on the labels for the parity plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from alflow.observables.report_data import (
+    DeltaFPoint,
+    FlowDiagnostics,
+    FreeEnergySurface,
+    LabelCounts,
+    Parity,
+    Provenance,
+    ReportData,
+    ResourceUsage,
+    StateSpectrum,
+)
+
+log = logging.getLogger(__name__)
+
+_FLOW_DIR = re.compile(r"gen(\d+)[/\\]([^/\\]+)/?$")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line of a killed driver
+                continue
+    return out
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+class _Loader:
+    def __init__(self, run_dir: Path):
+        self.root = Path(run_dir)
+        self.data = ReportData()
+        self.config: dict[str, Any] = {}
+        self.status: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def section(self, name: str, fn) -> None:
+        try:
+            fn()
+        except Exception as err:  # one unreadable source must not lose the report
+            log.warning("report section %s: %s", name, err, exc_info=True)
+            self.data.warnings.append(f"{name}: could not be read ({type(err).__name__}: "
+                                      f"{err})")
+
+    # -- sources --------------------------------------------------------------------------
+    def basics(self) -> None:
+        cfg_path = self.root / "campaign.yaml"
+        if cfg_path.exists():
+            self.config = yaml.safe_load(cfg_path.read_text()) or {}
+        if (self.root / "status.json").exists():
+            self.status = _read_json(self.root / "status.json")
+        self.events = _read_lines(self.root / "events.jsonl")
+        d = self.data
+        name = self.config.get("name") or self.status.get("name") or self.root.name
+        d.title = f"alflow campaign: {name}"
+        d.temperature_k = _num(self.config.get("temperature_k") or
+                               self.status.get("temperature_k"))
+        states = (self.config.get("system") or {}).get("states") or {}
+        d.states = list(states)
+        d.system = str((self.config.get("system") or {}).get("name", ""))
+        st = self.status.get("state", "")
+        d.status = st + (f" ({self.status['stop_reason']})" if self.status.get("stop_reason")
+                         else "")
+        if self.status.get("converged"):
+            d.status += ", converged"
+        gens = [e.get("generation") for e in self.events if e.get("event") == "generation_done"]
+        d.generations = len(set(gens))
+
+    def delta_f(self) -> None:
+        final = self.status.get("delta_f") or {}
+        ref = final.get("from") or (self.data.states[0] if self.data.states else "A")
+        to = final.get("to") or (self.data.states[1] if len(self.data.states) > 1 else "B")
+        by_gen: dict[int, dict[str, Any]] = {}
+        for h in self.status.get("history") or []:
+            by_gen[int(h["generation"])] = dict(h)
+        for e in self.events:
+            if e.get("event") == "generation_done" and e.get("generation") is not None:
+                by_gen.setdefault(int(e["generation"]), {}).update(
+                    {k: v for k, v in e.items() if v is not None})
+        last = max(by_gen) if by_gen else None
+        for g, h in sorted(by_gen.items()):
+            value, err = _num(h.get("value_ev")), _num(h.get("error_ev"))
+            dft, dft_err = _num(h.get("dft_corrected_ev")), _num(h.get("dft_corrected_error_ev"))
+            corr = _num(h.get("correction_ev"))
+            if dft is None and value is not None and corr is not None:
+                dft = value + corr
+                ce = _num(h.get("correction_error_ev")) or 0.0
+                dft_err = float(np.hypot(err or 0.0, ce))
+            if g == last and final:
+                dft = _num(final.get("dft_corrected_ev")) if final.get(
+                    "dft_corrected_ev") is not None else dft
+                dft_err = _num(final.get("dft_corrected_error_ev")) or dft_err
+            ess = {k: float(v) for k, v in (h.get("ess") or {}).items() if _num(v) is not None}
+            self.data.delta_f.append(DeltaFPoint(
+                generation=g, state=to, reference=ref, delta_f_ev=value, error_ev=err,
+                dft_delta_f_ev=dft, dft_error_ev=dft_err, method=str(h.get("method", "")),
+                ess=ess, overlap_warning=bool(h.get("overlap_warning", False)),
+                temperature_k=self.data.temperature_k))
+            if h.get("overlap_warning"):
+                self.data.warnings.append(f"generation {g}: poor overlap in the ΔF estimate")
+
+    def labels(self) -> None:
+        counts: dict[int, LabelCounts] = {}
+
+        def row(g: int) -> LabelCounts:
+            return counts.setdefault(g, LabelCounts(generation=g))
+
+        path = self.root / "dataset.h5"
+        if path.exists():
+            from alflow.dataset import LabelStore
+
+            for rec in LabelStore(path, create=False).records(status=None):
+                g = rec.tags.get("generation")
+                if g is None:
+                    continue
+                r = row(int(g))
+                if rec.status == "ok":
+                    r.labelled += 1
+                else:
+                    r.failed += 1
+        for e in self.events:
+            if e.get("event") == "selected" and e.get("generation") is not None:
+                row(int(e["generation"])).selected = int(e.get("selected", 0))
+        for r in counts.values():  # generation 0 (bootstrap) has no selection event
+            if r.selected == 0:
+                r.selected = r.labelled + r.failed
+        self.data.labels = [counts[g] for g in sorted(counts)]
+
+    def flows(self) -> None:
+        res = self.root / "results"
+        if not res.is_dir():
+            return
+        for path in sorted(res.glob("flows-*.json")):
+            js = _read_json(path)
+            state, gen = js.get("state"), js.get("generation")
+            m = _FLOW_DIR.search(str(js.get("flow_dir", "")))
+            if m:
+                gen = int(m.group(1)) if gen is None else gen
+                state = m.group(2) if state is None else state
+            if state is None or gen is None:
+                continue
+            self.data.flow.append(FlowDiagnostics(
+                generation=int(gen), state=str(state), ess=_num(js.get("ess")),
+                ess_fraction=_num(js.get("ess_fraction")),
+                acceptance=_num(js.get("acceptance", js.get("flow_acceptance"))),
+                rhat=_num(js.get("rhat"))))
+        for path in sorted(res.glob("*.json")):
+            js = _read_json(path)
+            fes = js.get("fes") if isinstance(js, dict) else None
+            if isinstance(fes, dict) and fes.get("free_energy_ev") is not None:
+                label = fes.get("label") or path.stem.split("-")[0]
+                if js.get("state"):
+                    label = f"{label} ({js['state']})"
+                self.data.fes.append(FreeEnergySurface(
+                    label=label, cv_names=list(fes.get("cv_names") or ["CV"]),
+                    axes=fes["axes"], free_energy_ev=fes["free_energy_ev"],
+                    temperature_k=_num(fes.get("temperature_k"))))
+
+    def spectra(self) -> None:
+        path = self.root / "spectra.h5"
+        if not path.exists():
+            return
+        from alflow.observables.spectra_campaign import state_spectra
+
+        for state, method, avg in state_spectra(path, self.data.states):
+            self.data.spectra.append(StateSpectrum(state=state, method=method, spectrum=avg))
+
+    def parity(self) -> None:
+        models = sorted((self.root / "models").glob("gen*")) if (self.root / "models").is_dir() \
+            else []
+        path = self.root / "dataset.h5"
+        if not models or not path.exists():
+            return
+        model_dir = models[-1]
+        gen = int(model_dir.name[3:]) if model_dir.name[3:].isdigit() else None
+        try:
+            from alflow.mlip import load_potential
+        except ImportError:
+            self.data.warnings.append("parity plots: alflow.mlip is not available")
+            return
+        from alflow.dataset import LabelStore
+
+        by_state: dict[str, list] = defaultdict(list)
+        for a in LabelStore(path, create=False).read_atoms(status="ok"):
+            by_state[str(a.info.get("state", "all"))].append(a)
+        for state, atoms in by_state.items():
+            numbers = atoms[0].numbers
+            atoms = [a for a in atoms if np.array_equal(a.numbers, numbers)]
+            pot = load_potential(model_dir, numbers)
+            x = np.stack([a.positions for a in atoms])
+            e_m, f_m = [], []
+            for i in range(0, len(x), 256):
+                out = _evaluate(pot, x[i:i + 256])
+                e_m.append(out[0])
+                f_m.append(out[1])
+            self.data.parity.append(Parity(
+                state=state, generation=gen, n_atoms=len(numbers),
+                energy_dft_ev=[a.get_potential_energy() for a in atoms],
+                energy_model_ev=np.concatenate(e_m).tolist(),
+                force_dft=np.concatenate([a.get_forces().ravel() for a in atoms]).tolist(),
+                force_model=np.concatenate([f.ravel() for f in f_m]).tolist()))
+
+    def provenance(self) -> None:
+        import alflow
+
+        versions: dict[str, str] = {"python": platform.python_version()}
+        for mod in ("numpy", "torch", "pyscf", "ase", "parsl", "h5py"):
+            try:
+                versions[mod] = __import__(mod).__version__
+            except Exception:  # noqa: BLE001 - an optional package may be absent
+                continue
+        oracle = self.config.get("oracle") or {}
+        method = oracle.get("method") if isinstance(oracle, dict) else None
+        executor_of: dict[str, str] = {}
+        by_class: dict[str, ResourceUsage] = {}
+        for e in self.events:
+            if e.get("event") == "task_start":
+                executor_of[str(e.get("key"))] = str(e.get("executor", "cpu"))
+            elif e.get("event") == "task_done":
+                cls = executor_of.get(str(e.get("key")), "cpu")
+                r = by_class.setdefault(cls, ResourceUsage(resource_class=cls))
+                r.tasks += 1
+                r.wall_hours += float(e.get("seconds") or 0.0) / 3600.0
+        cores = _cores_per_class(self.config)
+        for r in by_class.values():
+            r.core_hours = r.wall_hours * cores.get(r.resource_class, 1)
+        site = self.config.get("site")
+        self.data.provenance = Provenance(
+            run_dir=str(self.root.resolve()),
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            alflow_version=getattr(alflow, "__version__", ""), versions=versions,
+            dft_method=str(method or ""), config=self.config,
+            resources=sorted(by_class.values(), key=lambda r: r.resource_class),
+            site=site if isinstance(site, str) else str((site or {}).get("kind", "")))
+
+
+def _cores_per_class(config: dict[str, Any]) -> dict[str, int]:
+    """Cores one task of each executor uses, from the site config where it says so."""
+    site = config.get("site")
+    out: dict[str, int] = {}
+    if isinstance(site, dict):
+        for name, spec in (site.get("executors") or site.get("resources") or {}).items():
+            if isinstance(spec, dict):
+                n = spec.get("cores_per_task") or spec.get("cores_per_worker") or 1
+                out[str(name)] = int(n)
+    return out
+
+
+def _evaluate(pot, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Energies (B,) eV and forces (B, N, 3) eV/Å of a batched Potential."""
+    import torch
+
+    from alflow.potential import evaluate
+
+    out = evaluate(pot, torch.as_tensor(x, dtype=torch.float64))
+    return (out.energy.detach().cpu().numpy().astype(float),
+            out.forces.detach().cpu().numpy().astype(float))
+
+
+def load_report_data(run_dir: str | Path) -> ReportData:
+    """Read everything a report shows from ``run_dir``; never raises for missing parts."""
+    ld = _Loader(Path(run_dir))
+    for name in ("basics", "delta_f", "labels", "flows", "spectra", "parity", "provenance"):
+        ld.section(name, getattr(ld, name))
+    return ld.data
