@@ -43,8 +43,8 @@ class LabellerConfig(StrictModel):
         "auto", description="'auto': the basis' own ECP for Z >= 37 (def2-*); a name: that ECP "
                             "for Z >= 37; None: all-electron")
     density_fit: bool = Field(True, description="density fitting (RI-J) for SCF and gradients")
-    auxbasis: str | None = Field(None, description="auxiliary basis; None: PySCF's default "
-                                                   "(def2-universal-jkfit for def2)")
+    auxbasis: str | None = Field(None, description="auxiliary basis; None: PySCF's choice "
+                                                   "(def2-universal-jfit for a pure functional)")
     charge: int = Field(0, description="total charge (e)")
     spin: int | None = Field(None, ge=0, description="2S = N_alpha - N_beta; None: 0 or 1 by "
                                                      "electron-count parity")
