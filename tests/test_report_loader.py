@@ -37,7 +37,9 @@ def run_dir(tmp_path):
         "delta_f": {"from": "short", "to": "long", "value_ev": 0.11, "error_ev": 0.01,
                     "dft_corrected_ev": 0.1, "dft_corrected_error_ev": 0.02},
         "history": [{"generation": 0, "value_ev": 0.2, "error_ev": 0.05, "rhat": 1.1},
-                    {"generation": 1, "value_ev": 0.11, "error_ev": 0.01, "rhat": 1.0}]}))
+                    {"generation": 1, "value_ev": 0.11, "error_ev": 0.01, "rhat": 1.0,
+                     "corrected_ev": 0.1, "corrected_error_ev": 0.02,
+                     "states": {"short": {"ess": 400.0, "acceptance": 0.5, "rhat": 1.002}}}]}))
     events = [
         {"event": "generation_done", "generation": 0, "value_ev": 0.2, "error_ev": 0.05,
          "correction_ev": -0.03, "correction_error_ev": 0.04},
@@ -81,8 +83,10 @@ def test_loader_reads_every_section_it_has(run_dir):
     labels = {r.generation: r for r in data.labels}
     assert (labels[0].labelled, labels[0].failed, labels[0].selected) == (2, 0, 2)
     assert (labels[1].labelled, labels[1].failed, labels[1].selected) == (2, 1, 3)
-    assert {(f.generation, f.state, f.rhat) for f in data.flow} == {(1, "short", 1.004),
+    # per-state numbers of the status history win over the step results
+    assert {(f.generation, f.state, f.rhat) for f in data.flow} == {(1, "short", 1.002),
                                                                      (1, "long", 1.004)}
+    assert dfs[1].ess == {"short": 400.0}
     gpu = {r.resource_class: r for r in data.provenance.resources}["gpu"]
     assert gpu.tasks == 2 and gpu.wall_hours == pytest.approx(0.3)
     assert data.provenance.dft_method == "pyscf:pbe/sto-3g"

@@ -4,7 +4,9 @@ Sources, each optional (a missing or unreadable one leaves its section empty and
 warning; it never stops the report):
 
 - ``campaign.yaml``: name, temperature, states, oracle method (provenance);
-- ``status.json``: ΔF history per generation and the final, oracle-corrected ΔF;
+- ``status.json``: ΔF history per generation (``value_ev``, ``error_ev``, ``corrected_ev``,
+  ``corrected_error_ev``, per-state ``states.<name>.{ess, acceptance, rhat}``) and the final,
+  oracle-corrected ΔF;
 - ``events.jsonl``: ``generation_done`` (ΔF, correction, R-hat per generation), ``selected``
   (selection counts), ``task_start``/``task_done`` (wall time per executor);
 - ``dataset.h5``: labels per generation (ok / failed) and the DFT side of the parity plots;
@@ -75,6 +77,7 @@ class _Loader:
         self.config: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
+        self._flow_rows: dict[tuple[int, str], FlowDiagnostics] = {}
 
     def section(self, name: str, fn) -> None:
         try:
@@ -122,7 +125,8 @@ class _Loader:
         last = max(by_gen) if by_gen else None
         for g, h in sorted(by_gen.items()):
             value, err = _num(h.get("value_ev")), _num(h.get("error_ev"))
-            dft, dft_err = _num(h.get("dft_corrected_ev")), _num(h.get("dft_corrected_error_ev"))
+            dft = _num(h.get("dft_corrected_ev", h.get("corrected_ev")))
+            dft_err = _num(h.get("dft_corrected_error_ev", h.get("corrected_error_ev")))
             corr = _num(h.get("correction_ev"))
             if dft is None and value is not None and corr is not None:
                 dft = value + corr
@@ -133,6 +137,12 @@ class _Loader:
                     "dft_corrected_ev") is not None else dft
                 dft_err = _num(final.get("dft_corrected_error_ev")) or dft_err
             ess = {k: float(v) for k, v in (h.get("ess") or {}).items() if _num(v) is not None}
+            per_state = h.get("states") if isinstance(h.get("states"), dict) else {}
+            for s, info in per_state.items():
+                if isinstance(info, dict):
+                    if _num(info.get("ess")) is not None:
+                        ess.setdefault(s, float(info["ess"]))
+                    self._flow_rows[(g, s)] = _flow_row(g, s, info)
             self.data.delta_f.append(DeltaFPoint(
                 generation=g, state=to, reference=ref, delta_f_ev=value, error_ev=err,
                 dft_delta_f_ev=dft, dft_error_ev=dft_err, method=str(h.get("method", "")),
@@ -181,11 +191,8 @@ class _Loader:
                 state = m.group(2) if state is None else state
             if state is None or gen is None:
                 continue
-            self.data.flow.append(FlowDiagnostics(
-                generation=int(gen), state=str(state), ess=_num(js.get("ess")),
-                ess_fraction=_num(js.get("ess_fraction")),
-                acceptance=_num(js.get("acceptance", js.get("flow_acceptance"))),
-                rhat=_num(js.get("rhat"))))
+            self._flow_rows.setdefault((int(gen), str(state)), _flow_row(int(gen), str(state),
+                                                                          js))
         for path in sorted(res.glob("*.json")):
             js = _read_json(path)
             fes = js.get("fes") if isinstance(js, dict) else None
@@ -197,6 +204,11 @@ class _Loader:
                     label=label, cv_names=list(fes.get("cv_names") or ["CV"]),
                     axes=fes["axes"], free_energy_ev=fes["free_energy_ev"],
                     temperature_k=_num(fes.get("temperature_k"))))
+
+    def flow_table(self) -> None:
+        rows = [r for r in self._flow_rows.values()
+                if any(v is not None for v in (r.ess, r.acceptance, r.rhat))]
+        self.data.flow = sorted(rows, key=lambda r: (r.generation, r.state))
 
     def spectra(self) -> None:
         path = self.root / "spectra.h5"
@@ -276,6 +288,13 @@ class _Loader:
             site=site if isinstance(site, str) else str((site or {}).get("kind", "")))
 
 
+def _flow_row(g: int, state: str, info: dict[str, Any]) -> FlowDiagnostics:
+    return FlowDiagnostics(generation=g, state=state, ess=_num(info.get("ess")),
+                           ess_fraction=_num(info.get("ess_fraction")),
+                           acceptance=_num(info.get("acceptance", info.get("flow_acceptance"))),
+                           rhat=_num(info.get("rhat")))
+
+
 def _cores_per_class(config: dict[str, Any]) -> dict[str, int]:
     """Cores one task of each executor uses, from the site config where it says so."""
     site = config.get("site")
@@ -302,6 +321,7 @@ def _evaluate(pot, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def load_report_data(run_dir: str | Path) -> ReportData:
     """Read everything a report shows from ``run_dir``; never raises for missing parts."""
     ld = _Loader(Path(run_dir))
-    for name in ("basics", "delta_f", "labels", "flows", "spectra", "parity", "provenance"):
+    for name in ("basics", "delta_f", "labels", "flows", "flow_table", "spectra", "parity",
+                 "provenance"):
         ld.section(name, getattr(ld, name))
     return ld.data
