@@ -22,6 +22,7 @@ app = typer.Typer(
 
 # Each verb lives in its own module; register them here (one line each).
 from alflow.cli import spectrum as _spectrum; _spectrum.register(app)  # noqa: E402,E702,I001
+from alflow.cli import label as _label, data as _data; _label.register(app); _data.register(app)  # noqa: E402,E702,I001
 from alflow.cli import spectra as _spectra; _spectra.register(app)  # noqa: E402,E702,I001
 from alflow.cli import report as _report; _report.register(app)  # noqa: E402,E702,I001
 from alflow.cli import run as _run, status as _status, example as _example; _run.register(app); _status.register(app); _example.register(app)  # noqa: E402,E501,E702,I001

@@ -87,7 +87,8 @@ class LabellerConfig(StrictModel):
         """Short method name, e.g. ``pyscf:pbe/def2-svp`` or ``ase:emt``."""
         if self.backend == "pyscf":
             return f"pyscf:{self.functional.lower()}/{self.basis.lower()}"
-        return f"ase:{self.calculator}"
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.ase_kwargs.items()))
+        return f"ase:{self.calculator}({args})" if args else f"ase:{self.calculator}"
 
 
 @dataclass
@@ -117,11 +118,15 @@ class Labeller(Protocol):
 
 def versions() -> dict[str, str]:
     """Versions of the codes a label depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import ase
 
-    import alflow
-
-    out = {"alflow": getattr(alflow, "__version__", "?"), "ase": ase.__version__,
+    try:
+        alflow_version = version("alflow")
+    except PackageNotFoundError:  # running from a source tree
+        alflow_version = "?"
+    out = {"alflow": alflow_version, "ase": ase.__version__,
            "numpy": np.__version__, "python": platform.python_version()}
     try:
         import pyscf
