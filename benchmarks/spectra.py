@@ -69,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.quick:
-        cfg = TDDFTConfig(basis="crenbs", auxbasis="def2-universal-jkfit",
+        cfg = TDDFTConfig(basis="crenbs", ecp="crenbs", auxbasis="def2-universal-jkfit",
                           nstates=args.nstates or 6, threads=args.threads, grids_level=1)
         n = args.samples or 3
     else:

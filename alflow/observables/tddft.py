@@ -10,6 +10,11 @@ elements beyond Kr, density fitting, closed-shell RKS (open shells: UKS). ``tda=
 the full Casida problem (for pure functionals PySCF's ``CasidaTDDFT``, a symmetric eigenproblem
 of half the size); ``tda=True`` the Tamm–Dancoff approximation. Oscillator strengths are in the
 length gauge.
+
+The molecule and the ground-state SCF come from the labeller (:mod:`alflow.labelling.pyscf`:
+``build_mole``, ``run_scf_ladder``), so a spectrum is computed on exactly the electronic
+structure that labels the configuration, with one difference: the SCF ladder here has no
+Fermi-smearing rung (TDDFT needs integer occupations).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from alflow.structures import config_key
 log = logging.getLogger(__name__)
 
 HARTREE_EV = 27.211386245988  # CODATA 2018, as pyscf.data.nist.HARTREE2EV
-ECP_MIN_Z = 37  # def2 basis sets use an ECP from Rb on
+SCF_LADDER = ("diis", "level_shift", "newton")  # no smearing: TDDFT needs integer occupations
 
 
 class TDDFTConfig(StrictModel):
@@ -40,7 +45,8 @@ class TDDFTConfig(StrictModel):
     xc: str = Field("pbe", description="exchange-correlation functional (libxc name)")
     basis: str = Field("def2-svp", description="orbital basis set")
     ecp: str | None = Field(
-        "auto", description="'auto': the basis' own ECP for Z >= 37; None: all-electron"
+        "auto", description="'auto': the def2 ECP for Z >= 37 with def2 bases; a name: that ECP "
+                            "for Z >= 37; None: all-electron"
     )
     density_fit: bool = Field(True, description="density fitting (RI-J) in SCF and TDDFT")
     auxbasis: str | None = Field(None, description="auxiliary basis; None: PySCF's default")
@@ -48,7 +54,7 @@ class TDDFTConfig(StrictModel):
     tda: bool = Field(False, description="Tamm-Dancoff approximation instead of full Casida")
     singlet: bool = Field(True, description="singlet (True) or triplet excitations (closed shell)")
     charge: int = 0
-    spin: int = Field(0, ge=0, description="2S (number of unpaired electrons)")
+    spin: int | None = Field(None, ge=0, description="2S; None: 0 or 1 by electron parity")
     conv_tol: float = Field(1e-9, gt=0, description="SCF energy convergence (Hartree)")
     max_cycle: int = Field(100, ge=1, description="SCF iterations per attempt")
     td_conv_tol: float = Field(1e-5, gt=0, description="Davidson residual tolerance")
@@ -81,11 +87,24 @@ class TDDFTConfig(StrictModel):
                               "pyscf:XC/BASIS")
         fields = {"xc": labeller.functional, "basis": labeller.basis, "ecp": labeller.ecp,
                   "density_fit": labeller.density_fit, "auxbasis": labeller.auxbasis,
-                  "charge": labeller.charge, "spin": labeller.spin or 0,
+                  "charge": labeller.charge, "spin": labeller.spin,
                   "grids_level": labeller.grids_level, "max_memory_mb": labeller.max_memory_mb,
                   "threads": labeller.threads}
         fields.update(overrides)
         return cls(**fields)
+
+    def labeller_config(self):
+        """The :class:`~alflow.labelling.LabellerConfig` of the ground state: same molecule
+        and SCF as the labeller, but an SCF ladder without Fermi smearing (TDDFT needs integer
+        occupations)."""
+        from alflow.labelling.base import LabellerConfig
+
+        return LabellerConfig(
+            backend="pyscf", functional=self.xc, basis=self.basis, ecp=self.ecp,
+            density_fit=self.density_fit, auxbasis=self.auxbasis, charge=self.charge,
+            spin=self.spin, grids_level=self.grids_level, conv_tol=self.conv_tol,
+            max_cycle=self.max_cycle, scf_ladder=list(SCF_LADDER),
+            max_memory_mb=self.max_memory_mb, threads=self.threads)
 
     def method_info(self) -> dict[str, Any]:
         """The settings that change the result (hashed into a configuration's key)."""
@@ -121,75 +140,6 @@ def spectrum_key(atoms: Atoms, config: TDDFTConfig) -> str:
     return config_key(atoms, config.method_info())
 
 
-def build_mole(atoms: Atoms, config: TDDFTConfig):
-    """A ``pyscf.gto.Mole`` for ``atoms`` (Å) with the basis, ECP, charge and spin of ``config``."""
-    from pyscf import gto
-
-    if atoms.pbc.any():
-        raise ConfigError("TDDFT here is molecular: the structure must not be periodic")
-    symbols = atoms.get_chemical_symbols()
-    ecp: dict[str, str] = {}
-    if config.ecp is not None:
-        name = config.basis if config.ecp == "auto" else config.ecp
-        ecp = {s: name for s, z in zip(symbols, atoms.numbers, strict=True) if z >= ECP_MIN_Z}
-    try:
-        mol = gto.M(
-            atom=[(s, tuple(float(c) for c in p)) for s, p in zip(symbols, atoms.positions,
-                                                                  strict=True)],
-            unit="Angstrom",
-            basis=config.basis,
-            ecp=ecp or None,
-            charge=config.charge,
-            spin=config.spin,
-            verbose=0,
-            max_memory=config.max_memory_mb,
-        )
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise ConfigError(f"PySCF cannot build the molecule ({config.basis}): {err}") from None
-    return mol
-
-
-def make_scf(mol, config: TDDFTConfig):
-    """The (density-fitted) RKS or UKS object for ``mol``; not yet run."""
-    from pyscf import dft
-
-    mf = dft.RKS(mol) if mol.spin == 0 else dft.UKS(mol)
-    mf.xc = config.xc
-    mf.grids.level = config.grids_level
-    mf.conv_tol = config.conv_tol
-    mf.max_cycle = config.max_cycle
-    mf.verbose = 0
-    if config.density_fit:
-        mf = mf.density_fit(auxbasis=config.auxbasis)
-    return mf
-
-
-def run_scf(mol, config: TDDFTConfig) -> tuple[Any, list[str]]:
-    """Converge the ground state with integer occupations (TDDFT needs them).
-
-    Ladder: DIIS from the MINAO guess; then DIIS with level shift 0.2 Ha; then second-order
-    (Newton) SCF from the last density. Returns ``(mf, attempts)``; ``mf.converged`` tells.
-    """
-    attempts: list[str] = []
-    mf = make_scf(mol, config)
-    mf.kernel()
-    attempts.append(f"diis:{'ok' if mf.converged else 'no'}")
-    if mf.converged:
-        return mf, attempts
-    dm = mf.make_rdm1()
-    mf = make_scf(mol, config)
-    mf.level_shift = 0.2
-    mf.kernel(dm0=dm)
-    attempts.append(f"diis+shift:{'ok' if mf.converged else 'no'}")
-    if mf.converged:
-        return mf, attempts
-    dm = mf.make_rdm1()
-    mf = make_scf(mol, config).newton()
-    mf.kernel(dm0=dm)
-    attempts.append(f"newton:{'ok' if mf.converged else 'no'}")
-    return mf, attempts
-
-
 def make_td(mf, config: TDDFTConfig):
     """The PySCF TD object (TDA or full TDDFT/Casida) for a converged ``mf``."""
     td = mf.TDA() if config.tda else mf.TDDFT()
@@ -215,6 +165,8 @@ def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None) -> TDDFTResult:
     """
     from pyscf import lib
 
+    from alflow.labelling.pyscf import build_mole, run_scf_ladder
+
     config = config or TDDFTConfig()
     key = spectrum_key(atoms, config)
     prov: dict[str, Any] = {
@@ -225,7 +177,8 @@ def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None) -> TDDFTResult:
         "pid": os.getpid(),
     }
     t0 = time.perf_counter()
-    mol = build_mole(atoms, config)
+    scf_cfg = config.labeller_config()
+    mol = build_mole(atoms, scf_cfg)
     prov.update(nao=int(mol.nao), nelectron=int(mol.nelectron))
     threads_before = lib.num_threads()
     if config.threads is not None:
@@ -239,16 +192,13 @@ def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None) -> TDDFTResult:
                 f"nstates={config.nstates} exceeds the {nocc * nvir} single excitations of "
                 f"this molecule in {config.basis}"
             )
-        try:
-            mf, attempts = run_scf(mol, config)
-        except Exception as err:  # PySCF raises many kinds for numerically broken inputs
-            return TDDFTResult(key=key, status="failed", reason=f"SCF error: {err}",
-                               provenance=prov)
+        mf, _, attempts = run_scf_ladder(mol, scf_cfg)
         prov["scf_attempts"] = attempts
         prov["scf_seconds"] = time.perf_counter() - t0
-        if not mf.converged:
+        if mf is None:
+            tried = ", ".join(a["strategy"] for a in attempts)
             return TDDFTResult(key=key, status="failed", provenance=prov,
-                               reason=f"SCF did not converge ({', '.join(attempts)})")
+                               reason=f"SCF did not converge ({tried})")
         t1 = time.perf_counter()
         td = make_td(mf, config)
         try:
