@@ -108,6 +108,7 @@ def test_spectra_then_report_verbs(run_dir):
     report_cli.register(app)
     runner = CliRunner()
     r = runner.invoke(app, ["spectra", str(run_dir), "--samples", "3", "--nstates", "2",
+                            "--site", "local-threads",
                             "--threads", "1"])
     assert r.exit_code == 0, r.output + repr(r.exception)
     r = runner.invoke(app, ["report", str(run_dir)])

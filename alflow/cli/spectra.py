@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,7 +27,11 @@ def register(app: typer.Typer) -> None:
         nstates: Annotated[int, typer.Option(min=1, help="lowest excited states")] = 20,
         tda: Annotated[bool, typer.Option("--tda", help="Tamm-Dancoff approximation")] = False,
         width: Annotated[float, typer.Option(min=1e-6, help="broadening, eV")] = 0.08,
-        workers: Annotated[int, typer.Option(min=1, help="parallel TDDFT processes")] = 1,
+        site: Annotated[str | None, typer.Option(
+            help="Parsl site (name or YAML) whose 'dft' executor runs the TDDFT tasks; "
+                 "default: the campaign's site")] = None,
+        inline: Annotated[bool, typer.Option(
+            "--inline", help="run the TDDFT here, one after another (no Parsl)")] = False,
         threads: Annotated[int | None, typer.Option(min=1, help="OpenMP threads each")] = None,
     ) -> None:
         """TDDFT of N samples per state into RUN_DIR/spectra.h5 (resumable); averaged spectra.
@@ -56,14 +62,8 @@ def register(app: typer.Typer) -> None:
             config = TDDFTConfig.from_labeller(lab, **over)
         store = SpectrumStore(run_dir / "spectra.h5")
         console = Console(stderr=True)
-        submit = None
-        pool = None
-        if workers > 1:
-            from concurrent.futures import ProcessPoolExecutor
-
-            pool = ProcessPoolExecutor(workers)
-            submit = pool.submit
-        try:
+        site = site or (camp or {}).get("site")
+        with _parsl_session(None if inline else site, run_dir) as submit:
             for name in names:
                 atoms, logw, gen = campaign_samples(run_dir, name, samples)
                 tags = [{"state": name, "generation": gen, "sample": i,
@@ -80,9 +80,6 @@ def register(app: typer.Typer) -> None:
 
                     spectra_many(atoms, config, store=store, tags=tags, submit=submit,
                                  on_result=on_result)
-        finally:
-            if pool is not None:
-                pool.shutdown()
         table = Table(title=f"spectra ({config.method_label}, width {width} eV)")
         for col in ("state", "samples", "ESS", "peaks (eV)", "complete below (eV)",
                     "samples to <5% L1"):
@@ -94,3 +91,26 @@ def register(app: typer.Typer) -> None:
                           str(avg.samples_to_converge or "not reached"))
         console.print(table)
         console.print(f"stored in {run_dir / 'spectra.h5'}; `alflow report {run_dir}` draws them")
+
+
+@contextlib.contextmanager
+def _parsl_session(site: str | None, run_dir: Path) -> Iterator[Any]:
+    """``submit`` for :func:`spectra_many`: the Parsl app on the site's ``dft`` executor, or
+    None (inline) without a site."""
+    if site is None:
+        yield None
+        return
+    import parsl
+
+    from alflow.campaign.sites import load_site
+    from apps.spectra import tddft_app
+
+    pcfg = load_site(site, run_dir / "spectra-runinfo")
+    if "dft" not in {e.label for e in pcfg.executors}:
+        raise InputError(f"site {site!r} has no executor labelled 'dft' for the TDDFT tasks")
+    dfk = parsl.load(pcfg)
+    try:
+        yield tddft_app
+    finally:
+        dfk.cleanup()
+        parsl.clear()
