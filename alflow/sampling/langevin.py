@@ -50,9 +50,10 @@ class BiasOutput:
 @runtime_checkable
 class Bias(Protocol):
     """An added potential on the replicas. Optional extras the driver uses if present:
-    ``cvs`` (CVs recorded with the trajectory), ``update(cv_values)`` called once per step with
-    the active replicas' values of ``cvs`` (history-dependent biases such as metadynamics),
-    and ``offset() -> float``, the reweighting offset c(t) in eV."""
+    ``cvs`` (CVs recorded with the trajectory), ``update()`` called once per MD step right
+    after ``evaluate`` on the active replicas (history-dependent biases such as metadynamics
+    deposit there, from the CV values of that evaluation), and ``offset() -> float``, the
+    reweighting offset c(t) in eV."""
 
     def evaluate(self, positions: torch.Tensor) -> BiasOutput: ...
 
@@ -287,7 +288,6 @@ def run_langevin(potential: Potential, positions, masses, temperature_k: float, 
     names = [cv.name for cv in rec_cvs]
     if len(set(names)) != len(names):
         raise InputError(f"CV names must be unique, got {names}")
-    bias_cvs = [list(getattr(b, "cvs", ())) for b in biases]
 
     dt = dt_fs * units.fs
     gamma = friction_per_fs / units.fs
@@ -312,12 +312,12 @@ def run_langevin(potential: Potential, positions, masses, temperature_k: float, 
         out = evaluate(potential, xa)
         f = out.forces.to(dtype)
         eb = torch.zeros(xa.shape[0], dtype=dtype, device=dev)
-        for b, bcv in zip(biases, bias_cvs, strict=True):
+        for b in biases:
             bo = b.evaluate(xa)
             f = f + bo.forces.to(dtype)
             eb = eb + bo.energy.to(dtype)
-            if hasattr(b, "update"):
-                b.update(evaluate_cvs(bcv, xa))
+            if step > 0 and hasattr(b, "update"):
+                b.update()
         sel = slice(None) if idx is None else idx
         forces[sel] = f
         e_pot[sel] = out.energy.to(dtype)
