@@ -1,0 +1,429 @@
+"""Training one committee member: energy+force loss, early stopping, LR schedule, DDP,
+resume-after-kill checkpoints, and rollback on NaN/exploding loss.
+
+Files of a member directory::
+
+    best.pt       state_dict of the best-validation model (torch.load(weights_only=True))
+    last.pt       resume checkpoint: model, optimizer, scheduler, epoch, counters, history
+    member.json   metrics and history once the member is done
+
+Loss of a global batch of C configurations with A atoms in all:
+``L = w_E/C * sum_c ((E_c - E*_c)/N_c)^2 + w_F/(3A) * sum_{c,i,xyz} (F - F*)^2``.
+Every rank computes its share of the global sums over its slice of the batch, normalised by
+the GLOBAL counts; DDP averages gradients, so local losses are multiplied by the world size.
+With this, N ranks give the same gradients as one process on the whole batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alflow.distributed import DistInfo, all_reduce_sum
+from alflow.errors import AlflowError
+from alflow.mlip.config import MLIPConfig
+from alflow.mlip.data import Batcher, LabelledData, Targets
+from alflow.mlip.model import build_model
+
+log = logging.getLogger(__name__)
+
+Fault = Callable[[int, Targets], float | None]
+
+
+class TrainingDiverged(AlflowError):
+    """Training kept producing NaN/exploding losses after the allowed rollbacks."""
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, fsync, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def config_hash(cfg: MLIPConfig) -> str:
+    """Hash of the settings that change the trained weights (device/parallel excluded)."""
+    import hashlib
+
+    d = cfg.model_dump(exclude={"device", "parallel", "committee_size"})
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def batch_loss(model: torch.nn.Module, batch, tgt: Targets, cfg: MLIPConfig,
+               n_cfg_global: int, n_atoms_global: float, create_graph: bool = True
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """This rank's share of the global loss, and detached sums (squared/absolute errors)."""
+    e = model(batch)
+    x = batch.positions
+    (g,) = torch.autograd.grad(e.sum(), x, create_graph=create_graph)
+    df = (-g - tgt.forces).reshape(-1)
+    de = (e - tgt.energy) / tgt.n_atoms
+    loss = (cfg.energy_weight * (de**2).sum() / n_cfg_global
+            + cfg.forces_weight * (df**2).sum() / (3.0 * n_atoms_global))
+    sums = {"e_sq": (de.detach() ** 2).sum(), "e_abs": de.detach().abs().sum(),
+            "f_sq": (df.detach() ** 2).sum(), "f_abs": df.detach().abs().sum()}
+    return loss, sums
+
+
+def _slices(idx: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
+
+
+def evaluate_loss(model: torch.nn.Module, batcher: Batcher, idx: np.ndarray, cfg: MLIPConfig,
+                  info: DistInfo, n_atoms: np.ndarray) -> dict[str, float]:
+    """Loss and per-atom energy / force errors over ``idx`` (split over ranks, all-reduced)."""
+    mine = idx[info.rank::info.world_size]
+    tot = torch.zeros(5, dtype=torch.float64, device=info.device)
+    n_cfg, n_at = len(idx), float(n_atoms[idx].sum()) if len(idx) else 1.0
+    for sl in _slices(mine, max(cfg.batch_size, 64)):
+        batch, tgt = batcher(sl)
+        loss, s = batch_loss(model, batch, tgt, cfg, n_cfg, n_at, create_graph=False)
+        tot += torch.stack([loss.detach().double(), s["e_sq"].double(), s["e_abs"].double(),
+                            s["f_sq"].double(), s["f_abs"].double()])
+    tot = all_reduce_sum(tot).cpu().numpy()
+    n_cfg = max(n_cfg, 1)
+    return {"loss": float(tot[0]), "e_rmse_per_atom": math.sqrt(tot[1] / n_cfg),
+            "e_mae_per_atom": tot[2] / n_cfg, "f_rmse": math.sqrt(tot[3] / (3 * n_at)),
+            "f_mae": tot[4] / (3 * n_at)}
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: MLIPConfig):
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs,
+                                                          eta_min=cfg.min_lr)
+    return None
+
+
+def _params_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _scale_lr(opt, sched, factor: float) -> float:
+    for g in opt.param_groups:
+        g["lr"] *= factor
+    if sched is not None and hasattr(sched, "base_lrs"):
+        sched.base_lrs = [b * factor for b in sched.base_lrs]
+    if sched is not None and hasattr(sched, "min_lrs"):
+        sched.min_lrs = [min(m, g["lr"]) for m, g in zip(sched.min_lrs, opt.param_groups,
+                                                          strict=True)]
+    return opt.param_groups[0]["lr"]
+
+
+def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
+                 val_idx: np.ndarray, cfg: MLIPConfig, stats: dict, member_dir: str | Path,
+                 seed: int, data_key: str, init_state: str | Path | None = None,
+                 fault: Fault | None = None) -> dict:
+    """Train one member (this process = one DDP rank of ``info``); returns its metrics.
+
+    ``init_state``: a best.pt to warm-start from. ``fault(step, targets)`` is a test hook that
+    may corrupt the targets in place or return a factor multiplied into the loss.
+    """
+    member_dir = Path(member_dir)
+    member_dir.mkdir(parents=True, exist_ok=True)
+    dev, dtype = info.device, getattr(torch, cfg.dtype)
+    torch.manual_seed(seed)
+    model = build_model(cfg, stats).to(dev)
+    if init_state is not None:
+        model.load_state_dict(torch.load(init_state, map_location=dev, weights_only=True))
+    batcher = Batcher(data, stats["atomic_numbers"], model.e0.tolist(), cfg.cutoff, dtype, dev)
+    n_atoms = np.array([len(z) for z in data.numbers], dtype=float)
+    net: torch.nn.Module = model
+    if info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                           amsgrad=True)
+    sched = _scheduler(opt, cfg)
+    st: dict[str, Any] = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "rollbacks": 0,
+                          "step": 0, "history": [], "events": []}
+    last, best = member_dir / "last.pt", member_dir / "best.pt"
+    key = {"data": data_key, "config": config_hash(cfg), "seed": seed}
+    if last.exists():
+        ck = torch.load(last, map_location=dev, weights_only=True)
+        if ck.get("key") == key:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            if sched is not None and ck.get("scheduler") is not None:
+                sched.load_state_dict(ck["scheduler"])
+            st = ck["state"]
+            st["events"].append({"resumed_at_epoch": st["epoch"]})
+            log.info("%s: resumed at epoch %d", member_dir.name, st["epoch"])
+        else:
+            log.warning("%s: ignoring last.pt of other data/config", member_dir.name)
+    good = _snapshot(model, opt, sched, st)
+    recent: deque[float] = deque(maxlen=50)
+    t_start = time.perf_counter()
+    samples = 0
+    while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
+        epoch = st["epoch"]
+        perm = np.random.default_rng([seed, epoch]).permutation(train_idx)
+        diverged = False
+        net.train()
+        for gb in _slices(perm, cfg.batch_size):
+            n_cfg, n_at = len(gb), float(n_atoms[gb].sum())
+            batch, tgt = batcher(gb[info.rank::info.world_size])
+            factor = fault(st["step"], tgt) if fault is not None else None
+            loss, _ = batch_loss(net, batch, tgt, cfg, n_cfg, n_at)
+            if factor is not None:
+                loss = loss * factor
+            glob = all_reduce_sum(loss.detach().double().reshape(1).clone()).item()
+            limit = cfg.explode_factor * float(np.median(recent)) if len(recent) >= 10 \
+                else math.inf
+            if not math.isfinite(glob) or glob > limit:
+                diverged = True
+                reason = "NaN/inf loss" if not math.isfinite(glob) else \
+                    f"exploding loss {glob:.3g} > {limit:.3g}"
+                break
+            opt.zero_grad(set_to_none=True)
+            (loss * info.world_size).backward()
+            opt.step()
+            recent.append(glob)
+            st["step"] += 1
+            samples += n_cfg
+        if not diverged:
+            val = evaluate_loss(net, batcher, val_idx if len(val_idx) else train_idx, cfg, info,
+                                n_atoms)
+            if not math.isfinite(val["loss"]) or not _params_finite(model):
+                diverged, reason = True, "non-finite validation loss or parameters"
+        if diverged:
+            st = _rollback(model, opt, sched, good, st, cfg, member_dir.name, reason, info)
+            good = _snapshot(model, opt, sched, st)
+            recent.clear()
+            continue
+        lr = opt.param_groups[0]["lr"]
+        st["history"].append({"epoch": epoch, "lr": lr, **{k: float(v) for k, v in val.items()}})
+        if val["loss"] < st["best_val"]:
+            st["best_val"], st["bad_epochs"] = val["loss"], 0
+            if info.is_main:
+                atomic_save(model.state_dict(), best)
+        else:
+            st["bad_epochs"] += 1
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(val["loss"])
+        elif sched is not None:
+            sched.step()
+        st["epoch"] = epoch + 1
+        good = _snapshot(model, opt, sched, st)
+        if info.is_main and (st["epoch"] % cfg.checkpoint_every == 0
+                             or st["epoch"] >= cfg.epochs):
+            atomic_save({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict() if sched is not None else None,
+                         "state": st}, last)
+    if info.world_size > 1:
+        torch.distributed.barrier()
+    if not best.exists():
+        raise TrainingDiverged(f"{member_dir.name}: no finite model was produced")
+    model.load_state_dict(torch.load(best, map_location=dev, weights_only=True))
+    final = evaluate_loss(model, batcher, val_idx if len(val_idx) else train_idx, cfg, info,
+                          n_atoms)
+    out = {"member": member_dir.name, "seed": seed, "epochs": st["epoch"],
+           "steps": st["step"], "best_val_loss": st["best_val"], "val": final,
+           "rollbacks": st["rollbacks"], "events": st["events"], "n_train": int(len(train_idx)),
+           "n_val": int(len(val_idx)), "seconds": time.perf_counter() - t_start,
+           "samples_per_s": samples / max(time.perf_counter() - t_start, 1e-9),
+           "history": st["history"], "done": True}
+    if info.is_main:
+        write_json(out, member_dir / "member.json")
+    return out
+
+
+def _snapshot(model, opt, sched, st) -> dict:
+    return copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict() if sched is not None else None,
+                          "state": st})
+
+
+def _rollback(model, opt, sched, good: dict, cur: dict, cfg: MLIPConfig, name: str,
+              reason: str, info: DistInfo) -> dict:
+    """Restore the last good state with the learning rate lowered; returns the new state."""
+    st = copy.deepcopy(good["state"])
+    n = cur["rollbacks"] + 1
+    st["events"] = list(cur["events"])
+    st["step"] = cur["step"] + 1  # the failed step counts (a transient fault is not replayed)
+    if n > cfg.max_rollbacks:
+        raise TrainingDiverged(f"{name}: {reason} after {cfg.max_rollbacks} rollbacks "
+                               "(lower mlip.lr or check the labels)")
+    model.load_state_dict(good["model"])
+    opt.load_state_dict(good["optimizer"])
+    if sched is not None and good["scheduler"] is not None:
+        sched.load_state_dict(good["scheduler"])
+    lr = _scale_lr(opt, sched, cfg.rollback_lr_factor)
+    st["rollbacks"] = n
+    st["events"].append({"rollback": n, "epoch": st["epoch"], "reason": reason, "new_lr": lr})
+    if info.is_main:
+        log.warning("%s: %s at epoch %d; rolled back to the last good state, lr -> %.3g",
+                    name, reason, st["epoch"], lr)
+    return st
+
+
+
+
+# --------------------------------------------------------------------------- the committee
+
+FORMAT = "alflow-mlip-committee"
+
+
+def _member_job(job: dict, threads: int, device: str, member: int) -> dict:
+    """One member in a worker process (members trained in parallel)."""
+    from alflow.distributed import resolve_device
+
+    torch.set_num_threads(threads)
+    info = DistInfo(device=resolve_device(device, member))
+    return train_member(info, **job)
+
+
+def _ddp_member(info: DistInfo, job: dict) -> dict:
+    return train_member(info, **job)
+
+
+def _split(n: int, cfg: MLIPConfig) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(cfg.seed).permutation(n)
+    n_val = int(round(cfg.valid_fraction * n))
+    if cfg.valid_fraction > 0 and n_val == 0 and n >= 4:
+        n_val = 1
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _warm_start(init_from: Path | None, cfg: MLIPConfig, stats: dict) -> tuple[dict, list]:
+    """Previous generation's stats and member weights if its architecture matches."""
+    if init_from is None:
+        return stats, []
+    meta_path = Path(init_from) / "committee.json"
+    if not meta_path.exists():
+        log.warning("init_from %s has no committee.json; training from scratch", init_from)
+        return stats, []
+    prev = json.loads(meta_path.read_text())
+    pcfg = MLIPConfig.model_validate(prev["config"])
+    same = (pcfg.backend == cfg.backend and pcfg.cutoff == cfg.cutoff
+            and getattr(pcfg, pcfg.backend) == getattr(cfg, cfg.backend)
+            and set(stats["atomic_numbers"]) <= set(prev["stats"]["atomic_numbers"]))
+    if not same:
+        log.warning("init_from %s has another architecture or elements; training from scratch",
+                    init_from)
+        return stats, []
+    return prev["stats"], [str(Path(init_from) / m / "best.pt") for m in prev["members"]]
+
+
+def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None = None,
+                    nproc: int = 1, init_from: str | Path | None = None,
+                    fault: Fault | None = None) -> Path:
+    """Train a committee on labelled ASE Atoms; returns ``out_dir`` (load with :func:`load`).
+
+    Members differ by seed and by the subset of the training set they see
+    (``subset_fraction``); all share one validation split and the reference energies fitted
+    on the training set. ``nproc`` > 1 trains members in parallel processes or each member
+    with DDP (``config.parallel``); under torchrun every member uses the torchrun world.
+    Re-running on the same data and config resumes unfinished members from their last
+    checkpoint and returns at once when all are done. ``fault`` is a test hook (sequential
+    training only; see :func:`train_member`).
+    """
+    from alflow.distributed import init_from_env, resolve_device, spawn, threads_per_process
+    from alflow.errors import InputError
+    from alflow.mlip.data import data_hash, fit_statistics, from_atoms
+
+    cfg = config or MLIPConfig()
+    data, dropped = from_atoms(list(atoms_list))
+    if len(data) < 2:
+        raise InputError(f"need at least 2 labelled configurations to train, got {len(data)}"
+                         + (f" ({len(dropped)} dropped for bad labels)" if dropped else ""))
+    key = data_hash(data)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_path = out / "run.json"
+    run = {"data_hash": key, "config_hash": config_hash(cfg)}
+    if run_path.exists():
+        old = json.loads(run_path.read_text())
+        if old.get("data_hash") != key or old.get("config_hash") != run["config_hash"]:
+            raise InputError(f"{out} holds a committee of other data or settings; "
+                             "choose another output directory or delete it")
+        if (out / "committee.json").exists():
+            return out
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    info = init_from_env(cfg.device) if torchrun else DistInfo(device=resolve_device(cfg.device))
+    if info.is_main:
+        write_json(run, run_path)
+    train_idx, val_idx = _split(len(data), cfg)
+    stats = fit_statistics(data.subset(train_idx), cfg.cutoff)
+    stats, init_states = _warm_start(Path(init_from) if init_from else None, cfg, stats)
+    jobs, names = [], []
+    for k in range(cfg.committee_size):
+        seed = cfg.seed * 1000 + 7919 * k + 1
+        rng = np.random.default_rng(seed)
+        n_sub = max(1, int(math.ceil(cfg.subset_fraction * len(train_idx))))
+        sub = np.sort(rng.choice(train_idx, size=n_sub, replace=False))
+        names.append(f"member_{k}")
+        jobs.append({"data": data, "train_idx": sub, "val_idx": val_idx, "cfg": cfg,
+                     "stats": stats, "member_dir": str(out / names[-1]), "seed": seed,
+                     "data_key": key,
+                     "init_state": init_states[k % len(init_states)] if init_states else None})
+    done = [json.loads((out / n / "member.json").read_text())
+            if (out / n / "member.json").exists() else None for n in names]
+    todo = [k for k in range(len(jobs)) if done[k] is None]
+    mode = cfg.parallel
+    if mode == "auto":
+        mode = "members" if len(todo) >= nproc else "ddp"
+    t0 = time.perf_counter()
+    if torchrun or nproc <= 1 or not todo:
+        for k in todo:
+            done[k] = train_member(info, **jobs[k], fault=fault)
+    elif mode == "members":
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch.multiprocessing as tmp
+
+        workers = min(nproc, len(todo))
+        threads = threads_per_process(workers)
+        with ProcessPoolExecutor(workers, mp_context=tmp.get_context("spawn")) as pool:
+            futs = {k: pool.submit(_member_job, jobs[k], threads, cfg.device, k) for k in todo}
+            for k, fut in futs.items():
+                done[k] = fut.result()
+    else:
+        for k in todo:
+            done[k] = spawn(_ddp_member, nproc, jobs[k], device=cfg.device)
+    if not info.is_main:
+        return out
+    from alflow.mlip.committee import Committee
+
+    committee = Committee.load_members(out, names, cfg, stats, device="cpu")
+    val = committee.metrics(data.subset(val_idx if len(val_idx) else train_idx))
+    meta = {"format": FORMAT, "version": 1, "config": cfg.model_dump(), "stats": stats,
+            "data_hash": key, "n_configs": len(data), "n_train": int(len(train_idx)),
+            "n_val": int(len(val_idx)), "dropped": [list(d) for d in dropped],
+            "members": names, "nproc": nproc, "parallel": mode,
+            "init_from": str(init_from) if init_from else None,
+            "train_seconds": time.perf_counter() - t0, "val": val,
+            "member_metrics": [{k: v for k, v in d.items() if k != "history"} for d in done],
+            "torch": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json(meta, out / "committee.json")
+    log.info("committee of %d trained in %.1f s: val force MAE %.4f eV/Å", len(names),
+             meta["train_seconds"], val["f_mae"])
+    return out
+
+
+__all__ = ["TrainingDiverged", "atomic_save", "batch_loss", "config_hash", "evaluate_loss",
+           "train_committee", "train_member"]

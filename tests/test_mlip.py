@@ -1,0 +1,268 @@
+"""Built-in/MACE models: forces vs finite differences, invariances, periodic cells; committee
+calculator/potential; training accuracy, uncertainty, NaN rollback, bad config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.cluster import Octahedron
+
+from alflow.config import validate_model
+from alflow.distributed import DistInfo
+from alflow.errors import ConfigError, InputError
+from alflow.mlip import MLIPConfig, load, load_potential, train_committee
+from alflow.mlip.data import from_atoms
+from alflow.mlip.graph import DenseBatch, dense_to_graph, make_graph
+from alflow.mlip.model import build_model
+from alflow.mlip.train import TrainingDiverged, train_member
+
+STATS = {"atomic_numbers": [29, 47], "e0": [-1.0, -2.0], "scale": 0.7, "shift": 0.1,
+         "avg_num_neighbors": 4.0}
+
+
+def _model(backend="builtin", seed=0):
+    torch.manual_seed(seed)
+    cfg = MLIPConfig(backend=backend, dtype="float64", cutoff=4.5)
+    model = build_model(cfg, STATS)
+    with torch.no_grad():  # larger random weights than the init: a rugged test surface
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def _cluster(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return Octahedron("Ag", 2).positions[:n] + rng.normal(0, 0.2, (n, 3))
+
+
+def _energy(model, x, species):
+    return model.total_energy(DenseBatch(x, species))
+
+
+def emt_frames(n, sigma=0.15, seed=0, base=None):
+    """Ag6 octahedron frames randomly displaced by ``sigma`` Å, labelled with EMT."""
+    rng = np.random.default_rng(seed)
+    base = Octahedron("Ag", 2) if base is None else base
+    out = []
+    for _ in range(n):
+        a = base.copy()
+        a.positions += rng.normal(0, sigma, a.positions.shape)
+        a.calc = EMT()
+        e, f = a.get_potential_energy(), a.get_forces()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f)
+        out.append(a)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["builtin", "mace"])
+def test_forces_are_minus_finite_difference_gradient(backend):
+    model = _model(backend)
+    species = torch.tensor([1, 1, 0, 1, 1, 0])
+    x = torch.tensor(_cluster()[None], requires_grad=True)
+    (g,) = torch.autograd.grad(_energy(model, x, species).sum(), x)
+    h = 1e-5
+    coords = [(i, c) for i in range(6) for c in range(3)]
+    if backend == "mace":  # slower; a sample of coordinates
+        coords = coords[::4]
+    xs = []
+    for i, c in coords:
+        for sign in (1, -1):
+            xd = x.detach().clone()
+            xd[0, i, c] += sign * h
+            xs.append(xd[0])
+    with torch.no_grad():
+        e = _energy(model, torch.stack(xs), species).reshape(-1, 2)
+    fd = (e[:, 0] - e[:, 1]) / (2 * h)
+    ad = torch.stack([g[0, i, c] for i, c in coords])
+    assert ad.abs().max() > 1e-3  # a non-trivial surface
+    torch.testing.assert_close(ad, fd, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["builtin", "mace"])
+def test_energy_invariant_under_rotation_translation_permutation(backend):
+    model = _model(backend, seed=1)
+    species = torch.tensor([1, 1, 0, 1, 1, 0])
+    x = torch.tensor(_cluster(seed=2))
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))
+    rot = torch.tensor(q)
+    perm = torch.tensor([4, 0, 5, 1, 3, 2])  # Ag -> Ag, Cu -> Cu
+    assert torch.equal(species[perm], torch.tensor([1, 1, 0, 1, 1, 0]))
+    batch = torch.stack([x, x @ rot.T + torch.tensor([3.0, -1.0, 7.5]), x[perm]])
+    e = _energy(model, batch, species)
+    assert abs(float(e[0] - e[1])) < 1e-8 and abs(float(e[0] - e[2])) < 1e-8
+    swapped = x.clone()
+    swapped[[0, 2]] = x[[2, 0]]  # exchanging Ag and Cu positions changes the energy
+    assert abs(float(_energy(model, swapped[None], species)[0] - e[0])) > 1e-6
+
+
+def test_dense_and_graph_layouts_agree():
+    model = _model()
+    x = torch.tensor(np.stack([_cluster(seed=s) for s in range(3)]))
+    species = torch.tensor([1, 1, 0, 1, 1, 0])
+    dense = DenseBatch(x, species)
+    e1 = model.total_energy(dense)
+    e2 = model.total_energy(dense_to_graph(dense))
+    # a neighbour-list graph (cutoff 4.5 Å) gives the same energy: pairs beyond rc add zero
+    g = make_graph(list(x.numpy()), [species.numpy()] * 3, [None] * 3, [None] * 3, 4.5)
+    e3 = model.total_energy(g)
+    torch.testing.assert_close(e1, e2, atol=1e-10, rtol=0)
+    torch.testing.assert_close(e1, e3, atol=1e-10, rtol=0)
+
+
+def test_periodic_cell_forces_and_lattice_translation():
+    model = _model(seed=4)
+    atoms = bulk("Ag", "fcc", a=4.09, cubic=True)  # 4 atoms, a < cutoff: many images
+    atoms.positions += np.random.default_rng(5).normal(0, 0.1, atoms.positions.shape)
+    sp = np.ones(4, dtype=int)
+
+    def graph(pos):
+        return make_graph([pos], [sp], [atoms.cell.array], [atoms.pbc], 4.5)
+
+    g = graph(atoms.positions)
+    g.positions.requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.total_energy(g).sum(), g.positions)
+    h = 1e-5
+    for i, c in [(0, 0), (2, 1), (3, 2)]:
+        p, m = atoms.positions.copy(), atoms.positions.copy()
+        p[i, c] += h
+        m[i, c] -= h
+        fd = (model.total_energy(graph(p)) - model.total_energy(graph(m))) / (2 * h)
+        assert abs(float(fd) - float(grad[i, c])) < 1e-8 * max(1.0, abs(float(grad[i, c])))
+    # moving one atom by a lattice vector leaves the crystal, hence the energy, unchanged
+    moved = atoms.positions.copy()
+    moved[1] += atoms.cell.array[0] - atoms.cell.array[2]
+    assert abs(float(model.total_energy(graph(moved)) - model.total_energy(g))) < 1e-9
+    # a larger cell (supercell) has proportionally larger energy
+    sc = atoms.repeat((2, 1, 1))
+    e_sc = model.total_energy(make_graph([sc.positions], [np.ones(8, int)], [sc.cell.array],
+                                         [sc.pbc], 4.5))
+    assert abs(float(e_sc) - 2 * float(model.total_energy(g))) < 1e-8
+
+
+def test_bad_config_fields_give_clear_errors():
+    with pytest.raises(ConfigError, match="comittee_size: unknown field"):
+        validate_model(MLIPConfig, {"comittee_size": 3}, "train.yaml")
+    with pytest.raises(ConfigError, match="backend"):
+        validate_model(MLIPConfig, {"backend": "nequip"}, "train.yaml")
+    with pytest.raises(ConfigError, match="builtin.features"):
+        validate_model(MLIPConfig, {"builtin": {"features": 0}}, "train.yaml")
+
+
+def test_bad_labels_are_dropped_and_unknown_elements_rejected(tmp_path):
+    frames = emt_frames(3)
+    f = frames[1].calc.results["forces"].copy()
+    f[0, 0] = np.nan
+    frames[1].calc = SinglePointCalculator(frames[1], energy=1.0, forces=f)
+    frames[2].calc = None
+    data, dropped = from_atoms(frames)
+    assert len(data) == 1 and [d[0] for d in dropped] == [1, 2]
+    with pytest.raises(InputError, match="at least 2"):
+        train_committee(frames, tmp_path / "m")
+
+
+# --------------------------------------------------------------- trained committee (shared)
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("mlip") / "model"
+    frames = emt_frames(140, seed=1)
+    cfg = MLIPConfig(committee_size=2, epochs=45, batch_size=16, lr=1e-2, patience=30,
+                     valid_fraction=0.15)
+    train_committee(frames[:110], out, cfg)
+    return out, frames[110:]
+
+
+def test_training_reaches_stated_force_error(trained):
+    """EMT Ag6 (0.15 Å displacements, force MAE ~0.4 eV/Å): held-out force MAE < 0.08 eV/Å."""
+    out, test = trained
+    calc = load(out)
+    err, ref = [], []
+    for a in test:
+        ref.append(a.get_forces())
+        b = a.copy()
+        b.calc = calc
+        err.append(b.get_forces() - ref[-1])
+    mae = float(np.abs(np.array(err)).mean())
+    assert mae < 0.08, mae
+    assert mae < 0.2 * float(np.abs(np.array(ref)).mean())
+
+
+def test_potential_matches_calculator_and_autograd(trained):
+    out, test = trained
+    calc = load(out)
+    a = test[0].copy()
+    a.calc = calc
+    e, f = a.get_potential_energy(), a.get_forces()
+    pot = load_potential(out, a.numbers)
+    x = torch.tensor(np.array([t.positions for t in test[:5]]), requires_grad=True)
+    o = pot.evaluate(x)
+    assert abs(float(o.energy[0]) - e) < 1e-5
+    np.testing.assert_allclose(o.forces[0].numpy(), f, atol=1e-5)
+    assert abs(float(o.force_dev[0]) - calc.results["force_dev"]) < 1e-6
+    assert calc.results["energy_std"] > 0 and len(calc.results["energies"]) == 2
+    (g,) = torch.autograd.grad(pot.energy(x).sum(), x)
+    torch.testing.assert_close(-g, o.forces, atol=1e-4, rtol=1e-4)
+
+
+def test_committee_uncertainty_grows_away_from_training_data(trained):
+    out, test = trained
+    pot = load_potential(out, test[0].numbers)
+    near = torch.tensor(np.array([a.positions for a in test]))
+    center = near.mean(1, keepdim=True)
+    far = center + 1.35 * (near - center)  # stretched clusters, never seen in training
+    fd_near = pot.evaluate(near).force_dev
+    fd_far = pot.evaluate(far).force_dev
+    assert float(fd_far.median()) > 2 * float(fd_near.median())
+
+
+# --------------------------------------------------------------------- rollback on NaN
+
+def _member_args(tmp_path, frames, **cfg):
+    data, _ = from_atoms(frames)
+    config = MLIPConfig(dtype="float64", batch_size=8, **cfg)
+    from alflow.mlip.data import fit_statistics
+
+    stats = fit_statistics(data, config.cutoff)
+    return dict(data=data, train_idx=np.arange(len(data) - 4), val_idx=np.arange(len(data) - 4,
+                len(data)), cfg=config, stats=stats, member_dir=tmp_path / "m", seed=3,
+                data_key="k")
+
+
+@pytest.mark.parametrize("where", ["labels", "loss"])
+def test_nan_triggers_rollback_with_lower_lr(tmp_path, where):
+    frames = emt_frames(20, seed=2)
+
+    def fault(step, tgt):
+        if step == 4:
+            if where == "labels":
+                tgt.forces[0, 0, 0] = float("nan")
+                return None
+            return float("nan")
+        return None
+
+    res = train_member(DistInfo(), **_member_args(tmp_path, frames, epochs=3), fault=fault)
+    rb = [e for e in res["events"] if "rollback" in e]
+    assert res["rollbacks"] == 1 and len(rb) == 1
+    assert "NaN" in rb[0]["reason"] and math.isclose(rb[0]["new_lr"], 5e-3 * 0.5)
+    state = torch.load(tmp_path / "m" / "best.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert res["epochs"] == 3 and math.isfinite(res["val"]["loss"])
+
+
+def test_persistent_nan_stops_after_max_rollbacks_without_nan_model(tmp_path):
+    frames = emt_frames(20, seed=2)
+    args = _member_args(tmp_path, frames, epochs=3, max_rollbacks=2)
+    with pytest.raises(TrainingDiverged, match="2 rollbacks"):
+        train_member(DistInfo(), **args, fault=lambda step, tgt: float("nan") if step >= 3
+                     else None)
+    best = tmp_path / "m" / "best.pt"
+    if best.exists():  # only finite models are ever written
+        state = torch.load(best, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

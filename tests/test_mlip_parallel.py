@@ -1,0 +1,96 @@
+"""DDP (2 gloo processes) equals one process on the same global batch; resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alflow.distributed import DistInfo, spawn
+from alflow.mlip import MLIPConfig, train_committee
+from alflow.mlip.data import fit_statistics, from_atoms
+from alflow.mlip.model import build_model
+from alflow.mlip.train import _ddp_member, train_member
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_mlip import emt_frames  # noqa: E402
+
+
+def test_ddp_two_gloo_ranks_match_one_process(tmp_path):
+    data, _ = from_atoms(emt_frames(28, seed=4))
+    cfg = MLIPConfig(dtype="float64", batch_size=8, epochs=2, lr=2e-3)
+    stats = fit_statistics(data, cfg.cutoff)
+    job = dict(data=data, train_idx=np.arange(24), val_idx=np.arange(24, 28), cfg=cfg,
+               stats=stats, seed=11, data_key="k")
+    one = train_member(DistInfo(), **job, member_dir=tmp_path / "one")
+    two = spawn(_ddp_member, 2, {**job, "member_dir": str(tmp_path / "two")})
+    assert one["steps"] == two["steps"] == 6
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
+    torch.manual_seed(11)
+    init = build_model(cfg, stats).state_dict()
+    moved = max(float((a[k] - init[k]).abs().max()) for k in a if a[k].is_floating_point())
+    assert moved > 1e-4  # training did change the parameters
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
+    assert diff < 1e-10, diff
+    assert abs(one["val"]["loss"] - two["val"]["loss"]) < 1e-10
+
+
+SCRIPT = """
+import sys, pickle, torch
+torch.set_num_threads(1)
+from alflow.mlip import MLIPConfig, train_committee
+frames = pickle.load(open(sys.argv[1], "rb"))
+cfg = MLIPConfig.model_validate_json(open(sys.argv[2]).read())
+train_committee(frames, sys.argv[3], cfg)
+"""
+
+
+def test_resume_after_sigkill_continues_from_checkpoint(tmp_path):
+    import pickle
+
+    torch.set_num_threads(1)
+    frames = emt_frames(24, seed=5)
+    cfg = MLIPConfig(committee_size=1, dtype="float64", batch_size=8, epochs=12, patience=100,
+                     lr=2e-3)
+    (tmp_path / "frames.pkl").write_bytes(pickle.dumps(frames))
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "frames.pkl"),
+                             str(tmp_path / "cfg.json"), str(out)], env=env)
+    last = out / "member_0" / "last.pt"
+    killed_at = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists():
+            ep = torch.load(last, weights_only=True)["state"]["epoch"]
+            if ep >= 3:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = ep
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None and proc.returncode == -signal.SIGKILL
+    assert not (out / "committee.json").exists()
+    train_committee(frames, out, cfg)  # resumes
+    member = json.loads((out / "member_0" / "member.json").read_text())
+    resumed = [e["resumed_at_epoch"] for e in member["events"] if "resumed_at_epoch" in e]
+    assert len(resumed) == 1 and killed_at <= resumed[0] < cfg.epochs
+    assert member["epochs"] == cfg.epochs
+    # same weights as a run that was never interrupted
+    ref = train_committee(frames, tmp_path / "ref", cfg)
+    a = torch.load(out / "member_0" / "best.pt", weights_only=True)
+    b = torch.load(ref / "member_0" / "best.pt", weights_only=True)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()) < 1e-9
+    # a finished committee is not retrained
+    t = (out / "committee.json").stat().st_mtime_ns
+    train_committee(frames, out, cfg)
+    assert (out / "committee.json").stat().st_mtime_ns == t
