@@ -27,6 +27,7 @@ from alflow.cli import spectra as _spectra; _spectra.register(app)  # noqa: E402
 from alflow.cli import report as _report; _report.register(app)  # noqa: E402,E702,I001
 from alflow.cli import run as _run, status as _status, example as _example; _run.register(app); _status.register(app); _example.register(app)  # noqa: E402,E501,E702,I001
 from alflow.cli import md as _md; _md.register(app)  # noqa: E402,E702,I001
+from alflow.cli import train as _train, evaluate as _evaluate; _train.register(app); _evaluate.register(app)  # noqa: E402,E501,E702,I001
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from alflow.mlip.model import build_model
 log = logging.getLogger(__name__)
 
 Fault = Callable[[int, Targets], float | None]
+Progress = Callable[[str, int, int, dict], None]
 
 
 class TrainingDiverged(AlflowError):
@@ -135,11 +136,12 @@ def _scale_lr(opt, sched, factor: float) -> float:
 def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
                  val_idx: np.ndarray, cfg: MLIPConfig, stats: dict, member_dir: str | Path,
                  seed: int, data_key: str, init_state: str | Path | None = None,
-                 fault: Fault | None = None) -> dict:
+                 fault: Fault | None = None, progress: Progress | None = None) -> dict:
     """Train one member (this process = one DDP rank of ``info``); returns its metrics.
 
     ``init_state``: a best.pt to warm-start from. ``fault(step, targets)`` is a test hook that
     may corrupt the targets in place or return a factor multiplied into the loss.
+    ``progress(member, epoch, epochs, val_metrics)`` is called after each epoch on rank 0.
     """
     member_dir = Path(member_dir)
     member_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +230,8 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
             sched.step()
         st["epoch"] = epoch + 1
         good = _snapshot(model, opt, sched, st)
+        if progress is not None and info.is_main:
+            progress(member_dir.name, epoch, cfg.epochs, val)
         if info.is_main and (st["epoch"] % cfg.checkpoint_every == 0
                              or st["epoch"] >= cfg.epochs):
             atomic_save({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -330,7 +334,7 @@ def _warm_start(init_from: Path | None, cfg: MLIPConfig, stats: dict) -> tuple[d
 
 def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None = None,
                     nproc: int = 1, init_from: str | Path | None = None,
-                    fault: Fault | None = None) -> Path:
+                    fault: Fault | None = None, progress: Progress | None = None) -> Path:
     """Train a committee on labelled ASE Atoms; returns ``out_dir`` (load with :func:`load`).
 
     Members differ by seed and by the subset of the training set they see
@@ -339,7 +343,7 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     with DDP (``config.parallel``); under torchrun every member uses the torchrun world.
     Re-running on the same data and config resumes unfinished members from their last
     checkpoint and returns at once when all are done. ``fault`` is a test hook (sequential
-    training only; see :func:`train_member`).
+    training only; see :func:`train_member`), as is ``progress`` (called after each epoch).
     """
     from alflow.distributed import init_from_env, resolve_device, spawn, threads_per_process
     from alflow.errors import InputError
@@ -389,7 +393,7 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     t0 = time.perf_counter()
     if torchrun or nproc <= 1 or not todo:
         for k in todo:
-            done[k] = train_member(info, **jobs[k], fault=fault)
+            done[k] = train_member(info, **jobs[k], fault=fault, progress=progress)
     elif mode == "members":
         from concurrent.futures import ProcessPoolExecutor
 
