@@ -263,7 +263,7 @@ class LabelStore:
                     atoms.info[k] = json.dumps(v, default=str)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write(str(path), images, format="extxyz")
+        write(str(path), images, format="extxyz", parallel=False)
         return len(images)
 
     def summary(self) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def read_structures(path: str | Path, index: str = ":") -> list[Atoms]:
     if not path.exists():
         raise InputError(f"structure file not found: {path}")
     try:
-        images = read(str(path), index=index)
+        images = read(str(path), index=index, parallel=False)  # no implicit MPI broadcast
     except Exception as err:  # ASE raises many kinds for malformed files
         msg = f"cannot read structures from {path}: {type(err).__name__}: {err}"
         raise InputError(msg) from None

@@ -19,7 +19,6 @@ from alflow.labelling.base import (
     LabelResult,
     parse_method,
 )
-from alflow.labelling.batch import label_many, label_one
 
 DEFAULT_METHOD = "pyscf:pbe/def2-svp"
 
@@ -41,6 +40,15 @@ def make_labeller(method: str | LabellerConfig | Mapping[str, Any] = DEFAULT_MET
     from alflow.labelling.pyscf import PyscfLabeller
 
     return PyscfLabeller(config)
+
+
+def __getattr__(name: str):
+    # batch is imported lazily so that ``python -m alflow.labelling.batch`` runs it only once
+    if name in ("label_many", "label_one"):
+        from alflow.labelling import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module 'alflow.labelling' has no attribute {name!r}")
 
 
 __all__ = ["DEFAULT_METHOD", "BaseLabeller", "LabelResult", "Labeller", "LabellerConfig",

@@ -137,6 +137,26 @@ def versions() -> dict[str, str]:
     return out
 
 
+def set_threads(n: int) -> None:
+    """Use ``n`` threads in this thread: OpenMP (PySCF's C code), BLAS (numpy) and the
+    environment of child processes."""
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        from pyscf import lib
+
+        lib.num_threads(n)
+    except ImportError:  # pragma: no cover - pyscf is a dependency
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)
+    except ImportError:
+        log.debug("threadpoolctl not installed: BLAS threads follow OMP_NUM_THREADS at start")
+
+
 def geometry_problem(atoms: Atoms, cfg: LabellerConfig) -> str | None:
     """Why ``atoms`` should not be labelled (non-finite positions, atoms too close), or None."""
     if not np.all(np.isfinite(atoms.positions)):

@@ -92,7 +92,8 @@ def label_many(
     ``retry_failed``); a configuration repeated in the batch is computed once. Each new label
     is appended to ``store`` as it finishes (labels finishing within ``commit_interval_s`` of
     the previous write share one atomic commit). ``tags``: one dict for all or one per
-    configuration. ``on_result(i, record, cached)`` is called as each label is known. With
+    configuration. ``on_result(i, record, cached)`` is called once per input index as its
+    label is known (``cached``: read from the store or shared with a repeat). With
     ``submit``, a task that raises (worker lost) gives a failed record that is *not* stored,
     so a rerun retries it; the other labels are unaffected.
     """
@@ -106,18 +107,21 @@ def label_many(
     stored = set(store.keys()) if store is not None else set()
     results: list[LabelRecord | None] = [None] * n
     first_of: dict[str, int] = {}
+    repeats: dict[int, list[int]] = {}  # first index -> later indices of the same key
     todo: list[int] = []
     for i, key in enumerate(keys):
         if key in first_of:
+            repeats.setdefault(first_of[key], []).append(i)
             continue
         first_of[key] = i
         old = store.get(key) if key in stored else None
         if old is not None and (old.status == "ok" or not retry_failed):
             results[i] = old
-            if on_result:
-                on_result(i, old, True)
         else:
             todo.append(i)
+    for i in range(n):
+        if on_result and results[first_of[keys[i]]] is not None:
+            on_result(i, results[first_of[keys[i]]], True)
     if todo:
         log.info("%s: %d to label, %d already stored", lab.method_info.get("name"), len(todo),
                  n - len(todo))
@@ -140,6 +144,8 @@ def label_many(
             commit()
         if on_result:
             on_result(i, rec, False)
+            for j in repeats.get(i, []):
+                on_result(j, rec, True)
 
     try:
         if submit is None:

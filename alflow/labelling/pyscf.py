@@ -22,7 +22,6 @@ exception. Units: PySCF works in Hartree and Bohr; results are converted with ``
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from typing import Any
 
@@ -30,7 +29,7 @@ import numpy as np
 from ase import Atoms, units
 
 from alflow.errors import ConfigError
-from alflow.labelling.base import BaseLabeller, LabellerConfig, LabelResult
+from alflow.labelling.base import BaseLabeller, LabellerConfig, LabelResult, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +182,8 @@ class PyscfLabeller(BaseLabeller):
         from pyscf import lib
 
         cfg = self.config
-        threads = cfg.threads or int(os.environ.get("OMP_NUM_THREADS", "0")) or None
-        if threads:
-            lib.num_threads(threads)
+        if cfg.threads:
+            set_threads(cfg.threads)
         mol = build_mole(atoms, cfg)
         mf, rung, attempts = run_scf_ladder(mol, cfg)
         prov: dict[str, Any] = {
