@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import threading
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ def calculator_class(name: str) -> type[Calculator]:
 
 
 class AseLabeller(BaseLabeller):
-    """Energy and forces from an ASE calculator (one instance, reused)."""
+    """Energy and forces from an ASE calculator (one instance per thread, reused)."""
 
     def __init__(self, config: LabellerConfig):
         super().__init__(config)
@@ -54,10 +55,12 @@ class AseLabeller(BaseLabeller):
             raise ConfigError(f"ase_kwargs: {config.calculator} does not accept {unknown}; "
                               f"it knows {sorted(known)}")
         try:
-            self.calc = cls(**config.ase_kwargs)
+            cls(**config.ase_kwargs)
         except TypeError as err:
             raise ConfigError(f"ase_kwargs: {config.calculator} does not accept "
                               f"{config.ase_kwargs}: {err}") from None
+        self._cls = cls
+        self._local = threading.local()  # ASE calculators keep state: one per thread
         self.method_info: dict[str, Any] = {
             "name": config.name, "backend": "ase", "calculator": f"{cls.__module__}."
             f"{cls.__name__}", "kwargs": dict(config.ase_kwargs)}
@@ -70,8 +73,11 @@ class AseLabeller(BaseLabeller):
                                   f"{', '.join(sorted(EMT_ELEMENTS))})")
 
     def _compute(self, atoms: Atoms) -> LabelResult:
+        calc = getattr(self._local, "calc", None)
+        if calc is None:
+            calc = self._local.calc = self._cls(**self.config.ase_kwargs)
         work = atoms.copy()
-        work.calc = self.calc
+        work.calc = calc
         energy = float(work.get_potential_energy())
         forces = np.array(work.get_forces(), dtype=np.float64)
         return LabelResult("ok", energy=energy, forces=forces,

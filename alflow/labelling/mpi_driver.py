@@ -236,8 +236,12 @@ def _setup(args, threads: int):
     images = read_structures(args.structures)
     check_all(images, labeller)
     tags = parse_tags(args.tag)
-    per_image = [{**({"state": a.info["state"]} if "state" in a.info else {}), **tags}
-                 for a in images]
+    per_image = []
+    for a in images:  # per-structure tags: info["alflow_tags"] (JSON, written by apps) + state
+        own = json.loads(a.info["alflow_tags"]) if "alflow_tags" in a.info else {}
+        if "state" in a.info:
+            own.setdefault("state", a.info["state"])
+        per_image.append({**own, **tags})
     return images, LabelStore(args.store), labeller, per_image
 
 
