@@ -216,7 +216,7 @@ def test_committee_uncertainty_grows_away_from_training_data(trained):
     pot = load_potential(out, test[0].numbers)
     near = torch.tensor(np.array([a.positions for a in test]))
     center = near.mean(1, keepdim=True)
-    far = center + 1.35 * (near - center)  # stretched clusters, never seen in training
+    far = center + 0.8 * (near - center)  # compressed clusters, never seen in training
     fd_near = pot.evaluate(near).force_dev
     fd_far = pot.evaluate(far).force_dev
     assert float(fd_far.median()) > 2 * float(fd_near.median())
@@ -250,7 +250,7 @@ def test_nan_triggers_rollback_with_lower_lr(tmp_path, where):
     res = train_member(DistInfo(), **_member_args(tmp_path, frames, epochs=3), fault=fault)
     rb = [e for e in res["events"] if "rollback" in e]
     assert res["rollbacks"] == 1 and len(rb) == 1
-    assert "NaN" in rb[0]["reason"] and math.isclose(rb[0]["new_lr"], 5e-3 * 0.5)
+    assert "NaN" in rb[0]["reason"] and math.isclose(rb[0]["new_lr"], 1e-2 * 0.5)
     state = torch.load(tmp_path / "m" / "best.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert res["epochs"] == 3 and math.isfinite(res["val"]["loss"])

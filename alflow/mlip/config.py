@@ -48,9 +48,9 @@ class MLIPConfig(StrictModel):
     mace: MaceModelConfig = Field(default_factory=MaceModelConfig)
     dtype: Literal["float32", "float64"] = "float32"
 
-    energy_weight: float = Field(1.0, ge=0.0)
-    forces_weight: float = Field(10.0, ge=0.0)
-    lr: float = Field(5e-3, gt=0.0, le=1.0)
+    energy_weight: float = Field(10.0, ge=0.0)
+    forces_weight: float = Field(1.0, ge=0.0)
+    lr: float = Field(1e-2, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     schedule: Literal["plateau", "cosine", "none"] = "plateau"
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="plateau decay factor")

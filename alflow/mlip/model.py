@@ -7,7 +7,8 @@ Built-in model (a compact relative of SchNet/PaiNN/ACE, written for small cluste
   output is multiplied by a smooth polynomial envelope (DimeNet) that vanishes with its
   derivatives at the cutoff rc;
 * node features h_i (``features`` channels) start as element embeddings;
-* each layer: filters W(r_ij) (radial MLP) times a linear map of h_j give messages m_ij;
+* each layer: filters W(r_ij) (linear maps of radial features shared by all layers:
+  SiLU(Linear(Bessel)) times the envelope) times a linear map of h_j give messages m_ij;
   per atom the scalar sum s_i = sum_j m_ij and the angular moments
   A_i^(l) = sum_j m_ij Y_l(u_ij) for l = 1 (u) and l = 2 (u u^T) are formed, and the
   rotation invariants |A^(1)|^2, |A^(2)|^2 (three-body: sum_jk m_j m_k cos^l theta_jk) join
@@ -37,9 +38,8 @@ def envelope(x: torch.Tensor, p: int) -> torch.Tensor:
     a = (p + 1) * (p + 2) / 2
     b = p * (p + 2)
     c = p * (p + 1) / 2
-    xc = x.clamp(max=1.0)
-    val = 1 - a * xc**p + b * xc ** (p + 1) - c * xc ** (p + 2)
-    return torch.where(x < 1.0, val, torch.zeros_like(x))
+    xc = x.clamp(max=1.0)  # the polynomial is exactly 0 at 1, and clamp stops the gradient
+    return 1 - a * xc**p + b * xc ** (p + 1) - c * xc ** (p + 2)
 
 
 class BesselBasis(nn.Module):
@@ -77,7 +77,7 @@ class _Pairs:
     Graph: pair tensors (E, ...), node tensors (Ntot, ...).
     """
 
-    def __init__(self, batch: DenseBatch | GraphBatch, cutoff: float):
+    def __init__(self, batch: DenseBatch | GraphBatch):
         if isinstance(batch, DenseBatch):
             x = batch.positions
             n = x.shape[1]
@@ -97,7 +97,6 @@ class _Pairs:
             self.n_nodes = x.shape[0]
         self.r = r
         self.u = vec / r[..., None]
-        self.cutoff = cutoff
 
     def gather_j(self, h: torch.Tensor) -> torch.Tensor:
         return h[:, None, :, :] if self.dense else h[self.edge_j]
@@ -117,31 +116,37 @@ class _Pairs:
         return out.index_add_(0, self.edge_i, ang[:, :, None] * m[:, None, :])
 
 
-def _mlp(n_in: int, n_hidden: int, n_out: int, bias_out: bool = True) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_out,
-                                                                          bias=bias_out))
+def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_out))
 
 
 class Interaction(nn.Module):
-    """One message-passing layer: radial filters, scalar sum and angular invariants."""
+    """One message-passing layer: scalar sum and angular invariants of filtered messages.
+
+    The filters (scalar ``ws`` and angular ``wv``, F channels per pair) are linear maps of
+    the radial features shared by all layers (the hidden layer of one radial MLP, already
+    multiplied by the cutoff envelope, so filters vanish smoothly at the cutoff)."""
 
     def __init__(self, cfg: BuiltinModelConfig):
         super().__init__()
         f = cfg.features
         self.max_l = cfg.max_l
-        self.filters = _mlp(cfg.n_rbf, cfg.radial_hidden, 2 * f, bias_out=False)
         self.lin = nn.Linear(f, 2 * f, bias=False)
+        self.filter_s = nn.Linear(cfg.radial_hidden, f, bias=False)
+        self.filter_v = nn.Linear(cfg.radial_hidden, f, bias=False)
         self.update = _mlp((1 + cfg.max_l) * f, f, f)
 
-    def forward(self, h: torch.Tensor, rbf: torch.Tensor, cut: torch.Tensor, ang: torch.Tensor,
+    def forward(self, h: torch.Tensor, radial: torch.Tensor, ang: torch.Tensor,
                 pairs: _Pairs, inv_neigh: float) -> torch.Tensor:
-        f = h.shape[-1]
-        m = self.filters(rbf) * cut[..., None] * pairs.gather_j(self.lin(h))
-        s = pairs.sum_j(m[..., :f]) * inv_neigh
-        a = pairs.moments(ang, m[..., f:]) * inv_neigh
-        inv = [s, (a[..., :3, :] ** 2).sum(-2)]
+        ws, wv = self.filter_s(radial), self.filter_v(radial)
+        xs, xv = self.lin(h).chunk(2, dim=-1)
+        s = pairs.sum_j(ws * pairs.gather_j(xs)) * inv_neigh
+        a = pairs.moments(ang, wv * pairs.gather_j(xv)) * inv_neigh
         if self.max_l >= 2:
-            inv.append((a[..., 3:, :] ** 2).sum(-2))
+            a1, a2 = a.split([3, 6], dim=-2)
+            inv = [s, (a1**2).sum(-2), (a2**2).sum(-2)]
+        else:
+            inv = [s, (a**2).sum(-2)]
         return h + self.update(torch.cat(inv, dim=-1))
 
 
@@ -156,19 +161,21 @@ class BuiltinCore(nn.Module):
         self.inv_neigh = 1.0 / max(avg_num_neighbors, 1.0)
         self.embed = nn.Embedding(n_species, cfg.features)
         self.rbf = BesselBasis(cutoff, cfg.n_rbf, cfg.envelope_p)
+        self.radial = nn.Sequential(nn.Linear(cfg.n_rbf, cfg.radial_hidden), nn.SiLU())
         self.layers = nn.ModuleList(Interaction(cfg) for _ in range(cfg.layers))
         self.readout = _mlp(cfg.features, cfg.readout_hidden, 1)
 
     def forward(self, batch: DenseBatch | GraphBatch) -> torch.Tensor:
-        pairs = _Pairs(batch, self.cutoff)
+        pairs = _Pairs(batch)
         rbf, cut = self.rbf(pairs.r)
         if pairs.mask is not None:
             cut = cut * pairs.mask
         ang = _angular(pairs.u, self.max_l)
         species = batch.species_2d() if isinstance(batch, DenseBatch) else batch.species
         h = self.embed(species)
+        radial = self.radial(rbf) * cut[..., None]
         for layer in self.layers:
-            h = layer(h, rbf, cut, ang, pairs, self.inv_neigh)
+            h = layer(h, radial, ang, pairs, self.inv_neigh)
         return self.readout(h).squeeze(-1)
 
 
