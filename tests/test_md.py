@@ -1,6 +1,8 @@
 """Langevin MD: equipartition on a harmonic oscillator, NVE energy conservation, agreement with
 ASE's velocity Verlet, trust-region stopping, outputs readable by ASE."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -58,11 +60,9 @@ def test_harmonic_equipartition():
 
 
 def _lj7():
-    from ase.io import read as aread
-
-    from alflow.examples import __file__ as ex
-
-    return aread(str(__import__("pathlib").Path(ex).parent / "data" / "lj7_pbp.xyz"))
+    """The LJ7 pentagonal bipyramid of the examples."""
+    return read(Path(__file__).resolve().parents[1] / "alflow" / "examples" / "data"
+                / "lj7.extxyz", index=0)
 
 
 def test_nve_energy_conservation():

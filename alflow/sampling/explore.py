@@ -41,11 +41,14 @@ def load_potential_spec(spec: str | Path, numbers, device: str = "cpu") -> Poten
     numbers = np.asarray(numbers)
     if text.startswith("ase:"):
         from alflow.labelling import make_labeller
+        from alflow.labelling.ase_calc import calculator_class
 
-        labeller = make_labeller(text)
+        labeller = make_labeller(text)  # validates the calculator and its arguments
         template = Atoms(numbers=numbers, positions=np.zeros((len(numbers), 3)))
         labeller.check(template)
-        return AseCalculatorPotential(lambda: labeller.calc, template)
+        cfg = labeller.config
+        cls = calculator_class(cfg.calculator)
+        return AseCalculatorPotential(lambda: cls(**cfg.ase_kwargs), template)
     if text == "torch:lj":
         return LennardJones(numbers)
     path = Path(text)
