@@ -179,7 +179,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
     good = _snapshot(model, opt, sched, st)
     recent: deque[float] = deque(maxlen=50)
     t_start = time.perf_counter()
-    samples = 0
+    samples, step_s = 0, 0.0
     while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
         epoch = st["epoch"]
         perm = np.random.default_rng([seed, epoch]).permutation(train_idx)
@@ -187,6 +187,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
         net.train()
         for gb in _slices(perm, cfg.batch_size):
             n_cfg, n_at = len(gb), float(n_atoms[gb].sum())
+            t_step = time.perf_counter()
             batch, tgt = batcher(gb[info.rank::info.world_size])
             factor = fault(st["step"], tgt) if fault is not None else None
             loss, _ = batch_loss(net, batch, tgt, cfg, n_cfg, n_at)
@@ -206,6 +207,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
             recent.append(glob)
             st["step"] += 1
             samples += n_cfg
+            step_s += time.perf_counter() - t_step
         if not diverged:
             val = evaluate_loss(net, batcher, val_idx if len(val_idx) else train_idx, cfg, info,
                                 n_atoms)
@@ -248,7 +250,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
            "steps": st["step"], "best_val_loss": st["best_val"], "val": final,
            "rollbacks": st["rollbacks"], "events": st["events"], "n_train": int(len(train_idx)),
            "n_val": int(len(val_idx)), "seconds": time.perf_counter() - t_start,
-           "samples_per_s": samples / max(time.perf_counter() - t_start, 1e-9),
+           "samples_per_s": samples / max(step_s, 1e-9),
            "history": st["history"], "done": True}
     if info.is_main:
         write_json(out, member_dir / "member.json")
