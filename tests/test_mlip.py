@@ -266,3 +266,47 @@ def test_persistent_nan_stops_after_max_rollbacks_without_nan_model(tmp_path):
     if best.exists():  # only finite models are ever written
         state = torch.load(best, weights_only=True)
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_warm_start_from_previous_committee(trained, tmp_path):
+    out, test = trained
+    cfg = MLIPConfig(committee_size=2, epochs=1, lr=1e-9, valid_fraction=0.2)
+    new = train_committee(test, tmp_path / "warm", cfg, init_from=out)
+    for k in range(2):
+        a = torch.load(out / f"member_{k}" / "best.pt", weights_only=True)
+        b = torch.load(new / f"member_{k}" / "best.pt", weights_only=True)
+        assert max(float((a[n] - b[n]).abs().max()) for n in a
+                   if a[n].is_floating_point()) < 1e-5
+    # another architecture cannot be warm-started: trained from scratch instead
+    other = MLIPConfig(committee_size=1, epochs=1, builtin={"features": 8}, valid_fraction=0.2)
+    path = train_committee(test, tmp_path / "cold", other, init_from=out)
+    assert torch.load(path / "member_0" / "best.pt", weights_only=True)[
+        "core.embed.weight"].shape[1] == 8
+
+
+def test_training_and_calculator_on_periodic_cells(tmp_path):
+    rng = np.random.default_rng(8)
+    frames = []
+    for _ in range(16):
+        a = bulk("Ag", "fcc", a=4.09, cubic=True)
+        a.positions += rng.normal(0, 0.08, a.positions.shape)
+        a.calc = EMT()
+        a.calc = SinglePointCalculator(a, energy=a.get_potential_energy(),
+                                       forces=a.get_forces())
+        frames.append(a)
+    cfg = MLIPConfig(committee_size=1, epochs=4, batch_size=4, dtype="float64", cutoff=4.5)
+    out = train_committee(frames, tmp_path / "pbc", cfg)
+    member = __import__("json").loads((out / "member_0" / "member.json").read_text())
+    losses = [h["loss"] for h in member["history"]]
+    assert losses[-1] < losses[0]  # the graph (neighbour-list) path learns
+    atoms = frames[0].copy()
+    atoms.calc = load(out)
+    f = atoms.get_forces()
+    h = 1e-5
+    for i, c in [(0, 0), (3, 2)]:
+        p, m = atoms.copy(), atoms.copy()
+        p.positions[i, c] += h
+        m.positions[i, c] -= h
+        p.calc = m.calc = load(out)
+        fd = -(p.get_potential_energy() - m.get_potential_energy()) / (2 * h)
+        assert abs(fd - f[i, c]) < 1e-6
