@@ -1,0 +1,303 @@
+"""Free energies with error bars: importance sampling through a flow, BAR, ΔF, DFT reweighting.
+
+Convention (docs/flows.md): the free energy of state S at temperature T is
+
+    F_S = −kT ln[ (8π² / σ_S) ∫_{S, one labelled copy} J(z) e^{−U(x(z))/kT} dz ]
+
+(eV; lengths in Å, so F carries a unit-dependent constant shared by all states). The
+translational volume (the wall acts on distances to the centre of mass, so it is the same
+unbounded factor for every state), N! and the 8π²·(N!/σ_S) count of labelled copies are the
+same bookkeeping for every state, so ΔF between states is exact. σ_S is the rotational
+symmetry number of the state's reference (proper rotations). kB from ``ase.units``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from ase.units import kB
+
+from alflow.flows.coordinates import LOG_8PI2
+from alflow.flows.generator import BoltzmannGenerator
+from alflow.potential import Potential
+
+log = logging.getLogger(__name__)
+
+Predicate = Callable[[torch.Tensor], Any]
+
+
+class OverlapWarning(UserWarning):
+    """The two ensembles overlap too little for the estimate to be trusted."""
+
+
+def log_mean_exp(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
+
+
+def ess(log_w: np.ndarray) -> float:
+    """Kish effective sample size of importance weights exp(log_w)."""
+    lw = np.asarray(log_w, dtype=float)
+    if not np.isfinite(lw).any():
+        return 0.0
+    w = np.exp(lw - lw[np.isfinite(lw)].max())
+    return float(w.sum() ** 2 / (w**2).sum())
+
+
+@dataclass
+class FreeEnergy:
+    """A free energy (eV) with its standard error (eV) and sampling figures."""
+
+    f_ev: float
+    err_ev: float
+    temperature_k: float
+    n: int = 0
+    ess: float = 0.0
+    ess_fraction: float = 0.0
+    method: str = "is"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DeltaF:
+    """ΔF = F(to) − F(from) (eV) and its standard error."""
+
+    value_ev: float
+    error_ev: float
+    temperature_k: float
+
+    @property
+    def value_kt(self) -> float:
+        return self.value_ev / (kB * self.temperature_k)
+
+    @property
+    def error_kt(self) -> float:
+        return self.error_ev / (kB * self.temperature_k)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "value_kt": self.value_kt, "error_kt": self.error_kt}
+
+
+def is_free_energy(log_w: np.ndarray, temperature_k: float, n_bootstrap: int = 200,
+                   seed: int = 0, offset: float = 0.0) -> FreeEnergy:
+    """F = −kT (ln mean exp(log_w) + offset), bootstrap standard error. log_w (n,): log of
+    unnormalised target / normalised proposal (−inf where the target is zero)."""
+    kt = kB * temperature_k
+    lw = np.asarray(log_w, dtype=float)
+    n = len(lw)
+    rng = np.random.default_rng(seed)
+    lz = float(log_mean_exp(lw))
+    boots = log_mean_exp(lw[rng.integers(0, n, (n_bootstrap, n))], axis=1)
+    boots = boots[np.isfinite(boots)]
+    err = float(kt * boots.std(ddof=1)) if len(boots) > 1 else float("inf")
+    e = ess(lw)
+    return FreeEnergy(-kt * (lz + offset), err, temperature_k, n, e, e / max(n, 1), "is")
+
+
+@dataclass
+class FlowSamples:
+    """Flow samples of one state: positions (n, N, 3) Å, energy (n,) eV (inf outside),
+    log q_x (n,), log importance weights (n,) (−inf outside the state)."""
+
+    positions: np.ndarray
+    energy: np.ndarray
+    log_q: np.ndarray
+    log_w: np.ndarray
+    inside: np.ndarray
+
+
+def sample_flow(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
+                n: int, member: Predicate | None = None, restrict: Predicate | None = None,
+                seed: int = 0, batch: int = 2000) -> FlowSamples:
+    """Draw n flow samples and their log weights −U/kT − log q_x restricted to the state
+    (``member``, e.g. ``BasinStates.member(name)``) and to ``restrict`` (e.g. the wall)."""
+    kt = kB * temperature_k
+    g = torch.Generator().manual_seed(seed)
+    xs, es, lqs, oks = [], [], [], []
+    for i in range(0, n, batch):
+        x, lq, ok = bg.sample(min(batch, n - i), g)
+        ok = ok & torch.isfinite(x).all(-1).all(-1)
+        if restrict is not None:
+            ok = ok & torch.as_tensor(restrict(x), dtype=torch.bool)
+        with torch.no_grad():
+            e = potential.energy(x).double()
+        e = torch.where(ok, e, torch.full_like(e, float("inf")))
+        xs.append(x.numpy())
+        es.append(e.numpy())
+        lqs.append(lq.numpy())
+        oks.append(ok.numpy())
+    x, e, lq, ok = (np.concatenate(v) for v in (xs, es, lqs, oks))
+    ok &= np.isfinite(e)
+    if member is not None and ok.any():
+        inside = np.zeros_like(ok)
+        inside[ok] = np.asarray(member(torch.as_tensor(x[ok])), dtype=bool)
+        ok = inside
+    lw = np.where(ok, -e / kt - lq, -np.inf)
+    return FlowSamples(x, e, lq, lw, ok)
+
+
+def flow_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
+                     n: int = 4000, member: Predicate | None = None,
+                     restrict: Predicate | None = None, seed: int = 0, n_bootstrap: int = 200,
+                     return_samples: bool = False) -> FreeEnergy | tuple[FreeEnergy, FlowSamples]:
+    """F_S of the state by importance sampling from the flow (see module doc), with a
+    bootstrap error; extra holds the fraction of samples inside the state and σ_S."""
+    s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed)
+    # keep the scale of ln w near 0 for numerical safety: shift by the best sample
+    shift = float(np.max(s.log_w)) if np.isfinite(s.log_w).any() else 0.0
+    fe = is_free_energy(s.log_w - shift, temperature_k, n_bootstrap, seed,
+                        offset=shift + LOG_8PI2 - math.log(bg.symmetry_number))
+    fe.extra = {"inside_fraction": float(s.inside.mean()), "symmetry_number":
+                bg.symmetry_number, "min_energy_ev": float(np.min(s.energy))
+                if np.isfinite(s.energy).any() else float("nan")}
+    if fe.ess_fraction < 0.01:
+        warnings.warn(f"flow importance sampling: ESS fraction {fe.ess_fraction:.3g} is very "
+                      "low; the free energy is unreliable", OverlapWarning, stacklevel=2)
+    return (fe, s) if return_samples else fe
+
+
+def bar(w_f: np.ndarray, w_r: np.ndarray) -> tuple[float, float]:
+    """BAR (pymbar) reduced free-energy difference Δf = f_1 − f_0 and its error, from forward
+    works w_f = u_1 − u_0 on samples of 0 and reverse works w_r = u_0 − u_1 on samples of 1
+    (reduced units; infinite works are capped, as their Fermi weights vanish anyway)."""
+    from pymbar.other_estimators import bar as _bar
+
+    cap = 1e6
+    wf = np.clip(np.nan_to_num(np.asarray(w_f, float), nan=cap, posinf=cap), -cap, cap)
+    wr = np.clip(np.nan_to_num(np.asarray(w_r, float), nan=cap, posinf=cap), -cap, cap)
+    out = _bar(wf, wr, compute_uncertainty=True)
+    return float(out["Delta_f"]), float(out["dDelta_f"])
+
+
+def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
+                         target_positions: np.ndarray, n: int = 4000,
+                         member: Predicate | None = None, restrict: Predicate | None = None,
+                         seed: int = 0) -> FreeEnergy:
+    """F_S by BAR between the normalised flow (state 0, f=0) and the Boltzmann target of the
+    state (state 1), using flow samples and ``target_positions`` (M, N, 3) Å sampled from the
+    state (e.g. adaptive MCMC walkers, in their own labelling)."""
+    kt = kB * temperature_k
+    s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed)
+    e0 = float(np.min(s.energy[s.inside])) if s.inside.any() else 0.0
+    u1_q = np.where(s.inside, (s.energy - e0) / kt, np.inf)
+    w_f = u1_q - (-s.log_q)
+    xt = torch.as_tensor(np.asarray(target_positions, dtype=float))
+    with torch.no_grad():
+        lq_t = bg.log_prob(xt).numpy()
+        u1_t = ((potential.energy(xt).double().numpy()) - e0) / kt
+    w_r = -lq_t - u1_t
+    df, ddf = bar(w_f, w_r)
+    f = kt * (df + e0 / kt - LOG_8PI2 + math.log(bg.symmetry_number))
+    n_eff = ess(-w_f)
+    return FreeEnergy(f, kt * ddf, temperature_k, n, n_eff, n_eff / n, "bar",
+                      {"n_target": len(xt), "symmetry_number": bg.symmetry_number})
+
+
+def delta_f(from_: FreeEnergy, to: FreeEnergy) -> DeltaF:
+    """ΔF = F(to) − F(from) with independent errors added in quadrature."""
+    if abs(from_.temperature_k - to.temperature_k) > 1e-9:
+        raise ValueError("delta_f: free energies at different temperatures")
+    return DeltaF(to.f_ev - from_.f_ev, math.hypot(to.err_ev, from_.err_ev), to.temperature_k)
+
+
+def populations(free: Mapping[str, FreeEnergy], n_draws: int = 2000,
+                seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Boltzmann populations p_S ∝ exp(−F_S/kT) of the states (mean, std over Gaussian draws
+    of the free energies within their errors)."""
+    names = list(free)
+    kt = kB * next(iter(free.values())).temperature_k
+    f = np.array([free[n].f_ev for n in names])
+    e = np.array([free[n].err_ev for n in names])
+    rng = np.random.default_rng(seed)
+    draws = f + e * rng.standard_normal((n_draws, len(f)))
+    a = -draws / kt
+    p = np.exp(a - a.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    a0 = -f / kt
+    p0 = np.exp(a0 - a0.max())
+    p0 /= p0.sum()
+    return {n: (float(p0[i]), float(p[:, i].std())) for i, n in enumerate(names)}
+
+
+@dataclass
+class Reweighting:
+    """Correction F_ref − F_pot (eV) of one state from the potential to a reference (DFT)."""
+
+    correction_ev: float
+    error_ev: float
+    ess: float
+    ess_fraction: float
+    n: int
+    method: str
+    reliable: bool
+    temperature_k: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reweight(e_pot: np.ndarray, e_ref: np.ndarray, temperature_k: float,
+             log_w: np.ndarray | None = None, e_pot_ref_samples: np.ndarray | None = None,
+             e_ref_ref_samples: np.ndarray | None = None, n_bootstrap: int = 200,
+             min_ess: float = 10.0, seed: int = 0) -> Reweighting:
+    """F_ref − F_pot of a state from labelled samples of the potential's ensemble.
+
+    e_pot, e_ref (n,) eV: potential and reference (DFT) energies of the same configurations,
+    drawn from the potential's Boltzmann distribution, or from a flow with log importance
+    weights ``log_w`` (n,) toward it. Exponential averaging (Zwanzig):
+    ΔF = −kT ln ⟨exp(−(E_ref − E_pot)/kT)⟩, bootstrap error. If configurations of the
+    reference ensemble are also labelled (``e_pot_ref_samples``, ``e_ref_ref_samples``), BAR.
+    An :class:`OverlapWarning` is issued (and ``reliable`` is False) when the effective
+    sample size of the exponential weights is below ``min_ess``.
+    """
+    kt = kB * temperature_k
+    de = (np.asarray(e_ref, float) - np.asarray(e_pot, float)) / kt
+    n = len(de)
+    if n == 0:
+        raise ValueError("reweight: no labelled samples")
+    lw0 = np.zeros(n) if log_w is None else np.asarray(log_w, float)
+    shift = float(np.mean(de))
+    lw_tot = lw0 - (de - shift)
+    n_eff = ess(lw_tot)
+    if e_pot_ref_samples is not None and e_ref_ref_samples is not None:
+        if log_w is not None:
+            raise ValueError("reweight: BAR needs unweighted samples of both ensembles")
+        w_r = (np.asarray(e_pot_ref_samples, float) - np.asarray(e_ref_ref_samples, float)) / kt
+        df, ddf = bar(de, w_r)
+        corr, err, method = kt * df, kt * ddf, "bar"
+    else:
+        rng = np.random.default_rng(seed)
+
+        def est(idx: np.ndarray) -> float:
+            return float(log_mean_exp(lw_tot[idx]) - log_mean_exp(lw0[idx]))
+
+        corr = -kt * (est(np.arange(n)) - shift)
+        boots = np.array([est(rng.integers(0, n, n)) for _ in range(n_bootstrap)])
+        boots = boots[np.isfinite(boots)]
+        err = float(kt * boots.std(ddof=1)) if len(boots) > 1 else float("inf")
+        method = "exp"
+    reliable = n_eff >= min_ess
+    if not reliable:
+        warnings.warn(f"reweighting to the reference: ESS {n_eff:.1f} of {n} samples is below "
+                      f"{min_ess}; the overlap is too poor to trust the correction",
+                      OverlapWarning, stacklevel=2)
+    return Reweighting(float(corr), float(err), n_eff, n_eff / n, n, method, reliable,
+                       temperature_k)
+
+
+__all__ = ["DeltaF", "FlowSamples", "FreeEnergy", "OverlapWarning", "Reweighting", "bar",
+           "delta_f", "ess", "flow_bar_free_energy", "flow_free_energy", "is_free_energy",
+           "log_mean_exp", "populations", "reweight", "sample_flow"]
