@@ -235,6 +235,12 @@ class LabelStore:
             g = f[GROUP]
             return _read_record(key, g[key]) if key in g else None
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, LabelRecord]:
+        """Records of the given keys that are stored (one file open)."""
+        with self._open() as f:
+            g = f[GROUP]
+            return {k: _read_record(k, g[k]) for k in keys if k in g}
+
     def records(self, status: str | None = "ok", method: str | None = None,
                 **tag_filters: Any) -> Iterator[LabelRecord]:
         """Records with ``status`` (None: any), method name (e.g. ``pyscf:pbe/def2-svp``;

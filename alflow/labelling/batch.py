@@ -104,7 +104,7 @@ def label_many(
     tag_list = _tag_list(tags, n)
     check_all(atoms_list, lab)
     keys = [lab.key(a) for a in atoms_list]
-    stored = set(store.keys()) if store is not None else set()
+    stored = store.get_many(set(keys)) if store is not None else {}
     results: list[LabelRecord | None] = [None] * n
     first_of: dict[str, int] = {}
     repeats: dict[int, list[int]] = {}  # first index -> later indices of the same key
@@ -114,7 +114,7 @@ def label_many(
             repeats.setdefault(first_of[key], []).append(i)
             continue
         first_of[key] = i
-        old = store.get(key) if key in stored else None
+        old = stored.get(key)
         if old is not None and (old.status == "ok" or not retry_failed):
             results[i] = old
         else:
