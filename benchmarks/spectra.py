@@ -30,7 +30,7 @@ from ase import Atoms
 from alflow.observables import spectra as sp
 from alflow.observables.batch import spectra_many
 from alflow.observables.store import SpectrumStore
-from alflow.observables.tddft import TDDFTConfig
+from alflow.observables.tddft import TDDFTConfig, spectrum_key
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "alflow" / "examples" / "data" / "ag6.extxyz"
 
@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--nstates", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sigma", type=float, default=0.1, help="displacement sigma (Å)")
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help="start no new spectrum after this; figures from those done")
     ap.add_argument("--store", type=Path, default=None,
                     help="HDF5 store (resumable); default under $TMPDIR")
     args = ap.parse_args()
@@ -79,22 +81,36 @@ def main() -> None:
                      "samples_per_state": n, "sigma_a": args.sigma,
                      "samples_to_5pct_l1": {}, "last_l1_change": {},
                      "estimated_samples_to_5pct": {}, "peaks_ev": {}}
-    walls, scfs, tds, failed = [], [], [], 0
-    for k, (state, geom) in enumerate(sorted(isomers().items())):
-        def report(i, res, cached, state=state):
-            how = "stored" if cached else f"{res.provenance.get('wall_seconds', 0):.1f} s"
-            lowest = res.excitation_energies_ev[:1]
-            print(f"{state} sample {i}: {res.status} {res.reason} ({how}) lowest {lowest} eV",
-                  flush=True)
+    geoms = sorted(isomers().items())
+    pools = {state: samples(geom, n, args.sigma, seed=k) for k, (state, geom) in enumerate(geoms)}
+    results: dict[str, list] = {state: [] for state in pools}
+    deadline = None if args.budget_minutes is None else t0 + 60.0 * args.budget_minutes
+    for i in range(n):  # interleave the states, so a time budget cuts both evenly
+        for state, pool in pools.items():
+            if (deadline is not None and time.perf_counter() > deadline
+                    and not store.has(spectrum_key(pool[i], cfg))):
+                figures["stopped_by_budget"] = True
+                continue
 
-        res = spectra_many(samples(geom, n, args.sigma, seed=k), cfg, store=store,
-                           tags={"state": state, "benchmark": "spectra"}, on_result=report)
+            def report(_, res, cached, state=state, i=i):
+                how = "stored" if cached else f"{res.provenance.get('wall_seconds', 0):.1f} s"
+                lowest = res.excitation_energies_ev[:1]
+                print(f"{state} sample {i}: {res.status} {res.reason} ({how}) lowest {lowest}"
+                      " eV", flush=True)
+
+            results[state] += spectra_many([pool[i]], cfg, store=store,
+                                           tags={"state": state, "sample": i,
+                                                 "benchmark": "spectra"}, on_result=report)
+    walls, cpus, scfs, tds, failed = [], [], [], [], 0
+    for state, res in results.items():
         ok = [r for r in res if r.status == "ok"]
         failed += len(res) - len(ok)
         for r in ok:
             walls.append(r.provenance["wall_seconds"])
+            cpus.append(r.provenance.get("cpu_seconds", np.nan))
             scfs.append(r.provenance["scf_seconds"])
             tds.append(r.provenance["td_seconds"])
+        figures["samples_done"] = {**figures.get("samples_done", {}), state: len(ok)}
         if not ok:
             continue
         grid = sp.energy_grid(0.5, 6.0, 0.01)
@@ -110,6 +126,7 @@ def main() -> None:
         figures[f"complete_below_ev_{state}"] = round(avg.complete_below_ev, 3)
     figures.update(
         seconds_per_spectrum=float(np.mean(walls)) if walls else None,
+        cpu_seconds_per_spectrum=float(np.nanmean(cpus)) if walls else None,
         scf_seconds=float(np.mean(scfs)) if scfs else None,
         tddft_seconds=float(np.mean(tds)) if tds else None,
         spectra_timed=len(walls), failed=failed,

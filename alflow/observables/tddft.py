@@ -177,6 +177,7 @@ def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None) -> TDDFTResult:
         "pid": os.getpid(),
     }
     t0 = time.perf_counter()
+    c0 = time.process_time()
     scf_cfg = config.labeller_config()
     mol = build_mole(atoms, scf_cfg)
     prov.update(nao=int(mol.nao), nelectron=int(mol.nelectron))
@@ -214,6 +215,7 @@ def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None) -> TDDFTResult:
                                scf_energy_ev=float(mf.e_tot) * HARTREE_EV, provenance=prov)
         prov["td_seconds"] = time.perf_counter() - t1
         prov["wall_seconds"] = time.perf_counter() - t0
+        prov["cpu_seconds"] = time.process_time() - c0  # all threads of this process
         converged = np.atleast_1d(np.asarray(td.converged, dtype=bool))[: config.nstates]
         if not converged.all():
             bad = np.flatnonzero(~converged).tolist()
