@@ -361,7 +361,11 @@ class LabelStore:
         if not records:
             return 0
         with self._locked():
-            return self._commit(records, replace_failed)
+            with self._open() as f:  # skip the copy when nothing would be added
+                g = f[GROUP]
+                records = [r for r in records if r.key not in g or (
+                    replace_failed and r.status == "ok" and g[r.key].attrs["status"] == "failed")]
+            return self._commit(records, replace_failed) if records else 0
 
     def append(self, record: LabelRecord, replace_failed: bool = False) -> bool:
         """Add ``record`` atomically; False if its key was already stored (append-only)."""

@@ -67,9 +67,11 @@ def label_batch_mpi(structures: str, shard: str, config_file: str, python: str =
                     parsl_resource_specification: dict[str, Any] | None = None) -> str:
     """MPI batch labelling of a structure file into the shard store ``shard``; the command
     starts with ``$PARSL_MPI_PREFIX`` (empty outside an MPIExecutor: then one rank)."""
-    threads_arg = f" --threads {int(threads)}" if threads else ""
-    return (f'${{PARSL_MPI_PREFIX:-}} "{python}" -m alflow.labelling.batch "{structures}" '
-            f'--store "{shard}" --config "{config_file}"{threads_arg}')
+    from alflow.campaign.sites import mpi_command
+
+    argv = [python, "-m", "alflow.labelling.batch", structures, "--store", shard,
+            "--config", config_file]
+    return mpi_command(argv + (["--threads", str(int(threads))] if threads else []))
 
 
 def label_configs_mpi(atoms_list: Sequence[Atoms], labeller: Labeller | LabellerConfig | str,

@@ -79,8 +79,13 @@ class MPIPool:
             self._pending.append((fut, fn, args))
         return fut
 
-    def shutdown(self) -> None:
-        """Stop the workers once every submitted task is done."""
+    def shutdown(self, cancel_pending: bool = False) -> None:
+        """Stop the workers once every submitted task is done (or, with ``cancel_pending``,
+        once the tasks already running are)."""
+        if cancel_pending:
+            with self._lock:
+                while self._pending:
+                    self._pending.popleft()[0].cancel()
         self._closing.set()
         for t in self._threads:
             t.join()
@@ -280,8 +285,10 @@ def main(argv: list[str] | None = None) -> None:
         records = label_many(images, labeller, store, tags, submit=pool.submit,
                              retry_failed=args.retry_failed,
                              on_result=lambda i, r, c: cached.__setitem__(0, cached[0] + c))
-    finally:
-        pool.shutdown()
+    except BaseException:
+        pool.shutdown(cancel_pending=True)
+        raise
+    pool.shutdown()
     wall = time.perf_counter() - t0
     summary = {
         "structures": len(images), "ok": sum(r.status == "ok" for r in records),
