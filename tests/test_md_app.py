@@ -81,3 +81,19 @@ def test_ase_oracle_spec_and_bad_structures():
         run_exploration("torch:lj", [ag6[0], read(DATA / "lj7.extxyz")], cfg)
     with pytest.raises(InputError, match="model directory"):
         run_exploration("/nonexistent/model", ag6, cfg)
+
+
+def test_user_restraint_hook_is_applied_and_recorded(tmp_path, monkeypatch):
+    (tmp_path / "tether.py").write_text(
+        "def tether(x):\n    return 2.0 * (x[..., 0, :] ** 2).sum(-1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lj7 = read(DATA / "lj7.extxyz", ":")
+    for a in lj7:
+        a.positions -= a.positions[0]
+    cfg = ExploreConfig(temperature_k=30, steps=200, record_every=20, replicas=2,
+                        dt_fs=5.0, restraint="tether:tether", seed=1)
+    traj = run_exploration("torch:lj", lj7, cfg)
+    x0 = traj.positions[:, :, 0, :]
+    np.testing.assert_allclose(traj.bias, 2.0 * (x0**2).sum(-1), rtol=1e-12)
+    free = run_exploration("torch:lj", lj7, cfg.model_copy(update={"restraint": None}))
+    assert (x0**2).sum(-1).mean() < 0.5 * (free.positions[:, :, 0, :] ** 2).sum(-1).mean()
