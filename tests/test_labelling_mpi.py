@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -74,24 +75,6 @@ def test_mpi_batch_stores_each_label_once(tmp_path):
     assert s2["computed"] == 0 and s2["reused"] == 27 and len(LabelStore(store_path)) == 25
 
 
-def test_mpi_pyscf_batch_uses_both_ranks(tmp_path):
-    rng = np.random.default_rng(0)
-    images = [Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]
-                    + rng.normal(0, 0.03, (3, 3))) for _ in range(6)]
-    write(tmp_path / "w.extxyz", images)
-    images = read_structures(tmp_path / "w.extxyz")
-    method = "pyscf:pbe/sto-3g"
-    s = summary(mpirun(2, str(tmp_path / "w.extxyz"), "--store", str(tmp_path / "w.h5"),
-                       "--method", method, "--threads", "1"))
-    assert s["ok"] == 6 and s["threads_per_rank"] == 1
-    assert min(s["tasks_per_rank"]) >= 1, s  # dynamic distribution fed both ranks
-    store = LabelStore(tmp_path / "w.h5")
-    lab = make_labeller(method)
-    rec = store.get(lab.key(images[0]))
-    assert rec.provenance["threads"] == 1
-    assert rec.energy == pytest.approx(lab.label(images[0]).energy, abs=1e-6)
-
-
 def test_mpi_bad_input_stops_every_rank(tmp_path):
     write(tmp_path / "ag.extxyz", ag_batch(2))
     proc = mpirun(2, str(tmp_path / "ag.extxyz"), "--store", str(tmp_path / "x.h5"),
@@ -99,3 +82,39 @@ def test_mpi_bad_input_stops_every_rank(tmp_path):
     assert proc.returncode != 0
     assert "has no functions for element(s) Ag" in proc.stderr
     assert len(LabelStore(tmp_path / "x.h5")) == 0
+
+
+def test_mpi_job_killed_midway_then_rerun_computes_only_the_rest(tmp_path):
+    """PySCF labels on 2 ranks; the job is killed (SIGTERM to mpiexec) after a few labels; the
+    rerun reuses every stored label and computes the rest on both ranks."""
+    rng = np.random.default_rng(1)
+    images = [Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]
+                    + rng.normal(0, 0.03, (3, 3))) for _ in range(12)]
+    write(tmp_path / "w.extxyz", images)
+    store_path = tmp_path / "w.h5"
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMP_NUM_THREADS="1")
+    args = [str(tmp_path / "w.extxyz"), "--store", str(store_path), "--method",
+            "pyscf:pbe/sto-3g"]
+    proc = subprocess.Popen(["mpiexec", "-n", "2", "--oversubscribe", sys.executable, "-m",
+                             "alflow.labelling.batch", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store_path.exists() and len(LabelStore(store_path)) >= 3:
+            break
+        time.sleep(0.05)
+    proc.terminate()  # what a scheduler does at the time limit: SIGTERM to the launcher
+    proc.wait(timeout=60)
+    done = len(LabelStore(store_path))
+    assert 3 <= done < 12
+    s = summary(mpirun(2, *args, "--threads", "1"))
+    assert s["reused"] == done and s["computed"] == 12 - done and s["ok"] == 12
+    assert min(s["tasks_per_rank"]) >= 1, s  # dynamic distribution fed both ranks
+    store = LabelStore(store_path)
+    assert len(store) == 12
+    lab = make_labeller("pyscf:pbe/sto-3g")
+    images = read_structures(tmp_path / "w.extxyz")
+    rec = store.get(lab.key(images[-1]))
+    assert rec.provenance["threads"] == 1
+    assert rec.energy == pytest.approx(lab.label(images[-1]).energy, abs=1e-6)
