@@ -63,7 +63,7 @@ class _Objective(nn.Module):
         if z is not None and w > 0:
             nll = -self.bg.flow.log_prob(z).mean()
             loss = loss + w * nll
-            info["nll"] = float(nll)
+            info["nll"] = float(nll.detach())
         if w < 1:
             zs, logq = self.bg.flow.rsample(n_rev, generator)
             x, logj = self.bg.coords.inverse(zs)
@@ -74,7 +74,7 @@ class _Objective(nn.Module):
             terms = torch.where(ok, logq + u - logj, torch.zeros_like(u))
             rkl = terms.sum() / ok.sum().clamp_min(1)
             loss = loss + (1 - w) * rkl
-            info["reverse_kl"] = float(rkl)
+            info["reverse_kl"] = float(rkl.detach())
         return loss, info
 
 
@@ -131,11 +131,11 @@ def train_flow(bg: BoltzmannGenerator, samples: np.ndarray | None = None,
         torch.nn.utils.clip_grad_norm_(bg.flow.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"flow training diverged at step {step}")
         if step % 50 == 0 or step == cfg.steps - 1:
-            hist["loss"].append(float(loss))
-            log.debug("step %d loss %.4f %s", step, float(loss), terms)
+            hist["loss"].append(float(loss.detach()))
+            log.debug("step %d loss %.4f %s", step, float(loss.detach()), terms)
     bg.flow.eval()
     hist["seconds"] = time.perf_counter() - t0
     hist["steps"] = cfg.steps

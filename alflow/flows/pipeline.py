@@ -1,0 +1,165 @@
+"""From a potential, reference minima and seed samples to per-state F and ΔF ± error.
+
+Per state: build a :class:`BoltzmannGenerator` on the state's reference, train it (forward KL)
+on the seed samples (MD, previous MCMC), optionally run adaptive MCMC with it (which retrains
+the flow on the walkers), optionally retrain on seeds + walkers, then estimate F_S by
+importance sampling of fresh flow samples restricted to the state (quench basin or CV region)
+and the wall, with a bootstrap error (and BAR against the MCMC walkers when asked).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from alflow.config import StrictModel
+from alflow.errors import InputError
+from alflow.estimate import (
+    DeltaF,
+    FlowSamples,
+    FreeEnergy,
+    delta_f,
+    flow_bar_free_energy,
+    flow_free_energy,
+)
+from alflow.flows.generator import BoltzmannGenerator
+from alflow.flows.model import FlowConfig
+from alflow.flows.train import TrainConfig, train_flow
+from alflow.potential import Potential
+from alflow.sampling.mcmc import MCMCConfig, MCMCResult, adaptive_mcmc
+from alflow.states import BasinStates, CVStates, wall
+
+log = logging.getLogger(__name__)
+
+
+class StateSamplerConfig(StrictModel):
+    """Everything one state's flow + MCMC + estimate needs (defaults suit lj7/Ag6)."""
+
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=600))
+    mcmc: bool = Field(True, description="run adaptive MCMC after the first training")
+    mcmc_config: MCMCConfig = Field(default_factory=MCMCConfig)
+    walkers: int = Field(64, ge=1)
+    retrain_steps: int = Field(300, ge=0, description="final training on seeds + walkers")
+    samples: int = Field(4000, ge=10, description="flow samples for the estimate")
+    bootstrap: int = Field(200, ge=10)
+    estimator: Literal["is", "bar"] = "is"
+
+
+@dataclass
+class StateResult:
+    """One state's estimate, generator, MCMC run, flow samples and timing (s)."""
+
+    name: str
+    free_energy: FreeEnergy
+    generator: BoltzmannGenerator
+    mcmc: MCMCResult | None
+    samples: FlowSamples
+    train_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        fe = self.free_energy
+        return {"f_ev": fe.f_ev, "err_ev": fe.err_ev, "ess_fraction": fe.ess_fraction,
+                "imh_acceptance": (self.mcmc.global_acceptance if self.mcmc else None),
+                "local_acceptance": (self.mcmc.local_acceptance if self.mcmc else None),
+                "rhat": (self.mcmc.rhat if self.mcmc else {}),
+                "train_seconds": self.train_seconds, **fe.extra, **self.extra}
+
+
+def state_free_energy(potential: Potential, name: str, states: BasinStates | CVStates,
+                      reference: np.ndarray, numbers: np.ndarray, temperature_k: float,
+                      seed_samples: np.ndarray,
+                      config: StateSamplerConfig | dict[str, Any] | None = None,
+                      wall_radius: float | None = None, masses: np.ndarray | None = None,
+                      out_dir: str | Path | None = None, seed: int = 0) -> StateResult:
+    """Train the flow of state ``name`` and estimate its free energy (eV, module doc).
+
+    reference (N, 3) Å: the state's minimum; seed_samples (B, N, 3) Å: configurations of the
+    state at ``temperature_k`` K; wall_radius Å (hard wall about the centre of mass, masses
+    amu); out_dir: where the generator is saved (flow.pt + flow.json).
+    """
+    cfg = config if isinstance(config, StateSamplerConfig) else \
+        StateSamplerConfig(**(config or {}))
+    seeds = np.asarray(seed_samples, dtype=float)
+    if seeds.ndim != 3 or seeds.shape[1:] != np.shape(reference):
+        raise InputError(f"seed samples of state {name!r} must have shape (B, "
+                         f"{np.shape(reference)[0]}, 3), got {seeds.shape}")
+    restrict = wall(wall_radius, masses) if wall_radius is not None else None
+    member = states.member(name)
+    torch.manual_seed(seed)
+    bg = BoltzmannGenerator.build(reference, numbers, cfg.flow, samples=seeds)
+    t0 = time.perf_counter()
+    train_flow(bg, seeds, config=cfg.train.model_copy(update={"seed": seed}))
+    train_s = time.perf_counter() - t0
+    result_mcmc = None
+    target = None
+    if cfg.mcmc:
+        rng = np.random.default_rng(seed)
+        x0 = seeds[rng.choice(len(seeds), cfg.walkers, replace=len(seeds) < cfg.walkers)]
+        if restrict is not None:
+            x0 = x0[restrict(torch.as_tensor(x0)).numpy()]
+        mc = cfg.mcmc_config.model_copy(update={"seed": seed})
+        result_mcmc = adaptive_mcmc(potential, bg, x0, temperature_k, mc, restrict=restrict,
+                                    global_restrict=lambda y: torch.as_tensor(member(y)))
+        train_s += result_mcmc.train_seconds
+        target = result_mcmc.positions.reshape(-1, *seeds.shape[1:])
+        if cfg.retrain_steps and len(target):
+            t0 = time.perf_counter()
+            data = np.concatenate([seeds, target])
+            tc = cfg.train.model_copy(update={"steps": cfg.retrain_steps, "seed": seed + 1,
+                                              "lr": cfg.train.lr / 4})
+            train_flow(bg, data, config=tc)
+            train_s += time.perf_counter() - t0
+    fe, samples = flow_free_energy(bg, potential, temperature_k, cfg.samples, member=member,
+                                   restrict=restrict, seed=seed + 7,
+                                   n_bootstrap=cfg.bootstrap, return_samples=True)
+    extra: dict[str, Any] = {}
+    if cfg.estimator == "bar" and target is not None and len(target):
+        fb = flow_bar_free_energy(bg, potential, temperature_k, target, cfg.samples,
+                                  member=member, restrict=restrict, seed=seed + 11)
+        extra["is_f_ev"], extra["is_err_ev"] = fe.f_ev, fe.err_ev
+        fb.extra = {**fe.extra, **fb.extra}
+        fb.ess_fraction, fb.ess = fe.ess_fraction, fe.ess
+        fe = fb
+    if out_dir is not None:
+        bg.save(out_dir)
+    return StateResult(name, fe, bg, result_mcmc, samples, train_s, extra)
+
+
+def free_energy_difference(potential: Potential, references: Mapping[str, np.ndarray],
+                           numbers: np.ndarray, temperature_k: float,
+                           seed_samples: Mapping[str, np.ndarray], from_: str, to: str,
+                           config: StateSamplerConfig | dict[str, Any] | None = None,
+                           wall_radius: float | None = None, masses: np.ndarray | None = None,
+                           states: BasinStates | CVStates | None = None,
+                           out_dir: str | Path | None = None,
+                           seed: int = 0) -> tuple[DeltaF, dict[str, StateResult]]:
+    """ΔF = F(to) − F(from) (eV) with its error, and each state's result.
+
+    references: state name -> minimum (N, 3) Å; states: membership (default: quench basins
+    of the references on ``potential``); seed_samples: name -> (B, N, 3) Å.
+    """
+    for n in (from_, to):
+        if n not in references or n not in seed_samples:
+            raise InputError(f"state {n!r} needs a reference structure and seed samples")
+    states = states or BasinStates(potential, references)
+    results = {}
+    for k, n in enumerate(references):
+        if n not in seed_samples:
+            continue
+        results[n] = state_free_energy(
+            potential, n, states, references[n], numbers, temperature_k, seed_samples[n],
+            config, wall_radius, masses, Path(out_dir) / n if out_dir else None, seed + 100 * k)
+    return delta_f(results[from_].free_energy, results[to].free_energy), results
+
+
+__all__ = ["StateResult", "StateSamplerConfig", "free_energy_difference", "state_free_energy"]

@@ -1,0 +1,199 @@
+"""Flow-assisted adaptive MCMC (Gabrié, Rotskoff & Vanden-Eijnden 2022; flowMC).
+
+Many walkers x (W, N, 3) Å sample exp(−U(x)/kT) restricted by a predicate (hard wall, state).
+Each iteration runs ``local_steps`` MALA steps on the potential (one proposal width h Å for all
+walkers, adapted toward ``target_accept``) and then ``global_steps`` independent
+Metropolis–Hastings steps proposed by the Boltzmann generator of the state, accepted with
+
+    min(1, [e^{−βU(x')} / q_x(x')] / [e^{−βU(x)} / q_x(x)]).
+
+Two phases, as in flowMC: during the first ``adapt_iterations`` the step size adapts and the
+flow is retrained (forward KL) on the walkers seen so far; afterwards both are frozen, so the
+production chains are a time-homogeneous Markov chain that leaves the target invariant.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from ase.units import kB
+from pydantic import Field
+
+from alflow.config import StrictModel
+from alflow.errors import InputError
+from alflow.potential import Potential, evaluate
+from alflow.sampling.diagnostics import ess_bulk, split_rhat
+
+log = logging.getLogger(__name__)
+
+Predicate = Callable[[torch.Tensor], torch.Tensor]
+
+
+class MCMCConfig(StrictModel):
+    """Adaptive MCMC options."""
+
+    iterations: int = Field(40, ge=1, description="total iterations (adapt + production)")
+    adapt_iterations: int = Field(20, ge=0, description="iterations that adapt h and train")
+    local_steps: int = Field(10, ge=0, description="MALA steps per iteration")
+    global_steps: int = Field(2, ge=0, description="flow IMH steps per iteration")
+    step_size: float = Field(0.02, gt=0, description="initial MALA proposal width h, Å")
+    target_accept: float = Field(0.574, gt=0, lt=1)
+    train_every: int = Field(5, ge=1, description="retrain the flow every k adapt iterations")
+    train: dict[str, Any] = Field(default_factory=lambda: {"steps": 100},
+                                  description="TrainConfig fields for the retraining")
+    max_train_samples: int = Field(4000, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class MCMCResult:
+    """Production samples: positions (T, W, N, 3) Å, energy (T, W) eV, cvs name -> (T, W);
+    acceptance rates, final step size (Å), R-hat and bulk ESS per CV, timings (s)."""
+
+    positions: np.ndarray
+    energy: np.ndarray
+    cvs: dict[str, np.ndarray]
+    local_acceptance: float
+    global_acceptance: float
+    step_size: float
+    rhat: dict[str, float]
+    ess: dict[str, float]
+    seconds: float
+    train_seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"local_acceptance": self.local_acceptance,
+                "global_acceptance": self.global_acceptance, "step_size": self.step_size,
+                "rhat": self.rhat, "ess": self.ess, "samples": int(np.prod(self.energy.shape)),
+                "seconds": self.seconds, "train_seconds": self.train_seconds}
+
+
+def _log_target(e: torch.Tensor, beta: float, ok: torch.Tensor) -> torch.Tensor:
+    return torch.where(ok & torch.isfinite(e), -beta * e, torch.full_like(e, -float("inf")))
+
+
+def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch.Tensor,
+                  temperature_k: float, config: MCMCConfig | dict[str, Any] | None = None,
+                  restrict: Predicate | None = None, global_restrict: Predicate | None = None,
+                  cvs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
+                  ) -> MCMCResult:
+    """Run flow-assisted MCMC from walkers x0 (W, N, 3) Å at ``temperature_k`` K.
+
+    ``flow``: a :class:`~alflow.flows.BoltzmannGenerator` (None: MALA only). ``restrict``
+    (cheap predicate, every proposal, e.g. :func:`alflow.states.wall`) and ``global_restrict``
+    (also on flow proposals only, e.g. the state's quench-basin membership) return (B,) bool.
+    ``cvs``: name -> function (B, N, 3) -> (B,) recorded for R-hat/ESS (default: the energy).
+    """
+    cfg = config if isinstance(config, MCMCConfig) else MCMCConfig(**(config or {}))
+    x = torch.as_tensor(np.asarray(x0, dtype=float)).clone()
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise InputError(f"x0 must have shape (W, N, 3), got {tuple(x.shape)}")
+    w_n = x.shape[0]
+    beta = 1.0 / (kB * temperature_k)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ok_fn = restrict or (lambda y: torch.ones(y.shape[0], dtype=torch.bool))
+    out = evaluate(potential, x)
+    e, f = out.energy.double(), out.forces.double()
+    if not bool(ok_fn(x).all()) or not torch.isfinite(e).all():
+        raise InputError("adaptive_mcmc: every starting walker must satisfy the restriction "
+                         "and have a finite energy")
+    h = cfg.step_size
+    lq = flow.log_prob(x).detach() if flow is not None else None
+    t0 = time.perf_counter()
+    train_s = 0.0
+    pool: list[np.ndarray] = []
+    frames, energies = [], []
+    cv_fns = dict(cvs or {})
+    cv_vals: dict[str, list[np.ndarray]] = {k: [] for k in cv_fns}
+    acc_l = [0, 0]
+    acc_g = [0, 0]
+    hist: dict[str, list[float]] = {"step_size": [], "local_acceptance": [],
+                                    "global_acceptance": []}
+    for it in range(cfg.iterations):
+        adapting = it < cfg.adapt_iterations
+        n_acc = 0
+        for _ in range(cfg.local_steps):
+            noise = torch.randn(x.shape, dtype=x.dtype, generator=gen)
+            mu = x + 0.5 * h**2 * beta * f
+            y = mu + h * noise
+            oy = evaluate(potential, y)
+            ey, fy = oy.energy.double(), oy.forces.double()
+            ok = ok_fn(y)
+            mu_back = y + 0.5 * h**2 * beta * fy
+            log_fwd = -((y - mu) ** 2).sum((1, 2)) / (2 * h**2)
+            log_bwd = -((x - mu_back) ** 2).sum((1, 2)) / (2 * h**2)
+            log_a = _log_target(ey, beta, ok) - (-beta * e) + log_bwd - log_fwd
+            acc = torch.log(torch.rand(w_n, dtype=x.dtype, generator=gen)) < log_a
+            x = torch.where(acc[:, None, None], y, x)
+            e = torch.where(acc, ey, e)
+            f = torch.where(acc[:, None, None], fy, f)
+            n_acc += int(acc.sum())
+            if not adapting:
+                acc_l[0] += int(acc.sum())
+                acc_l[1] += w_n
+        rate_l = n_acc / max(1, cfg.local_steps * w_n)
+        if adapting and cfg.local_steps:
+            h = float(h * np.exp(0.5 * (rate_l - cfg.target_accept)))
+        n_gacc = 0
+        if flow is not None and cfg.global_steps:
+            lq = flow.log_prob(x).detach()
+            for _ in range(cfg.global_steps):
+                y, lqy, valid = flow.sample(w_n, gen)
+                ok = valid & ok_fn(y)
+                if global_restrict is not None and ok.any():
+                    sub = torch.zeros_like(ok)
+                    sub[ok] = torch.as_tensor(global_restrict(y[ok]), dtype=torch.bool)
+                    ok = sub
+                with torch.no_grad():
+                    oy = evaluate(potential, y)
+                ey = oy.energy.double()
+                log_a = (_log_target(ey, beta, ok) - lqy) - (-beta * e - lq)
+                acc = torch.log(torch.rand(w_n, dtype=x.dtype, generator=gen)) < log_a
+                x = torch.where(acc[:, None, None], y, x)
+                e = torch.where(acc, ey, e)
+                f = torch.where(acc[:, None, None], oy.forces.double(), f)
+                lq = torch.where(acc, lqy, lq)
+                n_gacc += int(acc.sum())
+                if not adapting:
+                    acc_g[0] += int(acc.sum())
+                    acc_g[1] += w_n
+        rate_g = n_gacc / max(1, cfg.global_steps * w_n)
+        hist["step_size"].append(h)
+        hist["local_acceptance"].append(rate_l)
+        hist["global_acceptance"].append(rate_g)
+        if adapting:
+            pool.append(x.numpy().copy())
+            if flow is not None and (it + 1) % cfg.train_every == 0:
+                from alflow.flows.train import train_flow
+
+                data = np.concatenate(pool)[-cfg.max_train_samples:]
+                t1 = time.perf_counter()
+                train_flow(flow, data, config={"seed": cfg.seed + it, **cfg.train})
+                train_s += time.perf_counter() - t1
+        else:
+            frames.append(x.numpy().copy())
+            energies.append(e.numpy().copy())
+            for k, fn in cv_fns.items():
+                cv_vals[k].append(np.asarray(fn(x).detach(), dtype=float))
+        log.debug("iteration %d h=%.4f local %.2f global %.2f", it, h, rate_l, rate_g)
+    pos = np.array(frames) if frames else np.zeros((0, *x.shape))
+    en = np.array(energies) if energies else np.zeros((0, w_n))
+    cv_arr = {k: np.array(v) for k, v in cv_vals.items()}
+    rhat, ess = {}, {}
+    for k, v in {"energy": en, **cv_arr}.items():
+        if v.shape[0] >= 4:
+            rhat[k] = split_rhat(v.T)
+            ess[k] = ess_bulk(v.T)
+    return MCMCResult(pos, en, cv_arr, acc_l[0] / max(1, acc_l[1]),
+                      acc_g[0] / max(1, acc_g[1]) if flow is not None else float("nan"), h,
+                      rhat, ess, time.perf_counter() - t0, train_s, hist)
+
+
+__all__ = ["MCMCConfig", "MCMCResult", "adaptive_mcmc"]
