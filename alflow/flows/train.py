@@ -147,6 +147,15 @@ def _ddp_worker(info: distributed.DistInfo, bg_dir: str, samples: np.ndarray | N
                 cfg: dict[str, Any]) -> dict[str, Any]:
     bg = BoltzmannGenerator.load(bg_dir, device=str(info.device))
     hist = train_flow(bg, samples, potential, temperature_k, cfg)
+    # DDP keeps the replicas identical: record the spread of a parameter checksum over ranks
+    check = torch.stack([p.detach().double().sum() for p in bg.flow.parameters()]).sum()
+    if info.world_size > 1:
+        import torch.distributed as dist
+
+        gathered = [torch.zeros_like(check) for _ in range(info.world_size)]
+        dist.all_gather(gathered, check)
+        hist["rank_param_spread"] = float(max(gathered) - min(gathered))
+    hist["world_size"] = info.world_size
     if info.is_main:
         bg.save(bg_dir)
     return hist
