@@ -79,3 +79,12 @@ def wait_queue_without(ids: set[str], timeout: float = 30) -> set[str]:
         time.sleep(0.3)
         left = ids & squeue_ids()
     return left
+
+
+def jobs_under(path: str | Path) -> set[str]:
+    """Queued jobs whose batch script lives under ``path`` (Parsl blocks of one run dir)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i %o"], capture_output=True, text=True,
+                         timeout=30).stdout
+    prefix = str(path).rstrip("/") + "/"
+    return {ln.split()[0] for ln in out.splitlines()
+            if len(ln.split()) > 1 and ln.split()[1].startswith(prefix)}

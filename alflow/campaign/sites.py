@@ -548,6 +548,8 @@ def parsl_session(config: Config) -> Iterator[Any]:
     import parsl
 
     dfk = parsl.load(config)
+    # Parsl's debug log goes to runinfo/NNN/parsl.log; keep it off the console / driver log
+    logging.getLogger("parsl").propagate = False
     try:
         yield dfk
     finally:

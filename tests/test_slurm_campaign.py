@@ -1,0 +1,145 @@
+"""End to end on the real local Slurm: a short campaign submitted with scripts/campaign.sbatch on
+a `slurm` site file, scancelled in the middle of a generation, then resumed by submitting the
+same sbatch command again. Nothing that finished is redone: no configuration goes to the oracle
+twice and checkpointed tasks are reused, not rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from slurm_support import ROOT, jobs_under, require_slurm, squeue_ids, wait_queue_without
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SBATCH = ROOT / "scripts" / "campaign.sbatch"
+
+TINY = {  # the smallest lj7 campaign: two generations of a few labels
+    "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 30, "dtype": "float64",
+             "builtin": {"features": 8, "layers": 1, "radial_hidden": 8, "readout_hidden": 8,
+                         "n_rbf": 6}},
+    "exploration": {"bootstrap": {"displaced": 4, "displacement": 0.08},
+                    "md": {"replicas": 4, "steps": 200, "dt_fs": 10.0, "record_every": 20},
+                    "sampler": {"md_replicas": 4, "md_steps": 400, "md_record_every": 20,
+                                "samples": 500, "flow": {"layers": 2, "hidden": 16},
+                                "train": {"steps": 50}}},
+    "selection": {"trust_lower": 0.0005, "trust_upper": 0.05, "min_distance": 2.5, "budget": 6},
+    "estimate": {"reweight_samples": 4, "bootstrap": 50},
+    "convergence": {"tolerance_kt": 5.0, "max_error_kt": 5.0, "generations": 1,
+                    "max_generations": 2},
+}
+
+SITE = {  # the built-in `slurm` site, sized for one 2-core node shared with the driver job
+    "kind": "slurm", "address": "127.0.0.1", "strategy_period": 0.5, "max_idletime": 3,
+    "slurm": {"partition": "debug", "walltime": "00:20:00", "exclusive": False,
+              "cores_per_node": 1, "max_blocks": 1, "cmd_timeout": 30},
+}
+
+
+def _events(run: Path) -> list[dict]:
+    try:
+        lines = (run / "events.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for ln in lines:
+        try:
+            out.append(json.loads(ln))
+        except json.JSONDecodeError:  # a line being written
+            pass
+    return out
+
+
+def _mid_generation(events: list[dict]) -> bool:
+    """A generation >= 1 has started and at least one of its tasks has finished."""
+    started = False
+    for e in events:
+        if e.get("event") == "generation_start" and (e.get("generation") or 0) >= 1:
+            started = True
+        elif started and e.get("event") in ("task_done", "label"):
+            return True
+    return False
+
+
+def _submit(env, *args) -> str:
+    p = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True,
+                       env=env, timeout=60, check=True)
+    return p.stdout.strip().split(";")[0]
+
+
+def _oracle_keys(run: Path) -> Counter:
+    journal = run / "oracle_calls.jsonl"
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    return Counter(json.loads(ln)["key"] for ln in lines if ln.strip())
+
+
+def test_campaign_sbatch_scancel_and_resume(tmp_path):
+    require_slurm()
+    env = {**os.environ, "ALFLOW_VENV": sys.prefix,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(["alflow", "example", "lj7", str(tmp_path / "c")], env=env, check=True,
+                   capture_output=True, timeout=120)
+    camp_file = tmp_path / "c" / "campaign.yaml"
+    camp = yaml.safe_load(camp_file.read_text())
+    camp.update(TINY)
+    camp_file.write_text(yaml.safe_dump(camp))
+    site = tmp_path / "local-slurm.yaml"
+    site.write_text(yaml.safe_dump(SITE))
+    run = tmp_path / "run"
+    args = ["-o", str(tmp_path / "sbatch-%j.out"), "-t", "20", str(SBATCH), str(camp_file),
+            str(run), str(site)]
+
+    # 1. submit; cancel the driver job in the middle of generation 1
+    j1 = _submit(env, *args)
+    deadline = time.time() + 900
+    while time.time() < deadline and j1 in squeue_ids() and not _mid_generation(_events(run)):
+        time.sleep(0.5)
+    assert _mid_generation(_events(run)), (
+        "campaign never reached generation 1 before its job ended: "
+        + (run / "logs" / f"driver-{j1}.out").read_text()[-3000:]
+        if (run / "logs" / f"driver-{j1}.out").exists() else "no driver log")
+    subprocess.run(["scancel", j1], check=True, timeout=30)
+    assert not wait_queue_without({j1}, timeout=60), "driver job not cancelled"
+    # the blocks it had started are gone too (the driver or campaign.sbatch scancelled them)
+    t0 = time.time()
+    left = jobs_under(run / "runinfo")
+    while left and time.time() - t0 < 60:
+        time.sleep(0.5)
+        left = jobs_under(run / "runinfo")
+    assert not left, f"blocks of the cancelled campaign still queued: {left}"
+    before = _events(run)
+    done_before = {(e["task"], e["key"]) for e in before if e.get("event") == "task_done"}
+    calls_before = _oracle_keys(run)
+    assert not any(e.get("event") == "run_end" for e in before)
+
+    # 2. the same sbatch command resumes it
+    j2 = _submit(env, *args)
+    deadline = time.time() + 1200
+    while time.time() < deadline and j2 in squeue_ids():
+        time.sleep(1.0)
+    log2 = (run / "logs" / f"driver-{j2}.out").read_text()
+    assert "alflow resume" in log2, log2[-3000:]
+    assert "driver exited with 0" in log2, log2[-3000:]
+    after = _events(run)[len(before):]
+    assert any(e.get("event") == "run_start" and e.get("resumed") for e in after), after[:5]
+    assert any(e.get("event") == "run_end" for e in after), log2[-3000:]
+    # nothing that finished was redone: finished tasks came from their checkpoints ...
+    restarted = {(e["task"], e["key"]) for e in after if e.get("event") == "task_start"}
+    assert not (restarted & done_before), restarted & done_before
+    assert any(e.get("event") == "task_cached" for e in after)
+    # ... and no configuration went to the oracle twice (first run and resumed run together)
+    calls = _oracle_keys(run)
+    assert calls and max(calls.values()) == 1, [k for k, n in calls.items() if n > 1]
+    assert set(calls_before) <= set(calls)
+    status = json.loads(subprocess.run(["alflow", "status", str(run), "--json"], env=env,
+                                       capture_output=True, text=True, check=True,
+                                       timeout=120).stdout)
+    assert status["labels"]["ok"] + status["labels"]["failed"] == len(calls)
+    assert status["generation"] >= 1
