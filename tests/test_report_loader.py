@@ -62,11 +62,16 @@ def run_dir(tmp_path):
     recs.append(LabelRecord.from_atoms(_lih(0.3), key="bad", status="failed", reason="SCF",
                                        tags={"state": "short", "generation": 1}))
     store.append_many(recs)
+    fes_dir = root / "explore" / "gen001"
+    fes_dir.mkdir(parents=True)
+    (fes_dir / "fes.json").write_text(json.dumps({  # alflow.sampling.metad.FES.to_dict()
+        "cv_names": ["rg"], "grid": [[1.0, 1.1, 1.2]], "free_energy_ev": [0.1, 0.0, None],
+        "error_ev": None}))
     for state, d0 in (("short", 1.5), ("long", 1.8)):
         stem = f"flows-{state}"
         (root / "results" / f"{stem}.json").write_text(json.dumps({
             "flow_dir": str(root / "flows" / "gen001" / state), "ess": 123.0,
-            "acceptance": 0.4, "rhat": 1.004}))
+            "ess_fraction": 0.3, "rhat": 1.004, "f_ev": -1.0, "err_ev": 0.01}))
         x = np.array([_lih(d0 + 0.02 * i).positions for i in range(5)])
         np.savez(root / "results" / f"{stem}.npz", reweight_positions=x)
     return root
@@ -90,7 +95,10 @@ def test_loader_reads_every_section_it_has(run_dir):
     gpu = {r.resource_class: r for r in data.provenance.resources}["gpu"]
     assert gpu.tasks == 2 and gpu.wall_hours == pytest.approx(0.3)
     assert data.provenance.dft_method == "pyscf:pbe/sto-3g"
-    assert data.spectra == [] and data.fes == []
+    assert data.spectra == []
+    (fes,) = data.fes
+    assert fes.cv_names == ["rg"] and np.isnan(fes.free_energy_ev[2])
+    assert {f.state: f.ess_fraction for f in data.flow}["long"] == 0.3
 
 
 def test_loader_survives_garbage(tmp_path):

@@ -188,16 +188,19 @@ def fig_flow(data: ReportData) -> Figure | None:
     fig = Figure(figsize=(9.6, 3.0), layout="constrained")
     axes = fig.subplots(1, 3)
     states = _states(data, [d.state for d in data.flow])
+    # the ESS fraction is comparable across runs; the absolute ESS when that is all there is
+    ess_attr = "ess_fraction" if any(d.ess_fraction is not None for d in data.flow) else "ess"
     for state in states:
         rows = sorted((d for d in data.flow if d.state == state), key=lambda d: d.generation)
         if not rows:
             continue
         c = _state_color(states, state)
-        for ax, attr in zip(axes, ("ess", "acceptance", "rhat"), strict=True):
+        for ax, attr in zip(axes, (ess_attr, "acceptance", "rhat"), strict=True):
             pts = [(d.generation, getattr(d, attr)) for d in rows if getattr(d, attr) is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", color=c, label=state)
-    axes[0].set_ylabel("effective sample size")
+    axes[0].set_ylabel("effective sample size" if ess_attr == "ess"
+                       else "ESS / number of samples")
     axes[1].set_ylabel("flow acceptance rate")
     axes[1].set_ylim(0, 1)
     axes[2].set_ylabel("R-hat")

@@ -11,7 +11,8 @@ warning; it never stops the report):
   (selection counts), ``task_start``/``task_done`` (wall time per executor);
 - ``dataset.h5``: labels per generation (ok / failed) and the DFT side of the parity plots;
 - ``results/flows-*.json``: per-state sampler diagnostics (ESS, acceptance, R-hat);
-- ``results/*.json`` holding ``fes``: free-energy surfaces along CVs from metadynamics;
+- ``results/*.json`` holding ``fes``, and ``fes*.json`` files (``alflow.sampling.metad.FES``
+  ``to_dict``: ``cv_names``, ``grid``, ``free_energy_ev``): free-energy surfaces along CVs;
 - ``spectra.h5``: TDDFT spectra per state (``alflow spectra RUN_DIR``);
 - ``models/genNNN``: the last committee, evaluated on the labels for the parity plots.
 """
@@ -193,21 +194,28 @@ class _Loader:
                 continue
             self._flow_rows.setdefault((int(gen), str(state)), _flow_row(int(gen), str(state),
                                                                           js))
-        for path in sorted(res.glob("*.json")):
+        fes_files = sorted(res.glob("*.json")) + sorted(
+            p for p in self.root.rglob("fes*.json") if "runinfo" not in p.parts)
+        for path in fes_files:
             js = _read_json(path)
-            fes = js.get("fes") if isinstance(js, dict) else None
-            if isinstance(fes, dict) and fes.get("free_energy_ev") is not None:
-                label = fes.get("label") or path.stem.split("-")[0]
-                if js.get("state"):
-                    label = f"{label} ({js['state']})"
-                self.data.fes.append(FreeEnergySurface(
-                    label=label, cv_names=list(fes.get("cv_names") or ["CV"]),
-                    axes=fes["axes"], free_energy_ev=fes["free_energy_ev"],
-                    temperature_k=_num(fes.get("temperature_k"))))
+            if not isinstance(js, dict):
+                continue
+            fes = js.get("fes") if "fes" in js else js
+            if not isinstance(fes, dict) or fes.get("free_energy_ev") is None:
+                continue
+            label = fes.get("label") or (path.stem.split("-")[0] if "fes" in js
+                                          else str(path.relative_to(self.root).parent))
+            if js.get("state"):
+                label = f"{label} ({js['state']})"
+            self.data.fes.append(FreeEnergySurface(
+                label=label, cv_names=list(fes.get("cv_names") or ["CV"]),
+                axes=fes.get("axes") or fes["grid"],
+                free_energy_ev=np.array(fes["free_energy_ev"], dtype=float).tolist(),
+                temperature_k=_num(fes.get("temperature_k"))))
 
     def flow_table(self) -> None:
         rows = [r for r in self._flow_rows.values()
-                if any(v is not None for v in (r.ess, r.acceptance, r.rhat))]
+                if any(v is not None for v in (r.ess, r.ess_fraction, r.acceptance, r.rhat))]
         self.data.flow = sorted(rows, key=lambda r: (r.generation, r.state))
 
     def spectra(self) -> None:
