@@ -158,7 +158,8 @@ def fig_fes(data: ReportData) -> Figure | None:
     if not data.fes:
         return None
     n = len(data.fes)
-    fig = Figure(figsize=(5.2 * min(n, 2), 3.8 * ((n + 1) // 2)), layout="constrained")
+    fig = Figure(figsize=(6.0 * min(n, 2), 3.8 * ((n + 1) // 2)), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.12)
     axes = fig.subplots((n + 1) // 2, min(n, 2), squeeze=False).ravel()
     for ax, s in zip(axes, data.fes, strict=False):
         f = np.asarray(s.free_energy_ev, float)
@@ -169,9 +170,11 @@ def fig_fes(data: ReportData) -> Figure | None:
             ax.set_ylabel("F (eV)")
         else:
             x, y = np.asarray(s.axes[0]), np.asarray(s.axes[1])
-            cs = ax.contourf(x, y, f.T, levels=20, cmap="viridis")
-            ax.contour(x, y, f.T, levels=10, colors="white", linewidths=0.4)
-            fig.colorbar(cs, ax=ax, label="F (eV)")
+            top = float(np.nanpercentile(f, 90)) or float(np.nanmax(f)) or 1.0
+            levels = np.linspace(0.0, top, 21)  # colour the basins, not the high walls
+            cs = ax.contourf(x, y, f.T, levels=levels, cmap="viridis", extend="max")
+            ax.contour(x, y, f.T, levels=levels[::2], colors="white", linewidths=0.4)
+            fig.colorbar(cs, ax=ax, label="F (eV)", format="%.2f")
             ax.set_xlabel(s.cv_names[0])
             ax.set_ylabel(s.cv_names[1])
         t = f" ({s.temperature_k:g} K)" if s.temperature_k else ""
