@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up alflow on a fresh machine and run the main job: the built-in lj7 campaign (7-atom
+# Lennard-Jones argon cluster, two isomers at 18 K) on the local thread executor, to
+# convergence, then print the free-energy difference with its error bar.
+# Usage: bash scripts/quickstart.sh [RUN_DIR]   (default: runs/lj7)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+run_dir="${1:-runs/lj7}"
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+source .venv/bin/activate
+if [[ -f "$run_dir/run/campaign.yaml" ]]; then
+  alflow resume "$run_dir/run"
+else
+  alflow example lj7 "$run_dir"
+  alflow run "$run_dir/campaign.yaml" --dir "$run_dir/run" --site local-threads
+fi
+alflow status "$run_dir/run"
