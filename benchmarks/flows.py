@@ -1,0 +1,163 @@
+"""Benchmark: Boltzmann generators + adaptive MCMC + ΔF for lj7 (18 K) and Ag6 (EMT, 300 K).
+
+lj7: the torch Lennard-Jones potential (= ASE's LennardJones(sigma=3.405, epsilon=0.0103,
+rc=34.05, smooth=False)), hard wall 8.5125 Å about the centre of mass, states by quench basin,
+ΔF = F(coh) − F(pbp). Seeds: Langevin MD (alflow.sampling.langevin) from each minimum.
+Ag6: ASE's EMT through AseCalculatorPotential (one call per configuration: the MLIP path is the
+campaign's), states by a CV region (planarity: smallest principal extent, Å) because a quench
+per flow sample on an ASE calculator is too slow for a benchmark; ΔF = F(pyramid) − F(planar).
+
+Prints per state: ESS fraction of the importance weights, IMH (global-move) acceptance,
+seconds spent training; ΔF ± error (eV) per system. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from ase.units import kB  # noqa: E402
+
+from alflow.estimate import delta_f  # noqa: E402
+from alflow.flows.pipeline import StateSamplerConfig, state_free_energy  # noqa: E402
+from alflow.potential import AseCalculatorPotential, LennardJones  # noqa: E402
+from alflow.sampling.langevin import run_langevin  # noqa: E402
+from alflow.states import BasinStates, CVStates  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PBP = np.array([[3.25588288, 0.0, 0.0], [1.00612314, 3.09652863, 0.0],
+                [-2.63406459, 1.91375994, 0.0], [-2.63406459, -1.91375994, 0.0],
+                [1.00612314, -3.09652863, 0.0], [0.0, 0.0, 1.95402814],
+                [0.0, 0.0, -1.95402814]])
+COH = np.array([[2.30709896, -0.38853654, -0.38853654], [-3.07138594, -0.38097295, -0.38097295],
+                [-0.38853654, 2.30709896, -0.38853654], [-0.38097295, -3.07138594, -0.38097295],
+                [-0.38853654, -0.38853654, 2.30709896], [-0.38097295, -0.38097295, -3.07138594],
+                [2.30330597, 2.30330597, 2.30330597]])
+
+
+def _config(quick: bool, samples: int) -> StateSamplerConfig:
+    return StateSamplerConfig(
+        flow={"layers": 6, "hidden": 64},
+        train={"steps": 250 if quick else 1500, "batch_size": 256},
+        mcmc_config={"iterations": 6 if quick else 30, "adapt_iterations": 3 if quick else 15,
+                     "local_steps": 5 if quick else 10, "global_steps": 2,
+                     "train_every": 3 if quick else 5, "train": {"steps": 30 if quick else 100}},
+        walkers=32 if quick else 64, retrain_steps=100 if quick else 500, samples=samples)
+
+
+def _md_seeds(pot, x0: np.ndarray, masses: np.ndarray, t_k: float, replicas: int, steps: int,
+              dt: float, seed: int) -> np.ndarray:
+    tr = run_langevin(pot, np.repeat(x0[None], replicas, 0), masses, t_k, dt, steps,
+                      friction_per_fs=0.01, record_every=10, seed=seed)
+    pos = np.asarray(tr.positions)
+    return pos[len(pos) // 5:].reshape(-1, *x0.shape)
+
+
+def _system(name, pot, states, refs, numbers, masses, t_k, order, cfg, seeds, wall_radius):
+    res = {}
+    for k, s in enumerate(order):
+        t0 = time.perf_counter()
+        r = state_free_energy(pot, s, states, refs[s], numbers, t_k, seeds[s], cfg,
+                              wall_radius, masses, seed=10 * k)
+        res[s] = r
+        sm = r.summary()
+        print(f"{name}/{s}: F = {sm['f_ev']:.5f} ± {sm['err_ev']:.5f} eV, ESS fraction "
+              f"{sm['ess_fraction']:.3f}, IMH acceptance {sm['imh_acceptance']:.3f}, "
+              f"train {sm['train_seconds']:.1f} s, total {time.perf_counter() - t0:.1f} s",
+              flush=True)
+    d = delta_f(res[order[0]].free_energy, res[order[1]].free_energy)
+    print(f"{name}: ΔF = F({order[1]}) − F({order[0]}) = {d.value_ev:.5f} ± {d.error_ev:.5f} eV"
+          f" = {d.value_kt:.3f} ± {d.error_kt:.3f} kT", flush=True)
+    return {"states": {s: {"ess_fraction": round(r.free_energy.ess_fraction, 4),
+                           "imh_acceptance": round(r.mcmc.global_acceptance, 4) if r.mcmc
+                           else None,
+                           "train_seconds": round(r.train_seconds, 2),
+                           "f_ev": r.free_energy.f_ev, "err_ev": r.free_energy.err_ev}
+                       for s, r in res.items()},
+            "delta_f_ev": d.value_ev, "delta_f_err_ev": d.error_ev,
+            "delta_f_kt": d.value_kt, "delta_f_err_kt": d.error_kt, "temperature_k": t_k}
+
+
+def bench_lj7(quick: bool) -> dict:
+    t_k = 18.0
+    numbers = np.full(7, 18)
+    masses = np.full(7, 39.948)
+    pot = LennardJones(numbers)
+    refs = {"pbp": PBP, "coh": COH}
+    states = BasinStates(pot, refs)
+    mins = dict(zip(states.names, states.minima, strict=True))
+    seeds = {s: _md_seeds(pot, mins[s], masses, t_k, 16, 1000 if quick else 4000, 10.0, k)
+             for k, s in enumerate(refs)}
+    cfg = _config(quick, 3000 if quick else 10000)
+    return _system("lj7", pot, states, mins, numbers, masses, t_k, ["pbp", "coh"], cfg, seeds,
+                   8.5125)
+
+
+def _planarity(x: torch.Tensor) -> torch.Tensor:
+    """Smallest principal extent (Å): sqrt of the smallest gyration-tensor eigenvalue."""
+    y = x - x.mean(-2, keepdim=True)
+    g = torch.einsum("bni,bnj->bij", y, y) / x.shape[-2]
+    return torch.linalg.eigvalsh(g)[:, 0].clamp_min(0).sqrt()
+
+
+def bench_ag6(quick: bool) -> dict:
+    from ase.calculators.emt import EMT
+    from ase.io import read
+
+    t_k = 300.0
+    images = read(ROOT / "alflow" / "examples" / "data" / "ag6.extxyz", ":")
+    by_state = {a.info.get("state"): a for a in images}
+    refs_atoms = {"planar": by_state["planar"], "pyramid": by_state["pyramid"]}
+    template = refs_atoms["planar"]
+    pot = AseCalculatorPotential(EMT, template)
+    numbers, masses = template.numbers, template.get_masses()
+    refs = {s: a.positions - a.positions.mean(0) for s, a in refs_atoms.items()}
+    states = CVStates({"planar": (_planarity, 0.0, 0.35), "pyramid": (_planarity, 0.35, 10.0)})
+    seeds = {s: _md_seeds(pot, refs[s], masses, t_k, 8, 300 if quick else 1500, 5.0, k)
+             for k, s in enumerate(refs)}
+    for s, x in seeds.items():
+        keep = states.member(s)(torch.as_tensor(x))
+        print(f"ag6/{s}: {keep.mean():.2f} of MD seeds inside the state's CV region", flush=True)
+        seeds[s] = x[keep] if keep.sum() >= 20 else x
+    cfg = _config(quick, 1000 if quick else 4000)
+    cfg.mcmc_config.local_steps = 3
+    out = _system("ag6", pot, states, refs, numbers, masses, t_k, ["planar", "pyramid"], cfg,
+                  seeds, None)
+    out["potential"] = "ase:emt via AseCalculatorPotential"
+    out["emt_calls"] = pot.calls
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps and samples (< 2 min "
+                    "on an idle 2-core machine)")
+    ap.add_argument("--systems", default="lj7,ag6")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    warnings.simplefilter("ignore", UserWarning)
+    t0 = time.perf_counter()
+    out: dict = {}
+    for name in args.systems.split(","):
+        out[name] = {"lj7": bench_lj7, "ag6": bench_ag6}[name](args.quick)
+    out["device"] = "cpu"
+    out["quick"] = args.quick
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["kB_ev_per_k"] = kB
+    sys.stdout.flush()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
