@@ -222,8 +222,8 @@ def fig_spectra(data: ReportData) -> Figure | None:
     """Averaged absorption spectra per state, overlaid, with the bootstrap band of the mean."""
     if not data.spectra:
         return None
-    fig = Figure(figsize=(6.8, 3.8), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(9.6, 3.8), layout="constrained")
+    ax, ax_c = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
     states = _states(data, [s.state for s in data.spectra])
     top = 0.0
     for s in data.spectra:
@@ -235,6 +235,9 @@ def fig_spectra(data: ReportData) -> Figure | None:
                 label=f"{s.state} (n={a.n_samples}, ESS={a.ess:.0f})")
         if np.isfinite(a.complete_below_ev):
             ax.axvline(a.complete_below_ev, color=c, ls=":", lw=1)
+        if a.l1_changes:
+            ax_c.plot(np.arange(2, len(a.l1_changes) + 2), 100 * np.asarray(a.l1_changes),
+                      marker="o", ms=3, color=c, label=s.state)
         top = max(top, float(np.max(a.band_hi)) if a.band_hi else 0.0)
     ax.set_xlabel("excitation energy (eV)")
     ax.set_ylabel("absorption (oscillator strength / eV)")
@@ -243,6 +246,13 @@ def fig_spectra(data: ReportData) -> Figure | None:
                  "dotted: states complete below", fontsize=10)
     ax.set_ylim(0, top * 1.08 if top > 0 else 1)
     ax.legend(fontsize=8)
+    tol = 100 * w.tolerance
+    ax_c.axhline(tol, color="orange", ls="--", lw=1, label=f"{tol:g} %")
+    ax_c.set_ylim(bottom=0)
+    ax_c.set_xlabel("samples in the average")
+    ax_c.set_ylabel("L1 change on adding one (%)")
+    ax_c.set_title("Convergence of the average", fontsize=10)
+    ax_c.legend(fontsize=8)
     return fig
 
 
