@@ -6,8 +6,8 @@
   (sigma 3.405 Å, epsilon 0.0103 eV): pentagonal bipyramid (D5h, -16.505 epsilon) and capped
   octahedron (C3v, -15.935 epsilon), relaxed with ASE's LennardJones (rc 10 sigma).
 - ``ag6.extxyz``: Ag6 planar triangle (D3h) and pentagonal pyramid (C5v), built with Ag-Ag
-  near 2.75 Å; ``--relax-ag6`` relaxes them with PBE/def2-SVP (alflow's default labeller,
-  about 10-20 min on 2 cores) and stores the DFT energy in ``info``.
+  near 2.75 Å; ``--relax-ag6`` relaxes them with PBE/def2-SVP (alflow's default labeller;
+  about an hour on a busy 2-core machine) and stores the DFT energy in ``info``.
 Each frame's ``info`` has ``state`` (the isomer's name) and ``point_group``.
 """
 
