@@ -111,7 +111,8 @@ def main() -> None:
     fig: dict = {"benchmark": "labelling", "quick": args.quick,
                  "system": f"{ref.get_chemical_formula()} PBE/def2-SVP (def2 ECP, RI-J)",
                  "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]}
-    make_labeller("pyscf:pbe/def2-svp", threads=1).label(ref)  # warm-up: imports, libxc
+    warm = Atoms("Ag2", positions=[[0, 0, 0], [0, 0, 2.6]])
+    make_labeller("pyscf:pbe/def2-svp", threads=1).label(warm)  # warm-up: imports, libxc, ECP
 
     for threads in (1, 2):
         set_threads(threads)
