@@ -76,19 +76,24 @@ class StateResult:
 
 
 def state_free_energy(potential: Potential, name: str, states: BasinStates | CVStates,
-                      reference: np.ndarray, numbers: np.ndarray, temperature_k: float,
+                      reference: np.ndarray | None, numbers: np.ndarray, temperature_k: float,
                       seed_samples: np.ndarray,
                       config: StateSamplerConfig | dict[str, Any] | None = None,
                       wall_radius: float | None = None, masses: np.ndarray | None = None,
                       out_dir: str | Path | None = None, seed: int = 0) -> StateResult:
     """Train the flow of state ``name`` and estimate its free energy (eV, module doc).
 
-    reference (N, 3) Å: the state's minimum; seed_samples (B, N, 3) Å: configurations of the
+    reference (N, 3) Å: the state's minimum (None with BasinStates: its quenched minimum on
+    ``potential``); seed_samples (B, N, 3) Å: configurations of the
     state at ``temperature_k`` K; wall_radius Å (hard wall about the centre of mass, masses
     amu); out_dir: where the generator is saved (flow.pt + flow.json).
     """
     cfg = config if isinstance(config, StateSamplerConfig) else \
         StateSamplerConfig(**(config or {}))
+    if reference is None:
+        if not isinstance(states, BasinStates):
+            raise InputError(f"state {name!r}: a reference structure is needed for CV states")
+        reference = states.minima[states.names.index(name)]
     seeds = np.asarray(seed_samples, dtype=float)
     if seeds.ndim != 3 or seeds.shape[1:] != np.shape(reference):
         raise InputError(f"seed samples of state {name!r} must have shape (B, "
