@@ -33,9 +33,10 @@ class StateDefinition(StrictModel):
     kind: Literal["basin", "cv"] = "basin"
     reference: str | None = Field(
         None, description="basin: file of the minimum (default: the state's first structure)")
-    match_tolerance: float = Field(0.05, gt=0, description="basin: Å RMS of sorted pair "
-                                                           "distances to count as this minimum")
-    cv: str | None = Field(None, description="cv: name in alflow.sampling.cvs")
+    match_tolerance: float = Field(0.2, gt=0, description="basin: Å RMS of sorted pair "
+                                                          "distances to count as this minimum")
+    cv: dict[str, Any] | None = Field(
+        None, description="cv: an alflow.sampling.cvs config, e.g. {kind: gyration}")
     low: float | None = None
     high: float | None = None
 
@@ -125,8 +126,9 @@ class SamplerConfig(StrictModel):
 
     enabled: bool = True
     temperature_k: float | None = Field(None, gt=0, description="must equal the campaign's")
-    walkers: int = Field(64, ge=1)
-    iterations: int = Field(20, ge=1)
+    md_replicas: int = Field(16, ge=1, description="MD replicas giving the flow's samples")
+    md_steps: int = Field(4000, ge=10, description="MD steps (dt and friction: exploration.md)")
+    md_record_every: int = Field(20, ge=1)
     samples: int = Field(4000, ge=100, description="flow samples per state for the estimate")
     flow: dict[str, Any] = Field(default_factory=dict, description="alflow.flows config")
     train: dict[str, Any] = Field(default_factory=dict, description="flow training options")

@@ -91,9 +91,9 @@ def label_batch(ctx: Context, positions: np.ndarray, tags: list[dict[str, Any]],
         done[0] += 1
         if not cached:
             new[0] += 1
-            ctx.events.emit("label", generation=generation, key=rec.key[:16],
-                            status=rec.status, reason=rec.reason[:200],
-                            attempts=rec.provenance.get("attempts"), **rec.tags)
+            ctx.events.emit("label", key=rec.key[:16], status=rec.status,
+                            reason=rec.reason[:200], attempts=rec.provenance.get("attempts"),
+                            **{"generation": generation, **rec.tags})
             if new[0] == 2:
                 pause_point("label", generation, run_root)
         if ctx.on_label:
@@ -195,10 +195,16 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
     model_dir, model_key = tjs["model_dir"], h.key
 
     # 4. flows + free energies per state (parallel) ------------------------------------------
+    sp = cfg.exploration.sampler
+    md_for_flows = {"replicas": sp.md_replicas, "steps": sp.md_steps,
+                    "record_every": sp.md_record_every, "dt_fs": cfg.exploration.md.dt_fs,
+                    "friction_per_fs": cfg.exploration.md.friction_per_fs}
     fh = {s: tasks.submit("flows", {**base, "state": s, "model": model_key,
                                     "sampler": cfg.exploration.sampler.model_dump()},
                           steps.flows, model_dir, ctx.system, s, str(ctx.run.flows(g, s)),
-                          cfg.exploration.sampler, cfg.temperature_k, cfg.estimate.bootstrap,
+                          cfg.exploration.sampler, md_for_flows, cfg.temperature_k,
+                          cfg.system.states,
+                          cfg.estimate.reweight_samples, cfg.estimate.bootstrap,
                           cfg.seed * 1000 + g * 10 + names.index(s) + 5,
                           executor=ex["flows"]) for s in names}
     per_state: dict[str, dict[str, Any]] = {}

@@ -9,7 +9,6 @@ inside the step (for the orchestration-overhead figure). Positions in Å, energi
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -43,12 +42,10 @@ def train(dataset: str, out_dir: str, mlip: dict[str, Any], init_from: str | Non
     t0 = time.perf_counter()
     store = LabelStore(dataset, create=False)
     atoms = [r.to_atoms() for r in store.records(status="ok") if in_training(r.tags, generation)]
-    out = Path(out_dir)
-    if out.exists():  # left by an interrupted attempt
-        shutil.rmtree(out)
-    config = MLIPConfig(**{"seed": seed, **mlip}) if "seed" in MLIPConfig.model_fields \
-        else MLIPConfig(**mlip)
-    path = train_committee(atoms, out, config, init_from=Path(init_from) if init_from else None)
+    config = MLIPConfig(**{"seed": seed, **mlip})
+    # an interrupted attempt left member checkpoints in out_dir: train_committee resumes them
+    path = train_committee(atoms, Path(out_dir), config,
+                           init_from=Path(init_from) if init_from else None)
     return {"model_dir": str(path), "n_train": len(atoms),
             "_seconds": time.perf_counter() - t0}, {}
 
@@ -67,38 +64,177 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     candidate positions (M, N, 3), their force deviation (M,) eV/Å, energy (M,) eV and a
     CV (radius of gyration, Å) for stratified selection."""
     from alflow.mlip import load_potential
-    from alflow.sampling.langevin import run_langevin
+    from alflow.sampling.explore import ExploreConfig
+    from alflow.sampling.explore import explore as run_md
 
     t0 = time.perf_counter()
     pot = with_wall(load_potential(model_dir, system.numbers), system)
     md = exploration.md
-    x0 = _starts(system, state, md.replicas, None)
-    traj = run_langevin(pot, x0, system.masses, md.temperature_k or temperature_k, md.dt_fs,
-                        md.steps, friction_per_fs=md.friction_per_fs,
-                        record_every=md.record_every,
-                        trust_upper=trust_upper if md.stop_at_trust_upper else None, seed=seed,
-                        **md.options)
-    frames = np.asarray(traj.frames, dtype=float)
-    pos = frames.reshape(-1, *frames.shape[-2:])
+    config = ExploreConfig(**{
+        "temperature_k": md.temperature_k or temperature_k, "dt_fs": md.dt_fs,
+        "steps": md.steps, "friction_per_fs": md.friction_per_fs,
+        "record_every": md.record_every, "replicas": md.replicas, "seed": seed,
+        "trust_upper": trust_upper if md.stop_at_trust_upper else None,
+        **({"metad": exploration.metad.options} if exploration.metad.enabled else {}),
+        **md.options})
+    starts = [system.atoms(x) for x in _starts(system, state, md.replicas, None)]
+    for a in starts:
+        a.set_masses(system.masses)
+    traj, _ = run_md(pot, starts, config)
+    valid = traj.valid.reshape(-1)
+    pos = np.asarray(traj.positions, dtype=float).reshape(-1, *traj.positions.shape[-2:])
     fd = np.asarray(traj.force_dev, dtype=float).reshape(-1)
-    en = np.asarray(traj.energies, dtype=float).reshape(-1)
-    keep = np.all(np.isfinite(pos.reshape(len(pos), -1)), axis=1) & np.isfinite(fd)
+    en = np.asarray(traj.energy, dtype=float).reshape(-1)
+    keep = valid & np.all(np.isfinite(pos.reshape(len(pos), -1)), axis=1) & np.isfinite(fd)
     pos, fd, en = pos[keep], fd[keep], en[keep]
     return ({"state": state, "frames": int(len(pos)), "_seconds": time.perf_counter() - t0},
             {"positions": pos, "force_dev": fd, "energy": en,
              "cv": radius_of_gyration(pos, system.masses)})
 
 
+def _rhat(traces: np.ndarray) -> float:
+    """Rank-normalised split R-hat of (draws, chains) traces."""
+    from scipy.stats import norm, rankdata
+
+    t = np.asarray(traces, dtype=float)
+    n = t.shape[0] // 2
+    if n < 2 or t.shape[1] < 1:
+        return float("nan")
+    halves = np.concatenate([t[:n], t[n:2 * n]], axis=1)
+    z = norm.ppf((rankdata(halves).reshape(halves.shape) - 0.375) / (halves.size + 0.25))
+    w = z.var(0, ddof=1).mean()
+    b = n * z.mean(0).var(ddof=1)
+    return float(np.sqrt(((n - 1) / n * w + b / n) / w)) if w > 0 else float("nan")
+
+
+def state_sets(potential, system: System, cfg_states: dict[str, Any]):
+    """The state definition (alflow.states) for every state: basin or CV region."""
+    from alflow.states import BasinStates, CVStates
+
+    kinds = {d.definition.kind for d in cfg_states.values()}
+    if kinds == {"basin"}:
+        refs = {}
+        for s, st in cfg_states.items():
+            if st.definition.reference:
+                from alflow.structures import read_structures
+
+                a = read_structures(st.definition.reference)[0]
+            else:
+                a = system.structures[s][0]
+            refs[s] = a.positions - a.get_center_of_mass()
+        tol = max(st.definition.match_tolerance for st in cfg_states.values())
+        # the quench only has to find the basin, not a precise minimum
+        return BasinStates(potential, refs, tolerance=tol, fmax=1e-2, max_steps=500)
+    if kinds == {"cv"}:
+        from pydantic import TypeAdapter
+
+        from alflow.sampling.cvs import CVConfig, make_cv
+
+        n = len(system.numbers)
+        cv = TypeAdapter(CVConfig)
+        return CVStates({s: (make_cv(cv.validate_python(st.definition.cv), n),
+                             st.definition.low, st.definition.high)
+                         for s, st in cfg_states.items()})
+    raise ValueError("states must all be basins or all CV regions")
+
+
 def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: SamplerConfig,
-          temperature_k: float, n_bootstrap: int, seed: int) -> Result:
-    """Train the flow of one state on the committee and estimate its free energy."""
-    raise NotImplementedError("waiting for alflow.flows")
+          md_cfg: dict[str, Any], temperature_k: float, cfg_states: dict[str, Any],
+          n_reweight: int, n_bootstrap: int, seed: int) -> Result:
+    """For one state on the committee of this generation: MD samples in the state, a flow
+    trained on them (alflow.flows; forward KL, then the configured mixture), the state's free
+    energy by importance sampling of flow samples restricted to the state and the wall
+    (alflow.estimate.flow_free_energy), and ``n_reweight`` samples drawn in proportion to
+    their weights (Boltzmann samples of the potential in the state) for the correction to
+    the oracle."""
+    from alflow.estimate import flow_free_energy
+    from alflow.flows.generator import BoltzmannGenerator
+    from alflow.flows.model import FlowConfig
+    from alflow.flows.train import train_flow
+    from alflow.mlip import load_potential
+    from alflow.sampling.langevin import run_langevin
+    from alflow.states import wall
+
+    t0 = time.perf_counter()
+    pot = load_potential(model_dir, system.numbers)
+    states = state_sets(pot, system, cfg_states)
+    k = states.names.index(state)
+    ref = states.minima[k] if hasattr(states, "minima") else \
+        system.structures[state][0].positions
+    x0 = np.repeat(np.asarray(ref)[None], md_cfg["replicas"], 0)
+    traj = run_langevin(with_wall(pot, system), x0, system.masses, temperature_k,
+                        md_cfg["dt_fs"], md_cfg["steps"], md_cfg["friction_per_fs"],
+                        record_every=md_cfg["record_every"], seed=seed)
+    burn = traj.n_frames // 5
+    frames = np.asarray(traj.positions[burn:])  # (F, R, N, 3)
+    f, r = frames.shape[:2]
+    # MD from the state's minimum: its frames train the flow (forward KL); membership is
+    # enforced where it matters, on the importance-sampling estimate below
+    rhat = _rhat(np.asarray(traj.energy[burn:]))
+    data = frames.reshape(-1, *frames.shape[2:])
+    data = data[np.isfinite(data.reshape(len(data), -1)).all(1)]
+    if len(data) < 10:
+        raise RuntimeError(f"state {state}: only {len(data)} usable MD frames")
+    bg = BoltzmannGenerator.build(np.asarray(ref), system.numbers,
+                                  FlowConfig(**{"seed": seed, **sampler.flow}), samples=data)
+    hist = train_flow(bg, data, pot, temperature_k, {"seed": seed, **sampler.train})
+    bg.save(out_dir)
+    restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
+    fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
+                               member=states.member(state), restrict=restrict, seed=seed,
+                               n_bootstrap=n_bootstrap, return_samples=True)
+    rng = np.random.default_rng(seed)
+    lw = smp.log_w
+    pick = np.zeros(0, dtype=int)
+    if n_reweight and np.isfinite(lw).any():
+        w = np.exp(lw - lw[np.isfinite(lw)].max())
+        pick = rng.choice(len(w), size=n_reweight, p=w / w.sum())
+    return ({"state": state, "flow_dir": str(out_dir), "f_ev": fe.f_ev, "err_ev": fe.err_ev,
+             "ess_fraction": fe.ess_fraction, **fe.extra, "rhat": rhat,
+             "md_frames_used": int(len(data)), "md_frames": int(f * r),
+             "train_seconds": hist.get("seconds"), "_seconds": time.perf_counter() - t0},
+            {"reweight_positions": smp.positions[pick], "reweight_model_energy":
+             smp.energy[pick], "md_samples": data})
 
 
 def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
               reweight: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """ΔF = F(to) − F(from) with its error, and its correction to the oracle."""
-    raise NotImplementedError("waiting for alflow.estimate")
+    """ΔF = F(to) − F(from) with its error, and its correction to the oracle
+    (alflow.estimate.reweight: exponential averaging of oracle − model energies over
+    Boltzmann samples of each state, bootstrap errors)."""
+    import warnings
+
+    from alflow.estimate import FreeEnergy, delta_f
+    from alflow.estimate import reweight as rw
+
+    a, b = cfg.system.delta_f.from_, cfg.system.delta_f.to
+    out: dict[str, Any] = {"generation": g, "value_ev": None, "error_ev": None,
+                           "correction_ev": None, "correction_error_ev": None,
+                           "corrected_ev": None, "corrected_error_ev": None,
+                           "states": per_state}
+    rh = [v.get("rhat") for v in per_state.values() if v.get("rhat") is not None]
+    out["rhat"] = max(rh) if rh else None
+    if a not in per_state or b not in per_state:
+        return out
+    fe = {s: FreeEnergy(per_state[s]["f_ev"], per_state[s]["err_ev"], cfg.temperature_k)
+          for s in (a, b)}
+    d = delta_f(fe[a], fe[b])
+    out["value_ev"], out["error_ev"] = d.value_ev, d.error_ev
+    corr = {}
+    for s in (a, b):
+        r = reweight.get(s)
+        if not r or len(r["oracle_ev"]) < 2:
+            return out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            corr[s] = rw(np.asarray(r["model_ev"]), np.asarray(r["oracle_ev"]),
+                         cfg.temperature_k, seed=cfg.seed + g)
+        out["states"][s]["correction"] = corr[s].to_dict()
+    out["correction_ev"] = corr[b].correction_ev - corr[a].correction_ev
+    out["correction_error_ev"] = float(np.hypot(corr[a].error_ev, corr[b].error_ev))
+    out["corrected_ev"] = out["value_ev"] + out["correction_ev"]
+    out["corrected_error_ev"] = float(np.hypot(out["error_ev"], out["correction_error_ev"]))
+    return out
 
 
 __all__ = ["explore", "flows", "summarise", "train"]

@@ -11,7 +11,6 @@ Step functions return ``(json_dict, arrays_dict)``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -47,19 +46,11 @@ class Handle:
     t_submit: float = field(default_factory=time.monotonic)
 
 
-_APPS: dict[tuple[Any, str], Any] = {}
-_APPS_LOCK = threading.Lock()
-
-
 def parsl_app(fn: Callable, executor: str) -> Any:
-    """A Parsl python_app running ``fn`` on ``executor`` (cached per function and label)."""
-    from parsl import python_app
+    """The Parsl app of ``fn`` on ``executor`` (see :mod:`apps.campaign`)."""
+    from apps.campaign import app
 
-    with _APPS_LOCK:
-        key = (fn, executor)
-        if key not in _APPS:
-            _APPS[key] = python_app(fn, executors=[executor])
-        return _APPS[key]
+    return app(fn, executor)
 
 
 class Tasks:

@@ -16,27 +16,32 @@ from alflow.errors import InputError
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 
-# example name -> (YAML template, {structure file name in DIR/structures: file in data/})
-EXAMPLES: dict[str, tuple[str, dict[str, str]]] = {
-    "lj7": ("lj7.yaml", {"pbp.xyz": "lj7_pbp.xyz", "coh.xyz": "lj7_coh.xyz"}),
-    "ag6-emt": ("ag6-emt.yaml", {"planar.xyz": "ag6_planar.xyz",
-                                 "pyramid.xyz": "ag6_pyramid.xyz"}),
-    "ag6-pyscf": ("ag6-pyscf.yaml", {"planar.xyz": "ag6_planar.xyz",
-                                     "pyramid.xyz": "ag6_pyramid.xyz"}),
+# example name -> (YAML template, data file, {DIR/structures/<file>: frame's info["state"]})
+EXAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "lj7": ("lj7.yaml", "lj7.extxyz", {"pbp.xyz": "bipyramid", "coh.xyz": "capped_octahedron"}),
+    "ag6-emt": ("ag6-emt.yaml", "ag6.extxyz", {"planar.xyz": "planar",
+                                               "pyramid.xyz": "pyramid"}),
+    "ag6-pyscf": ("ag6-pyscf.yaml", "ag6.extxyz", {"planar.xyz": "planar",
+                                                   "pyramid.xyz": "pyramid"}),
 }
 
 
 def write_example(name: str, directory: str | Path, overwrite: bool = False) -> Path:
     """Write example ``name`` into ``directory``; returns the campaign YAML path."""
+    from ase.io import read, write
+
     if name not in EXAMPLES:
         raise InputError(f"unknown example {name!r}; choose one of {', '.join(EXAMPLES)}")
-    yaml_name, files = EXAMPLES[name]
+    yaml_name, data, files = EXAMPLES[name]
     out = Path(directory)
     target = out / "campaign.yaml"
     if target.exists() and not overwrite:
-        raise InputError(f"{target} exists; choose an empty directory")
+        raise InputError(f"{target} exists; choose an empty directory (or --force)")
     (out / "structures").mkdir(parents=True, exist_ok=True)
-    for dst, src in files.items():
-        shutil.copyfile(DATA / src, out / "structures" / dst)
+    frames = {a.info.get("state"): a for a in read(DATA / data, index=":")}
+    for dst, state in files.items():
+        atoms = frames[state].copy()
+        atoms.info = {"state": state}
+        write(out / "structures" / dst, atoms, format="extxyz")
     shutil.copyfile(HERE / yaml_name, target)
     return target
