@@ -5,6 +5,8 @@ Figures (last line of output is one JSON object):
   worker pool connecting back to the interchange).
 - ``task_latency_ms``: median round trip of a no-op task through a running block (submit ->
   result, one at a time), and ``throughput_tasks_per_s`` for a burst of no-op tasks.
+- ``labelling_pyscf``: the same 16 PySCF labels (water; PBE/def2-SVP; --quick: 8, STO-3G) one
+  label per worker vs one MPI batch over the block's cores (see :func:`pyscf_modes`).
 - ``labelling``: 16 labels (ASE EMT on a 13-atom Cu cluster plus ``--cost`` s of sleep standing
   in for a DFT calculation), one label per worker, one worker per core of the block:
   ``utilisation_steady`` = busy core-seconds / (workers x span from the first task start to the
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import parsl  # noqa: E402
 from parsl import python_app  # noqa: E402
 
-from alflow.campaign.sites import load_site, parsl_session  # noqa: E402
+from alflow.campaign.sites import build_config, load_site, parsl_session  # noqa: E402
 
 
 @python_app(executors=["cpu"])
@@ -70,6 +72,59 @@ def _slurm_times(job: str) -> tuple[float, float] | None:
     except (KeyError, ValueError):
         return None
     return start, end
+
+
+def pyscf_modes(method: str, n: int, cores: int, common: dict, run_dir: Path) -> dict:
+    """The same n PySCF labels (rattled water) one label per worker vs one MPI batch task.
+
+    Utilisation = sum of the labels' own wall times / (cores x wall time of the batch), the
+    block already running (a one-label warm-up first); the MPI figure includes the srun start
+    and every rank's Python imports, which a batch pays each time.
+    """
+    from ase.build import molecule
+
+    from alflow.campaign.sites import load_site_model, mpi_resource_spec
+    from alflow.dataset import LabelStore
+    from alflow.labelling import make_labeller
+    from apps.labelling import label_configs, label_configs_mpi
+
+    def water(seed: int):
+        a = molecule("H2O")
+        a.rattle(0.05, seed=seed)
+        return a
+
+    images = [water(i) for i in range(n)]
+    lab = make_labeller(method, threads=1)
+    init = common["worker_init"] + "\nexport OMP_NUM_THREADS=1"
+    out = {"method": method, "labels": n, "cores": cores}
+    cfg = load_site("slurm", run_dir / "htex", {
+        **common, "worker_init": init, "slurm.cores_per_node": cores,
+        "classes.dft": {"cores_per_worker": 1, "max_workers_per_node": cores}})
+    with parsl_session(cfg):
+        store = LabelStore(run_dir / "htex.h5")
+        label_configs([water(1000)], lab, store)
+        t = time.perf_counter()
+        recs = label_configs(images, lab, store)
+        wall = time.perf_counter() - t
+    busy = sum(r.provenance.get("wall_time_s", 0.0) for r in recs)
+    out["per_worker"] = {"wall_s": round(wall, 2), "utilisation": round(busy / (cores * wall), 4),
+                         "ok": sum(r.status == "ok" for r in recs)}
+    site = load_site_model("slurm", {
+        **common, "worker_init": init, "slurm.cores_per_node": cores,
+        "classes.dft": {"executor": "mpi", "ranks_per_node": cores, "nodes_per_task": 1}})
+    spec = mpi_resource_spec(site, "dft")
+    with parsl_session(build_config(site, run_dir / "mpi")):
+        store = LabelStore(run_dir / "mpi.h5")
+        label_configs_mpi([water(1000)], lab, store, run_dir / "mpi-work", resource_spec=spec,
+                          threads=1)
+        t = time.perf_counter()
+        recs = label_configs_mpi(images, lab, store, run_dir / "mpi-work", resource_spec=spec,
+                                 threads=1)
+        wall = time.perf_counter() - t
+    busy = sum(r.provenance.get("wall_time_s", 0.0) for r in recs)
+    out["mpi_batch"] = {"wall_s": round(wall, 2), "utilisation": round(busy / (cores * wall), 4),
+                        "ok": sum(r.status == "ok" for r in recs), "ranks": cores}
+    return out
 
 
 def main() -> None:
@@ -130,6 +185,9 @@ def main() -> None:
             "distinct_jobs": len({r["job"] for r in res}),
         },
     }
+    method = "pyscf:pbe/sto-3g" if args.quick else "pyscf:pbe/def2-svp"
+    out["labelling_pyscf"] = pyscf_modes(method, 8 if args.quick else n_labels, cores, common,
+                                         run_dir / "pyscf")
     print(json.dumps(out))
 
 
