@@ -1,0 +1,96 @@
+"""Campaign labelling: failing labels retried per config and recorded, journal of oracle
+calls, recovery of labels finished while the driver was dead, the driver lock."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from alflow.campaign.checkpoint import Checkpoint
+from alflow.campaign.config import load_campaign
+from alflow.campaign.generation import Context, label_batch
+from alflow.campaign.labels import ingest_pending, label_task
+from alflow.campaign.rundir import DriverLock, EventLog, RunDir, oracle_calls, read_lines
+from alflow.campaign.runner import config_hash
+from alflow.campaign.system import bootstrap_positions, build_system
+from alflow.campaign.tasks import Tasks
+from alflow.dataset import LabelStore
+from alflow.errors import AlflowError
+from alflow.examples import write_example
+
+
+def _context(tmp_path: Path, min_distance: float, retries: int) -> Context:
+    path = write_example("lj7", tmp_path / "lj7")
+    data = yaml.safe_load(path.read_text())
+    data["oracle"]["options"]["min_distance"] = min_distance  # the oracle refuses close pairs
+    data["retries"] = retries
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_campaign(path)
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    events = EventLog(run.events)
+    return Context(cfg, run, build_system(cfg), LabelStore(run.dataset),
+                   Tasks(Checkpoint(run.results), events, retries, inline=True), events,
+                   config_hash(cfg))
+
+
+def test_failing_labels_are_retried_recorded_and_the_rest_stored(tmp_path: Path):
+    ctx = _context(tmp_path, min_distance=3.45, retries=2)
+    pos, states = bootstrap_positions(ctx.system, 5, 0.2, seed=3)
+    tags = [{"state": s, "generation": 0, "purpose": "bootstrap"} for s in states]
+    d_min = np.array([np.min(np.linalg.norm(x[:, None] - x[None], axis=-1)
+                             + 1e9 * np.eye(len(x))) for x in pos])
+    bad = d_min < 3.45
+    assert 0 < bad.sum() < len(pos)  # the test needs both kinds
+    recs = label_batch(ctx, pos, tags, 0)
+    assert len(recs) == len(pos)
+    status = {r.key: r.status for r in recs}
+    assert sum(s == "failed" for s in status.values()) == bad.sum()
+    summary = ctx.store.summary()["by_status"]
+    assert summary == {"ok": int((~bad).sum()), "failed": int(bad.sum())}
+    journal = read_lines(ctx.run.oracle_journal)
+    per_key: dict[str, int] = {}
+    for line in journal:
+        per_key[line["key"]] = per_key.get(line["key"], 0) + 1
+    for r in recs:  # a failing configuration is tried 1 + retries times, a good one once
+        assert per_key[r.key] == (3 if r.status == "failed" else 1)
+        if r.status == "failed":
+            assert "rejected" in r.reason and r.provenance["attempts"] == 3
+    assert oracle_calls(ctx.run) == int(3 * bad.sum() + (~bad).sum())
+    failed_events = [e for e in read_lines(ctx.run.events)
+                     if e["event"] == "label" and e["status"] == "failed"]
+    assert len(failed_events) == bad.sum()
+    # a second pass computes nothing: every key is stored (failed ones included)
+    label_batch(ctx, pos, tags, 0)
+    assert oracle_calls(ctx.run) == len(journal)
+    assert not list(ctx.run.pending.glob("*.json"))
+
+
+def test_labels_finished_while_the_driver_was_dead_are_recovered(tmp_path: Path):
+    ctx = _context(tmp_path, min_distance=2.0, retries=0)
+    pos, _ = bootstrap_positions(ctx.system, 1, 0.05, seed=0)
+    lcfg = ctx.cfg.oracle.labeller_config()
+    from alflow.labelling import make_labeller
+
+    lab = make_labeller(lcfg)
+    atoms = ctx.system.atoms(pos[0])
+    rec = label_task(atoms, lcfg, {"state": "pbp"}, lab.key(atoms), str(ctx.run.root), 0)
+    pending = ctx.run.pending / f"{rec.key}.json"
+    assert pending.exists() and json.loads(pending.read_text())["status"] == "ok"
+    assert not ctx.store.has(rec.key)
+    assert ingest_pending(ctx.store, ctx.run.pending) == 1
+    stored = ctx.store.get(rec.key)
+    assert stored.energy == pytest.approx(rec.energy) and not pending.exists()
+    label_batch(ctx, pos[:1], [{"state": "pbp"}], 0)  # stored: no new oracle call
+    assert oracle_calls(ctx.run) == 1
+
+
+def test_one_driver_per_run_directory(tmp_path: Path):
+    lock = tmp_path / "run" / "lock"
+    with DriverLock(lock):
+        with pytest.raises(AlflowError, match="another driver"):
+            DriverLock(lock).acquire()
+    with DriverLock(lock):  # released on exit
+        pass
