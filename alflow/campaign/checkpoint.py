@@ -42,13 +42,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def _to_jsonable(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_to_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
@@ -93,5 +93,5 @@ class Checkpoint:
             np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
             atomic_write_bytes(npath, buf.getvalue())
         payload = {"name": name, "key": key, "_has_arrays": bool(arrays),
-                   "result": _to_jsonable(result)}
+                   "result": to_jsonable(result)}
         atomic_write_text(jpath, json.dumps(payload, indent=1, sort_keys=True))

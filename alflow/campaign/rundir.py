@@ -123,6 +123,12 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _clean(obj: Any) -> Any:
+    from alflow.campaign.checkpoint import to_jsonable
+
+    return to_jsonable(obj)
+
+
 class EventLog:
     """``events.jsonl``: one JSON object per event, with UTC time and seconds since start."""
 
@@ -135,7 +141,7 @@ class EventLog:
         rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "elapsed_s": round(time.monotonic() - self.t0, 3), "event": event, **fields}
         with self._lock:
-            append_line(self.path, rec)
+            append_line(self.path, _clean(rec))
         return rec
 
 
@@ -146,6 +152,9 @@ def oracle_calls(run: RunDir) -> int:
 
 def write_status(run: RunDir, status: dict[str, Any]) -> None:
     """Write status.json and status.txt atomically."""
+    from alflow.campaign.checkpoint import to_jsonable
+
+    status = to_jsonable(status)
     atomic_write_text(run.status_json, json.dumps(status, indent=1, sort_keys=True))
     atomic_write_text(run.status_txt, format_status(status))
 

@@ -219,6 +219,8 @@ def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
     fe = {s: FreeEnergy(per_state[s]["f_ev"], per_state[s]["err_ev"], cfg.temperature_k)
           for s in (a, b)}
     d = delta_f(fe[a], fe[b])
+    if not (np.isfinite(d.value_ev) and np.isfinite(d.error_ev)):
+        return out  # a state without samples inside it: no estimate this generation
     out["value_ev"], out["error_ev"] = d.value_ev, d.error_ev
     corr = {}
     for s in (a, b):
