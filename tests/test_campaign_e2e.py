@@ -32,7 +32,7 @@ SMALL = {
                                 "train": {"steps": 20}}},
     "selection": {"trust_lower": 0.0, "trust_upper": 10.0, "min_distance": 2.5, "budget": 4},
     "estimate": {"reweight_samples": 3, "bootstrap": 20},
-    "convergence": {"tolerance_kt": 1e3, "max_error_kt": 1e3, "generations": 1,
+    "convergence": {"tolerance_kt": 1e3, "max_error_kt": 1e3, "generations": 1, "rhat": 1e3,
                     "max_generations": 3},
 }
 
