@@ -216,8 +216,11 @@ def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
     out["rhat"] = max(rh) if rh else None
     if a not in per_state or b not in per_state:
         return out
-    fe = {s: FreeEnergy(per_state[s]["f_ev"], per_state[s]["err_ev"], cfg.temperature_k)
-          for s in (a, b)}
+    def num(x: Any) -> float:  # stored results hold null for a non-finite value
+        return float("nan") if x is None else float(x)
+
+    fe = {s: FreeEnergy(num(per_state[s]["f_ev"]), num(per_state[s]["err_ev"]),
+                        cfg.temperature_k) for s in (a, b)}
     d = delta_f(fe[a], fe[b])
     if not (np.isfinite(d.value_ev) and np.isfinite(d.error_ev)):
         return out  # a state without samples inside it: no estimate this generation
