@@ -48,11 +48,11 @@ COH = np.array([[2.30709896, -0.38853654, -0.38853654], [-3.07138594, -0.3809729
 def _config(quick: bool, samples: int) -> StateSamplerConfig:
     return StateSamplerConfig(
         flow={"layers": 6, "hidden": 64},
-        train={"steps": 250 if quick else 1500, "batch_size": 256},
-        mcmc_config={"iterations": 6 if quick else 30, "adapt_iterations": 3 if quick else 15,
+        train={"steps": 250 if quick else 800, "batch_size": 256},
+        mcmc_config={"iterations": 6 if quick else 16, "adapt_iterations": 3 if quick else 8,
                      "local_steps": 5 if quick else 10, "global_steps": 2,
-                     "train_every": 3 if quick else 5, "train": {"steps": 30 if quick else 100}},
-        walkers=32 if quick else 64, retrain_steps=100 if quick else 500, samples=samples)
+                     "train_every": 3 if quick else 4, "train": {"steps": 30 if quick else 60}},
+        walkers=32 if quick else 64, retrain_steps=100 if quick else 300, samples=samples)
 
 
 def _md_seeds(pot, x0: np.ndarray, masses: np.ndarray, t_k: float, replicas: int, steps: int,
@@ -96,9 +96,9 @@ def bench_lj7(quick: bool) -> dict:
     refs = {"pbp": PBP, "coh": COH}
     states = BasinStates(pot, refs)
     mins = dict(zip(states.names, states.minima, strict=True))
-    seeds = {s: _md_seeds(pot, mins[s], masses, t_k, 16, 1000 if quick else 4000, 10.0, k)
+    seeds = {s: _md_seeds(pot, mins[s], masses, t_k, 16, 1000 if quick else 2000, 10.0, k)
              for k, s in enumerate(refs)}
-    cfg = _config(quick, 3000 if quick else 10000)
+    cfg = _config(quick, 3000 if quick else 8000)
     return _system("lj7", pot, states, mins, numbers, masses, t_k, ["pbp", "coh"], cfg, seeds,
                    8.5125)
 
