@@ -52,6 +52,8 @@ class MLIPConfig(StrictModel):
     forces_weight: float = Field(1.0, ge=0.0)
     lr: float = Field(1e-2, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    clip_grad: float | None = Field(10.0, gt=0.0,
+                                    description="max gradient norm (None: no clipping)")
     schedule: Literal["plateau", "cosine", "none"] = "plateau"
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="plateau decay factor")
     lr_patience: int = Field(15, ge=1, description="plateau epochs before decay")
@@ -71,8 +73,9 @@ class MLIPConfig(StrictModel):
 
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
     max_rollbacks: int = Field(5, ge=0)
-    explode_factor: float = Field(1e4, gt=1.0,
-                                  description="loss above this x recent median = exploding")
+    explode_factor: float = Field(100.0, gt=1.0,
+                                  description="validation loss above this x the best = "
+                                              "exploding (rolled back)")
     checkpoint_every: int = Field(1, ge=1, description="epochs between resume checkpoints")
 
 

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,7 +176,6 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
         else:
             log.warning("%s: ignoring last.pt of other data/config", member_dir.name)
     good = _snapshot(model, opt, sched, st)
-    recent: deque[float] = deque(maxlen=50)
     t_start = time.perf_counter()
     samples, step_s = 0, 0.0
     while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
@@ -194,17 +192,14 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
             if factor is not None:
                 loss = loss * factor
             glob = all_reduce_sum(loss.detach().double().reshape(1).clone()).item()
-            limit = cfg.explode_factor * float(np.median(recent)) if len(recent) >= 10 \
-                else math.inf
-            if not math.isfinite(glob) or glob > limit:
-                diverged = True
-                reason = "NaN/inf loss" if not math.isfinite(glob) else \
-                    f"exploding loss {glob:.3g} > {limit:.3g}"
+            if not math.isfinite(glob):
+                diverged, reason = True, "NaN/inf loss"
                 break
             opt.zero_grad(set_to_none=True)
             (loss * info.world_size).backward()
+            if cfg.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             opt.step()
-            recent.append(glob)
             st["step"] += 1
             samples += n_cfg
             step_s += time.perf_counter() - t_step
@@ -213,10 +208,13 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
                                 n_atoms)
             if not math.isfinite(val["loss"]) or not _params_finite(model):
                 diverged, reason = True, "non-finite validation loss or parameters"
+            elif val["loss"] > cfg.explode_factor * st["best_val"]:
+                diverged = True
+                reason = (f"exploding validation loss {val['loss']:.3g} > "
+                          f"{cfg.explode_factor:g} x best {st['best_val']:.3g}")
         if diverged:
             st = _rollback(model, opt, sched, good, st, cfg, member_dir.name, reason, info)
             good = _snapshot(model, opt, sched, st)
-            recent.clear()
             continue
         lr = opt.param_groups[0]["lr"]
         st["history"].append({"epoch": epoch, "lr": lr, **{k: float(v) for k, v in val.items()}})
