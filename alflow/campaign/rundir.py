@@ -191,8 +191,9 @@ def format_status(st: dict[str, Any]) -> str:
         for h in hist:
             v, e = h.get("value_ev"), h.get("error_ev")
             val = "—" if v is None else f"{v:+.5f} ± {e:.5f} eV"
+            rh = h.get("rhat")
             lines.append(f"  gen {h['generation']:>3}: ΔF {val}  labels {h.get('labels_total')}"
-                         f"  rhat {h.get('rhat')}")
+                         + (f"  R-hat {rh:.3f}" if rh is not None else ""))
     running = st.get("running") or []
     if running:
         lines.append("running: " + ", ".join(running))
