@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         per_image = [{**{k: v for k, v in a.info.items() if k in ("state",)}, **tags}
                      for a in images]
         st = LabelStore(store)
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)
         keys = {labeller.key(a) for a in images}
         done = {k for k in keys if st.has(k)}
         if retry_failed:
