@@ -21,18 +21,18 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SBATCH = ROOT / "scripts" / "campaign.sbatch"
 
-TINY = {  # the smallest lj7 campaign: two generations of a few labels
-    "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 30, "dtype": "float64",
+TINY = {  # the small lj7 campaign of tests/test_campaign_e2e.py
+    "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 8, "dtype": "float64",
              "builtin": {"features": 8, "layers": 1, "radial_hidden": 8, "readout_hidden": 8,
                          "n_rbf": 6}},
-    "exploration": {"bootstrap": {"displaced": 4, "displacement": 0.08},
-                    "md": {"replicas": 4, "steps": 200, "dt_fs": 10.0, "record_every": 20},
-                    "sampler": {"md_replicas": 4, "md_steps": 400, "md_record_every": 20,
-                                "samples": 500, "flow": {"layers": 2, "hidden": 16},
-                                "train": {"steps": 50}}},
-    "selection": {"trust_lower": 0.0005, "trust_upper": 0.05, "min_distance": 2.5, "budget": 6},
-    "estimate": {"reweight_samples": 4, "bootstrap": 50},
-    "convergence": {"tolerance_kt": 5.0, "max_error_kt": 5.0, "generations": 1,
+    "exploration": {"bootstrap": {"displaced": 3, "displacement": 0.08},
+                    "md": {"replicas": 2, "steps": 60, "dt_fs": 10.0, "record_every": 10},
+                    "sampler": {"md_replicas": 2, "md_steps": 100, "md_record_every": 10,
+                                "samples": 200, "flow": {"layers": 2, "hidden": 8},
+                                "train": {"steps": 20}}},
+    "selection": {"trust_lower": 0.0, "trust_upper": 10.0, "min_distance": 2.5, "budget": 4},
+    "estimate": {"reweight_samples": 3, "bootstrap": 20},
+    "convergence": {"tolerance_kt": 1e3, "max_error_kt": 1e3, "generations": 1, "rhat": 1e3,
                     "max_generations": 2},
 }
 
@@ -57,15 +57,10 @@ def _events(run: Path) -> list[dict]:
     return out
 
 
-def _mid_generation(events: list[dict]) -> bool:
-    """A generation >= 1 has started and at least one of its tasks has finished."""
-    started = False
-    for e in events:
-        if e.get("event") == "generation_start" and (e.get("generation") or 0) >= 1:
-            started = True
-        elif started and e.get("event") in ("task_done", "label"):
-            return True
-    return False
+def _paused(events: list[dict]) -> bool:
+    """The driver stopped at its `label:1` pause point: generation 1 is labelling."""
+    return any(e.get("event") == "paused" and e.get("point") == "label"
+               and e.get("generation") == 1 for e in events)
 
 
 def _submit(env, *args) -> str:
@@ -88,7 +83,8 @@ def test_campaign_sbatch_scancel_and_resume(tmp_path):
                    capture_output=True, timeout=120)
     camp_file = tmp_path / "c" / "campaign.yaml"
     camp = yaml.safe_load(camp_file.read_text())
-    camp.update(TINY)
+    for k, v in TINY.items():
+        camp[k] = {**camp.get(k, {}), **v} if isinstance(v, dict) else v
     camp_file.write_text(yaml.safe_dump(camp))
     site = tmp_path / "local-slurm.yaml"
     site.write_text(yaml.safe_dump(SITE))
@@ -96,15 +92,15 @@ def test_campaign_sbatch_scancel_and_resume(tmp_path):
     args = ["-o", str(tmp_path / "sbatch-%j.out"), "-t", "20", str(SBATCH), str(camp_file),
             str(run), str(site)]
 
-    # 1. submit; cancel the driver job in the middle of generation 1
-    j1 = _submit(env, *args)
+    # 1. submit; the driver pauses in generation 1 after two new labels (ALFLOW_PAUSE_AT, see
+    #    alflow/campaign/pause.py) while the other label tasks go on: scancel it there
+    j1 = _submit({**env, "ALFLOW_PAUSE_AT": "label:1"}, *args)
     deadline = time.time() + 900
-    while time.time() < deadline and j1 in squeue_ids() and not _mid_generation(_events(run)):
+    while time.time() < deadline and j1 in squeue_ids() and not _paused(_events(run)):
         time.sleep(0.5)
-    assert _mid_generation(_events(run)), (
-        "campaign never reached generation 1 before its job ended: "
-        + (run / "logs" / f"driver-{j1}.out").read_text()[-3000:]
-        if (run / "logs" / f"driver-{j1}.out").exists() else "no driver log")
+    log1 = run / "logs" / f"driver-{j1}.out"
+    assert _paused(_events(run)), log1.read_text()[-3000:] if log1.exists() else "no log"
+    time.sleep(2.0)   # let the in-flight label tasks finish on the workers
     subprocess.run(["scancel", j1], check=True, timeout=30)
     assert not wait_queue_without({j1}, timeout=60), "driver job not cancelled"
     # the blocks it had started are gone too (the driver or campaign.sbatch scancelled them)
@@ -120,6 +116,7 @@ def test_campaign_sbatch_scancel_and_resume(tmp_path):
     assert not any(e.get("event") == "run_end" for e in before)
 
     # 2. the same sbatch command resumes it
+    env.pop("ALFLOW_PAUSE_AT", None)
     j2 = _submit(env, *args)
     deadline = time.time() + 1200
     while time.time() < deadline and j2 in squeue_ids():
