@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 SMALL = {
     "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 8, "dtype": "float64",
+             "explode_factor": 1e6,
              "builtin": {"features": 8, "layers": 1, "radial_hidden": 8, "readout_hidden": 8,
                          "n_rbf": 6}},
     "exploration": {"bootstrap": {"displaced": 3, "displacement": 0.08},

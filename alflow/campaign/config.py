@@ -130,6 +130,8 @@ class SamplerConfig(StrictModel):
     md_steps: int = Field(4000, ge=10, description="MD steps (dt and friction: exploration.md)")
     md_record_every: int = Field(20, ge=1)
     samples: int = Field(4000, ge=100, description="flow samples per state for the estimate")
+    explore_samples: int = Field(200, ge=0, description="flow samples per state added to the "
+                                                        "next generation's candidates")
     flow: dict[str, Any] = Field(default_factory=dict, description="alflow.flows config")
     train: dict[str, Any] = Field(default_factory=dict, description="flow training options")
     mcmc: dict[str, Any] = Field(default_factory=dict, description="adaptive_mcmc options")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from alflow.campaign.config import CampaignConfig, ExplorationConfig, SamplerConfig
 from alflow.campaign.labels import in_training
@@ -87,6 +88,21 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     en = np.asarray(traj.energy, dtype=float).reshape(-1)
     keep = valid & np.all(np.isfinite(pos.reshape(len(pos), -1)), axis=1) & np.isfinite(fd)
     pos, fd, en = pos[keep], fd[keep], en[keep]
+    if flow_dir is not None and exploration.sampler.explore_samples:
+        # the previous generation's flow proposes configurations MD rarely visits
+        from alflow.flows.generator import BoltzmannGenerator
+        from alflow.potential import evaluate
+
+        bg = BoltzmannGenerator.load(flow_dir)
+        x, _, ok = bg.sample(exploration.sampler.explore_samples,
+                             torch.Generator().manual_seed(seed))
+        x = x[ok].double()
+        if len(x):
+            out = evaluate(pot, x)
+            good = torch.isfinite(out.energy) & torch.isfinite(out.force_dev)
+            pos = np.concatenate([pos, x[good].numpy()])
+            fd = np.concatenate([fd, out.force_dev[good].double().numpy()])
+            en = np.concatenate([en, out.energy[good].double().numpy()])
     return ({"state": state, "frames": int(len(pos)), "_seconds": time.perf_counter() - t0},
             {"positions": pos, "force_dev": fd, "energy": en,
              "cv": radius_of_gyration(pos, system.masses)})
