@@ -10,10 +10,13 @@ log() { echo "[setup] $*" >&2; }
 with_test=0
 [[ "${1:-}" == "--test" ]] && with_test=1
 
-# System packages: OpenMPI (mpi4py links against it) and, for tests, Slurm.
+# System packages: OpenMPI + PMIx (mpi4py links against it); for tests, Chromium. Slurm is
+# installed by scripts/start-local-slurm.
 if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
   need=()
-  for p in openmpi-bin libopenmpi-dev libpmix-dev; do
+  pkgs=(openmpi-bin libopenmpi-dev libpmix-dev)
+  if ((with_test)); then pkgs+=(chromium); fi   # the report test opens the page in headless Chromium
+  for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
   done
   if ((${#need[@]})); then
