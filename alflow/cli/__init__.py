@@ -20,14 +20,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Each verb lives in its own module; register them here (one line each).
-from alflow.cli import spectrum as _spectrum; _spectrum.register(app)  # noqa: E402,E702,I001
-from alflow.cli import label as _label, data as _data; _label.register(app); _data.register(app)  # noqa: E402,E702,I001
-from alflow.cli import spectra as _spectra; _spectra.register(app)  # noqa: E402,E702,I001
-from alflow.cli import report as _report; _report.register(app)  # noqa: E402,E702,I001
-from alflow.cli import run as _run, status as _status, example as _example; _run.register(app); _status.register(app); _example.register(app)  # noqa: E402,E501,E702,I001
-from alflow.cli import md as _md; _md.register(app)  # noqa: E402,E702,I001
-from alflow.cli import train as _train, evaluate as _evaluate; _train.register(app); _evaluate.register(app)  # noqa: E402,E501,E702,I001
+# Each verb lives in its own module with a ``register(app)`` function.
+from alflow.cli import (  # noqa: E402
+    data,
+    evaluate,
+    example,
+    label,
+    md,
+    report,
+    run,
+    spectra,
+    spectrum,
+    status,
+    train,
+)
+
+for _verb in (label, data, train, evaluate, md, example, run, status, report, spectrum, spectra):
+    _verb.register(app)
 
 
 def main() -> None:
