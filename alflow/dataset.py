@@ -28,11 +28,8 @@ appends with :meth:`LabelStore.append_many`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +42,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from alflow.errors import InputError
+from alflow.h5commit import commit_copy, locked
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +122,6 @@ class LabelRecord:
         return atoms
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_record(g: h5py.Group, rec: LabelRecord) -> None:
     r = g.create_group(rec.key)
     r["numbers"] = rec.numbers
@@ -184,7 +174,6 @@ class LabelStore:
 
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
-        self._lock_path = self.path.with_name(self.path.name + ".lock")
         if not self.path.exists():
             if not create:
                 raise InputError(f"label store not found: {self.path}")
@@ -302,57 +291,33 @@ class LabelStore:
                 "by_status": by_status, "by_method": by_method, "failure_reasons": reasons}
 
     # -- writing ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self._lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def _remove_stale_tmp(self) -> None:
-        # under the lock no other writer is active: every tmp file is left by a killed one
-        for p in self.path.parent.glob(self.path.name + ".tmp-*"):
-            log.warning("removing %s left by an interrupted write", p)
-            p.unlink(missing_ok=True)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path)
 
     def _commit(self, records: list[LabelRecord], replace_failed: bool,
                 create: bool = False) -> int:
         """Copy-on-write commit of ``records`` (caller holds the lock); returns how many were
         added."""
-        self._remove_stale_tmp()
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        if create:
-            with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["version"] = VERSION
-                f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                f.create_group(GROUP)
-        else:
-            shutil.copyfile(self.path, tmp)
-        added = 0
-        try:
-            with h5py.File(tmp, "a") as f:
-                g = f[GROUP]
-                for rec in records:
-                    if rec.key in g:
-                        old_failed = g[rec.key].attrs["status"] == "failed"
-                        if not (replace_failed and old_failed and rec.status == "ok"):
-                            continue
-                        del g[rec.key]
-                    _write_record(g, rec)
-                    added += 1
-            if added == 0 and not create:
-                tmp.unlink()
-                return 0
-            _fsync_path(tmp)
-            os.replace(tmp, self.path)
-            _fsync_path(self.path.parent, directory=True)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return added
+
+        def init(f: h5py.File) -> None:
+            f.attrs["format"] = FORMAT
+            f.attrs["version"] = VERSION
+            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            f.create_group(GROUP)
+
+        def write(f: h5py.File) -> int:
+            g, added = f[GROUP], 0
+            for rec in records:
+                if rec.key in g:
+                    old_failed = g[rec.key].attrs["status"] == "failed"
+                    if not (replace_failed and old_failed and rec.status == "ok"):
+                        continue
+                    del g[rec.key]
+                _write_record(g, rec)
+                added += 1
+            return added
+
+        return commit_copy(self.path, write, init if create else None)
 
     def append_many(self, records: Iterable[LabelRecord], replace_failed: bool = False) -> int:
         """Add records whose key is not stored yet, in one atomic commit; returns how many were

@@ -12,7 +12,7 @@ Append-only: a key is written once (failed results too, so a deterministic failu
 recomputed); the one exception is an ok result replacing a failed one (``retry_failed`` in
 :func:`alflow.observables.batch.spectra_many`).
 
-Crash safety, as the label store (:mod:`alflow.dataset`): the file is never modified in place.
+Crash safety as in the label store: copy-on-write commits under a lock (:mod:`alflow.h5commit`).
 A writer takes an exclusive ``fcntl`` lock on ``spectra.h5.lock``, copies the file to
 ``spectra.h5.tmp-<pid>``, adds its records, fsyncs, and ``os.replace``s it over the original
 (atomic on POSIX). A writer killed at any moment leaves the old file or the new one; stale
@@ -22,11 +22,8 @@ A writer takes an exclusive ``fcntl`` lock on ``spectra.h5.lock``, copies the fi
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +34,7 @@ import numpy as np
 from ase import Atoms
 
 from alflow.errors import InputError
+from alflow.h5commit import commit_copy, locked
 from alflow.observables.tddft import TDDFTResult
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,6 @@ class SpectrumStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._lock_path = self.path.with_name(self.path.name + ".lock")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():
@@ -63,55 +60,30 @@ class SpectrumStore:
         except OSError as err:
             raise InputError(f"cannot open spectrum store {self.path}: {err}") from None
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self._lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path)
 
     def _commit(self, items: list[tuple[TDDFTResult, Atoms | None, dict[str, Any] | None]],
                 create: bool = False) -> int:
         """Copy-on-write commit (caller holds the lock); returns how many records were added."""
-        for stale in self.path.parent.glob(self.path.name + ".tmp-*"):
-            log.warning("removing %s left by an interrupted write", stale)
-            stale.unlink(missing_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        if create:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.create_group(GROUP)
-        else:
-            shutil.copyfile(self.path, tmp)
-        added = 0
-        try:
-            with h5py.File(tmp, "a") as f:
-                g = f[GROUP]
-                for result, atoms, tags in items:
-                    if result.key in g:
-                        if not (g[result.key].attrs["status"] == "failed"
-                                and result.status == "ok"):
-                            continue
-                        del g[result.key]
-                    _write(g.create_group(result.key), result, atoms, tags)
-                    added += 1
-            if added == 0 and not create:
-                tmp.unlink()
-                return 0
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return added
+
+        def init(f: h5py.File) -> None:
+            f.attrs["format"] = FORMAT
+            f.create_group(GROUP)
+
+        def write(f: h5py.File) -> int:
+            g, added = f[GROUP], 0
+            for result, atoms, tags in items:
+                if result.key in g:
+                    if not (g[result.key].attrs["status"] == "failed"
+                            and result.status == "ok"):
+                        continue
+                    del g[result.key]
+                _write(g.create_group(result.key), result, atoms, tags)
+                added += 1
+            return added
+
+        return commit_copy(self.path, write, init if create else None)
 
     def _read(self):
         return h5py.File(self.path, "r")
