@@ -154,22 +154,35 @@ def state_sets(potential, system: System, cfg_states: dict[str, Any]):
     raise ValueError("states must all be basins or all CV regions")
 
 
+def _pipeline_config(sampler: SamplerConfig, n_bootstrap: int) -> dict[str, Any]:
+    """The alflow.flows.pipeline.StateSamplerConfig of the campaign's sampler section:
+    ``sampler.mcmc`` holds ``enabled``, ``walkers``, ``retrain_steps``, ``estimator`` and the
+    alflow.sampling.mcmc.MCMCConfig options; without a ``mcmc`` section (or with
+    ``enabled: false``) the flow is trained on the MD seeds alone (no MCMC)."""
+    mc = dict(sampler.mcmc)
+    out: dict[str, Any] = {"flow": sampler.flow, "train": sampler.train,
+                           "samples": sampler.samples, "bootstrap": n_bootstrap,
+                           "mcmc": bool(mc.pop("enabled", bool(mc)))}
+    for k in ("walkers", "retrain_steps", "estimator"):
+        if k in mc:
+            out[k] = mc.pop(k)
+    out["mcmc_config"] = mc
+    return out
+
+
 def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: SamplerConfig,
           md_cfg: dict[str, Any], temperature_k: float, cfg_states: dict[str, Any],
           n_reweight: int, n_bootstrap: int, seed: int) -> Result:
-    """For one state on the committee of this generation: MD samples in the state, a flow
-    trained on them (alflow.flows; forward KL, then the configured mixture), the state's free
-    energy by importance sampling of flow samples restricted to the state and the wall
-    (alflow.estimate.flow_free_energy), and ``n_reweight`` samples drawn in proportion to
-    their weights (Boltzmann samples of the potential in the state) for the correction to
-    the oracle."""
-    from alflow.estimate import flow_free_energy
-    from alflow.flows.generator import BoltzmannGenerator
-    from alflow.flows.model import FlowConfig
-    from alflow.flows.train import train_flow
+    """For one state on the committee of this generation: MD from the state's minimum gives
+    seed samples; alflow.flows.pipeline.state_free_energy trains a flow on them, runs adaptive
+    MCMC (MALA + flow independence Metropolis–Hastings restricted to the state, retraining the
+    flow on the walkers), retrains, and estimates the state's free energy by importance
+    sampling of flow samples restricted to the state and the wall. ``n_reweight`` samples drawn
+    in proportion to their weights (Boltzmann samples of the potential in the state) go to the
+    correction to the oracle."""
+    from alflow.flows.pipeline import StateSamplerConfig, state_free_energy
     from alflow.mlip import load_potential
     from alflow.sampling.langevin import run_langevin
-    from alflow.states import wall
 
     t0 = time.perf_counter()
     pot = load_potential(model_dir, system.numbers)
@@ -184,21 +197,23 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     burn = traj.n_frames // 5
     frames = np.asarray(traj.positions[burn:])  # (F, R, N, 3)
     f, r = frames.shape[:2]
-    # MD from the state's minimum: its frames train the flow (forward KL); membership is
-    # enforced where it matters, on the importance-sampling estimate below
-    rhat = _rhat(np.asarray(traj.energy[burn:]))
+    md_rhat = _rhat(np.asarray(traj.energy[burn:]))
     data = frames.reshape(-1, *frames.shape[2:])
     data = data[np.isfinite(data.reshape(len(data), -1)).all(1)]
     if len(data) < 10:
         raise RuntimeError(f"state {state}: only {len(data)} usable MD frames")
-    bg = BoltzmannGenerator.build(np.asarray(ref), system.numbers,
-                                  FlowConfig(**{"seed": seed, **sampler.flow}), samples=data)
-    hist = train_flow(bg, data, pot, temperature_k, {"seed": seed, **sampler.train})
-    bg.save(out_dir)
-    restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
-    fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
-                               member=states.member(state), restrict=restrict, seed=seed,
-                               n_bootstrap=n_bootstrap, return_samples=True)
+    # MD seeds may leave the basin: the MCMC's flow moves and the estimate keep to the state
+    cfg = StateSamplerConfig(**_pipeline_config(sampler, n_bootstrap))
+    res = state_free_energy(pot, state, states, np.asarray(ref), system.numbers, temperature_k,
+                            data, cfg, wall_radius=system.wall_radius, masses=system.masses,
+                            out_dir=out_dir, seed=seed)
+    fe, smp = res.free_energy, res.samples
+    rhat, acc, mcmc_rhat = md_rhat, None, None
+    if res.mcmc is not None:
+        vals = [v for v in res.mcmc.rhat.values() if v is not None and np.isfinite(v)]
+        mcmc_rhat = max(vals) if vals else None
+        rhat = mcmc_rhat if mcmc_rhat is not None else md_rhat
+        acc = res.mcmc.global_acceptance
     rng = np.random.default_rng(seed)
     lw = smp.log_w
     pick = np.zeros(0, dtype=int)
@@ -206,9 +221,11 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
         w = np.exp(lw - lw[np.isfinite(lw)].max())
         pick = rng.choice(len(w), size=n_reweight, p=w / w.sum())
     return ({"state": state, "flow_dir": str(out_dir), "f_ev": fe.f_ev, "err_ev": fe.err_ev,
-             "ess_fraction": fe.ess_fraction, **fe.extra, "rhat": rhat,
+             "ess_fraction": fe.ess_fraction, **fe.extra, "rhat": rhat, "md_rhat": md_rhat,
+             "mcmc_rhat": mcmc_rhat, "acceptance": acc,
+             "local_acceptance": res.mcmc.local_acceptance if res.mcmc else None,
              "md_frames_used": int(len(data)), "md_frames": int(f * r),
-             "train_seconds": hist.get("seconds"), "_seconds": time.perf_counter() - t0},
+             "train_seconds": res.train_seconds, "_seconds": time.perf_counter() - t0},
             {"reweight_positions": smp.positions[pick], "reweight_model_energy":
              smp.energy[pick], "md_samples": data})
 
