@@ -177,12 +177,18 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     seed samples; alflow.flows.pipeline.state_free_energy trains a flow on them, runs adaptive
     MCMC (MALA + flow independence Metropolis–Hastings restricted to the state, retraining the
     flow on the walkers), retrains, and estimates the state's free energy by importance
-    sampling of flow samples restricted to the state and the wall. ``n_reweight`` samples drawn
-    in proportion to their weights (Boltzmann samples of the potential in the state) go to the
-    correction to the oracle."""
+    sampling of flow samples restricted to the state and the wall (without a ``mcmc``
+    section: the flow trained on the MD seeds alone, then the same estimate). ``n_reweight``
+    samples drawn in proportion to their weights (Boltzmann samples of the potential in the
+    state) go to the correction to the oracle."""
+    from alflow.estimate import flow_free_energy
+    from alflow.flows.generator import BoltzmannGenerator
+    from alflow.flows.model import FlowConfig
     from alflow.flows.pipeline import StateSamplerConfig, state_free_energy
+    from alflow.flows.train import train_flow
     from alflow.mlip import load_potential
     from alflow.sampling.langevin import run_langevin
+    from alflow.states import wall
 
     t0 = time.perf_counter()
     pot = load_potential(model_dir, system.numbers)
@@ -204,16 +210,28 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
         raise RuntimeError(f"state {state}: only {len(data)} usable MD frames")
     # MD seeds may leave the basin: the MCMC's flow moves and the estimate keep to the state
     cfg = StateSamplerConfig(**_pipeline_config(sampler, n_bootstrap))
-    res = state_free_energy(pot, state, states, np.asarray(ref), system.numbers, temperature_k,
-                            data, cfg, wall_radius=system.wall_radius, masses=system.masses,
-                            out_dir=out_dir, seed=seed)
-    fe, smp = res.free_energy, res.samples
+    mcmc = None
+    if cfg.mcmc:
+        res = state_free_energy(pot, state, states, np.asarray(ref), system.numbers,
+                                temperature_k, data, cfg, wall_radius=system.wall_radius,
+                                masses=system.masses, out_dir=out_dir, seed=seed)
+        fe, smp, mcmc, train_s = res.free_energy, res.samples, res.mcmc, res.train_seconds
+    else:  # the flow trained on the MD seeds alone
+        bg = BoltzmannGenerator.build(np.asarray(ref), system.numbers,
+                                      FlowConfig(**{"seed": seed, **sampler.flow}), samples=data)
+        train_s = train_flow(bg, data, pot, temperature_k,
+                             {"seed": seed, **sampler.train}).get("seconds")
+        bg.save(out_dir)
+        restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
+        fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
+                                   member=states.member(state), restrict=restrict, seed=seed,
+                                   n_bootstrap=n_bootstrap, return_samples=True)
     rhat, acc, mcmc_rhat = md_rhat, None, None
-    if res.mcmc is not None:
-        vals = [v for v in res.mcmc.rhat.values() if v is not None and np.isfinite(v)]
+    if mcmc is not None:
+        vals = [v for v in mcmc.rhat.values() if v is not None and np.isfinite(v)]
         mcmc_rhat = max(vals) if vals else None
         rhat = mcmc_rhat if mcmc_rhat is not None else md_rhat
-        acc = res.mcmc.global_acceptance
+        acc = mcmc.global_acceptance
     rng = np.random.default_rng(seed)
     lw = smp.log_w
     pick = np.zeros(0, dtype=int)
@@ -223,9 +241,9 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     return ({"state": state, "flow_dir": str(out_dir), "f_ev": fe.f_ev, "err_ev": fe.err_ev,
              "ess_fraction": fe.ess_fraction, **fe.extra, "rhat": rhat, "md_rhat": md_rhat,
              "mcmc_rhat": mcmc_rhat, "acceptance": acc,
-             "local_acceptance": res.mcmc.local_acceptance if res.mcmc else None,
+             "local_acceptance": mcmc.local_acceptance if mcmc else None,
              "md_frames_used": int(len(data)), "md_frames": int(f * r),
-             "train_seconds": res.train_seconds, "_seconds": time.perf_counter() - t0},
+             "train_seconds": train_s, "_seconds": time.perf_counter() - t0},
             {"reweight_positions": smp.positions[pick], "reweight_model_energy":
              smp.energy[pick], "md_samples": data})
 
