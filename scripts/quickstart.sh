@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up alflow on a fresh machine and run the main job: the built-in lj7 campaign (7-atom
-# Lennard-Jones argon cluster, two isomers at 18 K) on the local thread executor, to
-# convergence, then print the free-energy difference with its error bar.
+# Lennard-Jones argon cluster, two isomers at 18 K) on the local thread executor until it
+# converges or reaches its last generation, then print the free-energy difference with its
+# error bar.
 # Usage: bash scripts/quickstart.sh [RUN_DIR]   (default: runs/lj7)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
