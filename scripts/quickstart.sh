@@ -17,4 +17,4 @@ else
   alflow example lj7 "$run_dir"
   alflow run "$run_dir/campaign.yaml" --dir "$run_dir/run" --site local-threads
 fi
-alflow status "$run_dir/run"
+# run and resume end by printing the status (alflow status RUN_DIR prints it again at any time)
