@@ -24,6 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import ase.io  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from ase.units import kB  # noqa: E402
@@ -35,14 +36,9 @@ from alflow.sampling.langevin import run_langevin  # noqa: E402
 from alflow.states import BasinStates, CVStates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PBP = np.array([[3.25588288, 0.0, 0.0], [1.00612314, 3.09652863, 0.0],
-                [-2.63406459, 1.91375994, 0.0], [-2.63406459, -1.91375994, 0.0],
-                [1.00612314, -3.09652863, 0.0], [0.0, 0.0, 1.95402814],
-                [0.0, 0.0, -1.95402814]])
-COH = np.array([[2.30709896, -0.38853654, -0.38853654], [-3.07138594, -0.38097295, -0.38097295],
-                [-0.38853654, 2.30709896, -0.38853654], [-0.38097295, -3.07138594, -0.38097295],
-                [-0.38853654, -0.38853654, 2.30709896], [-0.38097295, -0.38097295, -3.07138594],
-                [2.30330597, 2.30330597, 2.30330597]])
+_LJ7 = {a.info["state"]: a for a in ase.io.read(ROOT / "alflow/examples/data/lj7.extxyz", ":")}
+PBP = _LJ7["bipyramid"].positions.copy()
+COH = _LJ7["capped_octahedron"].positions.copy()
 
 
 def _config(quick: bool, samples: int) -> StateSamplerConfig:

@@ -1,13 +1,13 @@
-"""The two lowest LJ7 minima (σ = 3.405 Å), for the flow/MCMC/estimate tests."""
+"""The two lowest LJ7 minima (σ = 3.405 Å), for the flow/MCMC/estimate tests: read from the
+example structures alflow ships."""
+
+from pathlib import Path
 
 import numpy as np
+from ase.io import read
 
-PBP = np.array([[3.25588288, 0.0, 0.0], [1.00612314, 3.09652863, 0.0],
-                [-2.63406459, 1.91375994, 0.0], [-2.63406459, -1.91375994, 0.0],
-                [1.00612314, -3.09652863, 0.0], [0.0, 0.0, 1.95402814],
-                [0.0, 0.0, -1.95402814]])
-COH = np.array([[2.30709896, -0.38853654, -0.38853654], [-3.07138594, -0.38097295, -0.38097295],
-                [-0.38853654, 2.30709896, -0.38853654], [-0.38097295, -3.07138594, -0.38097295],
-                [-0.38853654, -0.38853654, 2.30709896], [-0.38097295, -0.38097295, -3.07138594],
-                [2.30330597, 2.30330597, 2.30330597]])
+_FRAMES = {a.info["state"]: a for a in read(
+    Path(__file__).resolve().parents[1] / "alflow/examples/data/lj7.extxyz", ":")}
+PBP = _FRAMES["bipyramid"].positions.copy()
+COH = _FRAMES["capped_octahedron"].positions.copy()
 NUMBERS = np.full(7, 18)
