@@ -16,25 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 from slurm_support import ROOT, jobs_under, require_slurm, squeue_ids, wait_queue_without
+from tiny_campaign import SMALL
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SBATCH = ROOT / "scripts" / "campaign.sbatch"
 
-TINY = {  # the small lj7 campaign of tests/test_campaign_e2e.py
-    "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 8, "dtype": "float64",
-             "builtin": {"features": 8, "layers": 1, "radial_hidden": 8, "readout_hidden": 8,
-                         "n_rbf": 6}},
-    "exploration": {"bootstrap": {"displaced": 3, "displacement": 0.08},
-                    "md": {"replicas": 2, "steps": 60, "dt_fs": 10.0, "record_every": 10},
-                    "sampler": {"md_replicas": 2, "md_steps": 100, "md_record_every": 10,
-                                "samples": 200, "flow": {"layers": 2, "hidden": 8},
-                                "train": {"steps": 20}}},
-    "selection": {"trust_lower": 0.0, "trust_upper": 10.0, "min_distance": 2.5, "budget": 4},
-    "estimate": {"reweight_samples": 3, "bootstrap": 20},
-    "convergence": {"tolerance_kt": 1e3, "max_error_kt": 1e3, "generations": 1, "rhat": 1e3,
-                    "max_generations": 2},
-}
+TINY = {**SMALL, "convergence": {**SMALL["convergence"], "max_generations": 2}}
 
 SITE = {  # the built-in `slurm` site, sized for one 2-core node shared with the driver job
     "kind": "slurm", "address": "127.0.0.1", "strategy_period": 0.5, "max_idletime": 3,

@@ -1,0 +1,18 @@
+"""Settings of a tiny lj7 campaign (seconds per generation) shared by the end-to-end tests:
+they test orchestration (resume, kill, Slurm), not accuracy."""
+
+SMALL = {
+    "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 8, "dtype": "float64",
+             "explode_factor": 1e6,
+             "builtin": {"features": 8, "layers": 1, "radial_hidden": 8, "readout_hidden": 8,
+                         "n_rbf": 6}},
+    "exploration": {"bootstrap": {"displaced": 3, "displacement": 0.08},
+                    "md": {"replicas": 2, "steps": 60, "dt_fs": 10.0, "record_every": 10},
+                    "sampler": {"md_replicas": 2, "md_steps": 100, "md_record_every": 10,
+                                "samples": 200, "flow": {"layers": 2, "hidden": 8},
+                                "train": {"steps": 20}}},
+    "selection": {"trust_lower": 0.0, "trust_upper": 10.0, "min_distance": 2.5, "budget": 4},
+    "estimate": {"reweight_samples": 3, "bootstrap": 20},
+    "convergence": {"tolerance_kt": 1e3, "max_error_kt": 1e3, "generations": 1, "rhat": 1e3,
+                    "max_generations": 3},
+}
