@@ -136,14 +136,13 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, device: str
     try:
         info = init_process_group(rank, world, device, master_port=port)
         out = fn(info, *args)
-        if rank == 0:
-            queue.put(("ok", out))
     except BaseException as err:  # report to the parent, which raises
-        if rank == 0 or world == 1:
-            queue.put(("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
-        raise
-    finally:
-        destroy()
+        queue.put(("error", rank, f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+        raise  # no destroy here: peers may still be inside a collective (it would deadlock)
+    queue.put(("ok", rank, out if rank == 0 else None))
+    if dist.is_initialized():
+        dist.barrier()  # nobody tears down gloo pairs while a peer still uses them
+    destroy()
 
 
 def spawn(fn: Callable[..., Any], nproc: int, *args: Any, device: str = "cpu") -> Any:
@@ -151,21 +150,38 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any, device: str = "cpu") -
 
     ``fn`` and ``args`` must be picklable (module-level function). Returns rank 0's return
     value; raises RuntimeError if any rank fails. Each process gets ``cpus // nproc`` threads.
+    A crash after every rank has returned (in the C++ teardown of the process group) does not
+    lose the result: it is logged and rank 0's value returned.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     port = free_port()
     threads = threads_per_process(nproc)
-    try:
-        mp.start_processes(_entry, args=(fn, nproc, port, device, args, queue, threads),
-                           nprocs=nproc, join=True, start_method="spawn")
-    except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
-        msg = queue.get()[1] if not queue.empty() else str(err)
-        raise RuntimeError(f"distributed run failed: {msg}") from None
-    status, out = queue.get()
-    if status != "ok":
-        raise RuntimeError(f"distributed run failed: {out}")
-    return out
+    crash: BaseException | None = None
+    procs = mp.start_processes(_entry, args=(fn, nproc, port, device, args, queue, threads),
+                               nprocs=nproc, join=False, start_method="spawn")
+    reports: list[tuple] = []
+    while True:  # read while the ranks run: a large result must not block in the pipe
+        while not queue.empty():
+            reports.append(queue.get())
+        try:
+            if procs.join(timeout=0.2):
+                break
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
+            crash = err
+            break
+    while not queue.empty():
+        reports.append(queue.get())
+    errors = [r for r in reports if r[0] == "error"]
+    finished = {r[1]: r[2] for r in reports if r[0] == "ok"}
+    if errors:
+        raise RuntimeError(f"distributed run failed on rank {errors[0][1]}: {errors[0][2]}")
+    if len(finished) < nproc:
+        raise RuntimeError(f"distributed run failed: {crash or 'a rank returned no result'}")
+    if crash is not None:
+        log.warning("all %d ranks finished but one crashed while exiting (%s); result kept",
+                    nproc, str(crash).splitlines()[0])
+    return finished[0]
 
 
 __all__ = ["DistInfo", "all_reduce_sum", "backend_for", "current", "destroy", "free_port",
