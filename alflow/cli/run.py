@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +20,24 @@ def _logging(verbose: bool) -> None:
                         stream=sys.stderr)
     for noisy in ("parsl", "h5py", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _sigterm_stops_cleanly() -> Iterator[None]:
+    """Turn SIGTERM (scancel, a walltime signal) into SystemExit in the driver, so that Parsl's
+    clean-up runs: interchanges and worker pools stop and Slurm blocks are cancelled. Every
+    finished step is already checkpointed; a second SIGTERM kills at once."""
+
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        logging.getLogger("alflow").warning("SIGTERM: stopping; `alflow resume` continues")
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _final(status: dict) -> None:
@@ -38,7 +59,9 @@ def register(app: typer.Typer) -> None:
         from alflow.campaign.runner import start
 
         _logging(verbose)
-        _final(start(campaign, directory, site=site))
+        with _sigterm_stops_cleanly():
+            status = start(campaign, directory, site=site)
+        _final(status)
 
     @app.command("resume")
     def resume(
@@ -50,4 +73,6 @@ def register(app: typer.Typer) -> None:
         from alflow.campaign.runner import resume as _resume
 
         _logging(verbose)
-        _final(_resume(directory, site=site))
+        with _sigterm_stops_cleanly():
+            status = _resume(directory, site=site)
+        _final(status)
