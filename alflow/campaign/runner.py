@@ -129,26 +129,9 @@ def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool):
         return contextlib.nullcontext()
     from alflow.campaign import sites
 
-    if hasattr(sites, "load_site"):
-        pcfg = sites.load_site(cfg.site, run.root)
-    else:
-        pcfg = sites.local_threads(run.root)
-    labels = {e.label for e in pcfg.executors}
-    check_executors(cfg, labels)
-    if hasattr(sites, "parsl_session"):
-        return sites.parsl_session(pcfg)
-    import parsl
-
-    @contextlib.contextmanager
-    def session():
-        dfk = parsl.load(pcfg)
-        try:
-            yield dfk
-        finally:
-            dfk.cleanup()
-            parsl.clear()
-
-    return session()
+    pcfg = sites.load_site(cfg.site, run.root)
+    check_executors(cfg, {e.label for e in pcfg.executors})
+    return sites.parsl_session(pcfg)
 
 
 def start(campaign_yaml: str | Path, run_dir: str | Path, site: str | None = None,
@@ -199,8 +182,7 @@ def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
             g = 0
             while True:
                 prog.step(f"generation {g}")
-                t_gen = time.monotonic()
-                task_s0 = tasks.task_seconds
+                t_gen, epoch_gen = time.monotonic(), time.time()
                 try:
                     summary = run_generation(ctx, g, prev)
                 except TaskFailed as err:
@@ -210,7 +192,8 @@ def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
                     raise
                 wall = time.monotonic() - t_gen
                 summary["wall_s"] = wall
-                summary["task_s"] = tasks.task_seconds - task_s0
+                # time inside tasks (union over parallel tasks): wall - task_s is the overhead
+                summary["task_s"] = tasks.busy_seconds(epoch_gen, time.time())
                 history.append(_history_entry(summary))
                 d = decide(history, cfg.convergence, cfg.kt_ev, len(store))
                 events.emit("decision", generation=g, stop=d.stop, converged=d.converged,
