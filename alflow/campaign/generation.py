@@ -91,6 +91,7 @@ def label_batch(ctx: Context, positions: np.ndarray, tags: list[dict[str, Any]],
         done[0] += 1
         if not cached:
             new[0] += 1
+            ctx.tasks.add_interval(rec.provenance.get("task_t0"), rec.provenance.get("task_t1"))
             ctx.events.emit("label", key=rec.key[:16], status=rec.status,
                             reason=rec.reason[:200], attempts=rec.provenance.get("attempts"),
                             **{"generation": generation, **rec.tags})

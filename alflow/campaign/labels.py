@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ def label_task(atoms: Atoms, config: LabellerConfig, tags: dict[str, Any], key: 
     """Label one configuration (up to ``1 + retries`` attempts while it fails), journal every
     oracle calculation and leave the record in ``labels/pending`` (see the module docstring).
     """
+    t0 = time.time()
     run = Path(run_root)
     lab = make_labeller(config)
     attempts = []
@@ -75,6 +77,7 @@ def label_task(atoms: Atoms, config: LabellerConfig, tags: dict[str, Any], key: 
     prov["attempts"] = len(attempts)
     if res.status != "ok":
         prov["attempt_reasons"] = attempts
+    prov["task_t0"], prov["task_t1"] = t0, time.time()  # epoch s: the orchestration overhead
     rec = LabelRecord.from_atoms(atoms, key, res.status, res.energy, res.forces, res.reason,
                                  lab.method_info, prov, tags)
     atomic_write_text(run / "labels" / "pending" / f"{key}.json",

@@ -2,8 +2,9 @@
 
 Each wraps the science modules (alflow.mlip, alflow.sampling, alflow.flows, alflow.estimate)
 with the campaign's conventions: inputs are paths, configs and seeds; outputs are
-``(json_dict, arrays_dict)`` that the checkpoint store keeps; ``_seconds`` is the time spent
-inside the step (for the orchestration-overhead figure). Positions in Å, energies in eV.
+``(json_dict, arrays_dict)`` that the checkpoint store keeps; ``_t0``/``_t1`` (epoch seconds)
+bound the time spent inside the step (for the orchestration-overhead figure). Positions in Å,
+energies in eV.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def train(dataset: str, out_dir: str, mlip: dict[str, Any], init_from: str | Non
     from alflow.mlip import MLIPConfig, train_committee
 
     pause_point("train", generation, run_root)
-    t0 = time.perf_counter()
+    t0 = time.time()
     store = LabelStore(dataset, create=False)
     atoms = [r.to_atoms() for r in store.records(status="ok") if in_training(r.tags, generation)]
     config = MLIPConfig(**{"seed": seed, **mlip})
@@ -48,7 +49,7 @@ def train(dataset: str, out_dir: str, mlip: dict[str, Any], init_from: str | Non
     path = train_committee(atoms, Path(out_dir), config,
                            init_from=Path(init_from) if init_from else None)
     return {"model_dir": str(path), "n_train": len(atoms),
-            "_seconds": time.perf_counter() - t0}, {}
+            "_t0": t0, "_t1": time.time()}, {}
 
 
 def _starts(system: System, state: str, replicas: int, extra: np.ndarray | None) -> np.ndarray:
@@ -68,7 +69,7 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     from alflow.sampling.explore import ExploreConfig
     from alflow.sampling.explore import explore as run_md
 
-    t0 = time.perf_counter()
+    t0 = time.time()
     pot = with_wall(load_potential(model_dir, system.numbers), system)
     md = exploration.md
     config = ExploreConfig(**{
@@ -103,7 +104,7 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
             pos = np.concatenate([pos, x[good].numpy()])
             fd = np.concatenate([fd, out.force_dev[good].double().numpy()])
             en = np.concatenate([en, out.energy[good].double().numpy()])
-    return ({"state": state, "frames": int(len(pos)), "_seconds": time.perf_counter() - t0},
+    return ({"state": state, "frames": int(len(pos)), "_t0": t0, "_t1": time.time()},
             {"positions": pos, "force_dev": fd, "energy": en,
              "cv": radius_of_gyration(pos, system.masses)})
 
@@ -190,7 +191,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     from alflow.sampling.langevin import run_langevin
     from alflow.states import wall
 
-    t0 = time.perf_counter()
+    t0 = time.time()
     pot = load_potential(model_dir, system.numbers)
     states = state_sets(pot, system, cfg_states)
     k = states.names.index(state)
@@ -243,7 +244,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
              "mcmc_rhat": mcmc_rhat, "acceptance": acc,
              "local_acceptance": mcmc.local_acceptance if mcmc else None,
              "md_frames_used": int(len(data)), "md_frames": int(f * r),
-             "train_seconds": train_s, "_seconds": time.perf_counter() - t0},
+             "train_seconds": train_s, "_t0": t0, "_t1": time.time()},
             {"reweight_positions": smp.positions[pick], "reweight_model_energy":
              smp.energy[pick], "md_samples": data})
 

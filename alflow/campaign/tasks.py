@@ -5,7 +5,9 @@ everything else submitted); ``Tasks.result`` waits for it, retries a failed task
 ``retries`` times (each failure is recorded in the event log), and stores the result under
 the hash of the task's inputs. A task whose result is already stored is not run again.
 
-Step functions return ``(json_dict, arrays_dict)``.
+Step functions return ``(json_dict, arrays_dict)``; ``_t0``/``_t1`` in the dict (epoch
+seconds, taken inside the worker) mark the time spent inside the step, from which
+:meth:`Tasks.busy_seconds` gives the orchestration overhead (wall time not inside any task).
 """
 
 from __future__ import annotations
@@ -63,7 +65,29 @@ class Tasks:
         self.retries = retries
         self.inline = inline
         self.running: dict[str, Handle] = {}
-        self.task_seconds = 0.0
+        self.intervals: list[tuple[float, float]] = []  # (start, end) epoch s inside tasks
+
+    def add_interval(self, t0: float | None, t1: float | None) -> None:
+        """Record that a task ran from ``t0`` to ``t1`` (epoch seconds, from the worker)."""
+        if t0 is not None and t1 is not None and t1 >= t0:
+            self.intervals.append((float(t0), float(t1)))
+
+    def busy_seconds(self, start: float, end: float) -> float:
+        """Seconds of [start, end] (epoch) during which at least one task was running: the
+        union of the recorded intervals (parallel tasks count once), clipped to the window."""
+        spans = sorted((max(a, start), min(b, end)) for a, b in self.intervals
+                       if b > start and a < end)
+        total, cur_a, cur_b = 0.0, None, None
+        for a, b in spans:
+            if cur_b is None or a > cur_b:
+                if cur_b is not None:
+                    total += cur_b - cur_a
+                cur_a, cur_b = a, b
+            else:
+                cur_b = max(cur_b, b)
+        if cur_b is not None:
+            total += cur_b - cur_a
+        return total
 
     def _launch(self, h: Handle) -> None:
         h.t_submit = time.monotonic()
@@ -110,7 +134,7 @@ class Tasks:
                 self._launch(h)
         js, arrays = out
         duration = time.monotonic() - h.t_submit
-        self.task_seconds += float(js.get("_seconds", duration))  # time inside the step
+        self.add_interval(js.get("_t0"), js.get("_t1"))
         self.checkpoint.save(h.name, h.key, js, arrays)
         self.running.pop(f"{h.name}#{h.key[:8]}", None)
         self.events.emit("task_done", task=h.name, key=h.key[:16], attempts=h.attempts,
