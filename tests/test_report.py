@@ -22,6 +22,7 @@ from alflow.observables.report_data import (
     ReportData,
     ResourceUsage,
     StateSpectrum,
+    TemperatureDeltaF,
     populations,
 )
 from alflow.observables.spectra import KB_EV_PER_K
@@ -71,8 +72,14 @@ def full_report_data() -> ReportData:
                                  ResourceUsage(resource_class="gpu", tasks=8, wall_hours=0.4,
                                                core_hours=0.4)],
                       site="local-threads")
+    dft_t = [TemperatureDeltaF(temperature_k=t, state="pyramid", reference="planar",
+                               generation=3, delta_f_ev=0.2 + 2e-4 * (t - 300),
+                               error_ev=0.01 + 1e-4 * abs(t - 300),
+                               ess={"planar": 400 - abs(t - 300), "pyramid": 380 - abs(t - 300)},
+                               poor_overlap=abs(t - 300) > 60) for t in (240, 270, 300, 330, 375)]
     return ReportData(title="Ag6 campaign", system="Ag6", temperature_k=300.0, states=states,
-                      status="converged", generations=4, delta_f=dfs, labels=labels,
+                      status="converged", generations=4, delta_f=dfs, delta_f_temperature=dft_t,
+                      labels=labels,
                       parity=parity, fes=fes, flow=flow, spectra=spectra, provenance=prov,
                       warnings=["generation 0: poor overlap between flow and target (ESS < 1%)"])
 
@@ -84,7 +91,7 @@ def _img_sources(page: Path) -> list[str]:
 def test_full_report_references_existing_pngs(tmp_path):
     page = write_report(full_report_data(), tmp_path / "report")
     srcs = _img_sources(page)
-    assert len(srcs) == 6
+    assert len(srcs) == 7
     for s in srcs:
         png = page.parent / s
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -103,7 +110,7 @@ def test_full_report_references_existing_pngs(tmp_path):
 def test_empty_run_renders_not_computed_everywhere(tmp_path):
     page = write_report(ReportData(title="empty"), tmp_path)
     assert _img_sources(page) == []
-    assert page.read_text().count("not computed") == 7  # six figures + provenance
+    assert page.read_text().count("not computed") == 8  # seven figures + provenance
     assert not list((tmp_path / "figures").glob("*.png"))
 
 

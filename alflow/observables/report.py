@@ -84,6 +84,45 @@ def fig_delta_f(data: ReportData) -> Figure | None:
     return fig
 
 
+def fig_delta_f_temperature(data: ReportData) -> Figure | None:
+    """ΔF vs temperature (reweighted flow samples of the last generation) with 1σ error bars;
+    points with poor overlap drawn open and circled."""
+    pts = [p for p in data.delta_f_temperature if p.delta_f_ev is not None]
+    if not pts:
+        return None
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    states = _states(data, [p.state for p in pts])
+    warn_label = "poor overlap (ESS below threshold)"
+    for state in dict.fromkeys(p.state for p in pts):
+        sp = sorted((p for p in pts if p.state == state), key=lambda p: p.temperature_k)
+        c = _state_color(states, state)
+        t = [p.temperature_k for p in sp]
+        ax.plot(t, [p.delta_f_ev for p in sp], color=c, lw=0.8, alpha=0.6,
+                label=f"{state} − {sp[0].reference} (MLIP/flow)")
+        for poor in (False, True):
+            q = [p for p in sp if p.poor_overlap == poor]
+            if q:
+                ax.errorbar([p.temperature_k for p in q], [p.delta_f_ev for p in q],
+                            yerr=[p.error_ev or 0 for p in q], color=c, marker="o", ls="none",
+                            mfc="white" if poor else c, capsize=3)
+        bad = [p for p in sp if p.poor_overlap]
+        if bad:
+            ax.scatter([p.temperature_k for p in bad], [p.delta_f_ev for p in bad], s=160,
+                       facecolors="none", edgecolors="orange", linewidths=1.5, label=warn_label)
+            warn_label = None
+    if data.temperature_k:
+        ax.axvline(data.temperature_k, color="0.6", ls=":", lw=1, label="campaign temperature")
+    ax.axhline(0.0, color="0.7", lw=0.8)
+    ax.set_xlabel("temperature (K)")
+    ax.set_ylabel("ΔF (eV)")
+    g = pts[0].generation
+    ax.set_title("Free-energy difference vs temperature"
+                 + (f" (flows of generation {g})" if g is not None else ""))
+    ax.legend(fontsize=8)
+    return fig
+
+
 def fig_labels(data: ReportData) -> Figure | None:
     """DFT labels per generation: selected, labelled, failed (grouped bars)."""
     if not data.labels:
@@ -258,6 +297,7 @@ def fig_spectra(data: ReportData) -> Figure | None:
 
 FIGURES: dict[str, tuple[str, Callable[[ReportData], Figure | None]]] = {
     "delta_f": ("Free-energy differences", fig_delta_f),
+    "delta_f_temperature": ("Free-energy difference vs temperature", fig_delta_f_temperature),
     "labels": ("DFT labels per generation", fig_labels),
     "parity": ("Model errors against DFT", fig_parity),
     "fes": ("Free-energy surfaces from metadynamics", fig_fes),
@@ -284,6 +324,7 @@ def summary_numbers(data: ReportData) -> dict[str, Any]:
             if len(df) > 1:
                 out[key] = {s: {"population": v, "error": e}
                             for s, (v, e) in populations(df, data.temperature_k).items()}
+    out["delta_f_temperature"] = [p.model_dump() for p in data.delta_f_temperature]
     out["model_errors"] = {f"{p.state}@{p.generation}": p.errors() for p in data.parity}
     out["spectra"] = {s.state: {"peaks_ev": s.spectrum.peaks_ev, "n_samples": s.spectrum.n_samples,
                                 "ess": s.spectrum.ess,
@@ -386,6 +427,13 @@ def render_html(data: ReportData, figures: dict[str, str | None], numbers: dict[
         parts.append(f"<section id='{name}'><h2>{html.escape(title)}</h2>")
         if name == "delta_f" and final:
             parts.append(_delta_f_table(final, numbers))
+        if name == "delta_f_temperature" and data.delta_f_temperature:
+            parts.append(_table(
+                ["ΔF", "T (K)", "MLIP/flow (eV)", "ESS per state", "overlap"],
+                [[f"{p.state} − {p.reference}", f"{p.temperature_k:g}",
+                  _fmt(p.delta_f_ev, 3, p.error_ev),
+                  ", ".join(f"{k}: {v:.0f}" for k, v in p.ess.items() if v is not None) or "—",
+                  "POOR" if p.poor_overlap else "ok"] for p in data.delta_f_temperature]))
         if name == "parity" and data.parity:
             rows = [[p.state, "—" if p.generation is None else str(p.generation),
                      str(len(p.energy_dft_ev))] +

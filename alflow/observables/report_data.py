@@ -32,6 +32,21 @@ class DeltaFPoint(BaseModel):
     temperature_k: float | None = None
 
 
+class TemperatureDeltaF(BaseModel):
+    """ΔF = F(state) − F(reference) at another temperature, reweighting the last generation's
+    flow samples (alflow.observables.temperatures); MLIP level, not DFT-corrected."""
+
+    temperature_k: float
+    state: str
+    reference: str
+    generation: int | None = None
+    delta_f_ev: float | None = None
+    error_ev: float | None = None
+    ess: dict[str, float | None] = {}  # Kish ESS of each state's weights at this temperature
+    poor_overlap: bool = False
+    populations: dict[str, list[float | None]] = {}  # state -> [population, σ]
+
+
 class LabelCounts(BaseModel):
     """DFT labels of one generation."""
 
@@ -121,6 +136,7 @@ class ReportData(BaseModel):
     status: str = ""
     generations: int = 0
     delta_f: list[DeltaFPoint] = []
+    delta_f_temperature: list[TemperatureDeltaF] = []
     labels: list[LabelCounts] = []
     parity: list[Parity] = []
     fes: list[FreeEnergySurface] = []

@@ -13,6 +13,8 @@ warning; it never stops the report):
 - ``results/flows-*.json``: per-state sampler diagnostics (ESS, acceptance, R-hat);
 - ``results/*.json`` holding ``fes``, and ``fes*.json`` files (``alflow.sampling.metad.FES``
   ``to_dict``: ``cv_names``, ``grid``, ``free_energy_ev``): free-energy surfaces along CVs;
+- ``flows/genNNN/<state>`` + ``models/genNNN``: the last generation's flows, resampled once
+  (cached in ``temperatures/``) for ΔF at other temperatures (alflow.observables.temperatures);
 - ``spectra.h5``: TDDFT spectra per state (``alflow spectra RUN_DIR``);
 - ``models/genNNN``: the last committee, evaluated on the labels for the parity plots.
 """
@@ -41,6 +43,7 @@ from alflow.observables.report_data import (
     ReportData,
     ResourceUsage,
     StateSpectrum,
+    TemperatureDeltaF,
 )
 
 log = logging.getLogger(__name__)
@@ -72,8 +75,9 @@ def _num(x: Any) -> float | None:
 
 
 class _Loader:
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, temperatures: list[float] | None = None):
         self.root = Path(run_dir)
+        self.temperatures = temperatures
         self.data = ReportData()
         self.config: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
@@ -218,6 +222,25 @@ class _Loader:
                 if any(v is not None for v in (r.ess, r.ess_fraction, r.acceptance, r.rhat))]
         self.data.flow = sorted(rows, key=lambda r: (r.generation, r.state))
 
+    def temperature(self) -> None:
+        if not (self.root / "flows").is_dir():
+            return
+        from alflow.observables.temperatures import (
+            campaign_samples,
+            default_temperatures,
+            delta_f_vs_temperature,
+        )
+
+        samples, info = campaign_samples(self.root)
+        temps = self.temperatures or default_temperatures(info["temperature_k"])
+        pts = delta_f_vs_temperature(samples, info["from"], info["to"], temps)
+        self.data.delta_f_temperature = [
+            TemperatureDeltaF(generation=info["generation"], **p.to_dict()) for p in pts]
+        poor = [f"{p.temperature_k:g}" for p in pts if p.poor_overlap]
+        if poor:
+            self.data.warnings.append(f"ΔF vs temperature: poor overlap (ESS below the "
+                                      f"threshold) at {', '.join(poor)} K")
+
     def spectra(self) -> None:
         path = self.root / "spectra.h5"
         if not path.exists():
@@ -326,10 +349,12 @@ def _evaluate(pot, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             out.forces.detach().cpu().numpy().astype(float))
 
 
-def load_report_data(run_dir: str | Path) -> ReportData:
-    """Read everything a report shows from ``run_dir``; never raises for missing parts."""
-    ld = _Loader(Path(run_dir))
-    for name in ("basics", "delta_f", "labels", "flows", "flow_table", "spectra", "parity",
-                 "provenance"):
+def load_report_data(run_dir: str | Path,
+                     temperatures: list[float] | None = None) -> ReportData:
+    """Read everything a report shows from ``run_dir``; never raises for missing parts.
+    ``temperatures`` (K): where ΔF is reweighted to (default: 0.8-1.25 × the campaign's)."""
+    ld = _Loader(Path(run_dir), temperatures)
+    for name in ("basics", "delta_f", "labels", "flows", "flow_table", "temperature",
+                 "spectra", "parity", "provenance"):
         ld.section(name, getattr(ld, name))
     return ld.data

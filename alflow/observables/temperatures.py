@@ -1,0 +1,228 @@
+"""Free energies at temperatures other than the campaign's, by reweighting the flows' samples.
+
+A flow q trained at the campaign temperature T is an importance-sampling proposal at any T':
+with samples x_i ~ q kept inside the state (and the wall), the estimator of
+:mod:`alflow.estimate` at T' is
+
+    F_S(T') = −kT' [ ln mean_i exp(−U(x_i)/kT' − ln q(x_i)) + ln(8π²/σ_S) ]
+
+(eV; U eV, ln q of the flow's density in Å⁻³ᴺ; −inf weight outside the state). It is exact
+in expectation for every T'; what degrades away from T is the overlap, measured by the Kish
+effective sample size (ESS) of the weights at T'. A point is flagged ``poor_overlap`` when the
+ESS of a state falls below ``min_ess`` (its bootstrap error bar is then not to be trusted).
+The values are on the potential the flows were sampled with (the final MLIP committee), not
+corrected to DFT (the DFT-labelled samples are Boltzmann samples at T only).
+
+Per-sample energies, ln q and membership are kept in ``RUN_DIR/temperatures/genNNN-STATE.npz``
+(:class:`StateSamples`, no pickle), drawn once from the saved flow (``flows/genNNN/STATE``)
+and committee (``models/genNNN``) with the campaign estimate's own seed and sample count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase.units import kB
+
+from alflow.errors import InputError
+from alflow.estimate import FlowSamples, FreeEnergy, delta_f, is_free_energy, populations
+from alflow.flows.coordinates import LOG_8PI2
+
+MIN_ESS = 50.0  # default overlap threshold (effective samples per state)
+_FIELDS = ("energy_ev", "log_q", "inside", "symmetry_number", "temperature_k", "state",
+           "generation")
+
+
+@dataclass
+class StateSamples:
+    """Flow samples of one state: ``energy_ev`` (n,) eV (inf where undefined), ``log_q`` (n,)
+    (ln of the flow density), ``inside`` (n,) bool (in the state and the wall); σ_S the
+    rotational symmetry number; ``temperature_k`` K the temperature the flow sampled."""
+
+    state: str
+    energy_ev: np.ndarray
+    log_q: np.ndarray
+    inside: np.ndarray
+    symmetry_number: int
+    temperature_k: float
+    generation: int = -1
+
+    @classmethod
+    def from_flow_samples(cls, state: str, s: FlowSamples, symmetry_number: int,
+                          temperature_k: float, generation: int = -1) -> StateSamples:
+        return cls(state, np.asarray(s.energy, float), np.asarray(s.log_q, float),
+                   np.asarray(s.inside, bool), int(symmetry_number), float(temperature_k),
+                   generation)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, energy_ev=self.energy_ev, log_q=self.log_q, inside=self.inside,
+                 symmetry_number=self.symmetry_number, temperature_k=self.temperature_k,
+                 state=np.str_(self.state), generation=self.generation)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> StateSamples:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [f for f in _FIELDS if f not in z.files]
+                if missing:
+                    raise InputError(f"{path}: missing field(s) {missing}")
+                return cls(str(z["state"]), z["energy_ev"], z["log_q"], z["inside"].astype(bool),
+                           int(z["symmetry_number"]), float(z["temperature_k"]),
+                           int(z["generation"]))
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot read flow samples {path}: {err}") from None
+
+    def free_energy(self, temperature_k: float, n_bootstrap: int = 200,
+                    seed: int = 0) -> FreeEnergy:
+        """F_S(T') (eV) with its bootstrap error and the ESS of the weights at T'."""
+        if temperature_k <= 0:
+            raise InputError(f"temperature {temperature_k} K: must be positive")
+        kt = kB * temperature_k
+        ok = self.inside & np.isfinite(self.energy_ev) & np.isfinite(self.log_q)
+        lw = np.where(ok, -np.where(ok, self.energy_ev, 0.0) / kt - self.log_q, -np.inf)
+        shift = float(np.max(lw)) if ok.any() else 0.0
+        return is_free_energy(lw - shift, temperature_k, n_bootstrap, seed,
+                              offset=shift + LOG_8PI2 - math.log(self.symmetry_number))
+
+
+@dataclass
+class TemperaturePoint:
+    """ΔF = F(to) − F(from) (eV, ± 1σ) at one temperature (K), the ESS of each state at that
+    temperature, the populations of all states (state -> (p, σ)) and the overlap flag."""
+
+    temperature_k: float
+    state: str
+    reference: str
+    delta_f_ev: float
+    error_ev: float
+    ess: dict[str, float]
+    poor_overlap: bool
+    populations: dict[str, tuple[float, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: _finite(v) for k, v in self.__dict__.items() if k != "populations"}
+        d["ess"] = {k: _finite(v) for k, v in self.ess.items()}
+        d["populations"] = {k: [_finite(x) for x in v] for k, v in self.populations.items()}
+        return d
+
+
+def _finite(v: Any) -> Any:
+    """JSON-safe: a non-finite float becomes None."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def delta_f_vs_temperature(samples: Mapping[str, StateSamples], from_: str, to: str,
+                           temperatures: Sequence[float], min_ess: float = MIN_ESS,
+                           n_bootstrap: int = 200, seed: int = 0) -> list[TemperaturePoint]:
+    """ΔF(T') = F_to(T') − F_from(T') for each T' (K) by reweighting the states' flow samples
+    (module doc); ``poor_overlap`` when a state's ESS at T' is below ``min_ess``."""
+    for s in (from_, to):
+        if s not in samples:
+            raise InputError(f"no flow samples for state {s!r} (have {sorted(samples)})")
+    out = []
+    for t in temperatures:
+        fe = {s: v.free_energy(float(t), n_bootstrap, seed) for s, v in samples.items()}
+        d = delta_f(fe[from_], fe[to])
+        ess = {s: f.ess for s, f in fe.items()}
+        finite = {s: f for s, f in fe.items() if np.isfinite(f.f_ev)}
+        pops = populations(finite, seed=seed) if finite else {}
+        out.append(TemperaturePoint(float(t), to, from_, d.value_ev, d.error_ev, ess,
+                                    bool(min(ess[from_], ess[to]) < min_ess
+                                         or not np.isfinite(d.value_ev)), pops))
+    return out
+
+
+def default_temperatures(temperature_k: float) -> list[float]:
+    """T × (0.8, 0.9, 1, 1.1, 1.25), rounded to 0.1 K."""
+    return [round(temperature_k * f, 1) for f in (0.8, 0.9, 1.0, 1.1, 1.25)]
+
+
+def _last_generation(root: Path, states: Sequence[str]) -> int | None:
+    gens = sorted((int(p.name[3:]) for p in (root / "flows").glob("gen*")
+                   if p.name[3:].isdigit()), reverse=True)
+    for g in gens:
+        d = root / "flows" / f"gen{g:03d}"
+        if all((d / s / "flow.json").exists() for s in states) and \
+                (root / "models" / f"gen{g:03d}").is_dir():
+            return g
+    return None
+
+
+def campaign_samples(run_dir: str | Path, generation: int | None = None,
+                     n: int | None = None) -> tuple[dict[str, StateSamples], dict[str, Any]]:
+    """The flow samples of every state of a campaign run directory (docs/campaign.md) for
+    ``generation`` (default: the last one with flows for all states and a committee), drawn
+    once and cached as ``RUN_DIR/temperatures/genNNN-STATE.npz``; ``n`` samples per state
+    (default: the campaign's ``exploration.sampler.samples``). Returns (samples, info) with
+    info holding the campaign temperature, ``from``/``to`` states and the generation."""
+    from alflow.campaign.config import CampaignConfig
+    from alflow.config import read_yaml, validate_model
+
+    root = Path(run_dir)
+    cfg_path = root / "campaign.yaml"
+    if not cfg_path.exists():
+        raise InputError(f"{cfg_path}: not a campaign run directory (no campaign.yaml)")
+    cfg = validate_model(CampaignConfig, read_yaml(cfg_path), source=str(cfg_path))
+    names = list(cfg.system.states)
+    g = _last_generation(root, names) if generation is None else generation
+    if g is None:
+        raise InputError(f"{root}: no generation has flows for all states {names} yet")
+    info = {"generation": g, "temperature_k": cfg.temperature_k,
+            "from": cfg.system.delta_f.from_, "to": cfg.system.delta_f.to}
+    n = n or cfg.exploration.sampler.samples
+    cache = {s: root / "temperatures" / f"gen{g:03d}-{s}.npz" for s in names}
+    out: dict[str, StateSamples] = {}
+    for s, path in cache.items():
+        if path.exists():
+            got = StateSamples.load(path)
+            if len(got.energy_ev) == n:
+                out[s] = got
+    if len(out) == len(names):
+        return out, info
+    out.update(_draw(root, cfg, g, [s for s in names if s not in out], n))
+    for s in names:
+        out[s].save(cache[s])
+    return out, info
+
+
+def _draw(root: Path, cfg: Any, g: int, todo: list[str], n: int) -> dict[str, StateSamples]:
+    """Sample the saved flows of ``todo`` states on the generation's committee, as the
+    campaign's flows step does (same restriction to the state and the wall, same seed)."""
+    from alflow.campaign.steps import state_sets
+    from alflow.campaign.system import build_system
+    from alflow.estimate import sample_flow
+    from alflow.flows.generator import BoltzmannGenerator
+    from alflow.mlip import load_potential
+    from alflow.states import wall
+
+    system = build_system(cfg)
+    pot = load_potential(root / "models" / f"gen{g:03d}", system.numbers)
+    states = state_sets(pot, system, cfg.system.states)
+    restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
+    names = list(cfg.system.states)
+    mcmc = cfg.exploration.sampler.mcmc
+    uses_mcmc = bool(mcmc.get("enabled", bool(mcmc)))
+    out = {}
+    for s in todo:
+        # the campaign's seed of this state's estimate (campaign.generation, flows.pipeline)
+        seed = cfg.seed * 1000 + g * 10 + names.index(s) + 5 + (7 if uses_mcmc else 0)
+        bg = BoltzmannGenerator.load(root / "flows" / f"gen{g:03d}" / s)
+        smp = sample_flow(bg, pot, cfg.temperature_k, n, member=states.member(s),
+                          restrict=restrict, seed=seed)
+        out[s] = StateSamples.from_flow_samples(s, smp, bg.symmetry_number, cfg.temperature_k,
+                                                g)
+    return out
+
+
+__all__ = ["MIN_ESS", "StateSamples", "TemperaturePoint", "campaign_samples",
+           "default_temperatures", "delta_f_vs_temperature"]

@@ -1,0 +1,122 @@
+"""ΔF at other temperatures by reweighting flow samples (alflow.observables.temperatures),
+against harmonic states whose free energies are known exactly at every temperature, and its
+place in the report (figure, JSON, HTML, CLI option)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from ase.units import kB
+
+from alflow.errors import InputError
+from alflow.flows.coordinates import LOG_8PI2
+from alflow.observables.report import write_report
+from alflow.observables.report_data import ReportData, TemperatureDeltaF
+from alflow.observables.temperatures import (
+    StateSamples,
+    campaign_samples,
+    delta_f_vs_temperature,
+)
+
+D = 9  # degrees of freedom (three atoms)
+T0 = 300.0  # K, the "campaign" temperature the proposals are tuned to
+
+
+def _harmonic(name, kappa, e0, n, seed, spread=1.3):
+    """Samples of a Gaussian proposal q (variance spread·kT0/κ per dof) for the harmonic state
+    U = e0 + κ|x|²/2 (κ eV/Å², e0 eV)."""
+    rng = np.random.default_rng(seed)
+    var = spread * kB * T0 / kappa
+    x = rng.normal(0.0, math.sqrt(var), (n, D))
+    r2 = (x**2).sum(1)
+    log_q = -r2 / (2 * var) - 0.5 * D * math.log(2 * math.pi * var)
+    return StateSamples(name, e0 + 0.5 * kappa * r2, log_q, np.ones(n, bool), 1, T0)
+
+
+def _exact_f(kappa, e0, t):
+    """F(T) = e0 − kT[(D/2) ln(2πkT/κ) + ln 8π²] (eV), the estimator's convention, σ = 1."""
+    kt = kB * t
+    return e0 - kt * (0.5 * D * math.log(2 * math.pi * kt / kappa) + LOG_8PI2)
+
+
+def test_free_energy_at_other_temperatures_is_exact_for_harmonic_states():
+    a = _harmonic("a", 1.0, -3.0, 20000, 1)
+    for t in (240.0, 300.0, 375.0):
+        fe = a.free_energy(t, n_bootstrap=100)
+        assert fe.err_ev < 5e-3
+        assert abs(fe.f_ev - _exact_f(1.0, -3.0, t)) < 4 * fe.err_ev + 1e-4, t
+    # the temperature dependence is not a constant shift: −T dF/dT = entropy term (D/2)k ln
+    f_low, f_high = a.free_energy(240.0).f_ev, a.free_energy(375.0).f_ev
+    exact = _exact_f(1.0, -3.0, 375.0) - _exact_f(1.0, -3.0, 240.0)
+    assert abs((f_high - f_low) - exact) < 0.1 * abs(exact)
+
+
+def test_delta_f_vs_temperature_matches_exact_and_flags_poor_overlap():
+    a = _harmonic("a", 1.0, -3.0, 20000, 2)
+    b = _harmonic("b", 2.5, -2.95, 20000, 3)
+    temps = [240.0, 300.0, 375.0, 3000.0]
+    pts = delta_f_vs_temperature({"a": a, "b": b}, "a", "b", temps, n_bootstrap=100)
+    assert [p.temperature_k for p in pts] == temps
+    for p in pts[:3]:
+        exact = 0.05 + kB * p.temperature_k * 0.5 * D * math.log(2.5)
+        assert not p.poor_overlap, p
+        assert p.ess["a"] > 1000 and p.ess["b"] > 1000
+        assert abs(p.delta_f_ev - exact) < 4 * p.error_ev + 1e-4, (p, exact)
+        pa, pb = p.populations["a"][0], p.populations["b"][0]
+        assert pa + pb == pytest.approx(1.0)
+        assert pb / pa == pytest.approx(math.exp(-p.delta_f_ev / (kB * p.temperature_k)),
+                                        rel=1e-6)
+    # 10× the temperature the proposals were made for: the samples miss the hot ensemble
+    hot = pts[3]
+    assert hot.poor_overlap and min(hot.ess.values()) < 50
+    d = hot.to_dict()
+    assert json.loads(json.dumps(d))["poor_overlap"] is True
+
+
+def test_samples_outside_the_state_carry_no_weight_and_round_trip(tmp_path):
+    a = _harmonic("a", 1.0, -3.0, 4000, 4)
+    outside = np.zeros(4000, bool)
+    outside[::2] = True  # half the samples declared outside: F rises by kT ln 2
+    half = StateSamples("a", np.where(outside, -1e3, a.energy_ev), a.log_q, ~outside, 1, T0)
+    f_all, f_half = a.free_energy(T0).f_ev, half.free_energy(T0).f_ev
+    assert abs((f_half - f_all) - kB * T0 * math.log(2)) < 0.01
+    path = half.save(tmp_path / "x.npz")
+    back = StateSamples.load(path)
+    assert back.state == "a" and back.symmetry_number == 1
+    np.testing.assert_array_equal(back.inside, half.inside)
+    assert back.free_energy(T0).f_ev == f_half
+    with pytest.raises(InputError, match="temperature"):
+        half.free_energy(0.0)
+    np.savez(tmp_path / "bad.npz", energy_ev=np.zeros(3))
+    with pytest.raises(InputError, match="missing field"):
+        StateSamples.load(tmp_path / "bad.npz")
+    with pytest.raises(InputError, match="campaign.yaml"):
+        campaign_samples(tmp_path)
+
+
+def test_report_shows_delta_f_vs_temperature(tmp_path):
+    a = _harmonic("a", 1.0, -3.0, 5000, 5)
+    b = _harmonic("b", 2.5, -2.95, 5000, 6)
+    pts = delta_f_vs_temperature({"a": a, "b": b}, "a", "b", [270.0, 300.0, 3000.0],
+                                 n_bootstrap=50)
+    data = ReportData(temperature_k=T0, states=["a", "b"], delta_f_temperature=[
+        TemperatureDeltaF(generation=2, **p.to_dict()) for p in pts])
+    page = write_report(data, tmp_path / "rep")
+    js = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert js["figures"]["delta_f_temperature"] == "figures/delta_f_temperature.png"
+    rows = js["summary"]["delta_f_temperature"]
+    assert [r["poor_overlap"] for r in rows] == [False, False, True]
+    assert rows[1]["delta_f_ev"] == pytest.approx(pts[1].delta_f_ev)
+    html = page.read_text()
+    assert "Free-energy difference vs temperature" in html and "POOR" in html
+    assert (tmp_path / "rep" / "figures" / "delta_f_temperature.png").stat().st_size > 5000
+
+
+def test_cli_temperatures_option_rejects_bad_input():
+    from alflow.cli.report import _temperatures
+
+    assert _temperatures("250, 300,350") == [250.0, 300.0, 350.0]
+    for bad in ("250;300", "-5,300", ""):
+        with pytest.raises(InputError, match="--temperatures"):
+            _temperatures(bad)
