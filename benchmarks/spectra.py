@@ -11,9 +11,12 @@ Samples: Gaussian random displacements (sigma 0.1 Å, about the thermal amplitud
 of the example planar triangle (D3h) and pentagonal pyramid (C5v) (alflow/examples/data/
 ag6.extxyz, Ag–Ag near 2.75 Å); uniform weights. Full run: PBE/def2-SVP (def2 ECP, density
 fitting), 20 states, 4 samples per state by default (one spectrum takes minutes on a shared
-2-core machine; raise ``--samples`` for a tighter convergence figure). ``--quick``: the
-same figures with the minimal CRENBS basis/ECP, grid level 1, 6 states, 3 samples per state.
-Results are kept in an HDF5 spectrum store (``--store``), so an interrupted run resumes.
+2-core machine; raise ``--samples`` for a tighter convergence figure). ``--td-grid L``
+integrates the response XC kernel (most of the time) on grid level L (docs/observables.md for
+its effect). ``--quick``: the same figures for the same isomers at a deliberately minimal
+level (labelled in the JSON): CRENBS basis/ECP, grid level 0, no density fitting (exact J is
+cheaper in 54 functions), 4 states, 2 samples per state. Results are kept in an HDF5 spectrum
+store (``--store``), so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=None, help="samples per state")
     ap.add_argument("--nstates", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--td-grid", type=int, default=None,
+                    help="grid level of the response XC kernel (default: the SCF's)")
     ap.add_argument("--sigma", type=float, default=0.1, help="displacement sigma (Å)")
     ap.add_argument("--budget-minutes", type=float, default=None,
                     help="start no new spectrum after this; figures from those done")
@@ -66,11 +71,13 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.quick:
-        cfg = TDDFTConfig(basis="crenbs", ecp="crenbs", auxbasis="def2-universal-jkfit",
-                          nstates=args.nstates or 6, threads=args.threads, grids_level=1)
-        n = args.samples or 3
+        cfg = TDDFTConfig(basis="crenbs", ecp="crenbs", density_fit=False,
+                          nstates=args.nstates or 4, threads=args.threads, grids_level=0,
+                          td_grids_level=args.td_grid)
+        n = args.samples or 2
     else:
-        cfg = TDDFTConfig(nstates=args.nstates or 20, threads=args.threads)
+        cfg = TDDFTConfig(nstates=args.nstates or 20, threads=args.threads,
+                          td_grids_level=args.td_grid)
         n = args.samples or 4
     store_path = args.store or Path(os.environ.get("TMPDIR", "/tmp")) / (
         f"alflow-bench-spectra-{'quick' if args.quick else 'full'}.h5")
@@ -78,6 +85,9 @@ def main() -> None:
     t0 = time.perf_counter()
     figures: dict = {"benchmark": "spectra", "quick": args.quick, "system": "Ag6",
                      "method": cfg.method_label, "nstates": cfg.nstates, "threads": args.threads,
+                     "level": ("QUICK: CRENBS minimal basis/ECP, grid 0, no DF (not the "
+                               "PBE/def2-SVP figure)") if args.quick else "PBE/def2-SVP, DF",
+                     "td_grids_level": cfg.td_grids_level,
                      "samples_per_state": n, "sigma_a": args.sigma,
                      "samples_to_5pct_l1": {}, "last_l1_change": {},
                      "estimated_samples_to_5pct": {}, "peaks_ev": {}}
@@ -131,6 +141,7 @@ def main() -> None:
         tddft_seconds=float(np.mean(tds)) if tds else None,
         spectra_timed=len(walls), failed=failed,
         wall_seconds=time.perf_counter() - t0, store=str(store_path),
+        load_average=[round(x, 2) for x in os.getloadavg()],
     )
     print(json.dumps(figures))
 

@@ -93,3 +93,27 @@ def test_method_shorthand_and_bad_input():
     with pytest.raises(ConfigError, match="exceeds"):
         run_tddft(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]),
                   TDDFTConfig(basis="sto-3g", nstates=3))
+
+
+def test_response_grid_level_equals_pyscf_with_that_kernel_grid():
+    """td_grids_level integrates only the response XC kernel on the coarser grid: the SCF
+    is the default one, the roots equal PySCF's TDDFT whose kernel uses that grid."""
+    atoms = molecule("H2O")
+    kw = dict(xc="pbe", basis="6-31g", nstates=4, threads=1)
+    base = run_tddft(atoms, TDDFTConfig(**kw))
+    coarse = run_tddft(atoms, TDDFTConfig(td_grids_level=0, **kw))
+    assert coarse.status == "ok" and coarse.scf_energy_ev == pytest.approx(base.scf_energy_ev,
+                                                                         abs=1e-8)
+    _, _, td = _direct_pyscf(atoms, "pbe", "6-31g", 4, False)
+    mf = td._scf.copy()
+    mf.grids = dft.gen_grid.Grids(mf.mol)
+    mf.grids.level = 0
+    mf.grids.build()
+    td0 = mf.TDDFT()
+    td0.nstates, td0.conv_tol = 4, 1e-5
+    td0.kernel()
+    np.testing.assert_allclose(coarse.excitation_energies_ev, td0.e * HARTREE_EV, atol=1e-6)
+    assert np.abs(np.subtract(coarse.excitation_energies_ev, base.excitation_energies_ev)
+                  ).max() > 1e-7  # a different kernel grid does change the roots
+    assert coarse.key != base.key
+    assert "td_grids_level" not in TDDFTConfig(**kw).method_info()

@@ -59,6 +59,9 @@ class TDDFTConfig(StrictModel):
     max_cycle: int = Field(100, ge=1, description="SCF iterations per attempt")
     td_conv_tol: float = Field(1e-5, gt=0, description="Davidson residual tolerance")
     grids_level: int = Field(3, ge=0, le=9)
+    td_grids_level: int | None = Field(
+        None, ge=0, le=9, description="grid level of the response XC kernel (most of the TDDFT "
+                                      "time); None: the SCF's grids_level")
     max_memory_mb: int = Field(2000, ge=100)
     threads: int | None = Field(None, ge=1, description="OpenMP threads; None: PySCF's default")
 
@@ -111,6 +114,8 @@ class TDDFTConfig(StrictModel):
         keep = ("xc", "basis", "ecp", "density_fit", "auxbasis", "nstates", "tda", "singlet",
                 "charge", "spin", "grids_level")
         info = {k: getattr(self, k) for k in keep}
+        if self.td_grids_level is not None:  # absent by default: keys of older results hold
+            info["td_grids_level"] = self.td_grids_level
         info["kind"] = "pyscf-tddft"
         info["xc"] = self.xc.lower()
         info["basis"] = self.basis.lower()
@@ -141,7 +146,16 @@ def spectrum_key(atoms: Atoms, config: TDDFTConfig) -> str:
 
 
 def make_td(mf, config: TDDFTConfig):
-    """The PySCF TD object (TDA or full TDDFT/Casida) for a converged ``mf``."""
+    """The PySCF TD object (TDA or full TDDFT/Casida) for a converged ``mf``; with
+    ``td_grids_level`` the response XC kernel is integrated on that grid instead of the SCF's
+    (the ground state is unchanged)."""
+    if config.td_grids_level is not None and config.td_grids_level != config.grids_level:
+        from pyscf import dft
+
+        mf = mf.copy()
+        mf.grids = dft.gen_grid.Grids(mf.mol)
+        mf.grids.level = config.td_grids_level
+        mf.grids.build()
     td = mf.TDA() if config.tda else mf.TDDFT()
     td.nstates = config.nstates
     td.conv_tol = config.td_conv_tol
