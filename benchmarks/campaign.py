@@ -1,17 +1,32 @@
-"""Campaign benchmark on lj7: oracle calls to reach ΔF within 0.1 kT of the converged value,
-uncertainty selection vs a baseline taking random plain-MD frames; orchestration overhead per
-generation (wall time minus time inside steps, over wall time).
+"""Campaign benchmark on lj7 (7-atom LJ argon cluster, 18 K, ΔF = F(coh) − F(pbp)).
 
-    python benchmarks/campaign.py [--quick] [--out DIR]
+Figures:
 
-``--quick`` shrinks the models, MD and budgets (same figures, minutes). The last line of
-output is one JSON object with the figures.
+- the reference ΔF on the oracle surface (plain LJ), by direct counting of quench basins in
+  parallel-tempering MD (benchmarks/lj7_reference.py; independent of alflow's MLIPs, flows
+  and estimators);
+- the lj7 example campaign run for a fixed number of generations twice: ``uncertainty``
+  selection (trust window on the committee's force deviation, flow samples among the
+  candidates) and the ``random`` baseline (plain-MD frames, no stop at the trust level, no
+  flow candidates, picked uniformly at random); per generation the oracle calls so far
+  (every calculation, repeats included) and ΔF corrected to the oracle with its error;
+- oracle calls to reach ΔF within 0.1 kT of the reference: the calls made by the end of the
+  first generation from which every later ΔF stays within 0.1 kT (None: not reached);
+- orchestration overhead per generation: (wall − time inside tasks) / wall, the time inside
+  tasks being the union of the intervals during which at least one step or label ran.
+
+    python benchmarks/campaign.py [--quick] [--generations N] [--out DIR] [--reference FILE]
+
+``--quick`` (about 2 min on 2 idle cores): a shorter reference, smaller flows and MCMC, two
+generations; same figures. The last line of output is one JSON object with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,88 +34,129 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from alflow.campaign.config import KB_EV
-from alflow.campaign.rundir import read_lines
-from alflow.campaign.runner import start
-from alflow.examples import write_example
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-QUICK = {
-    "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 40, "dtype": "float64",
-             "builtin": {"features": 8, "layers": 1, "radial_hidden": 16, "readout_hidden": 16}},
-    "exploration": {"bootstrap": {"displaced": 4, "displacement": 0.08},
-                    "md": {"replicas": 4, "steps": 300, "dt_fs": 10.0, "record_every": 20},
-                    "sampler": {"md_replicas": 4, "md_steps": 600, "md_record_every": 10,
-                                "samples": 1000, "flow": {"layers": 4, "hidden": 32},
-                                "train": {"steps": 300}}},
-    "selection": {"budget": 8},
-    "estimate": {"reweight_samples": 4, "bootstrap": 50},
-    "convergence": {"max_generations": 4},
-}
+from lj7_reference import QUICK as REFERENCE_QUICK  # noqa: E402
+from lj7_reference import reference  # noqa: E402
+
+from alflow.campaign.config import KB_EV  # noqa: E402
+from alflow.campaign.rundir import read_lines  # noqa: E402
+from alflow.campaign.runner import start  # noqa: E402
+from alflow.examples import write_example  # noqa: E402
+
+TEMPERATURE_K = 18.0
+# --quick: the example's campaign with a shorter committee training and smaller MD, flows
+# and MCMC
+QUICK_MLIP = {"epochs": 50}
+QUICK_SAMPLER = {"md_replicas": 4, "md_steps": 300, "samples": 1000,
+                 "train": {"steps": 150, "batch_size": 256},
+                 "mcmc": {"walkers": 16, "retrain_steps": 50, "iterations": 4,
+                          "adapt_iterations": 2, "local_steps": 5, "global_steps": 2,
+                          "step_size": 0.1, "train_every": 2, "train": {"steps": 20}}}
 
 
-def campaign(tmp: Path, quick: bool, strategy: str) -> Path:
-    path = write_example("lj7", tmp / strategy)
+def campaign(out: Path, strategy: str, generations: int, quick: bool) -> Path:
+    """Write the lj7 example into ``out/strategy`` set up for the benchmark; its YAML path."""
+    path = write_example("lj7", out / strategy)
     data = yaml.safe_load(path.read_text())
-    if quick:
-        for k, v in QUICK.items():
-            data[k] = {**data.get(k, {}), **v}
-    # run a fixed number of generations so both strategies get the same chances
-    data["convergence"].update(tolerance_kt=1e-9, generations=1)
+    # a fixed number of generations (no early stop) so both strategies get the same chances
+    data["convergence"].update(tolerance_kt=1e-9, generations=1, max_generations=generations,
+                               max_labels=100000)
     data["selection"]["strategy"] = strategy
-    path.write_text(yaml.safe_dump(data))
+    if strategy == "random":  # plain MD frames only
+        data["exploration"]["sampler"]["explore_samples"] = 0
+        data["exploration"]["md"]["stop_at_trust_upper"] = False
+    if quick:
+        data["mlip"].update(QUICK_MLIP)
+        data["exploration"]["sampler"].update(QUICK_SAMPLER)
+        data["estimate"]["bootstrap"] = 100
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
 def figures(run: Path, kt: float) -> dict:
+    """Per generation: oracle calls so far, ΔF (corrected to the oracle when available) and
+    its error in kT, overhead fraction."""
     hist = json.loads((run / "status.json").read_text())["history"]
     journal = read_lines(run / "oracle_calls.jsonl")
     calls = [sum(1 for j in journal if int(j["tags"].get("generation", 0)) <= h["generation"])
              for h in hist]
-    values = [h.get("corrected_ev") if h.get("corrected_ev") is not None else h.get("value_ev")
-              for h in hist]
+
+    def kt_or_none(x: float | None) -> float | None:
+        return None if x is None else round(x / kt, 4)
+
+    corrected = [h.get("corrected_ev") is not None for h in hist]
+    values = [h["corrected_ev"] if c else h.get("value_ev") for h, c in zip(hist, corrected,
+                                                                           strict=True)]
+    errors = [h["corrected_error_ev"] if c else h.get("error_ev") for h, c in zip(
+        hist, corrected, strict=True)]
     decisions = [e for e in read_lines(run / "events.jsonl") if e["event"] == "decision"]
     overhead = [(d["wall_s"] - d["task_s"]) / d["wall_s"] for d in decisions if d["wall_s"] > 0]
-    return {"calls": calls, "delta_f_ev": values,
-            "errors_ev": [h.get("error_ev") for h in hist],
-            "overhead_fraction_mean": float(np.mean(overhead)) if overhead else None,
-            "overhead_fraction_max": float(np.max(overhead)) if overhead else None}
+    return {"calls": calls, "delta_f_kt": [kt_or_none(v) for v in values],
+            "error_kt": [kt_or_none(e) for e in errors], "corrected": corrected,
+            "model_delta_f_kt": [kt_or_none(h.get("value_ev")) for h in hist],
+            "rhat": [h.get("rhat") for h in hist],
+            "wall_s": [d["wall_s"] for d in decisions],
+            "overhead_fraction": [round(o, 4) for o in overhead]}
 
 
-def calls_to_reach(fig: dict, target: float, tol: float) -> int | None:
-    """Oracle calls at the first generation from which ΔF stays within tol of target."""
-    vals = fig["delta_f_ev"]
+def calls_to_reach(fig: dict, target_kt: float, tol_kt: float = 0.1) -> int | None:
+    """Oracle calls by the end of the first generation from which ΔF stays within ``tol_kt``
+    of ``target_kt`` (None if the last generation is not within it)."""
+    vals = fig["delta_f_kt"]
     for i in range(len(vals)):
-        if all(v is not None and abs(v - target) <= tol for v in vals[i:]):
+        if all(v is not None and abs(v - target_kt) <= tol_kt for v in vals[i:]):
             return fig["calls"][i]
     return None
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--generations", type=int, default=None,
+                    help="generations per campaign (default 2 with --quick, else 5)")
+    ap.add_argument("--out", type=Path, default=None, help="run directories (default: a tmp dir)")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="JSON line of an earlier `python benchmarks/lj7_reference.py` run "
+                         "(default: compute it now)")
     args = ap.parse_args()
+    gens = args.generations or (2 if args.quick else 5)
     out = args.out or Path(tempfile.mkdtemp(prefix="alflow-bench-campaign-"))
+    kt = KB_EV * TEMPERATURE_K
     t0 = time.perf_counter()
+    if args.reference is not None:
+        ref = json.loads(args.reference.read_text().strip().splitlines()[-1])
+    else:
+        ref = reference(**(REFERENCE_QUICK if args.quick else {}))
+    print("reference", json.dumps(ref), flush=True)
     res = {}
     for strategy in ("uncertainty", "random"):
-        path = campaign(out, args.quick, strategy)
+        path = campaign(out, strategy, gens, args.quick)
         t = time.perf_counter()
         start(path, out / strategy / "run", progress=False)
-        res[strategy] = figures(out / strategy / "run", 18.0 * KB_EV)
-        res[strategy]["seconds"] = time.perf_counter() - t
+        res[strategy] = figures(out / strategy / "run", kt)
+        res[strategy]["seconds"] = round(time.perf_counter() - t, 1)
+        res[strategy]["calls_to_0.1kT"] = calls_to_reach(res[strategy], ref["delta_f_kt"])
+        final = res[strategy]["delta_f_kt"][-1]
+        res[strategy]["final_off_kt"] = None if final is None else round(
+            final - ref["delta_f_kt"], 4)
         print(strategy, json.dumps(res[strategy]), flush=True)
-    kt = 18.0 * KB_EV
-    final = res["uncertainty"]["delta_f_ev"][-1]
+    overhead = [o for s in res.values() for o in s["overhead_fraction"]]
     summary = {
-        "system": "lj7", "temperature_k": 18.0, "quick": args.quick,
-        "converged_delta_f_ev": final,
-        "oracle_calls_to_0.1kT": {s: calls_to_reach(res[s], final, 0.1 * kt) if final is not None
-                                  else None for s in res},
-        "oracle_calls_total": {s: res[s]["calls"][-1] if res[s]["calls"] else 0 for s in res},
-        "overhead_fraction_mean": res["uncertainty"]["overhead_fraction_mean"],
-        "overhead_fraction_max": res["uncertainty"]["overhead_fraction_max"],
-        "seconds": time.perf_counter() - t0, "runs": str(out)}
+        "system": "lj7", "temperature_k": TEMPERATURE_K, "quick": args.quick,
+        "generations": gens,
+        "reference_delta_f_kt": round(ref["delta_f_kt"], 4),
+        "reference_error_kt": round(ref["error_kt"], 4),
+        "reference": f"parallel-tempering MD basin counts on the LJ oracle ({ref['chains']} "
+                     f"chains x {ref['steps']} steps, {ref['frames']} frames)",
+        "oracle_calls_to_0.1kT": {s: r["calls_to_0.1kT"] for s, r in res.items()},
+        "oracle_calls_total": {s: r["calls"][-1] if r["calls"] else 0 for s, r in res.items()},
+        "final_delta_f_kt": {s: r["delta_f_kt"][-1] for s, r in res.items()},
+        "final_error_kt": {s: r["error_kt"][-1] for s, r in res.items()},
+        "overhead_fraction_mean": round(float(np.mean(overhead)), 4) if overhead else None,
+        "overhead_fraction_max": round(float(np.max(overhead)), 4) if overhead else None,
+        "seconds": round(time.perf_counter() - t0, 1), "load_average": list(os.getloadavg()),
+        "runs": str(out)}
     print(json.dumps(summary))
 
 
