@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
         inline: Annotated[bool, typer.Option(
             "--inline", help="run the TDDFT here, one after another (no Parsl)")] = False,
         threads: Annotated[int | None, typer.Option(min=1, help="OpenMP threads each")] = None,
+        td_grid: Annotated[int | None, typer.Option(
+            "--td-grid", min=0, max=9, help="grid level of the response XC kernel (default: "
+                                            "the SCF's; 1 is 2.5x faster for Ag6, docs)")] = None,
     ) -> None:
         """TDDFT of N samples per state into RUN_DIR/spectra.h5 (resumable); averaged spectra.
         """
@@ -50,7 +53,7 @@ def register(app: typer.Typer) -> None:
         names = state or list(((camp or {}).get("system") or {}).get("states") or {})
         if not names:
             raise InputError(f"{run_dir}: no states given and none in campaign.yaml")
-        over = dict(nstates=nstates, tda=tda, threads=threads)
+        over = dict(nstates=nstates, tda=tda, threads=threads, td_grids_level=td_grid)
         if method:
             config = TDDFTConfig.from_method(method, **over)
         else:
