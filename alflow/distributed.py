@@ -114,6 +114,14 @@ def destroy() -> None:
         dist.destroy_process_group()
 
 
+def finish() -> None:
+    """Leave the process group after a successful run: wait for every rank first, so that no
+    rank tears down its connections while a peer still uses them (gloo aborts the process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    destroy()
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over ranks (no-op with one process); returns the reduced tensor."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -140,9 +148,7 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, device: str
         queue.put(("error", rank, f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
         raise  # no destroy here: peers may still be inside a collective (it would deadlock)
     queue.put(("ok", rank, out if rank == 0 else None))
-    if dist.is_initialized():
-        dist.barrier()  # nobody tears down gloo pairs while a peer still uses them
-    destroy()
+    finish()
 
 
 def spawn(fn: Callable[..., Any], nproc: int, *args: Any, device: str = "cpu") -> Any:
@@ -184,6 +190,6 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any, device: str = "cpu") -
     return finished[0]
 
 
-__all__ = ["DistInfo", "all_reduce_sum", "backend_for", "current", "destroy", "free_port",
-           "init_from_env", "init_process_group", "resolve_device", "spawn",
+__all__ = ["DistInfo", "all_reduce_sum", "backend_for", "current", "destroy", "finish",
+           "free_port", "init_from_env", "init_process_group", "resolve_device", "spawn",
            "threads_per_process"]

@@ -22,19 +22,26 @@ def _seed():
     torch.manual_seed(0)
 
 
+def _loaded_dfk():
+    """The loaded DataFlowKernel, or None (without importing Parsl if no test has)."""
+    if "parsl" not in sys.modules:
+        return None
+    from parsl.dataflow.dflow import DataFlowKernelLoader
+
+    return DataFlowKernelLoader._dfk
+
+
 @pytest.fixture(autouse=True)
 def _parsl_cleanup():
-    """After each test: clean up and clear a DataFlowKernel the test left loaded."""
+    """After each test: clean up and clear a DataFlowKernel the test loaded and left loaded
+    (one a module-scoped fixture loaded before the test is that fixture's to clean up)."""
+    before = _loaded_dfk()
     yield
-    if "parsl" not in sys.modules:
+    dfk = _loaded_dfk()
+    if dfk is None or dfk is before:
         return
     import parsl
-    from parsl.errors import NoDataFlowKernelError
 
-    try:
-        dfk = parsl.dfk()
-    except NoDataFlowKernelError:
-        return
     try:
         dfk.cleanup()
     finally:
@@ -50,8 +57,11 @@ def _session_leftovers() -> list:
     mine = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "multiprocessing.resource_tracker" in cmd:  # pytest's own; exits with it
+                continue
             if p.pid != os.getpid() and p.environ().get(SESSION_MARK) == str(os.getpid()):
-                p.info["cmd"] = " ".join(p.info["cmdline"] or [])
+                p.info["cmd"] = cmd
                 mine.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue

@@ -15,6 +15,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> None:
     from alflow.config import load_yaml_model
     from alflow.dataset import LabelStore
+    from alflow.distributed import finish
     from alflow.mlip import MLIPConfig, train_committee
 
     p = argparse.ArgumentParser(prog="python -m alflow.mlip", description=__doc__)
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_yaml_model(MLIPConfig, a.config) if a.config else MLIPConfig()
     atoms = LabelStore(a.data, create=False).read_atoms()
     train_committee(atoms, a.out, cfg, init_from=a.init_from)
+    finish()  # rank 0 writes the committee meanwhile; no rank exits before the others
 
 
 if __name__ == "__main__":
