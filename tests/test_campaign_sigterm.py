@@ -19,7 +19,11 @@ from alflow.examples import write_example
 pytestmark = pytest.mark.slow
 
 
-def test_sigterm_stops_driver_and_its_parsl_processes(tmp_path: Path):
+@pytest.mark.parametrize("target", ["driver", "group"])
+def test_sigterm_stops_driver_and_its_parsl_processes(tmp_path: Path, target: str):
+    """``driver``: the walltime signal the batch script forwards; ``group``: scancel, which
+    signals every process of the job at once (the interchange too: Parsl's clean-up would wait
+    for it forever, the watchdog ends it)."""
     path = write_example("lj7", tmp_path / "c")
     data = yaml.safe_load(path.read_text())
     data.update({k: {**data.get(k, {}), **v} for k, v in SMALL.items() if isinstance(v, dict)})
@@ -28,14 +32,18 @@ def test_sigterm_stops_driver_and_its_parsl_processes(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ALFLOW_PAUSE_AT": "generation:0"}
     exe = str(Path(sys.executable).parent / "alflow")
     p = subprocess.Popen([exe, "run", str(path), "--dir", str(run), "--site", "local-htex"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
     deadline = time.monotonic() + 600
     while not any(e.get("event") == "paused" for e in read_lines(run / "events.jsonl")):
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()[0]
         time.sleep(0.2)
     helpers = psutil.Process(p.pid).children(recursive=True)
     assert any("interchange" in " ".join(c.cmdline()) for c in helpers), helpers
-    p.send_signal(signal.SIGTERM)
+    if target == "group":
+        os.killpg(p.pid, signal.SIGTERM)
+    else:
+        p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=120)
     assert p.returncode == 128 + signal.SIGTERM, out
     assert "SIGTERM: stopping" in out

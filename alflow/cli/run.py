@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -22,15 +24,46 @@ def _logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+STOP_GRACE_S = 8.0  # below Slurm's KillWait (30 s by default): then SIGKILL comes
+
+
+def _end_after(seconds: float, code: int) -> None:
+    """Watchdog: if the orderly stop has not finished after ``seconds`` (e.g. scancel also
+    signalled the interchange, so Parsl's clean-up waits for it forever), stop every
+    descendant process and exit."""
+
+    def expire() -> None:
+        import psutil
+
+        me = psutil.Process()
+        kids = me.children(recursive=True)
+        for k in kids:
+            with contextlib.suppress(psutil.Error):
+                k.terminate()
+        _, alive = psutil.wait_procs(kids, timeout=2)
+        for k in alive:
+            with contextlib.suppress(psutil.Error):
+                k.kill()
+        logging.getLogger("alflow").warning("clean-up took over %.0f s: stopped %d processes",
+                                            seconds, len(kids))
+        os._exit(code)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
 @contextlib.contextmanager
 def _sigterm_stops_cleanly() -> Iterator[None]:
     """Turn SIGTERM (scancel, a walltime signal) into SystemExit in the driver, so that Parsl's
     clean-up runs: interchanges and worker pools stop and Slurm blocks are cancelled. Every
-    finished step is already checkpointed; a second SIGTERM kills at once."""
+    finished step is already checkpointed; a second SIGTERM kills at once. If the clean-up
+    hangs, a watchdog stops the driver's processes after ``STOP_GRACE_S``."""
 
     def stop(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         logging.getLogger("alflow").warning("SIGTERM: stopping; `alflow resume` continues")
+        _end_after(STOP_GRACE_S, 128 + signum)
         raise SystemExit(128 + signum)
 
     old = signal.signal(signal.SIGTERM, stop)
