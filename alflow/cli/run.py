@@ -57,11 +57,15 @@ def _end_after(seconds: float, code: int) -> None:
 def _sigterm_stops_cleanly() -> Iterator[None]:
     """Turn SIGTERM (scancel, a walltime signal) into SystemExit in the driver, so that Parsl's
     clean-up runs: interchanges and worker pools stop and Slurm blocks are cancelled. Every
-    finished step is already checkpointed; a second SIGTERM kills at once. If the clean-up
+    finished step is already checkpointed; further SIGTERMs are ignored. If the clean-up
     hangs, a watchdog stops the driver's processes after ``STOP_GRACE_S``."""
 
+    stopping = threading.Event()
+
     def stop(signum: int, _frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if stopping.is_set():  # scancel signals the driver and the batch script forwards it
+            return
+        stopping.set()
         logging.getLogger("alflow").warning("SIGTERM: stopping; `alflow resume` continues")
         _end_after(STOP_GRACE_S, 128 + signum)
         raise SystemExit(128 + signum)
