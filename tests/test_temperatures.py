@@ -11,6 +11,7 @@ from ase.units import kB
 
 from alflow.errors import InputError
 from alflow.flows.coordinates import LOG_8PI2
+from alflow.observables.oracle_samples import LabelledSamples
 from alflow.observables.report import write_report
 from alflow.observables.report_data import ReportData, TemperatureDeltaF
 from alflow.observables.temperatures import (
@@ -72,6 +73,72 @@ def test_delta_f_vs_temperature_matches_exact_and_flags_poor_overlap():
     assert hot.poor_overlap and min(hot.ess.values()) < 50
     d = hot.to_dict()
     assert json.loads(json.dumps(d))["poor_overlap"] is True
+
+
+def _labelled(name, kappa, e0, lam, c, m, seed):
+    """m exact Boltzmann samples at T0 of the harmonic model U = e0 + κ|x|²/2, labelled by an
+    "oracle" E = U + c + λ|x|²/2 (a harmonic state of stiffness κ + λ, minimum e0 + c)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, math.sqrt(kB * T0 / kappa), (m, D))
+    r2 = (x**2).sum(1)
+    u = e0 + 0.5 * kappa * r2
+    return LabelledSamples(name, u, u + c + 0.5 * lam * r2, T0)
+
+
+def test_oracle_correction_at_other_temperatures_is_exact_for_harmonic_states():
+    """F_oracle(T') − F_model(T') = c + kT'(D/2) ln((κ+λ)/κ): the labelled samples (drawn at
+    T0) must be reweighted to T' and averaged at T'. Doing either at T0 instead is 14-22σ off
+    at 240 and 375 K with these samples, so the test fails for a wrong temperature."""
+    lab = _labelled("a", 1.0, -3.0, 0.3, 0.01, 2000, 7)
+    for t in (240.0, 300.0, 375.0):
+        r = lab.correction(t)
+        exact = 0.01 + kB * t * 0.5 * D * math.log(1.3)
+        assert r.temperature_k == t and r.reliable and r.ess > 500
+        assert abs(r.correction_ev - exact) < 4 * r.error_ev, (t, r, exact)
+        at_t0 = 0.01 + kB * T0 * 0.5 * D * math.log(1.3)  # averaged at T0
+        unweighted = 0.01 + kB * t * 0.5 * D * math.log(1 + 0.3 * T0 / t)  # not reweighted
+        if t != T0:
+            assert min(abs(at_t0 - exact), abs(unweighted - exact)) > 10 * r.error_ev
+    # an oracle shifted by a constant: the correction is that constant at every T', no error
+    shifted = LabelledSamples("a", lab.model_ev, lab.model_ev + 0.02, T0)
+    for t in (240.0, 375.0):
+        r = shifted.correction(t)
+        assert r.correction_ev == pytest.approx(0.02, abs=1e-12) and r.error_ev < 1e-12
+    with pytest.raises(InputError, match="2 model and 3 oracle"):
+        LabelledSamples("a", [1.0, 2.0], [1.0, 2.0, 3.0], T0)
+    with pytest.raises(InputError, match="at least 2"):
+        LabelledSamples("a", [1.0], [1.0], T0).correction(T0)
+
+
+def test_dft_corrected_delta_f_vs_temperature_matches_exact_and_flags_few_labels():
+    a = _harmonic("a", 1.0, -3.0, 20000, 2)
+    b = _harmonic("b", 2.5, -2.95, 20000, 3)
+    lab = {"a": _labelled("a", 1.0, -3.0, 0.3, 0.01, 2000, 8),
+           "b": _labelled("b", 2.5, -2.95, 1.5, -0.02, 2000, 9)}
+    temps = [240.0, 300.0, 375.0]
+    pts = delta_f_vs_temperature({"a": a, "b": b}, "a", "b", temps, n_bootstrap=100,
+                                 labelled=lab)
+    for p in pts:
+        kt = kB * p.temperature_k
+        exact = (-2.95 - 0.02) - (-3.0 + 0.01) + kt * 0.5 * D * math.log(4.0 / 1.3)
+        assert p.dft_poor_overlap is False and min(p.dft_ess.values()) > 200
+        assert abs(p.dft_delta_f_ev - exact) < 4 * p.dft_error_ev, (p, exact)
+        assert p.dft_delta_f_ev == pytest.approx(p.delta_f_ev + p.correction_ev)
+        pa, pb = p.dft_populations["a"][0], p.dft_populations["b"][0]
+        assert pb / pa == pytest.approx(math.exp(-p.dft_delta_f_ev / kt), rel=1e-6)
+        d = json.loads(json.dumps(p.to_dict()))
+        assert d["dft_delta_f_ev"] == pytest.approx(p.dft_delta_f_ev)
+    # the correction moves ΔF by a temperature-dependent amount, not a constant
+    shifts = [p.correction_ev for p in pts]
+    assert shifts[2] - shifts[0] > 10 * pts[0].correction_error_ev
+    # 5 labels of a stiff oracle: the exponential average rests on one or two samples
+    few = {"a": _labelled("a", 1.0, -3.0, 3.0, 0.0, 5, 10), "b": lab["b"]}
+    p = delta_f_vs_temperature({"a": a, "b": b}, "a", "b", [300.0], labelled=few)[0]
+    assert not p.poor_overlap and p.dft_poor_overlap and p.dft_ess["a"] < 10
+    # no labels of one state: no corrected value, flag left undecided
+    p = delta_f_vs_temperature({"a": a, "b": b}, "a", "b", [300.0],
+                               labelled={"b": lab["b"]})[0]
+    assert p.dft_delta_f_ev is None and p.dft_poor_overlap is None and not p.dft_populations
 
 
 def test_samples_outside_the_state_carry_no_weight_and_round_trip(tmp_path):

@@ -217,6 +217,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
                                 temperature_k, data, cfg, wall_radius=system.wall_radius,
                                 masses=system.masses, out_dir=out_dir, seed=seed)
         fe, smp, mcmc, train_s = res.free_energy, res.samples, res.mcmc, res.train_seconds
+        bg = res.generator
     else:  # the flow trained on the MD seeds alone
         bg = BoltzmannGenerator.build(np.asarray(ref), system.numbers,
                                       FlowConfig(**{"seed": seed, **sampler.flow}), samples=data)
@@ -227,6 +228,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
         fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
                                    member=states.member(state), restrict=restrict, seed=seed,
                                    n_bootstrap=n_bootstrap, return_samples=True)
+    _save_flow_samples(smp, state, out_dir, bg.symmetry_number, temperature_k)
     rhat, acc, mcmc_rhat = md_rhat, None, None
     if mcmc is not None:
         vals = [v for v in mcmc.rhat.values() if v is not None and np.isfinite(v)]
@@ -247,6 +249,19 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
              "train_seconds": train_s, "_t0": t0, "_t1": time.time()},
             {"reweight_positions": smp.positions[pick], "reweight_model_energy":
              smp.energy[pick], "md_samples": data})
+
+
+def _save_flow_samples(smp, state: str, out_dir: str, symmetry_number: int,
+                       temperature_k: float) -> None:
+    """Keep the importance-sampling draw of the estimate (energy eV, ln q, in-state mask; no
+    positions) as ``out_dir/is_samples.npz`` (alflow.observables.temperatures.StateSamples),
+    so the report reweights it to other temperatures without drawing again."""
+    from alflow.observables.temperatures import SAMPLES_FILE, StateSamples
+
+    d = Path(out_dir)
+    gen = d.parent.name[3:]  # out_dir is flows/genNNN/<state> in a run directory
+    StateSamples.from_flow_samples(state, smp, symmetry_number, temperature_k,
+                                   int(gen) if gen.isdigit() else -1).save(d / SAMPLES_FILE)
 
 
 def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from alflow.observables.report_data import (
     DeltaFPoint,
     ReportData,
+    TemperatureDeltaF,
     final_delta_f,
     populations,
 )
@@ -84,33 +85,53 @@ def fig_delta_f(data: ReportData) -> Figure | None:
     return fig
 
 
+def _temperature_series(ax, t: list[float], v: list[float], err: list[float],
+                        poor: list[bool], color: str, marker: str, ls: str, label: str,
+                        warn_label: str | None) -> str | None:
+    """One ΔF(T) series: line, 1σ bars, open and circled where the overlap is poor; returns
+    the poor-overlap legend label if it is still unused."""
+    ax.plot(t, v, color=color, lw=0.8, ls=ls, alpha=0.7, marker=marker, ms=5, label=label)
+    for bad in (False, True):
+        i = [k for k, p in enumerate(poor) if p == bad]
+        if i:
+            ax.errorbar([t[k] for k in i], [v[k] for k in i], yerr=[err[k] for k in i],
+                        color=color, marker=marker, ls="none", mfc="white" if bad else color,
+                        capsize=3)
+    i = [k for k, p in enumerate(poor) if p]
+    if i:
+        ax.scatter([t[k] for k in i], [v[k] for k in i], s=160, facecolors="none",
+                   edgecolors="orange", linewidths=1.5, label=warn_label)
+        return None
+    return warn_label
+
+
 def fig_delta_f_temperature(data: ReportData) -> Figure | None:
-    """ΔF vs temperature (reweighted flow samples of the last generation) with 1σ error bars;
-    points with poor overlap drawn open and circled."""
+    """ΔF vs temperature (reweighted flow samples of the last generation; circles, solid) and,
+    where oracle labels exist, corrected to DFT (squares, dashed, shifted right by 1 % of
+    the temperature range for legibility), with 1σ error bars; points with poor overlap drawn
+    open and circled."""
     pts = [p for p in data.delta_f_temperature if p.delta_f_ev is not None]
     if not pts:
         return None
     fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.add_subplot()
     states = _states(data, [p.state for p in pts])
-    warn_label = "poor overlap (ESS below threshold)"
+    temps = [p.temperature_k for p in pts]
+    dodge = 0.01 * ((max(temps) - min(temps)) or max(temps))
+    warn: str | None = "poor overlap (ESS below threshold)"
     for state in dict.fromkeys(p.state for p in pts):
         sp = sorted((p for p in pts if p.state == state), key=lambda p: p.temperature_k)
-        c = _state_color(states, state)
-        t = [p.temperature_k for p in sp]
-        ax.plot(t, [p.delta_f_ev for p in sp], color=c, lw=0.8, alpha=0.6,
-                label=f"{state} − {sp[0].reference} (MLIP/flow)")
-        for poor in (False, True):
-            q = [p for p in sp if p.poor_overlap == poor]
-            if q:
-                ax.errorbar([p.temperature_k for p in q], [p.delta_f_ev for p in q],
-                            yerr=[p.error_ev or 0 for p in q], color=c, marker="o", ls="none",
-                            mfc="white" if poor else c, capsize=3)
-        bad = [p for p in sp if p.poor_overlap]
-        if bad:
-            ax.scatter([p.temperature_k for p in bad], [p.delta_f_ev for p in bad], s=160,
-                       facecolors="none", edgecolors="orange", linewidths=1.5, label=warn_label)
-            warn_label = None
+        c, name = _state_color(states, state), f"{state} − {sp[0].reference}"
+        warn = _temperature_series(
+            ax, [p.temperature_k for p in sp], [p.delta_f_ev for p in sp],
+            [p.error_ev or 0.0 for p in sp], [p.poor_overlap for p in sp], c, "o", "-",
+            f"{name} (MLIP/flow)", warn)
+        dp = [p for p in sp if p.dft_delta_f_ev is not None]
+        if dp:
+            warn = _temperature_series(
+                ax, [p.temperature_k + dodge for p in dp], [p.dft_delta_f_ev for p in dp],
+                [p.dft_error_ev or 0.0 for p in dp], [bool(p.dft_poor_overlap) for p in dp],
+                c, "s", "--", f"{name} (corrected to DFT)", warn)
     if data.temperature_k:
         ax.axvline(data.temperature_k, color="0.6", ls=":", lw=1, label="campaign temperature")
     ax.axhline(0.0, color="0.7", lw=0.8)
@@ -390,6 +411,36 @@ def _delta_f_table(final: dict[str, DeltaFPoint], numbers: dict[str, Any]) -> st
     return out
 
 
+def _ess_text(ess: dict[str, float | None]) -> str:
+    return ", ".join(f"{k}: {v:.0f}" for k, v in ess.items() if v is not None) or "—"
+
+
+def _pop_text(entry: list[float | None] | None) -> str:
+    if not entry or entry[0] is None:
+        return "—"
+    return f"{100 * entry[0]:.3g} ± {100 * (entry[1] or 0.0):.2g} %"
+
+
+def _temperature_tables(points: list[TemperatureDeltaF]) -> str:
+    """ΔF(T') on the MLIP and corrected to DFT with ESS and overlap flags; populations."""
+    def flag(poor: bool | None) -> str:
+        return "—" if poor is None else ("POOR" if poor else "ok")
+
+    out = _table(
+        ["ΔF", "T (K)", "MLIP/flow (eV)", "ESS per state", "overlap", "DFT-corrected (eV)",
+         "labelled ESS", "DFT overlap"],
+        [[f"{p.state} − {p.reference}", f"{p.temperature_k:g}",
+          _fmt(p.delta_f_ev, 3, p.error_ev), _ess_text(p.ess), flag(p.poor_overlap),
+          _fmt(p.dft_delta_f_ev, 3, p.dft_error_ev), _ess_text(p.dft_ess),
+          flag(p.dft_poor_overlap)] for p in points])
+    rows = [[f"{p.temperature_k:g}", s, _pop_text(v), _pop_text(p.dft_populations.get(s))]
+            for p in points for s, v in p.populations.items()]
+    if rows:
+        out += _table(["T (K)", "state", "population (MLIP/flow)",
+                       "population (DFT-corrected)"], rows)
+    return out
+
+
 def _provenance_html(data: ReportData) -> str:
     p = data.provenance
     if p is None:
@@ -428,12 +479,7 @@ def render_html(data: ReportData, figures: dict[str, str | None], numbers: dict[
         if name == "delta_f" and final:
             parts.append(_delta_f_table(final, numbers))
         if name == "delta_f_temperature" and data.delta_f_temperature:
-            parts.append(_table(
-                ["ΔF", "T (K)", "MLIP/flow (eV)", "ESS per state", "overlap"],
-                [[f"{p.state} − {p.reference}", f"{p.temperature_k:g}",
-                  _fmt(p.delta_f_ev, 3, p.error_ev),
-                  ", ".join(f"{k}: {v:.0f}" for k, v in p.ess.items() if v is not None) or "—",
-                  "POOR" if p.poor_overlap else "ok"] for p in data.delta_f_temperature]))
+            parts.append(_temperature_tables(data.delta_f_temperature))
         if name == "parity" and data.parity:
             rows = [[p.state, "—" if p.generation is None else str(p.generation),
                      str(len(p.energy_dft_ev))] +

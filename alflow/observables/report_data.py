@@ -34,7 +34,8 @@ class DeltaFPoint(BaseModel):
 
 class TemperatureDeltaF(BaseModel):
     """ΔF = F(state) − F(reference) at another temperature, reweighting the last generation's
-    flow samples (alflow.observables.temperatures); MLIP level, not DFT-corrected."""
+    flow samples (alflow.observables.temperatures) on the MLIP, and (``dft_*``, where the
+    campaign labelled samples with the oracle) corrected to DFT at that temperature."""
 
     temperature_k: float
     state: str
@@ -45,6 +46,13 @@ class TemperatureDeltaF(BaseModel):
     ess: dict[str, float | None] = {}  # Kish ESS of each state's weights at this temperature
     poor_overlap: bool = False
     populations: dict[str, list[float | None]] = {}  # state -> [population, σ]
+    dft_delta_f_ev: float | None = None
+    dft_error_ev: float | None = None
+    correction_ev: float | None = None  # DFT-corrected − MLIP value
+    correction_error_ev: float | None = None
+    dft_ess: dict[str, float | None] = {}  # Kish ESS of each state's labelled samples at T'
+    dft_poor_overlap: bool | None = None  # None: no oracle labels
+    dft_populations: dict[str, list[float | None]] = {}
 
 
 class LabelCounts(BaseModel):

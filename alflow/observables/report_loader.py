@@ -13,8 +13,10 @@ warning; it never stops the report):
 - ``results/flows-*.json``: per-state sampler diagnostics (ESS, acceptance, R-hat);
 - ``results/*.json`` holding ``fes``, and ``fes*.json`` files (``alflow.sampling.metad.FES``
   ``to_dict``: ``cv_names``, ``grid``, ``free_energy_ev``): free-energy surfaces along CVs;
-- ``flows/genNNN/<state>`` + ``models/genNNN``: the last generation's flows, resampled once
-  (cached in ``temperatures/``) for ΔF at other temperatures (alflow.observables.temperatures);
+- ``flows/genNNN/<state>/is_samples.npz`` (or, for older runs, the flow and ``models/genNNN``,
+  resampled once and cached in ``temperatures/``) for ΔF at other temperatures, and the flows
+  checkpoints' oracle-labelled samples for its correction to DFT
+  (alflow.observables.temperatures, alflow.observables.oracle_samples);
 - ``spectra.h5``: TDDFT spectra per state (``alflow spectra RUN_DIR``);
 - ``models/genNNN``: the last committee, evaluated on the labels for the parity plots.
 """
@@ -225,6 +227,7 @@ class _Loader:
     def temperature(self) -> None:
         if not (self.root / "flows").is_dir():
             return
+        from alflow.observables.oracle_samples import campaign_labelled
         from alflow.observables.temperatures import (
             campaign_samples,
             default_temperatures,
@@ -233,12 +236,25 @@ class _Loader:
 
         samples, info = campaign_samples(self.root)
         temps = self.temperatures or default_temperatures(info["temperature_k"])
-        pts = delta_f_vs_temperature(samples, info["from"], info["to"], temps)
+        labelled = {}
+        try:
+            labelled = campaign_labelled(self.root, info["config"], info["generation"])
+        except Exception as err:  # the MLIP-level values are still worth showing
+            log.warning("oracle-labelled samples: %s", err, exc_info=True)
+            self.data.warnings.append(f"ΔF vs temperature: the oracle-labelled samples could "
+                                      f"not be read ({type(err).__name__}: {err})")
+        pts = delta_f_vs_temperature(samples, info["from"], info["to"], temps,
+                                     labelled=labelled)
         self.data.delta_f_temperature = [
             TemperatureDeltaF(generation=info["generation"], **p.to_dict()) for p in pts]
         poor = [f"{p.temperature_k:g}" for p in pts if p.poor_overlap]
         if poor:
             self.data.warnings.append(f"ΔF vs temperature: poor overlap (ESS below the "
+                                      f"threshold) at {', '.join(poor)} K")
+        poor = [f"{p.temperature_k:g}" for p in pts if p.dft_poor_overlap]
+        if poor:
+            self.data.warnings.append(f"ΔF vs temperature corrected to DFT: poor overlap (ESS "
+                                      f"of the labelled samples or of the flows below the "
                                       f"threshold) at {', '.join(poor)} K")
 
     def spectra(self) -> None:

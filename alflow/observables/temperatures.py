@@ -10,19 +10,25 @@ with samples x_i ~ q kept inside the state (and the wall), the estimator of
 in expectation for every T'; what degrades away from T is the overlap, measured by the Kish
 effective sample size (ESS) of the weights at T'. A point is flagged ``poor_overlap`` when the
 ESS of a state falls below ``min_ess`` (its bootstrap error bar is then not to be trusted).
-The values are on the potential the flows were sampled with (the final MLIP committee), not
-corrected to DFT (the DFT-labelled samples are Boltzmann samples at T only).
+These values are on the potential the flows were sampled with (the final MLIP committee).
+Where the campaign labelled Boltzmann samples of each state with the oracle, each point also
+carries ΔF corrected to the oracle at T': the labelled samples reweighted from T to T' and
+exponentially averaged at T' (:mod:`alflow.observables.oracle_samples`), with the ESS of each
+state's labelled weights; ``dft_poor_overlap`` when that ESS is below ``min_ess_oracle`` or
+the flow overlap is poor.
 
-Per-sample energies, ln q and membership are kept in ``RUN_DIR/temperatures/genNNN-STATE.npz``
-(:class:`StateSamples`, no pickle), drawn once from the saved flow (``flows/genNNN/STATE``)
-and committee (``models/genNNN``) with the campaign estimate's own seed and sample count.
+Per-sample energies, ln q and membership (:class:`StateSamples`, npz, no pickle) are those the
+campaign's flows step stored as ``flows/genNNN/STATE/is_samples.npz`` (its estimate's own
+draw: F at T equals the stored ``f_ev``). Run directories from before that file existed are
+sampled once from the saved flow and committee (``models/genNNN``) with the estimate's seed
+and sample count and cached as ``RUN_DIR/temperatures/genNNN-STATE.npz``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +38,10 @@ from ase.units import kB
 from alflow.errors import InputError
 from alflow.estimate import FlowSamples, FreeEnergy, delta_f, is_free_energy, populations
 from alflow.flows.coordinates import LOG_8PI2
+from alflow.observables.oracle_samples import MIN_ESS_ORACLE, LabelledSamples
 
 MIN_ESS = 50.0  # default overlap threshold (effective samples per state)
+SAMPLES_FILE = "is_samples.npz"  # written next to flow.pt by alflow.campaign.steps.flows
 _FIELDS = ("energy_ev", "log_q", "inside", "symmetry_number", "temperature_k", "state",
            "generation")
 
@@ -98,7 +106,9 @@ class StateSamples:
 @dataclass
 class TemperaturePoint:
     """ΔF = F(to) − F(from) (eV, ± 1σ) at one temperature (K), the ESS of each state at that
-    temperature, the populations of all states (state -> (p, σ)) and the overlap flag."""
+    temperature, the populations of all states (state -> (p, σ)) and the overlap flag; where
+    oracle labels exist, the same corrected to the oracle (``dft_*``; ``correction_ev`` =
+    dft − MLIP value, ``dft_ess`` the ESS of each state's labelled weights at T')."""
 
     temperature_k: float
     state: str
@@ -108,11 +118,20 @@ class TemperaturePoint:
     ess: dict[str, float]
     poor_overlap: bool
     populations: dict[str, tuple[float, float]]
+    dft_delta_f_ev: float | None = None
+    dft_error_ev: float | None = None
+    correction_ev: float | None = None
+    correction_error_ev: float | None = None
+    dft_ess: dict[str, float] = field(default_factory=dict)
+    dft_poor_overlap: bool | None = None
+    dft_populations: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: _finite(v) for k, v in self.__dict__.items() if k != "populations"}
-        d["ess"] = {k: _finite(v) for k, v in self.ess.items()}
-        d["populations"] = {k: [_finite(x) for x in v] for k, v in self.populations.items()}
+        d = {k: _finite(v) for k, v in self.__dict__.items()}
+        for k in ("ess", "dft_ess"):
+            d[k] = {s: _finite(v) for s, v in getattr(self, k).items()}
+        for k in ("populations", "dft_populations"):
+            d[k] = {s: [_finite(x) for x in v] for s, v in getattr(self, k).items()}
         return d
 
 
@@ -123,12 +142,18 @@ def _finite(v: Any) -> Any:
 
 def delta_f_vs_temperature(samples: Mapping[str, StateSamples], from_: str, to: str,
                            temperatures: Sequence[float], min_ess: float = MIN_ESS,
-                           n_bootstrap: int = 200, seed: int = 0) -> list[TemperaturePoint]:
+                           n_bootstrap: int = 200, seed: int = 0,
+                           labelled: Mapping[str, LabelledSamples] | None = None,
+                           min_ess_oracle: float = MIN_ESS_ORACLE) -> list[TemperaturePoint]:
     """ΔF(T') = F_to(T') − F_from(T') for each T' (K) by reweighting the states' flow samples
-    (module doc); ``poor_overlap`` when a state's ESS at T' is below ``min_ess``."""
+    (module doc); ``poor_overlap`` when a state's ESS at T' is below ``min_ess``. With
+    ``labelled`` samples of both states, also ΔF corrected to the oracle at T' (errors added in
+    quadrature), flagged ``dft_poor_overlap`` when a labelled ESS is below ``min_ess_oracle``
+    or ``poor_overlap``; oracle populations when every state has labels."""
     for s in (from_, to):
         if s not in samples:
             raise InputError(f"no flow samples for state {s!r} (have {sorted(samples)})")
+    labelled = labelled or {}
     out = []
     for t in temperatures:
         fe = {s: v.free_energy(float(t), n_bootstrap, seed) for s, v in samples.items()}
@@ -136,9 +161,26 @@ def delta_f_vs_temperature(samples: Mapping[str, StateSamples], from_: str, to: 
         ess = {s: f.ess for s, f in fe.items()}
         finite = {s: f for s, f in fe.items() if np.isfinite(f.f_ev)}
         pops = populations(finite, seed=seed) if finite else {}
-        out.append(TemperaturePoint(float(t), to, from_, d.value_ev, d.error_ev, ess,
-                                    bool(min(ess[from_], ess[to]) < min_ess
-                                         or not np.isfinite(d.value_ev)), pops))
+        p = TemperaturePoint(float(t), to, from_, d.value_ev, d.error_ev, ess,
+                             bool(min(ess[from_], ess[to]) < min_ess
+                                  or not np.isfinite(d.value_ev)), pops)
+        corr = {s: v.correction(float(t), n_bootstrap, seed, min_ess_oracle)
+                for s, v in labelled.items() if s in fe}
+        if from_ in corr and to in corr:
+            p.correction_ev = corr[to].correction_ev - corr[from_].correction_ev
+            p.correction_error_ev = math.hypot(corr[to].error_ev, corr[from_].error_ev)
+            p.dft_delta_f_ev = d.value_ev + p.correction_ev
+            p.dft_error_ev = math.hypot(d.error_ev, p.correction_error_ev)
+            p.dft_ess = {s: c.ess for s, c in corr.items()}
+            p.dft_poor_overlap = bool(p.poor_overlap or not corr[from_].reliable
+                                      or not corr[to].reliable
+                                      or not np.isfinite(p.dft_delta_f_ev))
+            dft = {s: FreeEnergy(f.f_ev + corr[s].correction_ev,
+                                 math.hypot(f.err_ev, corr[s].error_ev), f.temperature_k)
+                   for s, f in finite.items() if s in corr}
+            if len(dft) == len(samples):
+                p.dft_populations = populations(dft, seed=seed)
+        out.append(p)
     return out
 
 
@@ -161,10 +203,12 @@ def _last_generation(root: Path, states: Sequence[str]) -> int | None:
 def campaign_samples(run_dir: str | Path, generation: int | None = None,
                      n: int | None = None) -> tuple[dict[str, StateSamples], dict[str, Any]]:
     """The flow samples of every state of a campaign run directory (docs/campaign.md) for
-    ``generation`` (default: the last one with flows for all states and a committee), drawn
-    once and cached as ``RUN_DIR/temperatures/genNNN-STATE.npz``; ``n`` samples per state
-    (default: the campaign's ``exploration.sampler.samples``). Returns (samples, info) with
-    info holding the campaign temperature, ``from``/``to`` states and the generation."""
+    ``generation`` (default: the last one with flows for all states and a committee): those
+    the flows step stored (``flows/genNNN/STATE/is_samples.npz``), else drawn once and cached
+    as ``RUN_DIR/temperatures/genNNN-STATE.npz``; ``n`` samples per state (default: the
+    stored ones, or the campaign's ``exploration.sampler.samples``). Returns (samples, info)
+    with info holding the campaign temperature, ``from``/``to`` states, the generation and
+    the validated campaign ``config``."""
     from alflow.campaign.config import CampaignConfig
     from alflow.config import read_yaml, validate_model
 
@@ -178,21 +222,29 @@ def campaign_samples(run_dir: str | Path, generation: int | None = None,
     if g is None:
         raise InputError(f"{root}: no generation has flows for all states {names} yet")
     info = {"generation": g, "temperature_k": cfg.temperature_k,
-            "from": cfg.system.delta_f.from_, "to": cfg.system.delta_f.to}
+            "from": cfg.system.delta_f.from_, "to": cfg.system.delta_f.to, "config": cfg}
+    out: dict[str, StateSamples] = {}
+    for s in names:
+        path = root / "flows" / f"gen{g:03d}" / s / SAMPLES_FILE
+        if path.exists():
+            got = StateSamples.load(path)
+            if n is None or len(got.energy_ev) == n:
+                out[s] = got
+    if len(out) == len(names):
+        return out, info
     n = n or cfg.exploration.sampler.samples
     cache = {s: root / "temperatures" / f"gen{g:03d}-{s}.npz" for s in names}
-    out: dict[str, StateSamples] = {}
     for s, path in cache.items():
-        if path.exists():
+        if s not in out and path.exists():
             got = StateSamples.load(path)
             if len(got.energy_ev) == n:
                 out[s] = got
     if len(out) == len(names):
         return out, info
-    out.update(_draw(root, cfg, g, [s for s in names if s not in out], n))
-    for s in names:
-        out[s].save(cache[s])
-    return out, info
+    drawn = _draw(root, cfg, g, [s for s in names if s not in out], n)
+    for s, v in drawn.items():
+        v.save(cache[s])
+    return {**out, **drawn}, info
 
 
 def _draw(root: Path, cfg: Any, g: int, todo: list[str], n: int) -> dict[str, StateSamples]:
@@ -224,5 +276,5 @@ def _draw(root: Path, cfg: Any, g: int, todo: list[str], n: int) -> dict[str, St
     return out
 
 
-__all__ = ["MIN_ESS", "StateSamples", "TemperaturePoint", "campaign_samples",
+__all__ = ["MIN_ESS", "SAMPLES_FILE", "StateSamples", "TemperaturePoint", "campaign_samples",
            "default_temperatures", "delta_f_vs_temperature"]
