@@ -9,7 +9,9 @@
 
 Generation 0 replaces explore+select by the user's structures and random displacements of
 them. Each step is submitted as soon as its inputs exist; steps that do not depend on each
-other (the states, the labels) run at once on their executors. Every result is checkpointed
+other (the states, the labels) run at once on their executors. The reweighting labels of a
+state are submitted as soon as that state's flows step returns (a driver thread waits for
+them), so they run while the other states' flows steps do. Every result is checkpointed
 under the hash of its inputs (which include the hash of the dataset a step reads), so a
 resumed generation reruns only what had not finished.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +33,7 @@ from alflow.campaign.labels import clear_pending, in_training, label_task
 from alflow.campaign.pause import pause_point
 from alflow.campaign.rundir import EventLog, RunDir
 from alflow.campaign.system import System, bootstrap_positions
-from alflow.campaign.tasks import TaskFailed, Tasks, parsl_app
+from alflow.campaign.tasks import TaskFailed, Tasks, in_background, parsl_app
 from alflow.dataset import LabelStore
 from alflow.labelling import label_many
 from alflow.select import select
@@ -208,18 +211,23 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
                           cfg.estimate.reweight_samples, cfg.estimate.bootstrap,
                           cfg.seed * 1000 + g * 10 + names.index(s) + 5,
                           executor=ex["flows"]) for s in names}
+    # 5. oracle labels of Boltzmann samples (the correction of ΔF to the oracle), submitted
+    # for each state as soon as its flows step returns: they run while other states train
     per_state: dict[str, dict[str, Any]] = {}
-    samples: dict[str, np.ndarray] = {}
-    for s, hs in fh.items():
+    rw_jobs: dict[str, Future] = {}
+    last: Future | None = None
+    for s in tasks.as_completed(fh):
         try:
-            js, arr = tasks.result(hs)
+            js, arr = tasks.result(fh[s])
         except TaskFailed as err:
             ev.emit("state_skipped", generation=g, state=s, step="flows", error=str(err))
             continue
         per_state[s] = js
-        samples[s] = arr
-    # 5. oracle labels of Boltzmann samples: the correction of ΔF to the oracle --------------
-    rw = _reweight(ctx, g, samples, base)
+        # one reweighting batch after the other: a configuration two states share is
+        # labelled once (the later batch finds it in the store)
+        rw_jobs[s] = last = in_background(_reweight_state, ctx, g, s, arr, after=last)
+    rw = {s: out for s, job in rw_jobs.items() if (out := job.result()) is not None}
+    per_state = {s: per_state[s] for s in names if s in per_state}  # the states' order
     summary = steps.summarise(cfg, g, per_state, rw)
     summary.update(model_dir=model_dir, model_key=model_key,
                    flow_dirs={s: per_state[s].get("flow_dir") for s in per_state},
@@ -232,36 +240,27 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
     return summary
 
 
-def _reweight(ctx: Context, g: int, samples: dict[str, dict[str, np.ndarray]],
-              base: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Label ``reweight_samples`` model-Boltzmann samples per state with the oracle; return
-    per state the oracle and model energies of those samples (eV)."""
+def _reweight_state(ctx: Context, g: int, state: str, arrays: dict[str, np.ndarray]
+                    ) -> dict[str, list[float]] | None:
+    """Label the first ``reweight_samples`` model-Boltzmann samples of ``state`` (from its
+    flows step's ``arrays``) with the oracle; return the oracle and model energies (eV) of
+    those labelled ok, in sample order, or None when there is nothing to label."""
     n = ctx.cfg.estimate.reweight_samples
-    if n == 0:
-        return {}
-    pos, tags, owner = [], [], []
-    for s, arr in samples.items():
-        x = arr.get("reweight_positions")
-        if x is None or len(x) == 0:
-            continue
-        x = x[:n]
-        pos.append(x)
-        owner += [(s, i) for i in range(len(x))]
-        tags += [{"state": s, "generation": g, "purpose": "reweight"} for _ in range(len(x))]
-    if not pos:
-        return {}
-    recs = label_batch(ctx, np.concatenate(pos), tags, g)
-    out: dict[str, dict[str, Any]] = {s: {"oracle_ev": [], "model_ev": []} for s in samples}
+    x = arrays.get("reweight_positions")
+    if n == 0 or x is None or len(x) == 0:
+        return None
+    x = x[:n]
+    tags = [{"state": state, "generation": g, "purpose": "reweight"} for _ in range(len(x))]
+    recs = label_batch(ctx, x, tags, g)
     by_key = {r.key: r for r in recs}
-    lab = ctx.cfg.oracle.labeller_config()
     from alflow.labelling import make_labeller
 
-    keyer = make_labeller(lab)
-    allpos = np.concatenate(pos)
-    for (s, i), x in zip(owner, allpos, strict=True):
-        rec = by_key.get(keyer.key(ctx.system.atoms(x)))
+    keyer = make_labeller(ctx.cfg.oracle.labeller_config())
+    out: dict[str, list[float]] = {"oracle_ev": [], "model_ev": []}
+    for i, xi in enumerate(x):
+        rec = by_key.get(keyer.key(ctx.system.atoms(xi)))
         if rec is None or rec.status != "ok":
             continue
-        out[s]["oracle_ev"].append(rec.energy)
-        out[s]["model_ev"].append(float(samples[s]["reweight_model_energy"][i]))
+        out["oracle_ev"].append(rec.energy)
+        out["model_ev"].append(float(arrays["reweight_model_energy"][i]))
     return out

@@ -124,13 +124,17 @@ def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool):
+def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool, tasks: Tasks):
+    """The Parsl session of the campaign's site; sets the torch threads of steps on executors
+    inside the driver process (``tasks.torch_threads``)."""
     if inline:
         return contextlib.nullcontext()
     from alflow.campaign import sites
+    from alflow.campaign.tasks import in_process_threads
 
     pcfg = sites.load_site(cfg.site, run.root)
     check_executors(cfg, {e.label for e in pcfg.executors})
+    tasks.torch_threads = in_process_threads(list(pcfg.executors))
     return sites.parsl_session(pcfg)
 
 
@@ -176,7 +180,7 @@ def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
         write_status(run, status)
         ctx = Context(cfg, run, system, store, tasks, events, config_hash(cfg))
         t_start = time.monotonic()
-        with Progress(progress) as prog, _parsl(cfg, run, inline):
+        with Progress(progress) as prog, _parsl(cfg, run, inline, tasks):
             ctx.on_label = prog.labels
             prev = None
             g = 0

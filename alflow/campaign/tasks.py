@@ -8,14 +8,22 @@ the hash of the task's inputs. A task whose result is already stored is not run 
 Step functions return ``(json_dict, arrays_dict)``; ``_t0``/``_t1`` in the dict (epoch
 seconds, taken inside the worker) mark the time spent inside the step, from which
 :meth:`Tasks.busy_seconds` gives the orchestration overhead (wall time not inside any task).
+
+Steps on executors that run inside the driver process (Parsl ``ThreadPoolExecutor``, the
+``local-threads`` site) share its cores: each such step sets torch's intra-op threads to its
+share (:func:`in_process_threads`, :func:`run_step`). Measured on 2 shared cores (load ≈ 3.6):
+training the lj7 committee took 4 s with 1 intra-op thread and 100 s with 2 (OpenMP teams
+oversubscribed by the other busy threads and processes).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
+from concurrent.futures import as_completed as _as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,15 +63,61 @@ def parsl_app(fn: Callable, executor: str) -> Any:
     return app(fn, executor)
 
 
+def in_background(fn: Callable[..., Any], *args: Any, after: Future | None = None) -> Future:
+    """Run ``fn(*args)`` in a daemon thread of the driver once ``after`` (if given) is done,
+    whatever its outcome; returns the Future of its result. Daemon: a driver stopped by
+    SIGTERM does not wait for it (its labels are journalled and recovered on resume)."""
+    fut: Future = Future()
+
+    def work() -> None:
+        if after is not None:
+            after.exception()  # waits; its own Future reports its error
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as err:  # noqa: BLE001 - re-raised by fut.result()
+            fut.set_exception(err)
+
+    threading.Thread(target=work, name="alflow-background", daemon=True).start()
+    return fut
+
+
+def run_step(fn: Callable[..., Result], threads: int, *args: Any, **kwargs: Any) -> Result:
+    """Run the step ``fn`` with ``threads`` torch intra-op threads. Under OpenMP the setting
+    belongs to the calling thread, so a step sets it in the worker thread that runs it."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(*args, **kwargs)
+
+
+def in_process_threads(executors: list[Any], cores: int | None = None) -> dict[str, int]:
+    """Torch intra-op threads per step for the executors that run inside the driver process
+    (Parsl ``ThreadPoolExecutor``): the driver's cores (``cores``, default its CPU affinity)
+    divided by the tasks all of them may run at once, at least 1. Executor label -> threads;
+    other executors (their own worker processes) are not listed."""
+    from parsl.executors import ThreadPoolExecutor
+
+    local = [e for e in executors if isinstance(e, ThreadPoolExecutor)]
+    if cores is None:
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+    share = max(1, cores // max(1, sum(int(e.max_threads or 1) for e in local)))
+    return {e.label: share for e in local}
+
+
 class Tasks:
     """Runs steps through Parsl (or inline with ``inline=True``), checkpointed by input hash."""
 
     def __init__(self, checkpoint: Checkpoint, events: EventLog, retries: int,
-                 inline: bool = False):
+                 inline: bool = False, torch_threads: dict[str, int] | None = None):
         self.checkpoint = checkpoint
         self.events = events
         self.retries = retries
         self.inline = inline
+        # executor label -> torch intra-op threads of a step on it (in-process executors)
+        self.torch_threads = dict(torch_threads or {})
         self.running: dict[str, Handle] = {}
         self.intervals: list[tuple[float, float]] = []  # (start, end) epoch s inside tasks
 
@@ -98,6 +152,9 @@ class Tasks:
             except Exception as err:  # noqa: BLE001 - recorded by result()
                 fut.set_exception(err)
             h.future = fut
+        elif h.executor in self.torch_threads:
+            h.future = parsl_app(run_step, h.executor)(h.fn, self.torch_threads[h.executor],
+                                                       *h.args, **h.kwargs)
         else:
             h.future = parsl_app(h.fn, h.executor)(*h.args, **h.kwargs)
 
@@ -114,6 +171,18 @@ class Tasks:
         self.running[f"{name}#{key[:8]}"] = h
         self._launch(h)
         return h
+
+    def as_completed(self, handles: Mapping[str, Handle]) -> Iterator[str]:
+        """The names of ``handles`` as their tasks finish: stored results first, then in
+        order of completion (a failed task is yielded too: :meth:`result` retries it)."""
+        waiting: dict[Future, str] = {}
+        for name, h in handles.items():
+            if h.cached is not None or h.future is None:
+                yield name
+            else:
+                waiting[h.future] = name
+        for fut in _as_completed(waiting):
+            yield waiting[fut]
 
     def result(self, h: Handle) -> Result:
         if h.cached is not None:
