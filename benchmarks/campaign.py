@@ -15,20 +15,31 @@ Figures:
 - orchestration overhead per generation: (wall − time inside tasks) / wall, the time inside
   tasks being the union of the intervals during which at least one step or label ran.
 
-    python benchmarks/campaign.py [--quick] [--generations N] [--out DIR] [--reference FILE]
+    python benchmarks/campaign.py [--quick] [--generations N] [--out DIR]
+                                  [--reference FILE | --compute-reference]
 
-``--quick`` (about 2 min on 2 idle cores): a shorter reference, smaller flows and MCMC, two
-generations; same figures. The last line of output is one JSON object with the figures.
+The reference is read from ``benchmarks/lj7_reference.json`` (the JSON line of a full
+``python benchmarks/lj7_reference.py`` run, 554 s) unless ``--reference FILE`` names another
+or ``--compute-reference`` recomputes it (with ``--quick``: the short, biased run). The two
+campaigns run at the same time in two processes (each runs its states' flows one after the
+other on the local-threads site: together they use two cores).
+
+``--quick``: the example with a smaller committee training, MD, flows and MCMC, two
+generations; same figures (143 s measured on 2 cores shared at load 3-4.7, about 140 s of
+CPU: near 75 s on 2 idle cores). The last line of output is one JSON object with the
+figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +56,17 @@ from alflow.campaign.runner import start  # noqa: E402
 from alflow.examples import write_example  # noqa: E402
 
 TEMPERATURE_K = 18.0
+REFERENCE = Path(__file__).resolve().parent / "lj7_reference.json"
 # --quick: the example's campaign with a shorter committee training and smaller MD, flows
-# and MCMC
-QUICK_MLIP = {"epochs": 50}
-QUICK_SAMPLER = {"md_replicas": 4, "md_steps": 300, "samples": 1000,
-                 "train": {"steps": 150, "batch_size": 256},
-                 "mcmc": {"walkers": 16, "retrain_steps": 50, "iterations": 4,
-                          "adapt_iterations": 2, "local_steps": 5, "global_steps": 2,
-                          "step_size": 0.1, "train_every": 2, "train": {"steps": 20}}}
+# and MCMC (fewer bootstrap labels or epochs leave a committee so rough that the flows'
+# MD seeds leave their basins: no estimate at all)
+QUICK_MLIP = {"epochs": 40}
+QUICK_MD = {"replicas": 4, "steps": 200}
+QUICK_SAMPLER = {"md_replicas": 4, "md_steps": 200, "samples": 300, "explore_samples": 100,
+                 "train": {"steps": 40, "batch_size": 128},
+                 "mcmc": {"walkers": 16, "retrain_steps": 10, "iterations": 3,
+                          "adapt_iterations": 1, "local_steps": 5, "global_steps": 2,
+                          "step_size": 0.1, "train_every": 2, "train": {"steps": 5}}}
 
 
 def campaign(out: Path, strategy: str, generations: int, quick: bool) -> Path:
@@ -63,13 +77,14 @@ def campaign(out: Path, strategy: str, generations: int, quick: bool) -> Path:
     data["convergence"].update(tolerance_kt=1e-9, generations=1, max_generations=generations,
                                max_labels=100000)
     data["selection"]["strategy"] = strategy
+    if quick:
+        data["mlip"].update(QUICK_MLIP)
+        data["exploration"]["md"].update(QUICK_MD)
+        data["exploration"]["sampler"].update(QUICK_SAMPLER)
+        data["estimate"]["bootstrap"] = 100
     if strategy == "random":  # plain MD frames only
         data["exploration"]["sampler"]["explore_samples"] = 0
         data["exploration"]["md"]["stop_at_trust_upper"] = False
-    if quick:
-        data["mlip"].update(QUICK_MLIP)
-        data["exploration"]["sampler"].update(QUICK_SAMPLER)
-        data["estimate"]["bootstrap"] = 100
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -110,37 +125,54 @@ def calls_to_reach(fig: dict, target_kt: float, tol_kt: float = 0.1) -> int | No
     return None
 
 
+def run_strategy(out: Path, strategy: str, generations: int, quick: bool, kt: float,
+                 reference_kt: float) -> dict:
+    """Run one strategy's campaign (in its own process: one Parsl DataFlowKernel each) and
+    return its figures."""
+    path = campaign(out, strategy, generations, quick)
+    t = time.perf_counter()
+    start(path, out / strategy / "run", progress=False)
+    fig = figures(out / strategy / "run", kt)
+    fig["seconds"] = round(time.perf_counter() - t, 1)
+    fig["calls_to_0.1kT"] = calls_to_reach(fig, reference_kt)
+    final = fig["delta_f_kt"][-1]
+    fig["final_off_kt"] = None if final is None else round(final - reference_kt, 4)
+    return fig
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--generations", type=int, default=None,
                     help="generations per campaign (default 2 with --quick, else 5)")
     ap.add_argument("--out", type=Path, default=None, help="run directories (default: a tmp dir)")
-    ap.add_argument("--reference", type=Path, default=None,
+    ap.add_argument("--reference", type=Path, default=REFERENCE,
                     help="JSON line of an earlier `python benchmarks/lj7_reference.py` run "
-                         "(default: compute it now)")
+                         f"(default: {REFERENCE.name}, the full run)")
+    ap.add_argument("--compute-reference", action="store_true",
+                    help="compute the reference now (with --quick: the short run)")
     args = ap.parse_args()
     gens = args.generations or (2 if args.quick else 5)
     out = args.out or Path(tempfile.mkdtemp(prefix="alflow-bench-campaign-"))
     kt = KB_EV * TEMPERATURE_K
     t0 = time.perf_counter()
-    if args.reference is not None:
-        ref = json.loads(args.reference.read_text().strip().splitlines()[-1])
-    else:
+    if args.compute_reference:
         ref = reference(**(REFERENCE_QUICK if args.quick else {}))
+    else:
+        try:
+            ref = json.loads(args.reference.read_text().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError) as err:
+            sys.exit(f"--reference {args.reference}: not the JSON line of lj7_reference.py "
+                     f"({err})")
     print("reference", json.dumps(ref), flush=True)
-    res = {}
-    for strategy in ("uncertainty", "random"):
-        path = campaign(out, strategy, gens, args.quick)
-        t = time.perf_counter()
-        start(path, out / strategy / "run", progress=False)
-        res[strategy] = figures(out / strategy / "run", kt)
-        res[strategy]["seconds"] = round(time.perf_counter() - t, 1)
-        res[strategy]["calls_to_0.1kT"] = calls_to_reach(res[strategy], ref["delta_f_kt"])
-        final = res[strategy]["delta_f_kt"][-1]
-        res[strategy]["final_off_kt"] = None if final is None else round(
-            final - ref["delta_f_kt"], 4)
-        print(strategy, json.dumps(res[strategy]), flush=True)
+    # the uncertainty campaign in a child process, the baseline in this one, at the same time
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        job = pool.submit(run_strategy, out, "uncertainty", gens, args.quick, kt,
+                          ref["delta_f_kt"])
+        baseline = run_strategy(out, "random", gens, args.quick, kt, ref["delta_f_kt"])
+        res = {"uncertainty": job.result(), "random": baseline}
+    for strategy, fig in res.items():
+        print(strategy, json.dumps(fig), flush=True)
     overhead = [o for s in res.values() for o in s["overhead_fraction"]]
     summary = {
         "system": "lj7", "temperature_k": TEMPERATURE_K, "quick": args.quick,

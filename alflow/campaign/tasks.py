@@ -81,13 +81,21 @@ def in_background(fn: Callable[..., Any], *args: Any, after: Future | None = Non
     return fut
 
 
-def run_step(fn: Callable[..., Result], threads: int, *args: Any, **kwargs: Any) -> Result:
-    """Run the step ``fn`` with ``threads`` torch intra-op threads. Under OpenMP the setting
-    belongs to the calling thread, so a step sets it in the worker thread that runs it."""
-    import torch
+def run_step(fn: Callable[..., Result], threads: int | None, *args: Any,
+             **kwargs: Any) -> Result:
+    """Run the step ``fn`` in a worker, with ``threads`` torch intra-op threads (None: as
+    set). Under OpenMP the setting belongs to the calling thread, so a step sets it in the
+    worker thread that runs it. ``_t0`` of the result becomes the time this task started in
+    the worker (the step's own imports are time inside the task, not orchestration)."""
+    t0 = time.time()
+    if threads is not None:
+        import torch
 
-    torch.set_num_threads(threads)
-    return fn(*args, **kwargs)
+        torch.set_num_threads(threads)
+    js, arrays = fn(*args, **kwargs)
+    if "_t0" in js:
+        js["_t0"] = min(float(js["_t0"]), t0)
+    return js, arrays
 
 
 def in_process_threads(executors: list[Any], cores: int | None = None) -> dict[str, int]:
@@ -152,11 +160,9 @@ class Tasks:
             except Exception as err:  # noqa: BLE001 - recorded by result()
                 fut.set_exception(err)
             h.future = fut
-        elif h.executor in self.torch_threads:
-            h.future = parsl_app(run_step, h.executor)(h.fn, self.torch_threads[h.executor],
-                                                       *h.args, **h.kwargs)
         else:
-            h.future = parsl_app(h.fn, h.executor)(*h.args, **h.kwargs)
+            h.future = parsl_app(run_step, h.executor)(h.fn, self.torch_threads.get(h.executor),
+                                                       *h.args, **h.kwargs)
 
     def submit(self, name: str, inputs: dict[str, Any], fn: Callable[..., Result], *args: Any,
                executor: str = "cpu", **kwargs: Any) -> Handle:
