@@ -25,8 +25,8 @@ campaigns run at the same time in two processes (each runs its states' flows one
 other on the local-threads site: together they use two cores).
 
 ``--quick``: the example with a smaller committee training, MD, flows and MCMC, two
-generations; same figures (143 s measured on 2 cores shared at load 3-4.7, about 140 s of
-CPU: near 75 s on 2 idle cores). The last line of output is one JSON object with the
+generations; same figures (134-143 s measured on 2 cores shared at load 2-4.7, about 140 s
+of CPU: near 75 s on 2 idle cores). The last line of output is one JSON object with the
 figures.
 """
 
