@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from ase.units import kB
 
+from alflow.flows.anneal import AnnealConfig
+from alflow.flows.anneal import anneal as run_anneal
 from alflow.flows.coordinates import LOG_8PI2
 from alflow.flows.generator import BoltzmannGenerator
 from alflow.potential import Potential
@@ -117,52 +119,66 @@ class FlowSamples:
     log_q: np.ndarray
     log_w: np.ndarray
     inside: np.ndarray
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 def sample_flow(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
                 n: int, member: Predicate | None = None, restrict: Predicate | None = None,
-                seed: int = 0, batch: int = 2000) -> FlowSamples:
+                seed: int = 0, batch: int = 2000,
+                anneal: AnnealConfig | None = None) -> FlowSamples:
     """Draw n flow samples and their log weights −U/kT − log q_x restricted to the state
-    (``member``, e.g. ``BasinStates.member(name)``) and to ``restrict`` (e.g. the wall)."""
+    (``member``, e.g. ``BasinStates.member(name)``) and to ``restrict`` (e.g. the wall).
+
+    With ``anneal`` (levels > 0) the samples are carried toward the Boltzmann distribution
+    by annealed importance sampling (:mod:`alflow.flows.anneal`): positions and energies are
+    the final ones, log_w the AIS weights and log_q the effective proposal density
+    −U/kT − log_w, so that reweighting to another temperature stays −U/kT' − log_q."""
     kt = kB * temperature_k
+    cfg = anneal or AnnealConfig()
     g = torch.Generator().manual_seed(seed)
-    xs, es, lqs, oks = [], [], [], []
+    xs, es, lws, stats = [], [], [], []
     for i in range(0, n, batch):
         x, lq, ok = bg.sample(min(batch, n - i), g)
         ok = ok & torch.isfinite(x).all(-1).all(-1)
         if restrict is not None:
             ok = ok & torch.as_tensor(restrict(x), dtype=torch.bool)
-        with torch.no_grad():
-            e = potential.energy(x).double()
-        e = torch.where(ok, e, torch.full_like(e, float("inf")))
+        x, e, lw, st = run_anneal(bg, potential, 1.0 / kt, x, lq, ok, cfg, restrict, member, g)
         xs.append(x.numpy())
         es.append(e.numpy())
-        lqs.append(lq.numpy())
-        oks.append(ok.numpy())
-    x, e, lq, ok = (np.concatenate(v) for v in (xs, es, lqs, oks))
-    ok &= np.isfinite(e)
+        lws.append(lw.numpy())
+        stats.append(st)
+    x, e, lw = (np.concatenate(v) for v in (xs, es, lws))
+    ok = np.isfinite(e) & np.isfinite(lw)
     if member is not None and ok.any():
         inside = np.zeros_like(ok)
         inside[ok] = np.asarray(member(torch.as_tensor(x[ok])), dtype=bool)
         ok = inside
-    lw = np.where(ok, -e / kt - lq, -np.inf)
-    return FlowSamples(x, e, lq, lw, ok)
+    lw = np.where(ok, lw, -np.inf)
+    with np.errstate(invalid="ignore"):
+        lq = np.where(np.isfinite(e) & np.isfinite(lw), -e / kt - lw, -np.inf)
+    lw0 = [s.pop("initial_log_w").numpy() for s in stats if "initial_log_w" in s]
+    extra = {k: float(np.mean([s[k] for s in stats])) for k in (stats[0] if stats else {})}
+    if lw0:  # the flow's own efficiency, before annealing
+        extra["flow_ess_fraction"] = ess(np.concatenate(lw0)) / max(len(x), 1)
+    return FlowSamples(x, e, lq, lw, ok, extra)
 
 
 def flow_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
                      n: int = 4000, member: Predicate | None = None,
                      restrict: Predicate | None = None, seed: int = 0, n_bootstrap: int = 200,
-                     return_samples: bool = False) -> FreeEnergy | tuple[FreeEnergy, FlowSamples]:
+                     return_samples: bool = False, anneal: AnnealConfig | None = None
+                     ) -> FreeEnergy | tuple[FreeEnergy, FlowSamples]:
     """F_S of the state by importance sampling from the flow (see module doc), with a
-    bootstrap error; extra holds the fraction of samples inside the state and σ_S."""
-    s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed)
+    bootstrap error; extra holds the fraction of samples inside the state and σ_S.
+    ``anneal``: carry the flow samples toward the target first (:mod:`alflow.flows.anneal`)."""
+    s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed, anneal=anneal)
     # keep the scale of ln w near 0 for numerical safety: shift by the best sample
     shift = float(np.max(s.log_w)) if np.isfinite(s.log_w).any() else 0.0
     fe = is_free_energy(s.log_w - shift, temperature_k, n_bootstrap, seed,
                         offset=shift + LOG_8PI2 - math.log(bg.symmetry_number))
     fe.extra = {"inside_fraction": float(s.inside.mean()), "symmetry_number":
                 bg.symmetry_number, "min_energy_ev": float(np.min(s.energy))
-                if np.isfinite(s.energy).any() else float("nan")}
+                if np.isfinite(s.energy).any() else float("nan"), **s.extra}
     if fe.ess_fraction < 0.01:
         warnings.warn(f"flow importance sampling: ESS fraction {fe.ess_fraction:.3g} is very "
                       "low; the free energy is unreliable", OverlapWarning, stacklevel=2)

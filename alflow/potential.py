@@ -101,4 +101,21 @@ class AseCalculatorPotential:
         )
 
     def energy(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.evaluate(positions).energy
+        """Energies (B,) eV, differentiable: the gradient is −forces from the calculator, so
+        reverse-KL flow training works on an ASE calculator too."""
+        return _CalculatorEnergy.apply(positions, self)
+
+
+class _CalculatorEnergy(torch.autograd.Function):
+    """E(x) from an :class:`AseCalculatorPotential` with dE/dx = −F (one call per config)."""
+
+    @staticmethod
+    def forward(ctx, positions: torch.Tensor, pot: AseCalculatorPotential) -> torch.Tensor:
+        out = pot.evaluate(positions)
+        ctx.save_for_backward(out.forces)
+        return out.energy
+
+    @staticmethod
+    def backward(ctx, grad_e: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (forces,) = ctx.saved_tensors
+        return -grad_e[:, None, None] * forces, None

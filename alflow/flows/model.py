@@ -46,6 +46,9 @@ class FlowConfig(StrictModel):
     bins: int = Field(8, ge=2, description="spline bins")
     bound: float = Field(5.0, gt=0, description="spline interval, in normalised units")
     seed: int = Field(0, description="seed of the dimension splits and initial weights")
+    base_dof: float | None = Field(None, gt=2, description="Student-t base with this many "
+                                   "degrees of freedom on real dimensions (heavier tails than "
+                                   "the target keep importance weights bounded); None: normal")
 
 
 class _Coupling(nn.Module):
@@ -110,6 +113,17 @@ class _Coupling(nn.Module):
         return out, ladj
 
 
+def _gamma(shape: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Gamma(shape, 1) samples, reproducible from ``generator`` (torch's sampler takes none)."""
+    if generator is None:
+        return torch._standard_gamma(shape)
+    state = torch.get_rng_state()
+    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    out = torch._standard_gamma(shape)
+    torch.set_rng_state(state)
+    return out
+
+
 def _run(t: MonotonicRQSTransform, x: torch.Tensor,
          inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the spline (or its inverse) and return the log |det| of that direction."""
@@ -165,7 +179,13 @@ class CouplingFlow(nn.Module):
 
     def _base_log_prob(self, u: torch.Tensor) -> torch.Tensor:
         c = self.circ
-        lp_r = -0.5 * u**2 - 0.5 * math.log(2 * math.pi)
+        nu = self.cfg.base_dof
+        if nu is None:
+            lp_r = -0.5 * u**2 - 0.5 * math.log(2 * math.pi)
+        else:  # unit-variance Student-t: u = sqrt((ν−2)/ν) t
+            s2 = (nu - 2.0)
+            lp_r = (math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(math.pi * s2)
+                    - (nu + 1) / 2 * torch.log1p(u**2 / s2))
         k = self.kappa.to(u)
         lp_c = k * torch.cos(u) - math.log(2 * math.pi) - torch.log(torch.special.i0e(k)) - k
         return torch.where(c, lp_c, lp_r).sum(-1)
@@ -173,6 +193,11 @@ class CouplingFlow(nn.Module):
     def _base_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         dt, dev = self.loc.dtype, self.loc.device
         u = torch.randn(n, self.dim, dtype=dt, device=dev, generator=generator)
+        if self.cfg.base_dof is not None:  # normal / sqrt(χ²_ν / (ν−2)): unit-variance t
+            nu = self.cfg.base_dof
+            chi2 = 2.0 * _gamma(torch.full((n, self.dim), nu / 2, dtype=dt, device=dev),
+                                generator)
+            u = u / torch.sqrt(chi2 / (nu - 2.0))
         if self.circ.any():
             vm = torch.distributions.VonMises(torch.zeros_like(self.kappa[self.circ]),
                                               self.kappa[self.circ])

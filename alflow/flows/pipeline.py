@@ -30,6 +30,7 @@ from alflow.estimate import (
     flow_bar_free_energy,
     flow_free_energy,
 )
+from alflow.flows.anneal import AnnealConfig
 from alflow.flows.generator import BoltzmannGenerator
 from alflow.flows.model import FlowConfig
 from alflow.flows.train import TrainConfig, train_flow
@@ -49,6 +50,14 @@ class StateSamplerConfig(StrictModel):
     mcmc_config: MCMCConfig = Field(default_factory=MCMCConfig)
     walkers: int = Field(64, ge=1)
     retrain_steps: int = Field(300, ge=0, description="final training on seeds + walkers")
+    polish_steps: int = Field(0, ge=0, description="then a mixture of forward KL (seeds + "
+                              "walkers) and reverse KL on the potential, this many steps")
+    polish_forward_weight: float = Field(0.2, ge=0, lt=1, description="forward-KL weight of "
+                                         "the polish")
+    filter_seeds: bool = Field(True, description="drop seed samples outside the state (MD "
+                               "may leave a shallow basin) before training")
+    anneal: AnnealConfig = Field(default_factory=AnnealConfig, description="annealed "
+                                 "importance sampling of the estimate (levels 0: plain IS)")
     samples: int = Field(4000, ge=10, description="flow samples for the estimate")
     bootstrap: int = Field(200, ge=10)
     estimator: Literal["is", "bar"] = "is"
@@ -100,6 +109,17 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
                          f"{np.shape(reference)[0]}, 3), got {seeds.shape}")
     restrict = wall(wall_radius, masses) if wall_radius is not None else None
     member = states.member(name)
+    extra: dict[str, Any] = {"seeds": len(seeds)}
+    if cfg.filter_seeds:
+        inside = np.asarray(member(torch.as_tensor(seeds)), dtype=bool)
+        if restrict is not None:
+            inside &= np.asarray(restrict(torch.as_tensor(seeds)), dtype=bool)
+        extra["seeds_inside_fraction"] = float(inside.mean())
+        if inside.sum() >= 10:
+            seeds = seeds[inside]
+        else:
+            log.warning("state %s: only %d of %d seed samples inside the state; keeping all",
+                        name, int(inside.sum()), len(seeds))
     torch.manual_seed(seed)
     bg = BoltzmannGenerator.build(reference, numbers, cfg.flow, samples=seeds)
     t0 = time.perf_counter()
@@ -124,10 +144,21 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
                                               "lr": cfg.train.lr / 4})
             train_flow(bg, data, config=tc)
             train_s += time.perf_counter() - t0
+    if cfg.polish_steps:
+        t0 = time.perf_counter()
+        data = seeds if target is None else np.concatenate([seeds, target])
+        tc = cfg.train.model_copy(update={"steps": cfg.polish_steps, "seed": seed + 2,
+                                          "lr": cfg.train.lr / 2,
+                                          "forward_weight": cfg.polish_forward_weight})
+        train_flow(bg, data, potential, temperature_k, config=tc)
+        train_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
     fe, samples = flow_free_energy(bg, potential, temperature_k, cfg.samples, member=member,
                                    restrict=restrict, seed=seed + 7,
-                                   n_bootstrap=cfg.bootstrap, return_samples=True)
-    extra: dict[str, Any] = {}
+                                   n_bootstrap=cfg.bootstrap, return_samples=True,
+                                   anneal=cfg.anneal)
+    extra["estimate_seconds"] = time.perf_counter() - t0
+    fe.extra.setdefault("flow_ess_fraction", fe.ess_fraction)
     if cfg.estimator == "bar" and target is not None and len(target):
         fb = flow_bar_free_energy(bg, potential, temperature_k, target, cfg.samples,
                                   member=member, restrict=restrict, seed=seed + 11)
