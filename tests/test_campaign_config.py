@@ -43,6 +43,8 @@ def test_example_is_valid_and_resolved(example: Path):
      "system.states.coh.structures[0]"),
     (lambda d: d["oracle"].update({"method": "gaussian:b3lyp"}), "oracle"),
     (lambda d: d["selection"].update({"budgt": 3}), "selection.budgt"),
+    (lambda d: d["exploration"]["sampler"].update({"anneal": {"levls": 3}}),
+     "exploration.sampler.anneal.levls"),
 ])
 def test_bad_configs_name_the_field(example: Path, edit, field):
     _edit(example, edit)

@@ -135,6 +135,19 @@ class SamplerConfig(StrictModel):
     flow: dict[str, Any] = Field(default_factory=dict, description="alflow.flows config")
     train: dict[str, Any] = Field(default_factory=dict, description="flow training options")
     mcmc: dict[str, Any] = Field(default_factory=dict, description="adaptive_mcmc options")
+    polish_steps: int = Field(0, ge=0, description="final mixed forward/reverse-KL training "
+                              "steps on the committee (alflow.flows.pipeline)")
+    filter_seeds: bool = Field(True, description="train only on MD seeds inside the state")
+    anneal: dict[str, Any] = Field(default_factory=dict, description="annealed importance "
+                                   "sampling of the estimate (alflow.flows.anneal.AnnealConfig:"
+                                   " levels, mala_steps, step_size, confine)")
+
+    @field_validator("anneal")
+    @classmethod
+    def _anneal(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from alflow.flows.anneal import AnnealConfig
+
+        return AnnealConfig(**v).model_dump(exclude_unset=True) if v else v
 
 
 class ExplorationConfig(StrictModel):

@@ -163,7 +163,9 @@ def _pipeline_config(sampler: SamplerConfig, n_bootstrap: int) -> dict[str, Any]
     mc = dict(sampler.mcmc)
     out: dict[str, Any] = {"flow": sampler.flow, "train": sampler.train,
                            "samples": sampler.samples, "bootstrap": n_bootstrap,
-                           "mcmc": bool(mc.pop("enabled", bool(mc)))}
+                           "mcmc": bool(mc.pop("enabled", bool(mc))),
+                           "polish_steps": sampler.polish_steps,
+                           "filter_seeds": sampler.filter_seeds, "anneal": sampler.anneal}
     for k in ("walkers", "retrain_steps", "estimator"):
         if k in mc:
             out[k] = mc.pop(k)
@@ -183,6 +185,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     samples drawn in proportion to their weights (Boltzmann samples of the potential in the
     state) go to the correction to the oracle."""
     from alflow.estimate import flow_free_energy
+    from alflow.flows.anneal import AnnealConfig
     from alflow.flows.generator import BoltzmannGenerator
     from alflow.flows.model import FlowConfig
     from alflow.flows.pipeline import StateSamplerConfig, state_free_energy
@@ -227,7 +230,8 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
         restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
         fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
                                    member=states.member(state), restrict=restrict, seed=seed,
-                                   n_bootstrap=n_bootstrap, return_samples=True)
+                                   n_bootstrap=n_bootstrap, return_samples=True,
+                                   anneal=AnnealConfig(**sampler.anneal))
     _save_flow_samples(smp, state, out_dir, bg.symmetry_number, temperature_k)
     rhat, acc, mcmc_rhat = md_rhat, None, None
     if mcmc is not None:
