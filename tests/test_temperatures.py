@@ -155,6 +155,18 @@ def test_samples_outside_the_state_carry_no_weight_and_round_trip(tmp_path):
     assert back.free_energy(T0).f_ev == f_half
     with pytest.raises(InputError, match="temperature"):
         half.free_energy(0.0)
+    # with the estimate's own weights at T0 (as the flows step stores them, e.g. annealed
+    # ones): the same F at every T', and exactly the weights' F at T0; round trip
+    lw = np.where(~outside, -a.energy_ev / (kB * T0) - a.log_q, -np.inf)
+    weighted = StateSamples("a", half.energy_ev, half.log_q, half.inside, 1, T0, 0, lw)
+    for t in (240.0, 300.0, 375.0):
+        assert weighted.free_energy(t).f_ev == pytest.approx(half.free_energy(t).f_ev,
+                                                             abs=1e-12)
+    back = StateSamples.load(weighted.save(tmp_path / "w.npz"))
+    np.testing.assert_array_equal(back.log_w, lw)
+    shift = float(np.max(lw))
+    exact = -kB * T0 * (math.log(np.mean(np.exp(lw - shift))) + shift + LOG_8PI2)
+    assert back.free_energy(T0).f_ev == pytest.approx(exact, rel=1e-12)
     np.savez(tmp_path / "bad.npz", energy_ev=np.zeros(3))
     with pytest.raises(InputError, match="missing field"):
         StateSamples.load(tmp_path / "bad.npz")

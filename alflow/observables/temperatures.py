@@ -49,8 +49,11 @@ _FIELDS = ("energy_ev", "log_q", "inside", "symmetry_number", "temperature_k", "
 @dataclass
 class StateSamples:
     """Flow samples of one state: ``energy_ev`` (n,) eV (inf where undefined), ``log_q`` (n,)
-    (ln of the flow density), ``inside`` (n,) bool (in the state and the wall); σ_S the
-    rotational symmetry number; ``temperature_k`` K the temperature the flow sampled."""
+    (ln of the flow density; with annealing the effective one, −U/kT − log_w), ``inside``
+    (n,) bool (in the state and the wall); σ_S the rotational symmetry number;
+    ``temperature_k`` K the temperature the flow sampled; ``log_w`` (n,) the estimate's own
+    log weights at that temperature, when known (then F at T' uses
+    log_w − (1/kT' − 1/kT) U, bit for bit the estimate's weights at T' = T)."""
 
     state: str
     energy_ev: np.ndarray
@@ -59,13 +62,14 @@ class StateSamples:
     symmetry_number: int
     temperature_k: float
     generation: int = -1
+    log_w: np.ndarray | None = None
 
     @classmethod
     def from_flow_samples(cls, state: str, s: FlowSamples, symmetry_number: int,
                           temperature_k: float, generation: int = -1) -> StateSamples:
         return cls(state, np.asarray(s.energy, float), np.asarray(s.log_q, float),
                    np.asarray(s.inside, bool), int(symmetry_number), float(temperature_k),
-                   generation)
+                   generation, np.asarray(s.log_w, float))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -73,7 +77,8 @@ class StateSamples:
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, energy_ev=self.energy_ev, log_q=self.log_q, inside=self.inside,
                  symmetry_number=self.symmetry_number, temperature_k=self.temperature_k,
-                 state=np.str_(self.state), generation=self.generation)
+                 state=np.str_(self.state), generation=self.generation,
+                 **({} if self.log_w is None else {"log_w": self.log_w}))
         tmp.replace(path)
         return path
 
@@ -86,7 +91,7 @@ class StateSamples:
                     raise InputError(f"{path}: missing field(s) {missing}")
                 return cls(str(z["state"]), z["energy_ev"], z["log_q"], z["inside"].astype(bool),
                            int(z["symmetry_number"]), float(z["temperature_k"]),
-                           int(z["generation"]))
+                           int(z["generation"]), z["log_w"] if "log_w" in z.files else None)
         except (OSError, ValueError) as err:
             raise InputError(f"cannot read flow samples {path}: {err}") from None
 
@@ -96,8 +101,13 @@ class StateSamples:
         if temperature_k <= 0:
             raise InputError(f"temperature {temperature_k} K: must be positive")
         kt = kB * temperature_k
-        ok = self.inside & np.isfinite(self.energy_ev) & np.isfinite(self.log_q)
-        lw = np.where(ok, -np.where(ok, self.energy_ev, 0.0) / kt - self.log_q, -np.inf)
+        if self.log_w is not None:
+            ok = self.inside & np.isfinite(self.energy_ev) & np.isfinite(self.log_w)
+            dbeta = 1.0 / kt - 1.0 / (kB * self.temperature_k)
+            lw = np.where(ok, self.log_w - dbeta * np.where(ok, self.energy_ev, 0.0), -np.inf)
+        else:
+            ok = self.inside & np.isfinite(self.energy_ev) & np.isfinite(self.log_q)
+            lw = np.where(ok, -np.where(ok, self.energy_ev, 0.0) / kt - self.log_q, -np.inf)
         shift = float(np.max(lw)) if ok.any() else 0.0
         return is_free_energy(lw - shift, temperature_k, n_bootstrap, seed,
                               offset=shift + LOG_8PI2 - math.log(self.symmetry_number))
