@@ -66,7 +66,8 @@ QUICK_SAMPLER = {"md_replicas": 4, "md_steps": 200, "samples": 300, "explore_sam
                  "train": {"steps": 40, "batch_size": 128},
                  "mcmc": {"walkers": 16, "retrain_steps": 10, "iterations": 3,
                           "adapt_iterations": 1, "local_steps": 5, "global_steps": 2,
-                          "step_size": 0.1, "train_every": 2, "train": {"steps": 5}}}
+                          "step_size": 0.1, "train_every": 2, "train": {"steps": 5}},
+                 "anneal": {}}  # plain IS in quick mode: annealing costs ~30 % of a flows step
 
 
 def campaign(out: Path, strategy: str, generations: int, quick: bool) -> Path:
