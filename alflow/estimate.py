@@ -29,6 +29,7 @@ from alflow.flows.anneal import anneal as run_anneal
 from alflow.flows.coordinates import LOG_8PI2
 from alflow.flows.generator import BoltzmannGenerator
 from alflow.potential import Potential
+from alflow.psis import khat_threshold, pareto_khat
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,14 @@ class DeltaF:
 
 
 def is_free_energy(log_w: np.ndarray, temperature_k: float, n_bootstrap: int = 200,
-                   seed: int = 0, offset: float = 0.0) -> FreeEnergy:
+                   seed: int = 0, offset: float = 0.0, label: str = "") -> FreeEnergy:
     """F = −kT (ln mean exp(log_w) + offset), bootstrap standard error. log_w (n,): log of
-    unnormalised target / normalised proposal (−inf where the target is zero)."""
+    unnormalised target / normalised proposal (−inf where the target is zero).
+
+    ``extra['pareto_k']`` is the Pareto k̂ of the weights (:mod:`alflow.psis`; diagnostic
+    only, F uses the raw weights); above :func:`alflow.psis.khat_threshold` (0.7 for
+    n ≳ 2000) a warning naming ``label`` (e.g. the state) and the temperature is logged:
+    the weights are so heavy-tailed that F and its bootstrap error are unreliable."""
     kt = kB * temperature_k
     lw = np.asarray(log_w, dtype=float)
     n = len(lw)
@@ -106,7 +112,14 @@ def is_free_energy(log_w: np.ndarray, temperature_k: float, n_bootstrap: int = 2
     boots = boots[np.isfinite(boots)]
     err = float(kt * boots.std(ddof=1)) if len(boots) > 1 else float("inf")
     e = ess(lw)
-    return FreeEnergy(-kt * (lz + offset), err, temperature_k, n, e, e / max(n, 1), "is")
+    k, k_max = pareto_khat(lw), khat_threshold(int(np.isfinite(lw).sum()))
+    if k > k_max:
+        log.warning("%simportance sampling at %g K: Pareto k̂ = %.2f > %.2f (ESS fraction "
+                    "%.3g): the weights are heavy-tailed; the free energy and its bootstrap "
+                    "error are unreliable", f"{label}: " if label else "", temperature_k, k,
+                    k_max, e / max(n, 1))
+    return FreeEnergy(-kt * (lz + offset), err, temperature_k, n, e, e / max(n, 1), "is",
+                      {"pareto_k": k})
 
 
 @dataclass
@@ -166,17 +179,18 @@ def sample_flow(bg: BoltzmannGenerator, potential: Potential, temperature_k: flo
 def flow_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
                      n: int = 4000, member: Predicate | None = None,
                      restrict: Predicate | None = None, seed: int = 0, n_bootstrap: int = 200,
-                     return_samples: bool = False, anneal: AnnealConfig | None = None
-                     ) -> FreeEnergy | tuple[FreeEnergy, FlowSamples]:
+                     return_samples: bool = False, anneal: AnnealConfig | None = None,
+                     label: str = "") -> FreeEnergy | tuple[FreeEnergy, FlowSamples]:
     """F_S of the state by importance sampling from the flow (see module doc), with a
-    bootstrap error; extra holds the fraction of samples inside the state and σ_S.
+    bootstrap error; extra holds the fraction of samples inside the state, σ_S and the
+    Pareto k̂ (``label``, e.g. the state's name, names it in the k̂ warning).
     ``anneal``: carry the flow samples toward the target first (:mod:`alflow.flows.anneal`)."""
     s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed, anneal=anneal)
     # keep the scale of ln w near 0 for numerical safety: shift by the best sample
     shift = float(np.max(s.log_w)) if np.isfinite(s.log_w).any() else 0.0
     fe = is_free_energy(s.log_w - shift, temperature_k, n_bootstrap, seed,
-                        offset=shift + LOG_8PI2 - math.log(bg.symmetry_number))
-    fe.extra = {"inside_fraction": float(s.inside.mean()), "symmetry_number":
+                        offset=shift + LOG_8PI2 - math.log(bg.symmetry_number), label=label)
+    fe.extra = {**fe.extra, "inside_fraction": float(s.inside.mean()), "symmetry_number":
                 bg.symmetry_number, "min_energy_ev": float(np.min(s.energy))
                 if np.isfinite(s.energy).any() else float("nan"), **s.extra}
     if fe.ess_fraction < 0.01:
@@ -260,6 +274,7 @@ class Reweighting:
     method: str
     reliable: bool
     temperature_k: float
+    pareto_k: float = float("nan")  # of the exponential weights (alflow.psis)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -277,7 +292,9 @@ def reweight(e_pot: np.ndarray, e_ref: np.ndarray, temperature_k: float,
     ΔF = −kT ln ⟨exp(−(E_ref − E_pot)/kT)⟩, bootstrap error. If configurations of the
     reference ensemble are also labelled (``e_pot_ref_samples``, ``e_ref_ref_samples``), BAR.
     An :class:`OverlapWarning` is issued (and ``reliable`` is False) when the effective
-    sample size of the exponential weights is below ``min_ess``.
+    sample size of the exponential weights is below ``min_ess``; ``pareto_k`` is their
+    Pareto k̂ (:mod:`alflow.psis`; nan below 20 samples), a warning is logged when it is
+    above :func:`alflow.psis.khat_threshold` and the exponential average is used.
     """
     kt = kB * temperature_k
     de = (np.asarray(e_ref, float) - np.asarray(e_pot, float)) / kt
@@ -288,6 +305,7 @@ def reweight(e_pot: np.ndarray, e_ref: np.ndarray, temperature_k: float,
     shift = float(np.mean(de))
     lw_tot = lw0 - (de - shift)
     n_eff = ess(lw_tot)
+    k = pareto_khat(lw_tot)
     if e_pot_ref_samples is not None and e_ref_ref_samples is not None:
         if log_w is not None:
             raise ValueError("reweight: BAR needs unweighted samples of both ensembles")
@@ -305,13 +323,17 @@ def reweight(e_pot: np.ndarray, e_ref: np.ndarray, temperature_k: float,
         boots = boots[np.isfinite(boots)]
         err = float(kt * boots.std(ddof=1)) if len(boots) > 1 else float("inf")
         method = "exp"
+        if k > khat_threshold(int(np.isfinite(lw_tot).sum())):
+            log.warning("reweighting to the reference at %g K: Pareto k̂ = %.2f of the "
+                        "exponential weights; the correction and its error are unreliable",
+                        temperature_k, k)
     reliable = n_eff >= min_ess
     if not reliable:
         warnings.warn(f"reweighting to the reference: ESS {n_eff:.1f} of {n} samples is below "
                       f"{min_ess}; the overlap is too poor to trust the correction",
                       OverlapWarning, stacklevel=2)
     return Reweighting(float(corr), float(err), n_eff, n_eff / n, n, method, reliable,
-                       temperature_k)
+                       temperature_k, k)
 
 
 __all__ = ["DeltaF", "FlowSamples", "FreeEnergy", "OverlapWarning", "Reweighting", "bar",

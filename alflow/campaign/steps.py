@@ -231,7 +231,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
         fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
                                    member=states.member(state), restrict=restrict, seed=seed,
                                    n_bootstrap=n_bootstrap, return_samples=True,
-                                   anneal=AnnealConfig(**sampler.anneal))
+                                   anneal=AnnealConfig(**sampler.anneal), label=f"state {state}")
     _save_flow_samples(smp, state, out_dir, bg.symmetry_number, temperature_k)
     rhat, acc, mcmc_rhat = md_rhat, None, None
     if mcmc is not None:

@@ -159,7 +159,7 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
     fe, samples = flow_free_energy(bg, potential, temperature_k, cfg.samples, member=member,
                                    restrict=restrict, seed=seed + 7,
                                    n_bootstrap=cfg.bootstrap, return_samples=True,
-                                   anneal=cfg.anneal)
+                                   anneal=cfg.anneal, label=f"state {name}")
     extra["estimate_seconds"] = time.perf_counter() - t0
     fe.extra.setdefault("flow_ess_fraction", fe.ess_fraction)
     if cfg.estimator == "bar" and target is not None and len(target):

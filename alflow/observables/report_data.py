@@ -106,6 +106,7 @@ class FlowDiagnostics(BaseModel):
     state: str
     ess: float | None = None  # effective sample size (importance weights of flow samples)
     ess_fraction: float | None = None
+    pareto_k: float | None = None  # Pareto k̂ of those weights (> 0.7: unreliable estimate)
     acceptance: float | None = None  # flow (IMH) acceptance rate
     rhat: float | None = None  # rank-normalised R-hat (max over observables)
 

@@ -338,6 +338,7 @@ class _Loader:
 def _flow_row(g: int, state: str, info: dict[str, Any]) -> FlowDiagnostics:
     return FlowDiagnostics(generation=g, state=state, ess=_num(info.get("ess")),
                            ess_fraction=_num(info.get("ess_fraction")),
+                           pareto_k=_num(info.get("pareto_k")),
                            acceptance=_num(info.get("acceptance", info.get("flow_acceptance"))),
                            rhat=_num(info.get("rhat")))
 

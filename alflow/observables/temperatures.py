@@ -110,7 +110,8 @@ class StateSamples:
             lw = np.where(ok, -np.where(ok, self.energy_ev, 0.0) / kt - self.log_q, -np.inf)
         shift = float(np.max(lw)) if ok.any() else 0.0
         return is_free_energy(lw - shift, temperature_k, n_bootstrap, seed,
-                              offset=shift + LOG_8PI2 - math.log(self.symmetry_number))
+                              offset=shift + LOG_8PI2 - math.log(self.symmetry_number),
+                              label=f"state {self.state}")
 
 
 @dataclass
