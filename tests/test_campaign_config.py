@@ -62,7 +62,7 @@ def test_unreadable_structure_file(example: Path):
 
 def test_mixed_compositions_rejected(example: Path, tmp_path: Path):
     other = write_example("ag6-emt", tmp_path / "ag6")
-    shutil.copyfile(other.parent / "structures" / "planar.xyz",
+    shutil.copyfile(other.parent / "structures" / "octahedron.xyz",
                     example.parent / "structures" / "coh.xyz")
     with pytest.raises(ConfigError, match="composition"):
         load_campaign(example)

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
             help="MD YAML (dt_fs, friction_per_fs, record_every, trust_upper, wall, cvs, ...)")
         ] = None,
         calculator: Annotated[str | None, typer.Option(
-            help="instead of MODEL_DIR: 'ase:emt', 'ase:lj(...)' or 'torch:lj'")] = None,
+            help="instead of MODEL_DIR: 'ase:emt', 'ase:lj(...)', 'torch:lj' or "
+                 "'torch:emt'")] = None,
         out: Annotated[Path, typer.Option("--out", "-o", help=".extxyz or .h5")] = Path(
             "traj.extxyz"),
         device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,

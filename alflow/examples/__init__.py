@@ -2,7 +2,8 @@
 structures into ``DIR/structures/``.
 
 - ``lj7``: the 7-atom Lennard-Jones argon cluster at 18 K (minutes on a laptop);
-- ``ag6-emt``: Ag6 planar vs 3D on ASE's EMT (a cheap stand-in oracle);
+- ``ag6-emt``: Ag6 octahedron vs bicapped tetrahedron on ASE's EMT (a cheap stand-in oracle
+  with EMT's two lowest minima; EMT has no planar Ag6 minimum);
 - ``ag6-pyscf``: Ag6 at 300 K with PBE/def2-SVP (the real one; hours on a cluster).
 """
 
@@ -19,8 +20,9 @@ DATA = HERE / "data"
 # example name -> (YAML template, data file, {DIR/structures/<file>: frame's info["state"]})
 EXAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "lj7": ("lj7.yaml", "lj7.extxyz", {"pbp.xyz": "bipyramid", "coh.xyz": "capped_octahedron"}),
-    "ag6-emt": ("ag6-emt.yaml", "ag6.extxyz", {"planar.xyz": "planar",
-                                               "pyramid.xyz": "pyramid"}),
+    "ag6-emt": ("ag6-emt.yaml", "ag6_emt.extxyz",
+                {"octahedron.xyz": "octahedron",
+                 "bicapped_tetrahedron.xyz": "bicapped_tetrahedron"}),
     "ag6-pyscf": ("ag6-pyscf.yaml", "ag6.extxyz", {"planar.xyz": "planar",
                                                    "pyramid.xyz": "pyramid"}),
 }

@@ -4,7 +4,8 @@ This is what ``alflow md`` and the Parsl app :mod:`apps.sampling` call. The pote
 by a spec: a model directory (``alflow.mlip.load_potential``, the committee, with
 ``force_dev``), ``ase:<calculator>`` (e.g. ``ase:emt``, ``ase:lj(sigma=3.405,
 epsilon=0.0103, rc=34.05)``: any ASE calculator through the labelling shorthands, one call per
-replica) or ``torch:lj`` (the batched argon Lennard-Jones of :mod:`alflow.potential`).
+replica), ``torch:lj`` (the batched argon Lennard-Jones of :mod:`alflow.potential`) or
+``torch:emt`` (ASE's EMT, batched and differentiable: :mod:`alflow.emt`).
 """
 
 from __future__ import annotations
@@ -51,10 +52,14 @@ def load_potential_spec(spec: str | Path, numbers, device: str = "cpu") -> Poten
         return AseCalculatorPotential(lambda: cls(**cfg.ase_kwargs), template)
     if text == "torch:lj":
         return LennardJones(numbers)
+    if text == "torch:emt":
+        from alflow.emt import EMT
+
+        return EMT(numbers)
     path = Path(text)
     if not path.is_dir():
-        raise InputError(f"potential {text!r}: not a model directory, 'ase:<calculator>' or "
-                         "'torch:lj'")
+        raise InputError(f"potential {text!r}: not a model directory, 'ase:<calculator>', "
+                         "'torch:lj' or 'torch:emt'")
     from alflow.mlip import load_potential
 
     return load_potential(path, numbers, device=device)

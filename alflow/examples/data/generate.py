@@ -2,12 +2,17 @@
 
     python alflow/examples/data/generate.py [--relax-ag6]
 
+(without ``--relax-ag6`` it overwrites the DFT-relaxed ``ag6.extxyz`` with the built geometry)
+
 - ``lj7.extxyz``: the two lowest minima of the 7-atom Lennard-Jones argon cluster
   (sigma 3.405 Å, epsilon 0.0103 eV): pentagonal bipyramid (D5h, -16.505 epsilon) and capped
   octahedron (C3v, -15.935 epsilon), relaxed with ASE's LennardJones (rc 10 sigma).
 - ``ag6.extxyz``: Ag6 planar triangle (D3h) and pentagonal pyramid (C5v), built with Ag-Ag
   near 2.75 Å; ``--relax-ag6`` relaxes them with PBE/def2-SVP (alflow's default labeller;
   about an hour on a busy 2-core machine) and stores the DFT energy in ``info``.
+- ``ag6_emt.extxyz``: the two lowest minima of Ag6 on ASE's EMT, octahedron (Oh) and bicapped
+  tetrahedron (C2v, a trigonal bipyramid with a capped face), relaxed with EMT. EMT has no planar
+  Ag6 minimum: the D3h triangle and the C5v pyramid above relax to the bicapped tetrahedron.
 Each frame's ``info`` has ``state`` (the isomer's name) and ``point_group``.
 """
 
@@ -19,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 from ase.io import write
 from ase.optimize import BFGS
@@ -44,6 +50,21 @@ def ag6_pyramid(a: float = 2.75, apex: float = 2.8) -> Atoms:
     r = a / (2 * np.sin(np.pi / 5))
     h = np.sqrt(apex**2 - r**2)
     return Atoms("Ag6", positions=np.vstack([ring(5, r), [[0, 0, h]]]))
+
+
+def ag6_octahedron(a: float = 2.75) -> Atoms:
+    """Oh octahedron with edge ``a`` Å."""
+    r = a / np.sqrt(2)
+    return Atoms("Ag6", positions=np.vstack([np.eye(3) * r, -np.eye(3) * r]))
+
+
+def ag6_bicapped_tetrahedron(a: float = 2.75) -> Atoms:
+    """Trigonal bipyramid (edge ``a`` Å) with one face capped (C2v)."""
+    tbp = np.vstack([ring(3, a / np.sqrt(3)), [[0, 0, a * np.sqrt(2 / 3)],
+                                               [0, 0, -a * np.sqrt(2 / 3)]]])
+    face = tbp[[0, 1, 3]].mean(axis=0)
+    cap = face + face / np.linalg.norm(face) * a * np.sqrt(2 / 3)
+    return Atoms("Ag6", positions=np.vstack([tbp, [cap]]))
 
 
 def lj7_bipyramid() -> Atoms:
@@ -118,6 +139,15 @@ def main() -> None:
         atoms.info.update(state=state, point_group=pg)
         frames.append(atoms)
     write(HERE / "ag6.extxyz", frames, format="extxyz")
+
+    frames = []
+    for atoms, state, pg in [(ag6_octahedron(), "octahedron", "Oh"),
+                             (ag6_bicapped_tetrahedron(), "bicapped_tetrahedron", "C2v")]:
+        atoms = relax(atoms, EMT(), fmax=1e-5)
+        atoms.info.update(state=state, point_group=pg, method="ase:emt")
+        print(f"ag6 (EMT) {state}: {atoms.info['energy_ev']:.4f} eV")
+        frames.append(atoms)
+    write(HERE / "ag6_emt.extxyz", frames, format="extxyz")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""ASE's effective-medium theory (EMT) potential in torch: batched and differentiable.
+
+The same energy as :class:`ase.calculators.emt.EMT` (default ``asap_cutoff=False``; Jacobsen,
+Stoltze and Nørskov, Surf. Sci. 366, 394 (1996)) for a finite cluster, with ASE's parameter
+table and cutoff, so that samplers and flows can evaluate thousands of configurations per call
+and take forces by autograd. ASE's calculator loops over atoms in Python, one configuration at a
+time: too slow for annealed importance sampling or a quench of every flow sample. Checked
+against ASE to 1e-10 eV (tests/test_emt.py). Non-periodic only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from ase.calculators.emt import beta, parameters
+from ase.data import chemical_symbols
+from ase.units import Bohr
+
+from alflow.errors import InputError
+
+
+def _cutoff() -> tuple[float, float, float]:
+    """ASE's logistic cutoff (midpoint rc, slope acut, list radius), all Å, 1/Å."""
+    r1nn = beta * max(p[1] for p in parameters.values()) * Bohr
+    rc = r1nn * 0.5 * (math.sqrt(3.0) + 2.0)
+    acut = math.log(1.0 / 1e-4 - 1.0) / (2.0 * r1nn - rc)
+    return rc, acut, rc + 0.5
+
+
+class EMT:
+    """EMT energy of clusters with fixed ``numbers``: (B, N, 3) Å -> (B,) eV.
+
+    Supports ASE's EMT elements (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O not for serious use).
+    """
+
+    def __init__(self, numbers) -> None:
+        self.numbers = np.asarray(numbers)
+        bad = sorted({chemical_symbols[z] for z in self.numbers
+                      if chemical_symbols[z] not in parameters})
+        if bad:
+            raise InputError(f"EMT has no parameters for {', '.join(bad)}; it supports "
+                             f"{', '.join(parameters)}")
+        self.rc, self.acut, self.rc_list = _cutoff()
+        table = np.array([parameters[chemical_symbols[z]] for z in self.numbers], dtype=float)
+        e0, s0, v0, eta2, kappa, lam, n0 = table.T
+        s0, eta2, kappa, lam, n0 = s0 * Bohr, eta2 / Bohr, kappa / Bohr, lam / Bohr, n0 / Bohr**3
+        # gamma1, gamma2: sums over the first three fcc shells (12, 6, 24 sites)
+        shells = np.array([12.0, 6.0, 24.0])
+        r = beta * s0[:, None] * np.sqrt([1.0, 2.0, 3.0])
+        x = shells * self._theta_np(r) / 12.0
+        gamma1 = (x * np.exp(-eta2[:, None] * (r - beta * s0[:, None]))).sum(1)
+        gamma2 = (x * np.exp(-kappa[:, None] / beta * (r - beta * s0[:, None]))).sum(1)
+        t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+        self._e0, self._s0, self._v0 = t(e0), t(s0), t(v0)
+        self._eta2, self._kappa, self._lam = t(eta2), t(kappa), t(lam)
+        self._inv12g1 = t(1.0 / (12.0 * gamma1))
+        self._nh = t(-0.5 * v0 / gamma2)  # -V0 / (2 gamma2)
+        self._chi = t(n0[None, :] / n0[:, None])  # chi[i, j] = n0_j / n0_i
+
+    def _theta_np(self, r: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(self.acut * (r - self.rc)))
+
+    def energy(self, positions: torch.Tensor) -> torch.Tensor:
+        x = positions
+        dt = x.dtype
+        p = {k: getattr(self, k).to(dtype=dt, device=x.device)
+             for k in ("_e0", "_s0", "_v0", "_eta2", "_kappa", "_lam", "_inv12g1", "_nh", "_chi")}
+        n = x.shape[-2]
+        eye = torch.eye(n, dtype=torch.bool, device=x.device)
+        d = x[..., None, :, :] - x[..., :, None, :]  # d[b, i, j] = x_j - x_i
+        r = (d.pow(2).sum(-1) + eye.to(dt)).sqrt()  # padded diagonal keeps the gradient finite
+        near = (r < self.rc_list) & ~eye
+        w = torch.where(near, torch.sigmoid(-self.acut * (r - self.rc)), torch.zeros_like(r))
+        chi = p["_chi"]
+        # sigma1_i = sum_j exp(-eta2_j (r - beta s0_j)) chi_ij w_ij
+        sig1 = (torch.exp(-p["_eta2"] * (r - beta * p["_s0"])) * chi * w).sum(-1)
+        lonely = sig1 <= 0.0  # no neighbour: the cohesive term vanishes
+        ds = -torch.log(torch.where(lonely, torch.ones_like(sig1), sig1 * p["_inv12g1"])) / (
+            beta * p["_eta2"])
+        lds = p["_lam"] * ds
+        e_c = p["_e0"] * (1.0 + lds) * torch.exp(-lds) + 6.0 * p["_v0"] * torch.exp(
+            -p["_kappa"] * ds)
+        e_c = torch.where(lonely, torch.zeros_like(e_c), e_c)
+        # atomic-sphere correction, pair part: both directions of each ordered pair
+        k_i, k_j = p["_kappa"][:, None], p["_kappa"][None, :]
+        s0_i, s0_j = p["_s0"][:, None], p["_s0"][None, :]
+        es = p["_nh"][:, None] * torch.exp(-k_j * (r / beta - s0_j)) * chi * w
+        eo = p["_nh"][None, :] * torch.exp(-k_i * (r / beta - s0_i)) / chi * w
+        e_as = 0.5 * (es + eo).sum(-1)
+        return (e_c + e_as - p["_e0"]).sum(-1)
