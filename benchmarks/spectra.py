@@ -5,7 +5,8 @@ Figures (last line of output, one JSON object):
   ``nstates`` states) of Ag6, mean over the computed samples, with the SCF / TDDFT split;
 - ``samples_to_5pct_l1``: per state, the number of samples after which adding one more changes
   the averaged broadened spectrum by < 5 % (relative L1); null if not reached within the
-  samples computed. ``estimated_samples_to_5pct`` extrapolates the last change as c/n.
+  samples computed. ``estimated_samples_to_5pct`` extrapolates the last change as c/n;
+  ``l1_changes``: per state, the relative L1 change on adding sample 2, 3, ...
 
 Samples: Gaussian random displacements (sigma 0.1 Å, about the thermal amplitude at 300 K)
 of the example planar triangle (D3h) and pentagonal pyramid (C5v) (alflow/examples/data/
@@ -89,7 +90,7 @@ def main() -> None:
                                "PBE/def2-SVP figure)") if args.quick else "PBE/def2-SVP, DF",
                      "td_grids_level": cfg.td_grids_level,
                      "samples_per_state": n, "sigma_a": args.sigma,
-                     "samples_to_5pct_l1": {}, "last_l1_change": {},
+                     "samples_to_5pct_l1": {}, "last_l1_change": {}, "l1_changes": {},
                      "estimated_samples_to_5pct": {}, "peaks_ev": {}}
     geoms = sorted(isomers().items())
     pools = {state: samples(geom, n, args.sigma, seed=k) for k, (state, geom) in enumerate(geoms)}
@@ -130,6 +131,7 @@ def main() -> None:
         last = avg.l1_changes[-1] if avg.l1_changes else None
         figures["samples_to_5pct_l1"][state] = avg.samples_to_converge
         figures["last_l1_change"][state] = last
+        figures["l1_changes"][state] = [round(float(c), 4) for c in avg.l1_changes]
         figures["estimated_samples_to_5pct"][state] = (
             None if last is None else int(np.ceil(len(ok) * last / 0.05)))
         figures["peaks_ev"][state] = [round(p, 3) for p in avg.peaks_ev[:5]]
