@@ -52,12 +52,12 @@ class EMT:
         x = shells * self._theta_np(r) / 12.0
         gamma1 = (x * np.exp(-eta2[:, None] * (r - beta * s0[:, None]))).sum(1)
         gamma2 = (x * np.exp(-kappa[:, None] / beta * (r - beta * s0[:, None]))).sum(1)
-        t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-        self._e0, self._s0, self._v0 = t(e0), t(s0), t(v0)
-        self._eta2, self._kappa, self._lam = t(eta2), t(kappa), t(lam)
-        self._inv12g1 = t(1.0 / (12.0 * gamma1))
-        self._nh = t(-0.5 * v0 / gamma2)  # -V0 / (2 gamma2)
-        self._chi = t(n0[None, :] / n0[:, None])  # chi[i, j] = n0_j / n0_i
+        # per-atom parameters (N,), chi (N, N)
+        self._par = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in {
+            "_e0": e0, "_s0": s0, "_v0": v0, "_eta2": eta2, "_kappa": kappa, "_lam": lam,
+            "_inv12g1": 1.0 / (12.0 * gamma1), "_nh": -0.5 * v0 / gamma2,  # -V0 / (2 gamma2)
+            "_chi": n0[None, :] / n0[:, None],  # chi[i, j] = n0_j / n0_i
+        }.items()}
 
     def _theta_np(self, r: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(self.acut * (r - self.rc)))
@@ -65,8 +65,7 @@ class EMT:
     def energy(self, positions: torch.Tensor) -> torch.Tensor:
         x = positions
         dt = x.dtype
-        p = {k: getattr(self, k).to(dtype=dt, device=x.device)
-             for k in ("_e0", "_s0", "_v0", "_eta2", "_kappa", "_lam", "_inv12g1", "_nh", "_chi")}
+        p = {k: v.to(dtype=dt, device=x.device) for k, v in self._par.items()}
         n = x.shape[-2]
         eye = torch.eye(n, dtype=torch.bool, device=x.device)
         d = x[..., None, :, :] - x[..., :, None, :]  # d[b, i, j] = x_j - x_i
