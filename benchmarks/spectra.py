@@ -4,9 +4,15 @@ Figures (last line of output, one JSON object):
 - ``seconds_per_spectrum``: wall seconds of one TDDFT spectrum (SCF + Casida, lowest
   ``nstates`` states) of Ag6, mean over the computed samples, with the SCF / TDDFT split;
 - ``samples_to_5pct_l1``: per state, the number of samples after which adding one more changes
-  the averaged broadened spectrum by < 5 % (relative L1); null if not reached within the
-  samples computed. ``estimated_samples_to_5pct`` extrapolates the last change as c/n;
-  ``l1_changes``: per state, the relative L1 change on adding sample 2, 3, ...
+  the averaged broadened spectrum by < 5 % (relative L1), in the one order computed; null if
+  not reached within the samples computed. ``l1_changes``: that order's relative L1 change on
+  adding sample 2, 3, ... One order is noisy, so two order-free estimates
+  (:mod:`alflow.observables.convergence`): ``expected_samples_to_5pct``, where the change
+  averaged over 500 random orders (``expected_l1_changes``) first falls below 5 % (null if
+  not within the samples computed); and ``estimated_samples_to_5pct``, from the spread
+  ``l1_spread`` = c ± standard error (each sample against the mean of the others), the n
+  after which one more sample is expected to change the average by c/(n+1) < 5 %, with the
+  range from c ± its standard error;
 
 Samples: Gaussian random displacements (sigma 0.1 Å, about the thermal amplitude at 300 K)
 of the example planar triangle (D3h) and pentagonal pyramid (C5v) (alflow/examples/data/
@@ -17,7 +23,8 @@ integrates the response XC kernel (most of the time) on grid level L (docs/obser
 its effect). ``--quick``: the same figures for the same isomers at a deliberately minimal
 level (labelled in the JSON): CRENBS basis/ECP, grid level 0, no density fitting (exact J is
 cheaper in 54 functions), 4 states, 2 samples per state. Results are kept in an HDF5 spectrum
-store (``--store``), so an interrupted run resumes.
+store (``--store``), so an interrupted run resumes. Each state's SCF starts from the density
+of its previous computed sample (``scf_guess`` of :func:`alflow.observables.tddft.run_tddft`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from alflow.observables import convergence as cv
 from alflow.observables import spectra as sp
 from alflow.observables.batch import spectra_many
 from alflow.observables.store import SpectrumStore
@@ -91,11 +99,13 @@ def main() -> None:
                      "td_grids_level": cfg.td_grids_level,
                      "samples_per_state": n, "sigma_a": args.sigma,
                      "samples_to_5pct_l1": {}, "last_l1_change": {}, "l1_changes": {},
-                     "estimated_samples_to_5pct": {}, "peaks_ev": {}}
+                     "expected_samples_to_5pct": {}, "expected_l1_changes": {},
+                     "l1_spread": {}, "estimated_samples_to_5pct": {}, "peaks_ev": {}}
     geoms = sorted(isomers().items())
     pools = {state: samples(geom, n, args.sigma, seed=k) for k, (state, geom) in enumerate(geoms)}
     results: dict[str, list] = {state: [] for state in pools}
     deadline = None if args.budget_minutes is None else t0 + 60.0 * args.budget_minutes
+    guesses: dict[str, dict] = {state: {} for state in pools}  # SCF density of the last sample
     for i in range(n):  # interleave the states, so a time budget cuts both evenly
         for state, pool in pools.items():
             if (deadline is not None and time.perf_counter() > deadline
@@ -111,7 +121,8 @@ def main() -> None:
 
             results[state] += spectra_many([pool[i]], cfg, store=store,
                                            tags={"state": state, "sample": i,
-                                                 "benchmark": "spectra"}, on_result=report)
+                                                 "benchmark": "spectra"}, on_result=report,
+                                           scf_guess=guesses[state])
     walls, cpus, scfs, tds, failed = [], [], [], [], 0
     for state, res in results.items():
         ok = [r for r in res if r.status == "ok"]
@@ -132,8 +143,21 @@ def main() -> None:
         figures["samples_to_5pct_l1"][state] = avg.samples_to_converge
         figures["last_l1_change"][state] = last
         figures["l1_changes"][state] = [round(float(c), 4) for c in avg.l1_changes]
-        figures["estimated_samples_to_5pct"][state] = (
-            None if last is None else int(np.ceil(len(ok) * last / 0.05)))
+        if len(ok) >= 2:
+            s = sp.broaden_many([np.asarray(r.excitation_energies_ev) for r in ok],
+                                [np.asarray(r.oscillator_strengths) for r in ok],
+                                grid, sp.DEFAULT_WIDTH_EV)
+            expected = cv.permuted_l1_changes(grid, s, n_perm=500, seed=0).mean(axis=0)
+            figures["expected_l1_changes"][state] = [round(float(c), 4) for c in expected]
+            figures["expected_samples_to_5pct"][state] = cv.expected_samples_to_converge(
+                expected, 0.05)
+            d = cv.leave_one_out_l1(grid, s)
+            c, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+            figures["l1_spread"][state] = [round(c, 4), round(se, 4)]
+            figures["estimated_samples_to_5pct"][state] = {
+                "n": cv.samples_for_change(c, 0.05),
+                "range": [cv.samples_for_change(max(c - se, 0.0), 0.05),
+                          cv.samples_for_change(c + se, 0.05)]}
         figures["peaks_ev"][state] = [round(p, 3) for p in avg.peaks_ev[:5]]
         figures[f"complete_below_ev_{state}"] = round(avg.complete_below_ev, 3)
     figures.update(

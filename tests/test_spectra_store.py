@@ -144,3 +144,13 @@ def test_lost_task_is_not_stored_and_others_are(tmp_path):
     assert "worker lost" in res[1].reason
     assert len(store) == 2 and not store.has(res[1].key)
 
+
+
+def test_inline_batch_chains_the_scf_guess_and_parallel_refuses_it(tmp_path):
+    guess: dict = {}
+    res = spectra_many(_mols(), CFG, scf_guess=guess)
+    assert [r.provenance["scf_guess"] for r in res] == ["default", "previous density",
+                                                        "previous density"]
+    assert guess["dm"].shape == (6, 6)  # LiH in STO-3G: the last converged density
+    with pytest.raises(InputError, match="scf_guess"):
+        spectra_many(_mols(), CFG, scf_guess={}, submit=lambda fn, *a: None)

@@ -122,11 +122,14 @@ def make_scf(mol, cfg: LabellerConfig, rung: str = "diis"):
     return mf
 
 
-def run_scf_ladder(mol, cfg: LabellerConfig) -> tuple[Any | None, str | None, list[dict]]:
+def run_scf_ladder(mol, cfg: LabellerConfig, dm0: np.ndarray | None = None,
+                   ) -> tuple[Any | None, str | None, list[dict]]:
     """Try the rungs of ``cfg.scf_ladder`` in order; ``(mf, rung, attempts)`` with ``mf`` the
-    converged SCF (None if every rung failed) and one dict per attempt."""
+    converged SCF (None if every rung failed) and one dict per attempt. ``dm0``: initial AO
+    density matrix of the first rung (e.g. a converged neighbouring geometry's, same atoms in
+    the same order); None: PySCF's default guess."""
     attempts: list[dict] = []
-    dm = None
+    dm = dm0
     for rung in cfg.scf_ladder:
         mf = make_scf(mol, cfg, rung)
         cycles = [0]

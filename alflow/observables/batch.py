@@ -14,6 +14,7 @@ from typing import Any
 
 from ase import Atoms
 
+from alflow.errors import InputError
 from alflow.observables.store import SpectrumStore
 from alflow.observables.tddft import TDDFTConfig, TDDFTResult, run_tddft, spectrum_key
 
@@ -30,14 +31,22 @@ def spectra_many(
     submit: Submit | None = None,
     retry_failed: bool = False,
     on_result: Callable[[int, TDDFTResult, bool], None] | None = None,
+    scf_guess: dict[str, Any] | None = None,
 ) -> list[TDDFTResult]:
     """TDDFT of every configuration, in input order; keys already in ``store`` are read, not
     recomputed (failed ones too unless ``retry_failed``).
+
+    ``scf_guess``: inline runs only (no ``submit``); one dict passed to every
+    :func:`~alflow.observables.tddft.run_tddft` in order, so each SCF starts from the
+    previous converged density (worth it for neighbouring geometries of one structure).
 
     ``tags``: one dict for all or one per configuration. ``on_result(i, result, cached)`` is
     called as each result is known (progress bars). A task that raises (worker lost) gives a
     failed result that is not stored, so a rerun retries it; others are unaffected.
     """
+    if scf_guess is not None and submit is not None:
+        raise InputError("scf_guess: only for inline runs (no submit); parallel tasks cannot "
+                         "share a density")
     n = len(atoms_list)
     tag_list = list(tags) if isinstance(tags, Sequence) else [dict(tags or {})] * n
     if len(tag_list) != n:
@@ -67,7 +76,7 @@ def spectra_many(
 
     if submit is None:
         for i in todo:
-            finish(i, run_tddft(atoms_list[i], config))
+            finish(i, run_tddft(atoms_list[i], config, scf_guess))
     else:
         futures = {submit(run_tddft, atoms_list[i], config): i for i in todo}
         for fut in as_completed(futures):

@@ -19,6 +19,7 @@ Fermi-smearing rung (TDDFT needs integer occupations).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -171,11 +172,22 @@ def _versions() -> dict[str, str]:
     return {"pyscf": pyscf.__version__, "numpy": np.__version__}
 
 
-def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None) -> TDDFTResult:
+def _guess_id(atoms: Atoms, config: TDDFTConfig) -> str:
+    return json.dumps([atoms.numbers.tolist(), config.method_info()], sort_keys=True)
+
+
+def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None,
+              scf_guess: dict[str, Any] | None = None) -> TDDFTResult:
     """Lowest ``config.nstates`` excitations of ``atoms`` (positions in Å).
 
     Returns energies in eV sorted ascending, length-gauge oscillator strengths (dimensionless)
     and transition dipoles (a.u.); a failed SCF or Davidson solve gives ``status="failed"``.
+
+    ``scf_guess`` (in/out, optional): a dict that carries the converged SCF density from one
+    call to the next. If it holds one for the same elements in the same order and the same
+    method, the SCF starts from it instead of PySCF's default guess (for thermally displaced
+    samples of one structure about half the iterations; the result is the same to the SCF
+    tolerance; provenance ``scf_guess``); the new converged density is written back.
     """
     from pyscf import lib
 
@@ -207,13 +219,19 @@ def run_tddft(atoms: Atoms, config: TDDFTConfig | None = None) -> TDDFTResult:
                 f"nstates={config.nstates} exceeds the {nocc * nvir} single excitations of "
                 f"this molecule in {config.basis}"
             )
-        mf, _, attempts = run_scf_ladder(mol, scf_cfg)
+        guess_id = _guess_id(atoms, config)
+        dm0 = (scf_guess["dm"] if scf_guess is not None and scf_guess.get("id") == guess_id
+               else None)
+        prov["scf_guess"] = "previous density" if dm0 is not None else "default"
+        mf, _, attempts = run_scf_ladder(mol, scf_cfg, dm0=dm0)
         prov["scf_attempts"] = attempts
         prov["scf_seconds"] = time.perf_counter() - t0
         if mf is None:
             tried = ", ".join(a["strategy"] for a in attempts)
             return TDDFTResult(key=key, status="failed", provenance=prov,
                                reason=f"SCF did not converge ({tried})")
+        if scf_guess is not None:
+            scf_guess.update(id=guess_id, dm=mf.make_rdm1())
         t1 = time.perf_counter()
         td = make_td(mf, config)
         try:
