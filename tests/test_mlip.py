@@ -310,3 +310,21 @@ def test_training_and_calculator_on_periodic_cells(tmp_path):
         p.calc = m.calc = load(out)
         fd = -(p.get_potential_energy() - m.get_potential_energy()) / (2 * h)
         assert abs(fd - f[i, c]) < 1e-6
+
+
+def test_huber_loss_is_squared_below_delta_and_linear_above():
+    from alflow.mlip.train import huber
+
+    delta = 0.01
+    r = torch.linspace(-0.05, 0.05, 1001, dtype=torch.float64, requires_grad=True)
+    h = huber(r, delta)
+    small = r.abs() <= delta
+    assert torch.allclose(h[small], r[small] ** 2)
+    big = ~small
+    assert torch.allclose(h[big], delta * (2 * r[big].abs() - delta))
+    (g,) = torch.autograd.grad(h.sum(), r)
+    # the gradient is 2r inside, ±2 delta outside: bounded, and continuous at |r| = delta
+    assert float(g.abs().max()) <= 2 * delta + 1e-12
+    assert torch.allclose(g[small], 2 * r[small].detach())
+    with pytest.raises(Exception, match="loss"):
+        MLIPConfig(loss="l1")

@@ -102,6 +102,18 @@ def _history_entry(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in keys}
 
 
+def _delta_f_text(summary: dict[str, Any], kt_ev: float) -> str:
+    """One line for the log: ΔF on the potential and corrected to the oracle, in kT and meV."""
+    v, e = summary.get("value_ev"), summary.get("error_ev")
+    if v is None or e is None:
+        return "no ΔF"
+    out = f"ΔF {v / kt_ev:.3f} ± {e / kt_ev:.3f} kT ({1e3 * v:.3f} ± {1e3 * e:.3f} meV)"
+    c, ce = summary.get("corrected_ev"), summary.get("corrected_error_ev")
+    if c is not None and ce is not None:
+        out += f", corrected to the oracle {c / kt_ev:.3f} ± {ce / kt_ev:.3f} kT"
+    return out
+
+
 def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
                  history: list[dict[str, Any]], state: str, converged: bool,
                  stop_reason: str = "", running: list[str] | None = None) -> dict[str, Any]:
@@ -207,8 +219,8 @@ def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
                                       "finished" if d.stop else "running", d.converged,
                                       d.reason if d.stop else "")
                 write_status(run, status)
-                log.info("generation %d: ΔF %s ± %s eV; %s", g, summary.get("value_ev"),
-                         summary.get("error_ev"), d.reason)
+                log.info("generation %d: %s; %s", g, _delta_f_text(summary, cfg.kt_ev),
+                         d.reason)
                 if d.stop:
                     break
                 pause_point("generation", g, run.root)

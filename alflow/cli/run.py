@@ -15,12 +15,25 @@ from typing import Annotated
 import typer
 
 
+class _QuietLibraries(logging.Filter):
+    """Console filter: libraries speak only at WARNING and above. (``parsl.load`` sets the
+    ``parsl`` logger to DEBUG for its own log in RUN_DIR/runinfo, which would otherwise
+    reach the console through propagation.)"""
+
+    NOISY = ("parsl", "h5py", "matplotlib")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(self.NOISY)
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose or not sys.stderr.isatty()
                         else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("parsl", "h5py", "matplotlib"):
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietLibraries())
+    for noisy in _QuietLibraries.NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

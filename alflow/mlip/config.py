@@ -38,7 +38,9 @@ class MLIPConfig(StrictModel):
     """Committee MLIP: backend, model, training and committee settings.
 
     Units: cutoff in Å, energies eV, forces eV/Å. Loss per configuration is
-    ``energy_weight * (ΔE/N)^2 + forces_weight * mean_atoms,xyz (ΔF)^2``.
+    ``energy_weight * ρ(ΔE/N) + forces_weight * mean_atoms,xyz ρ(ΔF)`` with ρ(x) = x² (``mse``)
+    or the Huber function ρ(x) = x² for |x| ≤ δ, δ(2|x| − δ) above (``huber``, δ =
+    ``huber_delta``; both equal x² for small errors).
     """
 
     backend: Literal["builtin", "mace"] = "builtin"
@@ -50,6 +52,12 @@ class MLIPConfig(StrictModel):
 
     energy_weight: float = Field(10.0, ge=0.0)
     forces_weight: float = Field(1.0, ge=0.0)
+    loss: Literal["mse", "huber"] = Field(
+        "mse", description="squared errors, or Huber (squared below huber_delta, linear "
+                           "above: a few far-from-equilibrium labels do not swamp the rest)")
+    huber_delta: float = Field(0.01, gt=0.0,
+                               description="Huber threshold: eV/atom for energies, eV/Å for "
+                                           "force components")
     lr: float = Field(1e-2, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     clip_grad: float | None = Field(10.0, gt=0.0,

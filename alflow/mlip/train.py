@@ -69,6 +69,13 @@ def config_hash(cfg: MLIPConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def huber(r: torch.Tensor, delta: float) -> torch.Tensor:
+    """Elementwise Huber function scaled to match r² below ``delta``: r² for |r| <= delta,
+    delta (2|r| - delta) above (continuous with its first derivative)."""
+    a = r.abs()
+    return torch.where(a <= delta, r**2, delta * (2 * a - delta))
+
+
 def batch_loss(model: torch.nn.Module, batch, tgt: Targets, cfg: MLIPConfig,
                n_cfg_global: int, n_atoms_global: float, create_graph: bool = True
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -78,8 +85,9 @@ def batch_loss(model: torch.nn.Module, batch, tgt: Targets, cfg: MLIPConfig,
     (g,) = torch.autograd.grad(e.sum(), x, create_graph=create_graph)
     df = (-g - tgt.forces).reshape(-1)
     de = (e - tgt.energy) / tgt.n_atoms
-    loss = (cfg.energy_weight * (de**2).sum() / n_cfg_global
-            + cfg.forces_weight * (df**2).sum() / (3.0 * n_atoms_global))
+    rho = (lambda r: r**2) if cfg.loss == "mse" else (lambda r: huber(r, cfg.huber_delta))
+    loss = (cfg.energy_weight * rho(de).sum() / n_cfg_global
+            + cfg.forces_weight * rho(df).sum() / (3.0 * n_atoms_global))
     sums = {"e_sq": (de.detach() ** 2).sum(), "e_abs": de.detach().abs().sum(),
             "f_sq": (df.detach() ** 2).sum(), "f_abs": df.detach().abs().sum()}
     return loss, sums
@@ -430,4 +438,4 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
 
 
 __all__ = ["TrainingDiverged", "atomic_save", "batch_loss", "config_hash", "evaluate_loss",
-           "train_committee", "train_member"]
+           "huber", "train_committee", "train_member"]
