@@ -8,7 +8,8 @@ Metropolis–Hastings steps proposed by the Boltzmann generator of the state, ac
     min(1, [e^{−βU(x')} / q_x(x')] / [e^{−βU(x)} / q_x(x)]).
 
 Two phases, as in flowMC: during the first ``adapt_iterations`` the step size adapts and the
-flow is retrained (forward KL) on the walkers seen so far; afterwards both are frozen, so the
+flow is retrained (forward KL) on the walkers seen so far (and on ``train_samples``, e.g. the
+seeds); afterwards both are frozen, so the
 production chains are a time-homogeneous Markov chain that leaves the target invariant.
 """
 
@@ -82,14 +83,17 @@ def _log_target(e: torch.Tensor, beta: float, ok: torch.Tensor) -> torch.Tensor:
 def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch.Tensor,
                   temperature_k: float, config: MCMCConfig | dict[str, Any] | None = None,
                   restrict: Predicate | None = None, global_restrict: Predicate | None = None,
-                  cvs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
-                  ) -> MCMCResult:
+                  cvs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                  train_samples: np.ndarray | None = None) -> MCMCResult:
     """Run flow-assisted MCMC from walkers x0 (W, N, 3) Å at ``temperature_k`` K.
 
     ``flow``: a :class:`~alflow.flows.BoltzmannGenerator` (None: MALA only). ``restrict``
     (cheap predicate, every proposal, e.g. :func:`alflow.states.wall`) and ``global_restrict``
     (also on flow proposals only, e.g. the state's quench-basin membership) return (B,) bool.
     ``cvs``: name -> function (B, N, 3) -> (B,) recorded for R-hat/ESS (default: the energy).
+    ``train_samples`` (S, N, 3) Å: configurations of the target (e.g. the MD seeds the flow was
+    first trained on) joined to the walkers for every retraining; without them the flow is
+    retrained on the few walkers seen so far and forgets the seeds (overfits).
     """
     cfg = config if isinstance(config, MCMCConfig) else MCMCConfig(**(config or {}))
     x = torch.as_tensor(np.asarray(x0, dtype=float)).clone()
@@ -174,6 +178,8 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
                 from alflow.flows.train import train_flow
 
                 data = np.concatenate(pool)[-cfg.max_train_samples:]
+                if train_samples is not None and len(train_samples):
+                    data = np.concatenate([np.asarray(train_samples, dtype=float), data])
                 t1 = time.perf_counter()
                 train_flow(flow, data, config={"seed": cfg.seed + it, **cfg.train})
                 train_s += time.perf_counter() - t1
