@@ -2,8 +2,8 @@
 
 Per state: drop seed samples outside the state (``filter_seeds``), build a
 :class:`BoltzmannGenerator` on the state's reference, train it (forward KL) on the seeds (MD,
-previous MCMC), optionally run adaptive MCMC with it (which retrains the flow on the walkers),
-optionally retrain on seeds + walkers and polish with a forward/reverse-KL mixture
+previous MCMC), optionally run adaptive MCMC with it (which retrains the flow on the seeds +
+walkers), optionally retrain on seeds + walkers and polish with a forward/reverse-KL mixture
 (``polish_steps``), then estimate F_S by importance sampling of fresh flow samples — annealed
 toward the target when ``anneal.levels > 0`` (:mod:`alflow.flows.anneal`) — restricted to the
 state (quench basin or CV region) and the wall, with a bootstrap error (and BAR against the
