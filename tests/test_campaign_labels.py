@@ -94,3 +94,22 @@ def test_one_driver_per_run_directory(tmp_path: Path):
             DriverLock(lock).acquire()
     with DriverLock(lock):  # released on exit
         pass
+
+
+def test_status_text_gives_history_in_kt_with_the_corrected_value():
+    from alflow.campaign.rundir import format_status
+
+    kt = 0.0015511
+    hist = [{"generation": 0, "value_ev": 2.0 * kt, "error_ev": 0.05 * kt,
+             "corrected_ev": 1.9 * kt, "corrected_error_ev": 0.1 * kt, "labels_total": 94,
+             "rhat": 1.2},
+            {"generation": 1, "value_ev": None, "error_ev": None, "labels_total": 120}]
+    st = {"name": "x", "kt_ev": kt, "history": hist,
+          "delta_f": {"from": "a", "to": "b", "value_ev": 2.0 * kt, "error_ev": 0.05 * kt,
+                      "dft_corrected_ev": 1.9 * kt, "dft_corrected_error_ev": 0.1 * kt}}
+    text = format_status(st)
+    assert "gen   0: ΔF +2.000 ± 0.050 kT  corrected +1.900 ± 0.100 kT  labels 94" in text
+    assert "gen   1: ΔF —  labels 120" in text
+    assert "corrected to the oracle: " in text and "(1.900 ± 0.100 kT)" in text
+    st.pop("kt_ev")  # without a temperature the history stays in eV
+    assert f"ΔF {2.0 * kt:+.5f} ± {0.05 * kt:.5f} eV" in format_status(st)

@@ -167,10 +167,21 @@ def _fmt_df(d: dict[str, Any] | None, kt: float | None) -> str:
     if kt:
         s += f"  ({d['value_ev'] / kt:.3f} ± {d['error_ev'] / kt:.3f} kT)"
     if d.get("dft_corrected_ev") is not None:
-        err = d.get("dft_corrected_error_ev")
-        s += f"\n  corrected to the oracle: {d['dft_corrected_ev']:.5f}"
+        c, err = d["dft_corrected_ev"], d.get("dft_corrected_error_ev")
+        s += f"\n  corrected to the oracle: {c:.5f}"
         s += f" ± {err:.5f} eV" if err is not None else " eV"
+        if kt:
+            s += f"  ({c / kt:.3f}" + (f" ± {err / kt:.3f}" if err is not None else "") + " kT)"
     return s
+
+
+def _fmt_history_value(v: float | None, e: float | None, kt: float | None) -> str:
+    """'+v ± e' in kT when kT is known, else in eV; '—' without a value."""
+    if v is None:
+        return "—"
+    scale, unit, n = (kt, "kT", 3) if kt else (1.0, "eV", 5)
+    err = f" ± {e / scale:.{n}f}" if e is not None else ""
+    return f"{v / scale:+.{n}f}{err} {unit}"
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -189,11 +200,14 @@ def format_status(st: dict[str, Any]) -> str:
     if hist:
         lines.append("history:")
         for h in hist:
-            v, e = h.get("value_ev"), h.get("error_ev")
-            val = "—" if v is None else f"{v:+.5f} ± {e:.5f} eV"
+            val = _fmt_history_value(h.get("value_ev"), h.get("error_ev"), kt)
+            cor = h.get("corrected_ev")
+            cor = ("" if cor is None else "  corrected " + _fmt_history_value(
+                cor, h.get("corrected_error_ev"), kt))
             rh = h.get("rhat")
-            lines.append(f"  gen {h['generation']:>3}: ΔF {val}  labels {h.get('labels_total')}"
-                         + (f"  R-hat {rh:.3f}" if rh is not None else ""))
+            lines.append(f"  gen {h['generation']:>3}: ΔF {val}{cor}  labels "
+                         f"{h.get('labels_total')}" + (f"  R-hat {rh:.3f}" if rh is not None
+                                                       else ""))
     running = st.get("running") or []
     if running:
         lines.append("running: " + ", ".join(running))
