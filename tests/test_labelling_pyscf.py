@@ -72,15 +72,12 @@ def test_label_equals_direct_pyscf(agh_label):
 
 
 def test_ladder_smearing_rescues_degenerate_square():
-    from pyscf import lib
-
     lab = make_labeller("pyscf:pbe/sto-3g", max_cycle=30, grids_level=1, density_fit=False)
-    # one OpenMP thread: the smeared SCF ends within 1e-9 Ha of its final convergence check,
-    # and with two threads the order of the grid sums can tip that check (then Newton rescues)
-    with lib.with_omp_threads(1):
-        res = lab.label(h4())
+    res = lab.label(h4())
     steps = [(a["strategy"], a["converged"]) for a in res.provenance["scf_attempts"]]
     assert steps == [("diis", False), ("level_shift", False), ("smearing", True)]
+    # every rung starts from the guess, not from the failed rung's oscillating density
+    assert res.provenance["scf_attempts"][2]["cycles"] <= 5
     assert res.status == "ok" and res.provenance["scf_strategy"] == "smearing"
     # the label is the free energy E - sigma*S, below the internal energy
     assert res.energy < res.provenance["e_internal_ev"] - 1e-3
