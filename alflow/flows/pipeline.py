@@ -137,7 +137,7 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
             x0 = x0[restrict(torch.as_tensor(x0)).numpy()]
         mc = cfg.mcmc_config.model_copy(update={"seed": seed})
         result_mcmc = adaptive_mcmc(potential, bg, x0, temperature_k, mc, restrict=restrict,
-                                    global_restrict=lambda y: torch.as_tensor(member(y)),
+                                    member=lambda y: torch.as_tensor(member(y)),
                                     train_samples=seeds)
         train_s += result_mcmc.train_seconds
         target = result_mcmc.positions.reshape(-1, *seeds.shape[1:])

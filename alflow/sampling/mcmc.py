@@ -7,6 +7,13 @@ Metropolis–Hastings steps proposed by the Boltzmann generator of the state, ac
 
     min(1, [e^{−βU(x')} / q_x(x')] / [e^{−βU(x)} / q_x(x)]).
 
+State membership (``member``, e.g. a quench basin: expensive) is checked on every flow proposal
+that would otherwise be accepted, and on each walker at the end of its block of
+``local_steps`` MALA steps: a block that ends outside the state is rejected as a whole. That is
+exact: MALA is reversible with respect to the unrestricted target, so is its k-step block, and
+rejecting the block's endpoints outside the state leaves the restricted target invariant.
+Without it, walkers that step over a shallow barrier sample the neighbouring state.
+
 Two phases, as in flowMC: during the first ``adapt_iterations`` the step size adapts and the
 flow is retrained (forward KL) on the walkers seen so far (and on ``train_samples``, e.g. the
 seeds); afterwards both are frozen, so the
@@ -55,7 +62,8 @@ class MCMCConfig(StrictModel):
 @dataclass
 class MCMCResult:
     """Production samples: positions (T, W, N, 3) Å, energy (T, W) eV, cvs name -> (T, W);
-    acceptance rates, final step size (Å), R-hat and bulk ESS per CV, timings (s)."""
+    acceptance rates, final step size (Å), R-hat and bulk ESS per CV, timings (s);
+    ``left_state``: fraction of MALA blocks rejected because they ended outside the state."""
 
     positions: np.ndarray
     energy: np.ndarray
@@ -68,11 +76,13 @@ class MCMCResult:
     seconds: float
     train_seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    left_state: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {"local_acceptance": self.local_acceptance,
                 "global_acceptance": self.global_acceptance, "step_size": self.step_size,
                 "rhat": self.rhat, "ess": self.ess, "samples": int(np.prod(self.energy.shape)),
+                "left_state": self.left_state,
                 "seconds": self.seconds, "train_seconds": self.train_seconds}
 
 
@@ -82,14 +92,14 @@ def _log_target(e: torch.Tensor, beta: float, ok: torch.Tensor) -> torch.Tensor:
 
 def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch.Tensor,
                   temperature_k: float, config: MCMCConfig | dict[str, Any] | None = None,
-                  restrict: Predicate | None = None, global_restrict: Predicate | None = None,
+                  restrict: Predicate | None = None, member: Predicate | None = None,
                   cvs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
                   train_samples: np.ndarray | None = None) -> MCMCResult:
     """Run flow-assisted MCMC from walkers x0 (W, N, 3) Å at ``temperature_k`` K.
 
     ``flow``: a :class:`~alflow.flows.BoltzmannGenerator` (None: MALA only). ``restrict``
-    (cheap predicate, every proposal, e.g. :func:`alflow.states.wall`) and ``global_restrict``
-    (also on flow proposals only, e.g. the state's quench-basin membership) return (B,) bool.
+    (cheap predicate, every proposal, e.g. :func:`alflow.states.wall`) and ``member`` (the
+    state, e.g. its quench basin; see the module doc) return (B,) bool.
     ``cvs``: name -> function (B, N, 3) -> (B,) recorded for R-hat/ESS (default: the energy).
     ``train_samples`` (S, N, 3) Å: configurations of the target (e.g. the MD seeds the flow was
     first trained on) joined to the walkers for every retraining; without them the flow is
@@ -117,12 +127,14 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
     cv_fns = dict(cvs or {})
     cv_vals: dict[str, list[np.ndarray]] = {k: [] for k in cv_fns}
     acc_l = [0, 0]
+    n_left = 0
     acc_g = [0, 0]
     hist: dict[str, list[float]] = {"step_size": [], "local_acceptance": [],
                                     "global_acceptance": []}
     for it in range(cfg.iterations):
         adapting = it < cfg.adapt_iterations
         n_acc = 0
+        x_block, e_block, f_block = x, e, f
         for _ in range(cfg.local_steps):
             noise = torch.randn(x.shape, dtype=x.dtype, generator=gen)
             mu = x + 0.5 * h**2 * beta * f
@@ -142,6 +154,15 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
             if not adapting:
                 acc_l[0] += int(acc.sum())
                 acc_l[1] += w_n
+        if member is not None and cfg.local_steps:
+            moved = (x != x_block).flatten(1).any(1)
+            if moved.any():
+                out_ = torch.zeros_like(moved)
+                out_[moved] = ~torch.as_tensor(member(x[moved]), dtype=torch.bool)
+                x = torch.where(out_[:, None, None], x_block, x)
+                e = torch.where(out_, e_block, e)
+                f = torch.where(out_[:, None, None], f_block, f)
+                n_left += int(out_.sum())
         rate_l = n_acc / max(1, cfg.local_steps * w_n)
         if adapting and cfg.local_steps:
             h = float(h * np.exp(0.5 * (rate_l - cfg.target_accept)))
@@ -151,15 +172,13 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
             for _ in range(cfg.global_steps):
                 y, lqy, valid = flow.sample(w_n, gen)
                 ok = valid & ok_fn(y)
-                if global_restrict is not None and ok.any():
-                    sub = torch.zeros_like(ok)
-                    sub[ok] = torch.as_tensor(global_restrict(y[ok]), dtype=torch.bool)
-                    ok = sub
                 with torch.no_grad():
                     oy = evaluate(potential, y)
                 ey = oy.energy.double()
                 log_a = (_log_target(ey, beta, ok) - lqy) - (-beta * e - lq)
                 acc = torch.log(torch.rand(w_n, dtype=x.dtype, generator=gen)) < log_a
+                if member is not None and acc.any():  # only accepted proposals need the state
+                    acc[acc.clone()] = torch.as_tensor(member(y[acc]), dtype=torch.bool)
                 x = torch.where(acc[:, None, None], y, x)
                 e = torch.where(acc, ey, e)
                 f = torch.where(acc[:, None, None], oy.forces.double(), f)
@@ -199,7 +218,8 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
             ess[k] = ess_bulk(v.T)
     return MCMCResult(pos, en, cv_arr, acc_l[0] / max(1, acc_l[1]),
                       acc_g[0] / max(1, acc_g[1]) if flow is not None else float("nan"), h,
-                      rhat, ess, time.perf_counter() - t0, train_s, hist)
+                      rhat, ess, time.perf_counter() - t0, train_s, hist,
+                      n_left / max(1, w_n * cfg.iterations) if cfg.local_steps else 0.0)
 
 
 __all__ = ["MCMCConfig", "MCMCResult", "adaptive_mcmc"]
