@@ -120,3 +120,49 @@ def test_mala_blocks_that_leave_the_state_are_rejected():
     se = np.sqrt(var / res.ess["energy"])
     assert abs(x.mean() - mean) < 5 * se, (x.mean(), mean, se)
     assert (free.positions[..., 0, 0] < 0).mean() > 0.1  # without it, walkers cross
+
+
+class _GaussianProposal:
+    """A stand-in flow: a normal density over one atom's position, widths s (3,) Å."""
+
+    def __init__(self, s: tuple[float, float, float]):
+        self.s = torch.tensor(s, dtype=torch.float64)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return (-0.5 * (x[:, 0] / self.s) ** 2 - torch.log(self.s)).sum(-1) \
+            - 1.5 * np.log(2 * np.pi)
+
+    def sample(self, n: int, generator: torch.Generator):
+        y = self.s * torch.randn((n, 1, 3), dtype=torch.float64, generator=generator)
+        return y, self.log_prob(y), torch.ones(n, dtype=torch.bool)
+
+
+def test_batched_flow_proposals_respect_the_state_with_one_membership_call_per_iteration():
+    """Independence proposals spanning both wells: the x > 0 state is sampled exactly
+    (moments by quadrature) with all global steps of an iteration checked in one call."""
+    from ase.units import kB
+
+    pot, t_k = _DoubleWell(), 300.0
+    x0 = np.zeros((100, 1, 3))
+    x0[:, 0, 0] = 1.0
+    calls = []
+
+    def member(y: torch.Tensor) -> torch.Tensor:
+        calls.append(len(y))
+        return torch.as_tensor(y[:, 0, 0] > 0)
+
+    cfg = {"iterations": 30, "adapt_iterations": 0, "local_steps": 3, "global_steps": 6,
+           "step_size": 0.3}
+    res = adaptive_mcmc(pot, _GaussianProposal((1.2, 0.2, 0.2)), x0, t_k, cfg, member=member)
+    xs = np.linspace(0.0, 3.0, 30001)
+    p = np.exp(-pot.a * (xs**2 - 1) ** 2 / (kB * t_k))
+    mean = np.trapezoid(xs * p, xs) / np.trapezoid(p, xs)
+    var = np.trapezoid(xs**2 * p, xs) / np.trapezoid(p, xs) - mean**2
+    x = res.positions[..., 0, 0]
+    assert (x > 0).all() and res.global_acceptance > 0.2
+    se = np.sqrt(var / res.ess["energy"])
+    assert abs(x.mean() - mean) < 5 * se, (x.mean(), mean, se)
+    assert abs(x.var() / var - 1) < 0.15, (x.var(), var)
+    assert len(calls) <= cfg["iterations"]
+    # only proposals that could be accepted are checked: fewer than all of them
+    assert sum(calls) < cfg["iterations"] * (100 + 6 * 100) * 0.8, sum(calls)

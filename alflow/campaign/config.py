@@ -33,7 +33,7 @@ class StateDefinition(StrictModel):
     kind: Literal["basin", "cv"] = "basin"
     reference: str | None = Field(
         None, description="basin: file of the minimum (default: the state's first structure)")
-    match_tolerance: float = Field(0.2, gt=0, description="basin: Å RMS of sorted pair "
+    match_tolerance: float = Field(0.05, gt=0, description="basin: Å RMS of sorted pair "
                                                           "distances to count as this minimum")
     cv: dict[str, Any] | None = Field(
         None, description="cv: an alflow.sampling.cvs config, e.g. {kind: gyration}")

@@ -7,12 +7,15 @@ Metropolis–Hastings steps proposed by the Boltzmann generator of the state, ac
 
     min(1, [e^{−βU(x')} / q_x(x')] / [e^{−βU(x)} / q_x(x)]).
 
-State membership (``member``, e.g. a quench basin: expensive) is checked on every flow proposal
-that would otherwise be accepted, and on each walker at the end of its block of
-``local_steps`` MALA steps: a block that ends outside the state is rejected as a whole. That is
-exact: MALA is reversible with respect to the unrestricted target, so is its k-step block, and
-rejecting the block's endpoints outside the state leaves the restricted target invariant.
-Without it, walkers that step over a shallow barrier sample the neighbouring state.
+State membership (``member``, e.g. a quench basin: expensive) is checked on each walker at the
+end of its block of ``local_steps`` MALA steps: a block that ends outside the state is rejected
+as a whole. That is exact: MALA is reversible with respect to the unrestricted target, so is
+its k-step block, and rejecting the block's endpoints outside the state leaves the restricted
+target invariant. Without it, walkers that step over a shallow barrier sample the neighbouring
+state. The flow's proposals do not depend on the walkers, so all ``global_steps`` × W of an
+iteration are drawn and evaluated in one batch, and the state of every proposal that could be
+accepted (whatever the earlier steps accept) is checked in the same batched quench as the MALA
+block ends: one membership call per iteration, however many global steps.
 
 Two phases, as in flowMC: during the first ``adapt_iterations`` the step size adapts and the
 flow is retrained (forward KL) on the walkers seen so far (and on ``train_samples``, e.g. the
@@ -154,40 +157,63 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
             if not adapting:
                 acc_l[0] += int(acc.sum())
                 acc_l[1] += w_n
-        if member is not None and cfg.local_steps:
-            moved = (x != x_block).flatten(1).any(1)
-            if moved.any():
-                out_ = torch.zeros_like(moved)
-                out_[moved] = ~torch.as_tensor(member(x[moved]), dtype=torch.bool)
-                x = torch.where(out_[:, None, None], x_block, x)
-                e = torch.where(out_, e_block, e)
-                f = torch.where(out_[:, None, None], f_block, f)
-                n_left += int(out_.sum())
+        # The flow's proposals do not depend on the walkers (independence sampler): draw and
+        # evaluate all global_steps × W of them at once, and check the state of the MALA
+        # block ends and of every proposal that could be accepted in one quench.
+        g_n = cfg.global_steps if flow is not None else 0
+        if g_n:
+            y, lqy, valid = flow.sample(w_n * g_n, gen)
+            ok = valid & ok_fn(y)
+            with torch.no_grad():
+                oy = evaluate(potential, y)
+            ey, fy = oy.energy.double(), oy.forces.double()
+            lt_y = (_log_target(ey, beta, ok) - lqy).view(g_n, w_n)
+            log_u = torch.log(torch.rand(g_n, w_n, dtype=x.dtype, generator=gen))
+            lq = flow.log_prob(x).detach()
+            lq_block = flow.log_prob(x_block).detach()
+            # the lowest log(p/q) a walker can hold before step k: its block start or end,
+            # or an earlier finite proposal; a proposal above that bound can be accepted
+            floor = torch.minimum(-beta * e - lq, -beta * e_block - lq_block)
+            earlier = torch.cummin(torch.where(torch.isfinite(lt_y), lt_y,
+                                               torch.full_like(lt_y, float("inf"))), 0).values
+            floor = torch.minimum(floor[None], torch.cat([floor[None], earlier[:-1]]))
+            maybe = (log_u < lt_y - floor).flatten()
+        else:
+            maybe = torch.zeros(0, dtype=torch.bool)
+        moved = ((x != x_block).flatten(1).any(1) if member is not None and cfg.local_steps
+                 else torch.zeros(w_n, dtype=torch.bool))
+        in_y = torch.ones(len(maybe), dtype=torch.bool)
+        if member is not None and (moved.any() or maybe.any()):
+            check = torch.cat([x[moved], y[maybe]]) if g_n else x[moved]
+            inside = torch.as_tensor(member(check), dtype=torch.bool)
+            n_moved = int(moved.sum())
+            out_ = torch.zeros_like(moved)
+            out_[moved] = ~inside[:n_moved]
+            if g_n:
+                in_y[maybe] = inside[n_moved:]
+            x = torch.where(out_[:, None, None], x_block, x)
+            e = torch.where(out_, e_block, e)
+            f = torch.where(out_[:, None, None], f_block, f)
+            n_left += int(out_.sum())
         rate_l = n_acc / max(1, cfg.local_steps * w_n)
         if adapting and cfg.local_steps:
             h = float(h * np.exp(0.5 * (rate_l - cfg.target_accept)))
         n_gacc = 0
-        if flow is not None and cfg.global_steps:
+        if g_n:
             lq = flow.log_prob(x).detach()
-            for _ in range(cfg.global_steps):
-                y, lqy, valid = flow.sample(w_n, gen)
-                ok = valid & ok_fn(y)
-                with torch.no_grad():
-                    oy = evaluate(potential, y)
-                ey = oy.energy.double()
-                log_a = (_log_target(ey, beta, ok) - lqy) - (-beta * e - lq)
-                acc = torch.log(torch.rand(w_n, dtype=x.dtype, generator=gen)) < log_a
-                if member is not None and acc.any():  # only accepted proposals need the state
-                    acc[acc.clone()] = torch.as_tensor(member(y[acc]), dtype=torch.bool)
-                x = torch.where(acc[:, None, None], y, x)
-                e = torch.where(acc, ey, e)
-                f = torch.where(acc[:, None, None], oy.forces.double(), f)
-                lq = torch.where(acc, lqy, lq)
+            y, lqy, ey, fy = (v.view(g_n, w_n, *v.shape[1:]) for v in (y, lqy, ey, fy))
+            in_y = in_y.view(g_n, w_n)
+            for k in range(g_n):
+                acc = (log_u[k] < lt_y[k] - (-beta * e - lq)) & in_y[k]
+                x = torch.where(acc[:, None, None], y[k], x)
+                e = torch.where(acc, ey[k], e)
+                f = torch.where(acc[:, None, None], fy[k], f)
+                lq = torch.where(acc, lqy[k], lq)
                 n_gacc += int(acc.sum())
                 if not adapting:
                     acc_g[0] += int(acc.sum())
                     acc_g[1] += w_n
-        rate_g = n_gacc / max(1, cfg.global_steps * w_n)
+        rate_g = n_gacc / max(1, g_n * w_n)
         hist["step_size"].append(h)
         hist["local_acceptance"].append(rate_l)
         hist["global_acceptance"].append(rate_g)
