@@ -1,7 +1,14 @@
 """Settings of a tiny lj7 campaign (seconds per generation) shared by the end-to-end tests:
 they test orchestration (resume, kill, Slurm), not accuracy."""
 
+# A committee trained 8 epochs has minima of its own 0.1-0.5 Å (RMS of sorted pair distances)
+# from both reference minima (which lie 0.43 Å apart): a wider match tolerance keeps the
+# states populated.
+_BASIN = {"kind": "basin", "match_tolerance": 0.2}
+
 SMALL = {
+    "system": {"states": {"pbp": {"structures": "structures/pbp.xyz", "definition": _BASIN},
+                          "coh": {"structures": "structures/coh.xyz", "definition": _BASIN}}},
     "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 8, "dtype": "float64",
              "explode_factor": 1e6,
              "builtin": {"features": 8, "layers": 1, "radial_hidden": 8, "readout_hidden": 8,
