@@ -137,9 +137,9 @@ class _GaussianProposal:
         return y, self.log_prob(y), torch.ones(n, dtype=torch.bool)
 
 
-def test_batched_flow_proposals_respect_the_state_with_one_membership_call_per_iteration():
-    """Independence proposals spanning both wells: the x > 0 state is sampled exactly
-    (moments by quadrature) with all global steps of an iteration checked in one call."""
+def test_batched_flow_proposals_respect_the_state():
+    """Independence proposals spanning both wells (half of them outside the x > 0 state):
+    the state is sampled exactly (moments by quadrature) with batched state checks."""
     from ase.units import kB
 
     pot, t_k = _DoubleWell(), 300.0
@@ -163,6 +163,6 @@ def test_batched_flow_proposals_respect_the_state_with_one_membership_call_per_i
     se = np.sqrt(var / res.ess["energy"])
     assert abs(x.mean() - mean) < 5 * se, (x.mean(), mean, se)
     assert abs(x.var() / var - 1) < 0.15, (x.var(), var)
-    assert len(calls) <= cfg["iterations"]
-    # only proposals that could be accepted are checked: fewer than all of them
-    assert sum(calls) < cfg["iterations"] * (100 + 6 * 100) * 0.8, sum(calls)
+    # batched: a few calls per iteration, on the block ends and the accepted proposals only
+    assert len(calls) <= 3 * cfg["iterations"], len(calls)
+    assert sum(calls) < cfg["iterations"] * (100 + 6 * 100) * 0.6, sum(calls)

@@ -210,6 +210,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     frames = np.asarray(traj.positions[burn:])  # (F, R, N, 3)
     f, r = frames.shape[:2]
     md_rhat = _rhat(np.asarray(traj.energy[burn:]))
+    t_md = time.time() - t0
     data = frames.reshape(-1, *frames.shape[2:])
     data = data[np.isfinite(data.reshape(len(data), -1)).all(1)]
     if len(data) < 10:
@@ -223,6 +224,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
                                 masses=system.masses, out_dir=out_dir, seed=seed)
         fe, smp, mcmc, train_s = res.free_energy, res.samples, res.mcmc, res.train_seconds
         bg = res.generator
+        t_est = res.extra.get("estimate_seconds")
     else:  # the flow trained on the MD seeds alone
         bg = BoltzmannGenerator.build(np.asarray(ref), system.numbers,
                                       FlowConfig(**{"seed": seed, **sampler.flow}), samples=data)
@@ -230,10 +232,12 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
                              {"seed": seed, **sampler.train}).get("seconds")
         bg.save(out_dir)
         restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
+        t_est = time.time()
         fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
                                    member=states.member(state), restrict=restrict, seed=seed,
                                    n_bootstrap=n_bootstrap, return_samples=True,
                                    anneal=AnnealConfig(**sampler.anneal), label=f"state {state}")
+        t_est = time.time() - t_est
     _save_flow_samples(smp, state, out_dir, bg.symmetry_number, temperature_k)
     rhat, acc, mcmc_rhat = md_rhat, None, None
     if mcmc is not None:
@@ -252,7 +256,9 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
              "mcmc_rhat": mcmc_rhat, "acceptance": acc,
              "local_acceptance": mcmc.local_acceptance if mcmc else None,
              "md_frames_used": int(len(data)), "md_frames": int(f * r),
-             "train_seconds": train_s, "_t0": t0, "_t1": time.time()},
+             "train_seconds": train_s, "md_seconds": t_md,
+             "mcmc_seconds": mcmc.seconds - mcmc.train_seconds if mcmc else None,
+             "estimate_seconds": t_est, "_t0": t0, "_t1": time.time()},
             {"reweight_positions": smp.positions[pick], "reweight_model_energy":
              smp.energy[pick], "md_samples": data})
 

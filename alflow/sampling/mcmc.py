@@ -13,9 +13,10 @@ as a whole. That is exact: MALA is reversible with respect to the unrestricted t
 its k-step block, and rejecting the block's endpoints outside the state leaves the restricted
 target invariant. Without it, walkers that step over a shallow barrier sample the neighbouring
 state. The flow's proposals do not depend on the walkers, so all ``global_steps`` × W of an
-iteration are drawn and evaluated in one batch, and the state of every proposal that could be
-accepted (whatever the earlier steps accept) is checked in the same batched quench as the MALA
-block ends: one membership call per iteration, however many global steps.
+iteration are drawn and evaluated in one batch; the chain of flow moves is run once assuming
+unchecked points lie in the state, the MALA block ends and the proposals it accepted are
+checked in one batched call, and the chain is rerun only if one of them lies outside (the
+result is the chain that checks every accepted proposal: exact).
 
 Two phases, as in flowMC: during the first ``adapt_iterations`` the step size adapts and the
 flow is retrained (forward KL) on the walkers seen so far (and on ``train_samples``, e.g. the
@@ -158,8 +159,10 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
                 acc_l[0] += int(acc.sum())
                 acc_l[1] += w_n
         # The flow's proposals do not depend on the walkers (independence sampler): draw and
-        # evaluate all global_steps × W of them at once, and check the state of the MALA
-        # block ends and of every proposal that could be accepted in one quench.
+        # evaluate all global_steps × W of them at once. State checks are batched: the chain
+        # of flow moves is run assuming unchecked points are inside; the MALA block ends and
+        # the proposals it accepts are checked in one call; if one is outside, the chain is
+        # rerun with that knowledge (rarely: flow samples of a state mostly lie in it).
         g_n = cfg.global_steps if flow is not None else 0
         if g_n:
             y, lqy, valid = flow.sample(w_n * g_n, gen)
@@ -169,42 +172,46 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
             ey, fy = oy.energy.double(), oy.forces.double()
             lt_y = (_log_target(ey, beta, ok) - lqy).view(g_n, w_n)
             log_u = torch.log(torch.rand(g_n, w_n, dtype=x.dtype, generator=gen))
-            lq = flow.log_prob(x).detach()
-            lq_block = flow.log_prob(x_block).detach()
-            # the lowest log(p/q) a walker can hold before step k: its block start or end,
-            # or an earlier finite proposal; a proposal above that bound can be accepted
-            floor = torch.minimum(-beta * e - lq, -beta * e_block - lq_block)
-            earlier = torch.cummin(torch.where(torch.isfinite(lt_y), lt_y,
-                                               torch.full_like(lt_y, float("inf"))), 0).values
-            floor = torch.minimum(floor[None], torch.cat([floor[None], earlier[:-1]]))
-            maybe = (log_u < lt_y - floor).flatten()
-        else:
-            maybe = torch.zeros(0, dtype=torch.bool)
+            lt_end = -beta * e - flow.log_prob(x).detach()
+            lt_start = -beta * e_block - flow.log_prob(x_block).detach()
         moved = ((x != x_block).flatten(1).any(1) if member is not None and cfg.local_steps
                  else torch.zeros(w_n, dtype=torch.bool))
-        in_y = torch.ones(len(maybe), dtype=torch.bool)
-        if member is not None and (moved.any() or maybe.any()):
-            check = torch.cat([x[moved], y[maybe]]) if g_n else x[moved]
-            inside = torch.as_tensor(member(check), dtype=torch.bool)
-            n_moved = int(moved.sum())
-            out_ = torch.zeros_like(moved)
-            out_[moved] = ~inside[:n_moved]
+        block_out = torch.zeros(w_n, dtype=torch.bool)
+        status = torch.zeros((g_n, w_n), dtype=torch.int8)  # 0 unchecked, 1 in, -1 out
+        if member is None:
+            status.fill_(1)
+        while True:
+            take = torch.zeros((g_n, w_n), dtype=torch.long)  # 1 + index of accepted step
             if g_n:
-                in_y[maybe] = inside[n_moved:]
-            x = torch.where(out_[:, None, None], x_block, x)
-            e = torch.where(out_, e_block, e)
-            f = torch.where(out_[:, None, None], f_block, f)
-            n_left += int(out_.sum())
+                lt_cur = torch.where(block_out, lt_start, lt_end)
+                for k in range(g_n):
+                    acc = (log_u[k] < lt_y[k] - lt_cur) & (status[k] >= 0)
+                    lt_cur = torch.where(acc, lt_y[k], lt_cur)
+                    take[k] = acc
+            need = take.bool() & (status == 0)
+            check_block = moved if member is not None else torch.zeros_like(moved)
+            if not (check_block.any() or need.any()):
+                break
+            inside = torch.as_tensor(member(torch.cat([x[check_block],
+                                                       y.view(g_n, w_n, *x.shape[1:])[need]])
+                                            if g_n else x[check_block]), dtype=torch.bool)
+            n_b = int(check_block.sum())
+            block_out[check_block] = ~inside[:n_b]
+            status[need] = torch.where(inside[n_b:], 1, -1).to(torch.int8)
+            moved = torch.zeros_like(moved)  # block ends are known from now on
+        x = torch.where(block_out[:, None, None], x_block, x)
+        e = torch.where(block_out, e_block, e)
+        f = torch.where(block_out[:, None, None], f_block, f)
+        n_left += int(block_out.sum())
         rate_l = n_acc / max(1, cfg.local_steps * w_n)
         if adapting and cfg.local_steps:
             h = float(h * np.exp(0.5 * (rate_l - cfg.target_accept)))
         n_gacc = 0
         if g_n:
-            lq = flow.log_prob(x).detach()
+            lq = torch.where(block_out, lt_start + beta * e, lt_end + beta * e)  # log q(x)
             y, lqy, ey, fy = (v.view(g_n, w_n, *v.shape[1:]) for v in (y, lqy, ey, fy))
-            in_y = in_y.view(g_n, w_n)
             for k in range(g_n):
-                acc = (log_u[k] < lt_y[k] - (-beta * e - lq)) & in_y[k]
+                acc = take[k].bool()
                 x = torch.where(acc[:, None, None], y[k], x)
                 e = torch.where(acc, ey[k], e)
                 f = torch.where(acc[:, None, None], fy[k], f)
