@@ -46,7 +46,8 @@ PBP = _LJ7["bipyramid"].positions.copy()
 COH = _LJ7["capped_octahedron"].positions.copy()
 
 
-def _config(quick: bool, samples: int, levels: int, polish: int) -> StateSamplerConfig:
+def _config(quick: bool, samples: int, levels: int, polish: int,
+            mala_steps: int = 2) -> StateSamplerConfig:
     """Forward KL on the MD seeds, adaptive MCMC (retraining on the walkers), a mixed
     forward/reverse-KL polish, then annealed importance sampling of the estimate."""
     return StateSamplerConfig(
@@ -56,7 +57,7 @@ def _config(quick: bool, samples: int, levels: int, polish: int) -> StateSampler
                      "local_steps": 5 if quick else 10, "global_steps": 2,
                      "train_every": 2 if quick else 4, "train": {"steps": 20 if quick else 60}},
         walkers=32 if quick else 64, retrain_steps=30 if quick else 300,
-        polish_steps=polish, samples=samples, anneal={"levels": levels, "mala_steps": 2})
+        polish_steps=polish, samples=samples, anneal={"levels": levels, "mala_steps": mala_steps})
 
 
 def _md_seeds(pot, x0: np.ndarray, masses: np.ndarray, t_k: float, replicas: int, steps: int,
@@ -113,7 +114,9 @@ def bench_lj7(quick: bool) -> dict:
     # the coh flow alone reached ESS 0.002-0.05 (docs/flows.md); MD costs seconds
     seeds = {s: _md_seeds(pot, mins[s], masses, t_k, 64, 600 if quick else 2000, 10.0, k)
              for k, s in enumerate(refs)}
-    cfg = _config(quick, 1000 if quick else 6000, 10 if quick else 40, 40 if quick else 400)
+    # full: 100 levels x 4 MALA steps (40 x 2 left heavy AIS weights: ESS 0.2-0.56 by draw)
+    cfg = _config(quick, 1000 if quick else 6000, 10 if quick else 100, 40 if quick else 400,
+                  2 if quick else 4)
     return _system("lj7", pot, states, mins, numbers, masses, t_k, ["pbp", "coh"], cfg, seeds,
                    8.5125)
 

@@ -137,6 +137,35 @@ def test_canonical_permutation_shortcut_matches_the_full_search(state):
         assert any((p[pf] == r).all() for r in rot)
 
 
+
+@pytest.mark.parametrize("state", ["pbp", "coh"])
+def test_own_cell_is_the_flows_labelling_cell(state):
+    """own_cell (annealing's confinement to one labelled copy of the state): thermal-size
+    distortions of the reference, rotated, translated and relabelled by a symmetry permutation
+    are inside; relabelled by a permutation outside the point group, outside; the vectorised
+    fast path agrees with the full assignment search."""
+    from alflow.flows.anneal import own_cell
+
+    atoms = _lj7(state)
+    ref = atoms.positions - atoms.positions.mean(0)
+    bg = BoltzmannGenerator.build(ref, atoms.numbers, FlowConfig(coordinates="frame"))
+    rot = rotation_permutations(ref, atoms.numbers)
+    rng = np.random.default_rng(7)
+    x = ref[None] + rng.normal(scale=0.1, size=(30, 7, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    sym = np.stack([xb[rot[i % len(rot)]] for i, xb in enumerate(x)]) @ q.T + 2.0
+    assert own_cell(bg, torch.as_tensor(sym)).all()
+    foreign = [p for p in (rng.permutation(7) for _ in range(200))
+               if not any((p == r).all() for r in rot)][:30]
+    y = np.stack([xb[p] for xb, p in zip(x, foreign, strict=False)]) @ q.T
+    assert not own_cell(bg, torch.as_tensor(y)).any()
+    # larger distortions: the fast path's verdict equals the assignment's
+    z = np.concatenate([x, y[:10]]) + rng.normal(scale=0.2, size=(40, 7, 3))
+    full = canonical_permutation(z, ref, atoms.numbers, unique_fraction=0.0)
+    expect = [any((p == r).all() for r in rot) for p in full]
+    assert own_cell(bg, torch.as_tensor(z)).tolist() == expect
+
 def _flow_map(flow: CouplingFlow):
     """u -> z through the layers and normalisation (the sampling direction)."""
     def f(u: torch.Tensor) -> torch.Tensor:
