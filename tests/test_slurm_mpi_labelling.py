@@ -4,6 +4,8 @@ site's MPIExecutor runs the mpi4py batch driver with ``$PARSL_MPI_PREFIX`` = ``s
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from ase.calculators.emt import EMT
@@ -49,9 +51,15 @@ def test_mpi_label_batch_two_ranks_under_srun(tmp_path):
     keys = store.keys()
     assert len(keys) == len(set(keys)) == 6 == len(store)   # every label stored once
     assert recs[6].key == recs[2].key and recs[6].energy == recs[2].energy
-    # both ranks of the srun step labelled (srun may exit 0 when a step fails to launch:
-    # the ranks' own records prove that both ran)
-    assert {store.get(k).provenance.get("mpi_rank") for k in keys} == {0, 1}, err
+    # both ranks of the srun step joined one MPI world (srun may exit 0 when a step fails to
+    # launch: the driver's summary proves it). Which rank labelled what depends on timing:
+    # work is handed out on request, and EMT labels are so fast that under load rank 0's own
+    # worker may take all six before rank 1 asks (seen in CI on a loaded machine).
+    summaries = [json.loads(line) for f in work.glob("mpi-*.out")
+                 for line in f.read_text().splitlines() if line.startswith("{")]
+    assert summaries and all(sm["ranks"] == 2 for sm in summaries), (summaries, err)
+    assert sum(summaries[0]["tasks_per_rank"]) == 6
+    assert {store.get(k).provenance.get("mpi_rank") for k in keys} <= {0, 1}, err
     # nothing was recomputed the second time: no new MPI task was started
     assert sorted(p.name for p in work.iterdir()) == outputs
     assert [r.energy for r in again] == [r.energy for r in recs]
