@@ -12,10 +12,11 @@ lower the variance of w (a higher ESS). With ``confine`` the densities are restr
 state, π_k·1_S: a level's MALA steps are one composite move, undone when it ends outside S
 (reversible w.r.t. π_k·1_S because the m-step MALA kernel is reversible w.r.t. π_k). Without
 it walkers that wander out of a shallow basin are lost at the end, which biases Z_S low by
-about the fraction lost. ``confine`` also keeps every walker in the flow's own labelling cell
-(its optimal assignment of like atoms to the reference is one of the σ labellings the flow was
-trained on): F_S integrates over one labelled copy of the state, and the quench basin of a
-state holds all its permutational copies, some of them one low saddle away (lj7's coh copies
+about the fraction lost. Every walker is also kept in the flow's own labelling cell, with or
+without ``confine`` (a cheap vectorised check, no quench): its optimal assignment of like
+atoms to the reference must be one of the σ labellings the flow was trained on. F_S
+integrates over one labelled copy of the state, and the quench basin of a state holds all
+its permutational copies, some of them one low saddle away (lj7's coh copies
 at 18 K). A walker that crosses into another copy meets q_x ≈ 0 there and carries an
 enormous weight (measured: one of 6000 walkers of 100 levels × 4 MALA steps held 58 % of the
 weight, ESS 0.0005, F 0.85 kT low). ``levels = 0`` is plain importance sampling
@@ -49,10 +50,10 @@ class AnnealConfig(StrictModel):
     mala_steps: int = Field(2, ge=1, description="MALA steps per level")
     step_size: float = Field(0.02, gt=0, description="initial MALA step (Å)")
     target_accept: float = Field(0.6, gt=0, lt=1)
-    confine: bool = Field(True, description="keep walkers in the state and in the flow's "
-                          "labelling cell: after each level's MALA steps a walker outside "
-                          "either returns to where the level began (one state check per "
-                          "level, e.g. a quench)")
+    confine: bool = Field(True, description="keep walkers in the state: after each level's "
+                          "MALA steps a walker outside it returns to where the level began "
+                          "(one state check per level, e.g. a quench); walkers are always "
+                          "kept in the flow's labelling cell")
 
 
 def own_cell(bg, x: torch.Tensor) -> torch.Tensor:
@@ -130,12 +131,13 @@ def anneal(bg, potential: Potential, beta: float, x: torch.Tensor, log_q: torch.
     confine = cfg.confine
 
     def region(y: torch.Tensor) -> torch.Tensor:
+        """The flow's labelling cell (cheap, always) and, with ``confine``, the state."""
         keep = own_cell(bg, y)
-        if member is not None and keep.any():
+        if confine and member is not None and keep.any():
             keep[keep.clone()] = torch.as_tensor(member(y[keep]), dtype=torch.bool)
         return keep
 
-    if confine and ok.any():
+    if ok.any():
         ok[ok.clone()] = region(x[ok])
     ell = -beta * e - lq
     log_w0 = torch.where(ok, ell, torch.full_like(e, -float("inf")))
@@ -180,15 +182,15 @@ def anneal(bg, potential: Potential, beta: float, x: torch.Tensor, log_q: torch.
             rate = float(acc[ok].double().mean()) if ok.any() else 0.0
             acc_sum += rate
             h = float(h * np.exp(0.5 * (rate - cfg.target_accept)))
-        if confine:
-            moved = ok & (x != start[0]).any(-1).any(-1)
-            out_ = torch.zeros_like(moved)
-            if moved.any():
-                out_[moved] = ~region(x[moved])
-            n_out += int(out_.sum())
-            x, f, glq = (torch.where(out_[:, None, None], a, b)
-                         for a, b in ((start[0], x), (start[2], f), (start[4], glq)))
-            e, lq = torch.where(out_, start[1], e), torch.where(out_, start[3], lq)
+        # every level: a walker that left the region returns to the level's start
+        moved = ok & (x != start[0]).any(-1).any(-1)
+        out_ = torch.zeros_like(moved)
+        if moved.any():
+            out_[moved] = ~region(x[moved])
+        n_out += int(out_.sum())
+        x, f, glq = (torch.where(out_[:, None, None], a, b)
+                     for a, b in ((start[0], x), (start[2], f), (start[4], glq)))
+        e, lq = torch.where(out_, start[1], e), torch.where(out_, start[3], lq)
         ell = -beta * e - lq
     n_moves = max(1, (cfg.levels - 1) * cfg.mala_steps)
     stats = {"anneal_acceptance": acc_sum / n_moves, "anneal_step_size": h,
