@@ -137,7 +137,6 @@ def test_canonical_permutation_shortcut_matches_the_full_search(state):
         assert any((p[pf] == r).all() for r in rot)
 
 
-
 @pytest.mark.parametrize("state", ["pbp", "coh"])
 def test_own_cell_is_the_flows_labelling_cell(state):
     """own_cell (annealing's confinement to one labelled copy of the state): thermal-size
@@ -165,6 +164,7 @@ def test_own_cell_is_the_flows_labelling_cell(state):
     full = canonical_permutation(z, ref, atoms.numbers, unique_fraction=0.0)
     expect = [any((p == r).all() for r in rot) for p in full]
     assert own_cell(bg, torch.as_tensor(z)).tolist() == expect
+
 
 def _flow_map(flow: CouplingFlow):
     """u -> z through the layers and normalisation (the sampling direction)."""

@@ -97,12 +97,19 @@ class _DoubleWell:
         x, yz = pos[:, 0, 0], pos[:, 0, 1:]
         return self.a * (x**2 - 1) ** 2 + 0.5 * self.k * (yz**2).sum(-1)
 
+    def right_well_moments(self, t_k: float) -> tuple[float, float]:
+        """Mean and variance of x (Å) in the x > 0 state at t_k K, by quadrature."""
+        from ase.units import kB
+
+        xs = np.linspace(0.0, 3.0, 30001)
+        p = np.exp(-self.a * (xs**2 - 1) ** 2 / (kB * t_k))
+        mean = np.trapezoid(xs * p, xs) / np.trapezoid(p, xs)
+        return mean, np.trapezoid(xs**2 * p, xs) / np.trapezoid(p, xs) - mean**2
+
 
 def test_mala_blocks_that_leave_the_state_are_rejected():
     """Walkers of the x > 0 state cross the 1.9 kT barrier under MALA; rejecting the blocks that
     end on the other side samples the restricted target exactly (moments by quadrature)."""
-    from ase.units import kB
-
     pot, t_k = _DoubleWell(), 300.0
     x0 = np.zeros((200, 1, 3))
     x0[:, 0, 0] = 1.0
@@ -111,10 +118,7 @@ def test_mala_blocks_that_leave_the_state_are_rejected():
     res = adaptive_mcmc(pot, None, x0, t_k, cfg,
                         member=lambda y: torch.as_tensor(y[:, 0, 0] > 0))
     free = adaptive_mcmc(pot, None, x0, t_k, cfg)
-    xs = np.linspace(0.0, 3.0, 30001)
-    p = np.exp(-pot.a * (xs**2 - 1) ** 2 / (kB * t_k))
-    mean = np.trapezoid(xs * p, xs) / np.trapezoid(p, xs)
-    var = np.trapezoid(xs**2 * p, xs) / np.trapezoid(p, xs) - mean**2
+    mean, var = pot.right_well_moments(t_k)
     x = res.positions[..., 0, 0]
     assert (x > 0).all() and res.left_state > 0.01
     se = np.sqrt(var / res.ess["energy"])
@@ -140,8 +144,6 @@ class _GaussianProposal:
 def test_batched_flow_proposals_respect_the_state():
     """Independence proposals spanning both wells (half of them outside the x > 0 state):
     the state is sampled exactly (moments by quadrature) with batched state checks."""
-    from ase.units import kB
-
     pot, t_k = _DoubleWell(), 300.0
     x0 = np.zeros((100, 1, 3))
     x0[:, 0, 0] = 1.0
@@ -154,10 +156,7 @@ def test_batched_flow_proposals_respect_the_state():
     cfg = {"iterations": 30, "adapt_iterations": 0, "local_steps": 3, "global_steps": 6,
            "step_size": 0.3}
     res = adaptive_mcmc(pot, _GaussianProposal((1.2, 0.2, 0.2)), x0, t_k, cfg, member=member)
-    xs = np.linspace(0.0, 3.0, 30001)
-    p = np.exp(-pot.a * (xs**2 - 1) ** 2 / (kB * t_k))
-    mean = np.trapezoid(xs * p, xs) / np.trapezoid(p, xs)
-    var = np.trapezoid(xs**2 * p, xs) / np.trapezoid(p, xs) - mean**2
+    mean, var = pot.right_well_moments(t_k)
     x = res.positions[..., 0, 0]
     assert (x > 0).all() and res.global_acceptance > 0.2
     se = np.sqrt(var / res.ess["energy"])

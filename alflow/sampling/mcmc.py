@@ -123,7 +123,6 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
         raise InputError("adaptive_mcmc: every starting walker must satisfy the restriction "
                          "and have a finite energy")
     h = cfg.step_size
-    lq = flow.log_prob(x).detach() if flow is not None else None
     t0 = time.perf_counter()
     train_s = 0.0
     pool: list[np.ndarray] = []
@@ -181,22 +180,21 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
         if member is None:
             status.fill_(1)
         while True:
-            take = torch.zeros((g_n, w_n), dtype=torch.long)  # 1 + index of accepted step
+            take = torch.zeros((g_n, w_n), dtype=torch.bool)  # proposal k accepted
             if g_n:
                 lt_cur = torch.where(block_out, lt_start, lt_end)
                 for k in range(g_n):
                     acc = (log_u[k] < lt_y[k] - lt_cur) & (status[k] >= 0)
                     lt_cur = torch.where(acc, lt_y[k], lt_cur)
                     take[k] = acc
-            need = take.bool() & (status == 0)
-            check_block = moved if member is not None else torch.zeros_like(moved)
-            if not (check_block.any() or need.any()):
+            need = take & (status == 0)
+            if not (moved.any() or need.any()):
                 break
-            inside = torch.as_tensor(member(torch.cat([x[check_block],
+            inside = torch.as_tensor(member(torch.cat([x[moved],
                                                        y.view(g_n, w_n, *x.shape[1:])[need]])
-                                            if g_n else x[check_block]), dtype=torch.bool)
-            n_b = int(check_block.sum())
-            block_out[check_block] = ~inside[:n_b]
+                                            if g_n else x[moved]), dtype=torch.bool)
+            n_b = int(moved.sum())
+            block_out[moved] = ~inside[:n_b]
             status[need] = torch.where(inside[n_b:], 1, -1).to(torch.int8)
             moved = torch.zeros_like(moved)  # block ends are known from now on
         x = torch.where(block_out[:, None, None], x_block, x)
@@ -208,14 +206,12 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
             h = float(h * np.exp(0.5 * (rate_l - cfg.target_accept)))
         n_gacc = 0
         if g_n:
-            lq = torch.where(block_out, lt_start + beta * e, lt_end + beta * e)  # log q(x)
-            y, lqy, ey, fy = (v.view(g_n, w_n, *v.shape[1:]) for v in (y, lqy, ey, fy))
+            y, ey, fy = (v.view(g_n, w_n, *v.shape[1:]) for v in (y, ey, fy))
             for k in range(g_n):
-                acc = take[k].bool()
+                acc = take[k]
                 x = torch.where(acc[:, None, None], y[k], x)
                 e = torch.where(acc, ey[k], e)
                 f = torch.where(acc[:, None, None], fy[k], f)
-                lq = torch.where(acc, lqy[k], lq)
                 n_gacc += int(acc.sum())
                 if not adapting:
                     acc_g[0] += int(acc.sum())
