@@ -25,13 +25,15 @@ from test_mlip import emt_frames  # noqa: E402
 
 def test_ddp_two_gloo_ranks_match_one_process(tmp_path):
     data, _ = from_atoms(emt_frames(28, seed=4))
-    cfg = MLIPConfig(dtype="float64", batch_size=8, epochs=2, lr=2e-3)
+    cfg = MLIPConfig(dtype="float64", batch_size=8, epochs=2, lr=2e-3, polish_steps=4)
     stats = fit_statistics(data, cfg.cutoff)
     job = dict(data=data, train_idx=np.arange(24), val_idx=np.arange(24, 28), cfg=cfg,
                stats=stats, seed=11, data_key="k")
     one = train_member(DistInfo(), **job, member_dir=tmp_path / "one")
     two = spawn(_ddp_member, 2, {**job, "member_dir": str(tmp_path / "two")})
     assert one["steps"] == two["steps"] == 6
+    polish = [[e["polish"] for e in r["events"] if "polish" in e] for r in (one, two)]
+    assert polish[0][0]["kept"] and polish[1][0]["kept"]  # the L-BFGS step ran on both
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
     torch.manual_seed(11)

@@ -73,6 +73,9 @@ class MLIPConfig(StrictModel):
     subset_fraction: float = Field(
         0.9, gt=0.0, le=1.0,
         description="fraction of the training set each member draws (different per member)")
+    polish_steps: int = Field(
+        0, ge=0, description="full-batch L-BFGS iterations after the Adam epochs (0: none); "
+                             "kept only if the validation loss falls")
     seed: int = 0
     device: str = Field("cpu", description='"cpu", "cuda", "cuda:1" or "auto"')
     parallel: Literal["auto", "members", "ddp"] = Field(

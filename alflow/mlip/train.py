@@ -250,6 +250,14 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
     if not best.exists():
         raise TrainingDiverged(f"{member_dir.name}: no finite model was produced")
     model.load_state_dict(torch.load(best, map_location=dev, weights_only=True))
+    if cfg.polish_steps and not st.get("polished"):
+        _polish(net, model, batcher, train_idx, val_idx, cfg, info, n_atoms, st, best)
+        st["polished"] = True
+        if info.is_main:
+            atomic_save({"key": key, "model": model.state_dict(),
+                         "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict() if sched is not None else None,
+                         "state": st}, last)
     final = evaluate_loss(model, batcher, val_idx if len(val_idx) else train_idx, cfg, info,
                           n_atoms)
     out = {"member": member_dir.name, "seed": seed, "epochs": st["epoch"],
@@ -261,6 +269,53 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
     if info.is_main:
         write_json(out, member_dir / "member.json")
     return out
+
+
+def _polish(net, model, batcher: Batcher, train_idx: np.ndarray, val_idx: np.ndarray,
+            cfg: MLIPConfig, info: DistInfo, n_atoms: np.ndarray, st: dict, best: Path) -> None:
+    """Full-batch L-BFGS from the best Adam model (``cfg.polish_steps`` iterations, strong
+    Wolfe line search). Minibatch Adam stops at its gradient-noise floor; free energies need
+    relative energies to ~0.1 kT, which a deterministic full-batch optimiser reaches on small
+    label sets. The result replaces ``best`` only if its validation loss is lower and finite.
+    """
+    vidx = val_idx if len(val_idx) else train_idx
+    before = evaluate_loss(net, batcher, vidx, cfg, info, n_atoms)["loss"]
+    saved = copy.deepcopy(model.state_dict())
+    mine = train_idx[info.rank::info.world_size]
+    n_cfg, n_at = len(train_idx), float(n_atoms[train_idx].sum())
+    chunks = [batcher(sl) for sl in _slices(mine, max(cfg.batch_size, 256))]
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=cfg.polish_steps,
+                            history_size=50, tolerance_grad=1e-12, tolerance_change=1e-16,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=False)
+        total = torch.zeros((), dtype=torch.float64, device=info.device)
+        for batch, tgt in chunks:
+            loss, _ = batch_loss(net, batch, tgt, cfg, n_cfg, n_at)
+            (loss * info.world_size).backward()
+            total += loss.detach().double()
+        return all_reduce_sum(total.reshape(1)).reshape(())
+
+    t0 = time.perf_counter()
+    try:
+        opt.step(closure)
+        ok = _params_finite(model)
+    except RuntimeError as err:  # a non-finite line search
+        log.warning("L-BFGS polish failed (%s); keeping the Adam model", err)
+        ok = False
+    after = evaluate_loss(net, batcher, vidx, cfg, info, n_atoms)["loss"] if ok else math.inf
+    keep = math.isfinite(after) and after < before
+    if not keep:
+        model.load_state_dict(saved)
+    elif info.is_main:
+        atomic_save(model.state_dict(), best)
+    n_iter = opt.state[next(model.parameters())].get("n_iter", 0)
+    st["events"].append({"polish": {"val_before": before, "val_after": after, "kept": keep,
+                                    "iterations": n_iter,
+                                    "seconds": round(time.perf_counter() - t0, 2)}})
+    log.info("L-BFGS polish: validation loss %.3g -> %.3g (%s)", before, after,
+             "kept" if keep else "discarded")
 
 
 def _snapshot(model, opt, sched, st) -> dict:
