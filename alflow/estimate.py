@@ -215,21 +215,38 @@ def bar(w_f: np.ndarray, w_r: np.ndarray) -> tuple[float, float]:
 def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
                          target_positions: np.ndarray, n: int = 4000,
                          member: Predicate | None = None, restrict: Predicate | None = None,
-                         seed: int = 0) -> FreeEnergy:
+                         seed: int = 0, n_bootstrap: int = 200) -> FreeEnergy:
     """F_S by BAR between the normalised flow (state 0, f=0) and the Boltzmann target of the
-    state (state 1), using flow samples and ``target_positions`` (M, N, 3) Å sampled from the
-    state (e.g. adaptive MCMC walkers, in their own labelling)."""
+    state (state 1), using flow samples and ``target_positions`` sampled from the state:
+    (M, N, 3) Å independent samples, or (T, W, N, 3) Å draws of W MCMC walkers.
+
+    Targets are relabelled into the flow's labelling cell first (a walker may have crossed
+    into another permutational copy of the basin, where q is ~0 though the copy is the same
+    state). The error is the larger of BAR's asymptotic one and a bootstrap over walkers
+    (draws of one walker are correlated: the asymptotic error assumes independent samples).
+    """
     kt = kB * temperature_k
     s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed)
     e0 = float(np.min(s.energy[s.inside])) if s.inside.any() else 0.0
     u1_q = np.where(s.inside, (s.energy - e0) / kt, np.inf)
     w_f = u1_q - (-s.log_q)
-    xt = torch.as_tensor(np.asarray(target_positions, dtype=float))
+    tp = np.asarray(target_positions, dtype=float)
+    shape = tp.shape[:-2]
+    xt = torch.as_tensor(tp.reshape(-1, *tp.shape[-2:]))
+    if hasattr(bg.coords, "canonicalize"):
+        xt = bg.coords.canonicalize(xt)
     with torch.no_grad():
         lq_t = bg.log_prob(xt).numpy()
         u1_t = ((potential.energy(xt).double().numpy()) - e0) / kt
     w_r = -lq_t - u1_t
     df, ddf = bar(w_f, w_r)
+    if len(shape) == 2 and shape[1] > 1 and n_bootstrap:
+        rng = np.random.default_rng(seed)
+        w_rw = w_r.reshape(shape)
+        boot = [bar(w_f[rng.integers(0, len(w_f), len(w_f))],
+                    w_rw[:, rng.integers(0, shape[1], shape[1])].ravel())[0]
+                for _ in range(n_bootstrap)]
+        ddf = max(ddf, float(np.std(boot, ddof=1)))
     f = kt * (df + e0 / kt - LOG_8PI2 + math.log(bg.symmetry_number))
     n_eff = ess(-w_f)
     return FreeEnergy(f, kt * ddf, temperature_k, n, n_eff, n_eff / n, "bar",

@@ -60,7 +60,7 @@ REFERENCE = Path(__file__).resolve().parent / "lj7_reference.json"
 # --quick: the example's campaign with a shorter committee training and smaller MD, flows
 # and MCMC (fewer bootstrap labels or epochs leave a committee so rough that the flows'
 # MD seeds leave their basins: no estimate at all)
-QUICK_MLIP = {"epochs": 40}
+QUICK_MLIP = {"epochs": 40, "polish_steps": 150}
 QUICK_MD = {"replicas": 4, "steps": 200}
 QUICK_SAMPLER = {"md_replicas": 4, "md_steps": 200, "samples": 300, "explore_samples": 100,
                  "train": {"steps": 40, "batch_size": 128},

@@ -140,17 +140,18 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
                                     member=lambda y: torch.as_tensor(member(y)),
                                     train_samples=seeds)
         train_s += result_mcmc.train_seconds
-        target = result_mcmc.positions.reshape(-1, *seeds.shape[1:])
-        if cfg.retrain_steps and len(target):
+        target = result_mcmc.positions  # (T, W, N, 3)
+        if cfg.retrain_steps and target.size:
             t0 = time.perf_counter()
-            data = np.concatenate([seeds, target])
+            data = np.concatenate([seeds, target.reshape(-1, *seeds.shape[1:])])
             tc = cfg.train.model_copy(update={"steps": cfg.retrain_steps, "seed": seed + 1,
                                               "lr": cfg.train.lr / 4})
             train_flow(bg, data, config=tc)
             train_s += time.perf_counter() - t0
     if cfg.polish_steps:
         t0 = time.perf_counter()
-        data = seeds if target is None else np.concatenate([seeds, target])
+        data = seeds if target is None else np.concatenate(
+            [seeds, target.reshape(-1, *seeds.shape[1:])])
         tc = cfg.train.model_copy(update={"steps": cfg.polish_steps, "seed": seed + 2,
                                           "lr": cfg.train.lr / 2,
                                           "forward_weight": cfg.polish_forward_weight})
@@ -163,11 +164,11 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
                                    anneal=cfg.anneal, label=f"state {name}")
     extra["estimate_seconds"] = time.perf_counter() - t0
     fe.extra.setdefault("flow_ess_fraction", fe.ess_fraction)
-    if cfg.estimator == "bar" and target is not None and len(target):
+    if cfg.estimator == "bar" and target is not None and target.size:
         fb = flow_bar_free_energy(bg, potential, temperature_k, target, cfg.samples,
-                                  member=member, restrict=restrict, seed=seed + 11)
-        extra["is_f_ev"], extra["is_err_ev"] = fe.f_ev, fe.err_ev
-        fb.extra = {**fe.extra, **fb.extra}
+                                  member=member, restrict=restrict, seed=seed + 11,
+                                  n_bootstrap=cfg.bootstrap)
+        fb.extra = {**fe.extra, **fb.extra, "is_f_ev": fe.f_ev, "is_err_ev": fe.err_ev}
         fb.ess_fraction, fb.ess = fe.ess_fraction, fe.ess
         fe = fb
     if out_dir is not None:
