@@ -222,8 +222,8 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
 
     Targets are relabelled into the flow's labelling cell first (a walker may have crossed
     into another permutational copy of the basin, where q is ~0 though the copy is the same
-    state). The error is the larger of BAR's asymptotic one and a bootstrap over walkers
-    (draws of one walker are correlated: the asymptotic error assumes independent samples).
+    state). The error is the larger of BAR's asymptotic one and a bootstrap (over walkers:
+    draws of one walker are correlated, and the asymptotic error assumes independent samples).
     """
     kt = kB * temperature_k
     s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed)
@@ -240,13 +240,15 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
         u1_t = ((potential.energy(xt).double().numpy()) - e0) / kt
     w_r = -lq_t - u1_t
     df, ddf = bar(w_f, w_r)
-    if len(shape) == 2 and shape[1] > 1 and n_bootstrap:
+    if n_bootstrap:  # walkers (columns) resampled whole; independent targets one by one
         rng = np.random.default_rng(seed)
-        w_rw = w_r.reshape(shape)
+        w_rw = w_r.reshape(shape) if len(shape) == 2 else w_r[None]
         boot = [bar(w_f[rng.integers(0, len(w_f), len(w_f))],
-                    w_rw[:, rng.integers(0, shape[1], shape[1])].ravel())[0]
+                    w_rw[:, rng.integers(0, w_rw.shape[1], w_rw.shape[1])].ravel())[0]
                 for _ in range(n_bootstrap)]
-        ddf = max(ddf, float(np.std(boot, ddof=1)))
+        sd = float(np.std(boot, ddof=1))
+        # pymbar's asymptotic error is NaN when works were capped (samples outside the state)
+        ddf = max(ddf, sd) if math.isfinite(ddf) else sd
     f = kt * (df + e0 / kt - LOG_8PI2 + math.log(bg.symmetry_number))
     n_eff = ess(-w_f)
     return FreeEnergy(f, kt * ddf, temperature_k, n, n_eff, n_eff / n, "bar",
