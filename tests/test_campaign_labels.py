@@ -113,3 +113,27 @@ def test_status_text_gives_history_in_kt_with_the_corrected_value():
     assert "corrected to the oracle: " in text and "(1.900 ± 0.100 kT)" in text
     st.pop("kt_ev")  # without a temperature the history stays in eV
     assert f"ΔF {2.0 * kt:+.5f} ± {0.05 * kt:.5f} eV" in format_status(st)
+
+
+def test_reweight_samples_are_distinct_mcmc_draws_with_their_energies():
+    """The oracle correction labels production draws of the walkers (exact Boltzmann samples
+    of the state), distinct and with the energy recorded for that draw; without MCMC, flow
+    samples resampled by weight."""
+    from types import SimpleNamespace
+
+    from alflow.campaign.steps import _boltzmann_picks
+
+    rng = np.random.default_rng(0)
+    pos = rng.normal(size=(30, 4, 7, 3))
+    mcmc = SimpleNamespace(positions=pos, energy=pos.sum((2, 3)))
+    flow = SimpleNamespace(positions=rng.normal(size=(50, 7, 3)), log_w=np.zeros(50),
+                           energy=np.zeros(50))
+    x, e = _boltzmann_picks(flow, mcmc, 16, np.random.default_rng(1))
+    assert x.shape == (16, 7, 3)
+    assert np.allclose(e, x.sum((1, 2)))
+    assert len({row.tobytes() for row in x}) == 16
+    lw = np.full(50, -np.inf)
+    lw[7] = 0.0  # all the weight on one flow sample
+    x, _ = _boltzmann_picks(SimpleNamespace(**{**vars(flow), "log_w": lw}), None, 5,
+                            np.random.default_rng(1))
+    assert np.allclose(x, flow.positions[7])

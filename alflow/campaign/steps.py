@@ -184,8 +184,8 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     flow on the walkers), retrains, and estimates the state's free energy by importance
     sampling of flow samples restricted to the state and the wall (without a ``mcmc``
     section: the flow trained on the MD seeds alone, then the same estimate). ``n_reweight``
-    samples drawn in proportion to their weights (Boltzmann samples of the potential in the
-    state) go to the correction to the oracle."""
+    Boltzmann samples of the potential in the state (:func:`_boltzmann_picks`) go to the
+    correction to the oracle."""
     from alflow.estimate import flow_free_energy
     from alflow.flows.anneal import AnnealConfig
     from alflow.flows.generator import BoltzmannGenerator
@@ -245,12 +245,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
         mcmc_rhat = max(vals) if vals else None
         rhat = mcmc_rhat if mcmc_rhat is not None else md_rhat
         acc = mcmc.global_acceptance
-    rng = np.random.default_rng(seed)
-    lw = smp.log_w
-    pick = np.zeros(0, dtype=int)
-    if n_reweight and np.isfinite(lw).any():
-        w = np.exp(lw - lw[np.isfinite(lw)].max())
-        pick = rng.choice(len(w), size=n_reweight, p=w / w.sum())
+    rw_x, rw_e = _boltzmann_picks(smp, mcmc, n_reweight, np.random.default_rng(seed))
     return ({"state": state, "flow_dir": str(out_dir), "f_ev": fe.f_ev, "err_ev": fe.err_ev,
              "ess_fraction": fe.ess_fraction, **fe.extra, "rhat": rhat, "md_rhat": md_rhat,
              "mcmc_rhat": mcmc_rhat, "acceptance": acc,
@@ -259,8 +254,26 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
              "train_seconds": train_s, "md_seconds": t_md,
              "mcmc_seconds": mcmc.seconds - mcmc.train_seconds if mcmc else None,
              "estimate_seconds": t_est, "_t0": t0, "_t1": time.time()},
-            {"reweight_positions": smp.positions[pick], "reweight_model_energy":
-             smp.energy[pick], "md_samples": data})
+            {"reweight_positions": rw_x, "reweight_model_energy": rw_e, "md_samples": data})
+
+
+def _boltzmann_picks(smp, mcmc, n: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` Boltzmann samples of the potential in the state (positions (n, N, 3) Å, energies
+    (n,) eV) for the oracle correction: production draws of the MCMC walkers, chosen at random
+    without replacement (exact samples of the state, whatever the flow's overlap); without
+    MCMC, flow samples drawn in proportion to their importance weights (with a poor flow a
+    few samples repeat)."""
+    if mcmc is not None and mcmc.energy.size >= n:
+        flat = rng.choice(mcmc.energy.size, size=n, replace=False)
+        t, w = np.unravel_index(flat, mcmc.energy.shape)
+        return mcmc.positions[t, w], mcmc.energy[t, w]
+    lw = smp.log_w
+    if not n or not np.isfinite(lw).any():
+        return smp.positions[:0], smp.energy[:0]
+    w = np.exp(lw - lw[np.isfinite(lw)].max())
+    pick = rng.choice(len(w), size=n, p=w / w.sum())
+    return smp.positions[pick], smp.energy[pick]
 
 
 def _save_flow_samples(smp, state: str, out_dir: str, symmetry_number: int,
