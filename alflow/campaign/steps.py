@@ -110,18 +110,12 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
 
 
 def _rhat(traces: np.ndarray) -> float:
-    """Rank-normalised split R-hat of (draws, chains) traces."""
-    from scipy.stats import norm, rankdata
+    """Rank-normalised split R-hat (alflow.sampling.diagnostics) of (draws, chains) traces;
+    NaN when there are too few draws."""
+    from alflow.sampling.diagnostics import split_rhat
 
     t = np.asarray(traces, dtype=float)
-    n = t.shape[0] // 2
-    if n < 2 or t.shape[1] < 1:
-        return float("nan")
-    halves = np.concatenate([t[:n], t[n:2 * n]], axis=1)
-    z = norm.ppf((rankdata(halves).reshape(halves.shape) - 0.375) / (halves.size + 0.25))
-    w = z.var(0, ddof=1).mean()
-    b = n * z.mean(0).var(ddof=1)
-    return float(np.sqrt(((n - 1) / n * w + b / n) / w)) if w > 0 else float("nan")
+    return split_rhat(t.T) if t.ndim == 2 and t.shape[0] >= 4 else float("nan")
 
 
 def state_sets(potential, system: System, cfg_states: dict[str, Any]):
