@@ -164,9 +164,10 @@ class EstimateConfig(StrictModel):
 
 
 class ConvergenceConfig(StrictModel):
-    """Stop when ΔF moved by less than ``tolerance`` for ``generations`` generations in a row,
-    its error bar is below ``max_error``, the oracle correction lies within its error bar and
-    R-hat < ``rhat``; or at ``max_generations`` / ``max_labels``."""
+    """Stop when ΔF (corrected to the oracle when measured) moved by less than ``tolerance``
+    for ``generations`` generations in a row, its error bar is below ``max_error``, the oracle
+    correction lies within its error bar and R-hat < ``rhat``; or at ``max_generations`` /
+    ``max_labels``."""
 
     tolerance_kt: float = Field(0.1, gt=0, description="kT units")
     max_error_kt: float = Field(0.1, gt=0, description="kT units")

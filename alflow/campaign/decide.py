@@ -1,10 +1,15 @@
 """The convergence rule of a campaign (pure).
 
-Converged when, for the last ``generations`` generations, ΔF moved by less than
-``tolerance_kt`` kT from the generation before, the newest error bar is at most
-``max_error_kt`` kT, the oracle correction of ΔF lies within its error bar or below the
+The campaign's answer is ΔF corrected to the oracle when the oracle correction was measured
+(else ΔF on the potential). Converged when, for the last ``generations`` generations, that
+answer moved by less than ``tolerance_kt`` kT from the generation before, its newest error bar
+is at most ``max_error_kt`` kT, the oracle correction lies within its error bar or below the
 tolerance (the potential agrees with the oracle), and every state's R-hat is below ``rhat``.
 Otherwise stop at ``max_generations`` or once ``max_labels`` labels are stored.
+
+Why the corrected value: with an accurate committee its ΔF still shifts by 0.05–0.09 kT from
+one generation's training to the next (lj7, measured against the exact potential), which the
+correction removes; the correction criterion separately asks the potential to be right.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ class Decision:
 
 def decide(history: list[dict[str, Any]], cfg: ConvergenceConfig, kt_ev: float,
            labels_total: int) -> Decision:
-    """``history``: one dict per generation with ``value_ev``, ``error_ev``,
-    ``correction_ev``, ``correction_error_ev`` (None when not measured) and ``rhat``."""
+    """``history``: one dict per generation with ``generation``, ``value_ev``, ``error_ev``,
+    ``correction_ev``, ``correction_error_ev``, ``corrected_ev``, ``corrected_error_ev``
+    (None when not measured) and ``rhat``."""
     if history:
         last = history[-1]
         why = _not_converged(history, cfg, kt_ev)
@@ -44,22 +50,30 @@ def decide(history: list[dict[str, Any]], cfg: ConvergenceConfig, kt_ev: float,
     return Decision(False, False, why)
 
 
+def answer(entry: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The generation's ΔF and error (eV): corrected to the oracle when measured."""
+    if entry.get("corrected_ev") is not None and entry.get("corrected_error_ev") is not None:
+        return entry["corrected_ev"], entry["corrected_error_ev"]
+    return entry.get("value_ev"), entry.get("error_ev")
+
+
 def _not_converged(history: list[dict[str, Any]], cfg: ConvergenceConfig,
                    kt: float) -> str | None:
     if len(history) < cfg.generations + 1:
         return f"needs {cfg.generations + 1} estimates, has {len(history)}"
     last = history[-1]
-    if last.get("value_ev") is None:
+    value, error = answer(last)
+    if value is None or error is None:
         return "no ΔF in the last generation"
-    if last["error_ev"] > cfg.max_error_kt * kt:
-        return (f"error bar {last['error_ev'] / kt:.3f} kT above max_error_kt "
-                f"{cfg.max_error_kt:g}")
+    if error > cfg.max_error_kt * kt:
+        return f"error bar {error / kt:.3f} kT above max_error_kt {cfg.max_error_kt:g}"
     for a, b in zip(history[-cfg.generations - 1:-1], history[-cfg.generations:], strict=True):
-        if a.get("value_ev") is None or b.get("value_ev") is None:
+        va, vb = answer(a)[0], answer(b)[0]
+        if va is None or vb is None:
             return "a recent generation has no ΔF"
-        if abs(b["value_ev"] - a["value_ev"]) > cfg.tolerance_kt * kt:
-            return (f"ΔF moved by {abs(b['value_ev'] - a['value_ev']) / kt:.3f} kT between "
-                    f"generations {a['generation']} and {b['generation']}")
+        if abs(vb - va) > cfg.tolerance_kt * kt:
+            return (f"ΔF moved by {abs(vb - va) / kt:.3f} kT between generations "
+                    f"{a['generation']} and {b['generation']}")
     c, ce = last.get("correction_ev"), last.get("correction_error_ev")
     if c is not None and ce is not None and abs(c) > max(ce, cfg.tolerance_kt * kt):
         return (f"oracle correction {c / kt:+.3f} kT exceeds its error bar "
