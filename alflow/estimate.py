@@ -208,7 +208,9 @@ def bar(w_f: np.ndarray, w_r: np.ndarray) -> tuple[float, float]:
     cap = 1e6
     wf = np.clip(np.nan_to_num(np.asarray(w_f, float), nan=cap, posinf=cap), -cap, cap)
     wr = np.clip(np.nan_to_num(np.asarray(w_r, float), nan=cap, posinf=cap), -cap, cap)
-    out = _bar(wf, wr, compute_uncertainty=True)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # log(0) of capped works; NaN error
+        out = _bar(wf, wr, compute_uncertainty=True)
     return float(out["Delta_f"]), float(out["dDelta_f"])
 
 
@@ -229,7 +231,8 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
     s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed)
     e0 = float(np.min(s.energy[s.inside])) if s.inside.any() else 0.0
     u1_q = np.where(s.inside, (s.energy - e0) / kt, np.inf)
-    w_f = u1_q - (-s.log_q)
+    with np.errstate(invalid="ignore"):  # inf - inf outside the state: NaN, capped in bar()
+        w_f = u1_q - (-s.log_q)
     tp = np.asarray(target_positions, dtype=float)
     shape = tp.shape[:-2]
     xt = torch.as_tensor(tp.reshape(-1, *tp.shape[-2:]))
