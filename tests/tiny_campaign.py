@@ -10,7 +10,7 @@ SMALL = {
     "system": {"states": {"pbp": {"structures": "structures/pbp.xyz", "definition": _BASIN},
                           "coh": {"structures": "structures/coh.xyz", "definition": _BASIN}}},
     "mlip": {"cutoff": 9.0, "committee_size": 2, "epochs": 8, "dtype": "float64",
-             "explode_factor": 1e6,
+             "explode_factor": 1e6, "polish_steps": 0, "energy_weight": 10.0,  # not the example's
              "builtin": {"features": 8, "layers": 1, "radial_hidden": 8, "readout_hidden": 8,
                          "n_rbf": 6}},
     "exploration": {"bootstrap": {"displaced": 3, "displacement": 0.08},
