@@ -217,7 +217,8 @@ def bar(w_f: np.ndarray, w_r: np.ndarray) -> tuple[float, float]:
 def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
                          target_positions: np.ndarray, n: int = 4000,
                          member: Predicate | None = None, restrict: Predicate | None = None,
-                         seed: int = 0, n_bootstrap: int = 200) -> FreeEnergy:
+                         seed: int = 0, n_bootstrap: int = 200,
+                         samples: FlowSamples | None = None) -> FreeEnergy:
     """F_S by BAR between the normalised flow (state 0, f=0) and the Boltzmann target of the
     state (state 1), using flow samples and ``target_positions`` sampled from the state:
     (M, N, 3) Å independent samples, or (T, W, N, 3) Å draws of W MCMC walkers.
@@ -226,9 +227,12 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
     into another permutational copy of the basin, where q is ~0 though the copy is the same
     state). The error is the larger of BAR's asymptotic one and a bootstrap (over walkers:
     draws of one walker are correlated, and the asymptotic error assumes independent samples).
+    ``samples``: plain (not annealed) flow samples already drawn with the same ``member`` and
+    ``restrict``, reused instead of drawing ``n`` more.
     """
     kt = kB * temperature_k
-    s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed)
+    s = samples if samples is not None else sample_flow(bg, potential, temperature_k, n,
+                                                        member, restrict, seed)
     e0 = float(np.min(s.energy[s.inside])) if s.inside.any() else 0.0
     u1_q = np.where(s.inside, (s.energy - e0) / kt, np.inf)
     with np.errstate(invalid="ignore"):  # inf - inf outside the state: NaN, capped in bar()
@@ -236,8 +240,7 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
     tp = np.asarray(target_positions, dtype=float)
     shape = tp.shape[:-2]
     xt = torch.as_tensor(tp.reshape(-1, *tp.shape[-2:]))
-    if hasattr(bg.coords, "canonicalize"):
-        xt = bg.coords.canonicalize(xt)
+    xt = bg.coords.canonicalize(xt)
     with torch.no_grad():
         lq_t = bg.log_prob(xt).numpy()
         u1_t = ((potential.energy(xt).double().numpy()) - e0) / kt
@@ -253,7 +256,7 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
         # pymbar's asymptotic error is NaN when works were capped (samples outside the state)
         ddf = max(ddf, sd) if math.isfinite(ddf) else sd
     f = kt * (df + e0 / kt - LOG_8PI2 + math.log(bg.symmetry_number))
-    n_eff = ess(-w_f)
+    n_eff, n = ess(-w_f), len(w_f)
     return FreeEnergy(f, kt * ddf, temperature_k, n, n_eff, n_eff / n, "bar",
                       {"n_target": len(xt), "symmetry_number": bg.symmetry_number})
 

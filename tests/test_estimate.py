@@ -21,6 +21,7 @@ from alflow.estimate import (
     is_free_energy,
     populations,
     reweight,
+    sample_flow,
 )
 from alflow.flows import BoltzmannGenerator, CouplingFlow, FlowConfig, train_flow
 from alflow.potential import LennardJones
@@ -123,6 +124,9 @@ def test_harmonic_cluster_free_energy_by_bar(harmonic):
     target_x = target.exact_samples(3000, seed=9)
     est = flow_bar_free_energy(bg, target, T, target_x, n=3000, seed=5)
     _agree(est, target.free_energy(), 0.05)
+    drawn = sample_flow(bg, target, T, 3000, seed=5)  # the same draw, handed in: reused
+    again = flow_bar_free_energy(bg, target, T, target_x, seed=99, samples=drawn)
+    assert again.f_ev == est.f_ev and again.n == 3000
 
 
 def test_bar_relabels_walkers_into_the_flow_cell(harmonic):

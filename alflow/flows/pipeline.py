@@ -167,7 +167,8 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
     if cfg.estimator == "bar" and target is not None and target.size:
         fb = flow_bar_free_energy(bg, potential, temperature_k, target, cfg.samples,
                                   member=member, restrict=restrict, seed=seed + 11,
-                                  n_bootstrap=cfg.bootstrap)
+                                  n_bootstrap=cfg.bootstrap,
+                                  samples=None if cfg.anneal.levels else samples)
         fb.extra = {**fe.extra, **fb.extra, "is_f_ev": fe.f_ev, "is_err_ev": fe.err_ev}
         fb.ess_fraction, fb.ess = fe.ess_fraction, fe.ess
         fe = fb
