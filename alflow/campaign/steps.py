@@ -180,8 +180,8 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     section: the flow trained on the MD seeds alone, then the same estimate). ``n_reweight``
     Boltzmann samples of the potential in the state (:func:`_boltzmann_picks`) go to the
     correction to the oracle."""
-    from alflow.estimate import flow_free_energy
     from alflow.flows.anneal import AnnealConfig
+    from alflow.flows.estimate import flow_free_energy
     from alflow.flows.generator import BoltzmannGenerator
     from alflow.flows.model import FlowConfig
     from alflow.flows.pipeline import StateSamplerConfig, state_free_energy

@@ -25,15 +25,9 @@ from pydantic import Field
 
 from alflow.config import StrictModel
 from alflow.errors import InputError
-from alflow.estimate import (
-    DeltaF,
-    FlowSamples,
-    FreeEnergy,
-    delta_f,
-    flow_bar_free_energy,
-    flow_free_energy,
-)
+from alflow.estimate import DeltaF, FreeEnergy, delta_f
 from alflow.flows.anneal import AnnealConfig
+from alflow.flows.estimate import FlowSamples, flow_bar_free_energy, flow_free_energy
 from alflow.flows.generator import BoltzmannGenerator
 from alflow.flows.model import FlowConfig
 from alflow.flows.train import TrainConfig, train_flow

@@ -2,7 +2,7 @@
 
 A flow q trained at the campaign temperature T is an importance-sampling proposal at any T':
 with samples x_i ~ q kept inside the state (and the wall), the estimator of
-:mod:`alflow.estimate` at T' is
+:mod:`alflow.flows.estimate` at T' is
 
     F_S(T') = −kT' [ ln mean_i exp(−U(x_i)/kT' − ln q(x_i)) + ln(8π²/σ_S) ]
 
@@ -36,8 +36,9 @@ import numpy as np
 from ase.units import kB
 
 from alflow.errors import InputError
-from alflow.estimate import FlowSamples, FreeEnergy, delta_f, is_free_energy, populations
+from alflow.estimate import FreeEnergy, delta_f, is_free_energy, populations
 from alflow.flows.coordinates import LOG_8PI2
+from alflow.flows.estimate import FlowSamples
 from alflow.observables.oracle_samples import MIN_ESS_ORACLE, LabelledSamples
 from alflow.runlayout import RunLayout
 from alflow.seeds import flow_stage_seed, step_seed
@@ -262,7 +263,7 @@ def _draw(run: RunLayout, cfg: Any, g: int, todo: list[str], n: int) -> dict[str
     campaign's flows step does (same restriction to the state and the wall, same seed)."""
     from alflow.campaign.steps import state_sets
     from alflow.campaign.system import build_system
-    from alflow.estimate import sample_flow
+    from alflow.flows.estimate import sample_flow
     from alflow.flows.generator import BoltzmannGenerator
     from alflow.mlip import load_potential
     from alflow.states import wall
