@@ -102,11 +102,6 @@ class RunLayout:
         """Flow samples redrawn for a run without ``is_samples.npz``."""
         return self.root / "temperatures" / f"{generation_dir_name(generation)}-{state}.npz"
 
-    def result_files(self, step: str, key: str) -> tuple[Path, Path]:
-        """(JSON, npz) of the checkpointed result of ``step`` with input hash ``key``."""
-        stem = result_stem(step, key)
-        return self.results / f"{stem}.json", self.results / f"{stem}.npz"
-
     # -- listings --------------------------------------------------------------------------
     def model_generations(self) -> list[int]:
         """Generations with a committee directory, ascending."""
