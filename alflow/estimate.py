@@ -1,14 +1,9 @@
-"""Free energies with error bars: importance sampling through a flow, BAR, ΔF, DFT reweighting.
+"""Free energies with error bars, for any sampler: importance sampling, BAR, ΔF, populations
+and reweighting to the oracle (exponential averaging), each with a bootstrap error.
 
-Convention (docs/flows.md): the free energy of state S at temperature T is
-
-    F_S = −kT ln[ (8π² / σ_S) ∫_{S, one labelled copy} J(z) e^{−U(x(z))/kT} dz ]
-
-(eV; lengths in Å, so F carries a unit-dependent constant shared by all states). The
-translational volume (the wall acts on distances to the centre of mass, so it is the same
-unbounded factor for every state), N! and the 8π²·(N!/σ_S) count of labelled copies are the
-same bookkeeping for every state, so ΔF between states is exact. σ_S is the rotational
-symmetry number of the state's reference (proper rotations). kB from ``ase.units``.
+F = −kT ln Z in eV (kB from ``ase.units``); the estimators take log weights or reduced works
+and know nothing of how the samples were drawn. The flows' own estimators (importance
+sampling and BAR through a Boltzmann generator) build on these in :mod:`alflow.flows.estimate`.
 """
 
 from __future__ import annotations
@@ -16,24 +11,16 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from ase.units import kB
 
-from alflow.flows.anneal import AnnealConfig
-from alflow.flows.anneal import anneal as run_anneal
-from alflow.flows.coordinates import LOG_8PI2
-from alflow.flows.generator import BoltzmannGenerator
-from alflow.potential import Potential
 from alflow.psis import khat_threshold, pareto_khat
 
 log = logging.getLogger(__name__)
-
-Predicate = Callable[[torch.Tensor], Any]
 
 
 class OverlapWarning(UserWarning):
@@ -122,83 +109,6 @@ def is_free_energy(log_w: np.ndarray, temperature_k: float, n_bootstrap: int = 2
                       {"pareto_k": k})
 
 
-@dataclass
-class FlowSamples:
-    """Flow samples of one state: positions (n, N, 3) Å, energy (n,) eV (inf outside),
-    log q_x (n,), log importance weights (n,) (−inf outside the state)."""
-
-    positions: np.ndarray
-    energy: np.ndarray
-    log_q: np.ndarray
-    log_w: np.ndarray
-    inside: np.ndarray
-    extra: dict[str, float] = field(default_factory=dict)
-
-
-def sample_flow(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
-                n: int, member: Predicate | None = None, restrict: Predicate | None = None,
-                seed: int = 0, batch: int = 2000,
-                anneal: AnnealConfig | None = None) -> FlowSamples:
-    """Draw n flow samples and their log weights −U/kT − log q_x restricted to the state
-    (``member``, e.g. ``BasinStates.member(name)``) and to ``restrict`` (e.g. the wall).
-
-    With ``anneal`` (levels > 0) the samples are carried toward the Boltzmann distribution
-    by annealed importance sampling (:mod:`alflow.flows.anneal`): positions and energies are
-    the final ones, log_w the AIS weights and log_q the effective proposal density
-    −U/kT − log_w, so that reweighting to another temperature stays −U/kT' − log_q."""
-    kt = kB * temperature_k
-    cfg = anneal or AnnealConfig()
-    g = torch.Generator().manual_seed(seed)
-    xs, es, lws, stats = [], [], [], []
-    for i in range(0, n, batch):
-        x, lq, ok = bg.sample(min(batch, n - i), g)
-        ok = ok & torch.isfinite(x).all(-1).all(-1)
-        if restrict is not None:
-            ok = ok & torch.as_tensor(restrict(x), dtype=torch.bool)
-        x, e, lw, st = run_anneal(bg, potential, 1.0 / kt, x, lq, ok, cfg, restrict, member, g)
-        xs.append(x.numpy())
-        es.append(e.numpy())
-        lws.append(lw.numpy())
-        stats.append(st)
-    x, e, lw = (np.concatenate(v) for v in (xs, es, lws))
-    ok = np.isfinite(e) & np.isfinite(lw)
-    if member is not None and ok.any():
-        inside = np.zeros_like(ok)
-        inside[ok] = np.asarray(member(torch.as_tensor(x[ok])), dtype=bool)
-        ok = inside
-    lw = np.where(ok, lw, -np.inf)
-    with np.errstate(invalid="ignore"):
-        lq = np.where(np.isfinite(e) & np.isfinite(lw), -e / kt - lw, -np.inf)
-    lw0 = [s.pop("initial_log_w").numpy() for s in stats if "initial_log_w" in s]
-    extra = {k: float(np.mean([s[k] for s in stats])) for k in (stats[0] if stats else {})}
-    if lw0:  # the flow's own efficiency, before annealing
-        extra["flow_ess_fraction"] = ess(np.concatenate(lw0)) / max(len(x), 1)
-    return FlowSamples(x, e, lq, lw, ok, extra)
-
-
-def flow_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
-                     n: int = 4000, member: Predicate | None = None,
-                     restrict: Predicate | None = None, seed: int = 0, n_bootstrap: int = 200,
-                     return_samples: bool = False, anneal: AnnealConfig | None = None,
-                     label: str = "") -> FreeEnergy | tuple[FreeEnergy, FlowSamples]:
-    """F_S of the state by importance sampling from the flow (see module doc), with a
-    bootstrap error; extra holds the fraction of samples inside the state, σ_S and the
-    Pareto k̂ (``label``, e.g. the state's name, names it in the k̂ warning).
-    ``anneal``: carry the flow samples toward the target first (:mod:`alflow.flows.anneal`)."""
-    s = sample_flow(bg, potential, temperature_k, n, member, restrict, seed, anneal=anneal)
-    # keep the scale of ln w near 0 for numerical safety: shift by the best sample
-    shift = float(np.max(s.log_w)) if np.isfinite(s.log_w).any() else 0.0
-    fe = is_free_energy(s.log_w - shift, temperature_k, n_bootstrap, seed,
-                        offset=shift + LOG_8PI2 - math.log(bg.symmetry_number), label=label)
-    fe.extra = {**fe.extra, "inside_fraction": float(s.inside.mean()), "symmetry_number":
-                bg.symmetry_number, "min_energy_ev": float(np.min(s.energy))
-                if np.isfinite(s.energy).any() else float("nan"), **s.extra}
-    if fe.ess_fraction < 0.01:
-        warnings.warn(f"flow importance sampling: ESS fraction {fe.ess_fraction:.3g} is very "
-                      "low; the free energy is unreliable", OverlapWarning, stacklevel=2)
-    return (fe, s) if return_samples else fe
-
-
 def bar(w_f: np.ndarray, w_r: np.ndarray) -> tuple[float, float]:
     """BAR (pymbar) reduced free-energy difference Δf = f_1 − f_0 and its error, from forward
     works w_f = u_1 − u_0 on samples of 0 and reverse works w_r = u_0 − u_1 on samples of 1
@@ -212,53 +122,6 @@ def bar(w_f: np.ndarray, w_r: np.ndarray) -> tuple[float, float]:
         warnings.simplefilter("ignore", RuntimeWarning)  # log(0) of capped works; NaN error
         out = _bar(wf, wr, compute_uncertainty=True)
     return float(out["Delta_f"]), float(out["dDelta_f"])
-
-
-def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k: float,
-                         target_positions: np.ndarray, n: int = 4000,
-                         member: Predicate | None = None, restrict: Predicate | None = None,
-                         seed: int = 0, n_bootstrap: int = 200,
-                         samples: FlowSamples | None = None) -> FreeEnergy:
-    """F_S by BAR between the normalised flow (state 0, f=0) and the Boltzmann target of the
-    state (state 1), using flow samples and ``target_positions`` sampled from the state:
-    (M, N, 3) Å independent samples, or (T, W, N, 3) Å draws of W MCMC walkers.
-
-    Targets are relabelled into the flow's labelling cell first (a walker may have crossed
-    into another permutational copy of the basin, where q is ~0 though the copy is the same
-    state). The error is the larger of BAR's asymptotic one and a bootstrap (over walkers:
-    draws of one walker are correlated, and the asymptotic error assumes independent samples).
-    ``samples``: plain (not annealed) flow samples already drawn with the same ``member`` and
-    ``restrict``, reused instead of drawing ``n`` more.
-    """
-    kt = kB * temperature_k
-    s = samples if samples is not None else sample_flow(bg, potential, temperature_k, n,
-                                                        member, restrict, seed)
-    e0 = float(np.min(s.energy[s.inside])) if s.inside.any() else 0.0
-    u1_q = np.where(s.inside, (s.energy - e0) / kt, np.inf)
-    with np.errstate(invalid="ignore"):  # inf - inf outside the state: NaN, capped in bar()
-        w_f = u1_q - (-s.log_q)
-    tp = np.asarray(target_positions, dtype=float)
-    shape = tp.shape[:-2]
-    xt = torch.as_tensor(tp.reshape(-1, *tp.shape[-2:]))
-    xt = bg.coords.canonicalize(xt)
-    with torch.no_grad():
-        lq_t = bg.log_prob(xt).numpy()
-        u1_t = ((potential.energy(xt).double().numpy()) - e0) / kt
-    w_r = -lq_t - u1_t
-    df, ddf = bar(w_f, w_r)
-    if n_bootstrap:  # walkers (columns) resampled whole; independent targets one by one
-        rng = np.random.default_rng(seed)
-        w_rw = w_r.reshape(shape) if len(shape) == 2 else w_r[None]
-        boot = [bar(w_f[rng.integers(0, len(w_f), len(w_f))],
-                    w_rw[:, rng.integers(0, w_rw.shape[1], w_rw.shape[1])].ravel())[0]
-                for _ in range(n_bootstrap)]
-        sd = float(np.std(boot, ddof=1))
-        # pymbar's asymptotic error is NaN when works were capped (samples outside the state)
-        ddf = max(ddf, sd) if math.isfinite(ddf) else sd
-    f = kt * (df + e0 / kt - LOG_8PI2 + math.log(bg.symmetry_number))
-    n_eff, n = ess(-w_f), len(w_f)
-    return FreeEnergy(f, kt * ddf, temperature_k, n, n_eff, n_eff / n, "bar",
-                      {"n_target": len(xt), "symmetry_number": bg.symmetry_number})
 
 
 def delta_f(from_: FreeEnergy, to: FreeEnergy) -> DeltaF:
@@ -361,6 +224,5 @@ def reweight(e_pot: np.ndarray, e_ref: np.ndarray, temperature_k: float,
                        temperature_k, k)
 
 
-__all__ = ["DeltaF", "FlowSamples", "FreeEnergy", "OverlapWarning", "Reweighting", "bar",
-           "delta_f", "ess", "flow_bar_free_energy", "flow_free_energy", "is_free_energy",
-           "log_mean_exp", "populations", "reweight", "sample_flow"]
+__all__ = ["DeltaF", "FreeEnergy", "OverlapWarning", "Reweighting", "bar", "delta_f", "ess",
+           "is_free_energy", "log_mean_exp", "populations", "reweight"]

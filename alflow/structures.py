@@ -56,17 +56,6 @@ def min_distance(atoms: Atoms) -> float:
     return float(pair_distances(atoms.positions).min())
 
 
-def check_sane(atoms: Atoms, min_dist: float) -> str | None:
-    """Return a reason string if ``atoms`` is unphysical (non-finite or atoms closer than
-    ``min_dist`` Å), else None."""
-    if not np.all(np.isfinite(atoms.positions)):
-        return "non-finite positions"
-    d = min_distance(atoms)
-    if d < min_dist:
-        return f"atoms closer than {min_dist:.3f} Å (minimum distance {d:.3f} Å)"
-    return None
-
-
 def read_structures(path: str | Path, index: str = ":") -> list[Atoms]:
     """Read every structure of a file ASE understands; clear InputError if it cannot."""
     from ase.io import read

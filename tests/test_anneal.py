@@ -11,9 +11,9 @@ import torch
 from ase.units import kB
 from flow_targets import HarmonicFrame
 
-from alflow.estimate import flow_free_energy
 from alflow.flows import BoltzmannGenerator, FlowConfig, train_flow
 from alflow.flows.anneal import AnnealConfig
+from alflow.flows.estimate import flow_free_energy
 from alflow.states import wall
 
 T = 300.0

@@ -16,14 +16,12 @@ from alflow.estimate import (
     FreeEnergy,
     OverlapWarning,
     delta_f,
-    flow_bar_free_energy,
-    flow_free_energy,
     is_free_energy,
     populations,
     reweight,
-    sample_flow,
 )
 from alflow.flows import BoltzmannGenerator, CouplingFlow, FlowConfig, train_flow
+from alflow.flows.estimate import flow_bar_free_energy, flow_free_energy, sample_flow
 from alflow.potential import LennardJones
 from alflow.states import BasinStates, CVStates, quench, wall
 
@@ -245,3 +243,16 @@ def test_pipeline_state_free_energy_and_delta_f():
         _agree(r.free_energy, exact[name], 0.1)
         assert r.mcmc is not None and r.mcmc.global_acceptance > 0
     assert abs(d.value_ev - (exact["b"] - exact["a"])) < 3 * d.error_ev
+
+
+def test_generic_estimators_do_not_import_the_flows():
+    """alflow.estimate is below alflow.flows: the flows' estimators import it, never the
+    other way round (a fresh interpreter, so nothing else has loaded the flows)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, alflow.estimate; "
+            "print(sorted(m for m in sys.modules if m.startswith('alflow.flows')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

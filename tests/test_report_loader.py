@@ -11,11 +11,13 @@ import yaml
 from ase import Atoms
 from typer.testing import CliRunner
 
+from alflow.campaign.checkpoint import Checkpoint
 from alflow.cli import report as report_cli
 from alflow.cli import spectra as spectra_cli
 from alflow.dataset import LabelRecord, LabelStore
 from alflow.observables.report import write_report
 from alflow.observables.report_loader import load_report_data
+from alflow.runlayout import RunLayout
 
 
 def _lih(d):
@@ -67,13 +69,14 @@ def run_dir(tmp_path):
     (fes_dir / "fes.json").write_text(json.dumps({  # alflow.sampling.metad.FES.to_dict()
         "cv_names": ["rg"], "grid": [[1.0, 1.1, 1.2]], "free_energy_ev": [0.1, 0.0, None],
         "error_ev": None}))
+    run = RunLayout(root)
+    results = Checkpoint(run.results)  # the flows step's checkpoints, as the campaign saves them
     for state, d0 in (("short", 1.5), ("long", 1.8)):
-        stem = f"flows-{state}"
-        (root / "results" / f"{stem}.json").write_text(json.dumps({
-            "flow_dir": str(root / "flows" / "gen001" / state), "ess": 123.0,
-            "ess_fraction": 0.3, "rhat": 1.004, "f_ev": -1.0, "err_ev": 0.01}))
         x = np.array([_lih(d0 + 0.02 * i).positions for i in range(5)])
-        np.savez(root / "results" / f"{stem}.npz", reweight_positions=x)
+        results.save("flows", f"key-{state}", {
+            "state": state, "flow_dir": str(run.flows(1, state)), "ess": 123.0,
+            "ess_fraction": 0.3, "rhat": 1.004, "f_ev": -1.0, "err_ev": 0.01},
+            {"reweight_positions": x})
     return root
 
 

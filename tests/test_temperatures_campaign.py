@@ -18,12 +18,13 @@ from alflow.dataset import LabelStore
 from alflow.observables.oracle_samples import campaign_labelled
 from alflow.observables.report import write_report
 from alflow.observables.report_loader import load_report_data
+from alflow.observables.spectra_campaign import campaign_samples as spectra_samples
 from alflow.observables.temperatures import (
-    SAMPLES_FILE,
     StateSamples,
     campaign_samples,
     delta_f_vs_temperature,
 )
+from alflow.runlayout import RunLayout
 
 STATES = ("coh", "pbp")
 
@@ -62,7 +63,7 @@ def test_stored_flow_samples_give_the_campaign_free_energies_exactly(run):
     assert info["generation"] == 0 and info["temperature_k"] == 18.0
     assert not (run / "temperatures").exists()  # nothing was drawn again
     for s in STATES:
-        assert (run / "flows" / "gen000" / s / SAMPLES_FILE).exists()
+        assert RunLayout(run).flow_samples(0, s).exists()
         smp = samples[s]
         assert smp.generation == 0 and len(smp.energy_ev) == 600 and smp.inside.any()
         assert smp.symmetry_number == hist["states"][s]["symmetry_number"]
@@ -81,7 +82,7 @@ def test_run_dir_without_stored_samples_is_resampled_to_the_same_draw(run, tmp_p
             os.symlink(run / "flows" / "gen000" / s / f, d / f)
     drawn, _ = campaign_samples(old)
     for s in STATES:
-        kept = StateSamples.load(run / "flows" / "gen000" / s / SAMPLES_FILE)
+        kept = StateSamples.load(RunLayout(run).flow_samples(0, s))
         np.testing.assert_array_equal(drawn[s].energy_ev, kept.energy_ev)
         np.testing.assert_array_equal(drawn[s].log_q, kept.log_q)
         np.testing.assert_array_equal(drawn[s].inside, kept.inside)
@@ -121,3 +122,12 @@ def test_report_of_the_run_shows_the_dft_corrected_delta_f_vs_temperature(run, t
     assert set(row["dft_populations"]) == set(STATES)
     html = page.read_text()
     assert "DFT-corrected (eV)" in html and "population (DFT-corrected)" in html
+
+
+def test_spectra_draw_their_samples_from_the_campaigns_flows_step(run):
+    """``alflow spectra RUN_DIR`` finds each state's Boltzmann samples in the flows step's
+    checkpoint (its JSON nests the step's result), evenly spaced through the chain."""
+    for s in STATES:
+        atoms, logw, gen = spectra_samples(run, s, 3)
+        assert gen == 0 and len(atoms) == 3 and logw is None
+        assert all(len(a) == 7 and set(a.numbers) == {18} for a in atoms)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from alflow.runlayout import result_stem
 from alflow.structures import canonical_json
 
 
@@ -64,7 +65,7 @@ class Checkpoint:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _paths(self, name: str, key: str) -> tuple[Path, Path]:
-        stem = f"{name}-{key[:24]}"
+        stem = result_stem(name, key)
         return self.root / f"{stem}.json", self.root / f"{stem}.npz"
 
     def has(self, name: str, key: str) -> bool:

@@ -36,6 +36,7 @@ from alflow.campaign.system import System, bootstrap_positions
 from alflow.campaign.tasks import TaskFailed, Tasks, in_background, parsl_app
 from alflow.dataset import LabelStore
 from alflow.labelling import label_many
+from alflow.seeds import step_seed
 from alflow.select import select
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
     # 1. candidates --------------------------------------------------------------------------
     if g == 0:
         b = cfg.exploration.bootstrap
-        pos, states = bootstrap_positions(ctx.system, b.displaced, b.displacement, cfg.seed)
+        pos, states = bootstrap_positions(ctx.system, b.displaced, b.displacement,
+                                          step_seed(cfg.seed, "bootstrap"))
         tags = [{"state": s, "generation": 0, "purpose": "bootstrap"} for s in states]
         sel_counts = {"candidates": len(pos), "selected": len(pos)}
     else:
@@ -148,7 +150,7 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
                                    steps.explore, prev["model_dir"],
                                    prev.get("flow_dirs", {}).get(s), ctx.system, s,
                                    cfg.exploration, cfg.temperature_k, cfg.selection.trust_upper,
-                                   cfg.seed * 1000 + g * 10 + names.index(s),
+                                   step_seed(cfg.seed, "explore", g, names.index(s)),
                                    executor=ex["explore"]) for s in names}
         cand_pos, cand_fd, cand_state, cand_cv = [], [], [], []
         for s, h in handles.items():
@@ -172,7 +174,7 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
             allpos = np.concatenate(cand_pos)
             sel = select(allpos, np.concatenate(cand_fd), cand_state, cfg.selection,
                          cv=np.concatenate(cand_cv), existing=_existing_positions(ctx.store, g),
-                         seed=cfg.seed + g)
+                         seed=step_seed(cfg.seed, "select", g))
             chosen = allpos[sel.indices]
             chosen_states = [cand_state[i] for i in sel.indices]
             ctx.tasks.checkpoint.save("select", skey, {"counts": sel.counts,
@@ -193,7 +195,8 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
     h = tasks.submit("train", {**base, "data": data, "mlip": cfg.mlip,
                                "init": prev["model_key"] if prev else None},
                      steps.train, str(ctx.run.dataset), str(ctx.run.models(g)), cfg.mlip,
-                     prev["model_dir"] if prev else None, cfg.seed + g, g, str(ctx.run.root),
+                     prev["model_dir"] if prev else None, step_seed(cfg.seed, "train", g), g,
+                     str(ctx.run.root),
                      executor=ex["train"])
     tjs, _ = tasks.result(h)
     model_dir, model_key = tjs["model_dir"], h.key
@@ -209,7 +212,7 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
                           cfg.exploration.sampler, md_for_flows, cfg.temperature_k,
                           cfg.system.states,
                           cfg.estimate.reweight_samples, cfg.estimate.bootstrap,
-                          cfg.seed * 1000 + g * 10 + names.index(s) + 5,
+                          step_seed(cfg.seed, "flows", g, names.index(s)),
                           executor=ex["flows"]) for s in names}
     # 5. oracle labels of Boltzmann samples (the correction of ΔF to the oracle), submitted
     # for each state as soon as its flows step returns: they run while other states train

@@ -1,21 +1,5 @@
-"""The run directory: its layout, the driver lock, the event log, the status files and the
-oracle-call journal.
-
-Layout (documented in docs/campaign.md)::
-
-    RUN_DIR/
-      campaign.yaml        the configuration as resolved (absolute paths); resume reads it
-      dataset.h5           the label store (alflow.dataset.LabelStore)
-      labels/pending/      labels finished by workers but not yet in dataset.h5 (JSON)
-      oracle_calls.jsonl   one line per calculation the oracle performed (repeats included)
-      results/             checkpointed task results (JSON + npz) keyed by input hash
-      models/gen000/       the committee of each generation
-      flows/gen001/<state> the flows of each generation and state
-      events.jsonl         JSON-lines log of everything that happened
-      status.json          machine-readable status (``alflow status --json`` prints it)
-      status.txt           the same for humans
-      lock                 held (fcntl) by the driver writing this directory
-      runinfo/             Parsl's logs
+"""The run directory: its layout (alflow.runlayout, documented in docs/campaign.md), the driver
+lock, the event log, the status files and the oracle-call journal.
 """
 
 from __future__ import annotations
@@ -31,29 +15,11 @@ from typing import Any
 
 from alflow.campaign.checkpoint import atomic_write_text
 from alflow.errors import AlflowError
+from alflow.runlayout import RunLayout
 
 
-class RunDir:
-    """Paths of one campaign's run directory."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
-
-    config = property(lambda self: self.root / "campaign.yaml")
-    dataset = property(lambda self: self.root / "dataset.h5")
-    pending = property(lambda self: self.root / "labels" / "pending")
-    oracle_journal = property(lambda self: self.root / "oracle_calls.jsonl")
-    results = property(lambda self: self.root / "results")
-    events = property(lambda self: self.root / "events.jsonl")
-    status_json = property(lambda self: self.root / "status.json")
-    status_txt = property(lambda self: self.root / "status.txt")
-    lock = property(lambda self: self.root / "lock")
-
-    def models(self, generation: int) -> Path:
-        return self.root / "models" / f"gen{generation:03d}"
-
-    def flows(self, generation: int, state: str) -> Path:
-        return self.root / "flows" / f"gen{generation:03d}" / state
+class RunDir(RunLayout):
+    """Paths of one campaign's run directory (alflow.runlayout.RunLayout)."""
 
 
 class DriverLock:

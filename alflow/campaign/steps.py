@@ -180,14 +180,15 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     section: the flow trained on the MD seeds alone, then the same estimate). ``n_reweight``
     Boltzmann samples of the potential in the state (:func:`_boltzmann_picks`) go to the
     correction to the oracle."""
-    from alflow.estimate import flow_free_energy
     from alflow.flows.anneal import AnnealConfig
+    from alflow.flows.estimate import flow_free_energy
     from alflow.flows.generator import BoltzmannGenerator
     from alflow.flows.model import FlowConfig
     from alflow.flows.pipeline import StateSamplerConfig, state_free_energy
     from alflow.flows.train import train_flow
     from alflow.mlip import load_potential
     from alflow.sampling.langevin import run_langevin
+    from alflow.seeds import flow_stage_seed
     from alflow.states import wall
 
     t0 = time.time()
@@ -228,7 +229,8 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
         restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
         t_est = time.time()
         fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
-                                   member=states.member(state), restrict=restrict, seed=seed,
+                                   member=states.member(state), restrict=restrict,
+                                   seed=flow_stage_seed(seed, "estimate"),
                                    n_bootstrap=n_bootstrap, return_samples=True,
                                    anneal=AnnealConfig(**sampler.anneal), label=f"state {state}")
         t_est = time.time() - t_est
@@ -275,12 +277,13 @@ def _save_flow_samples(smp, state: str, out_dir: str, symmetry_number: int,
     """Keep the importance-sampling draw of the estimate (energy eV, ln q, in-state mask; no
     positions) as ``out_dir/is_samples.npz`` (alflow.observables.temperatures.StateSamples),
     so the report reweights it to other temperatures without drawing again."""
-    from alflow.observables.temperatures import SAMPLES_FILE, StateSamples
+    from alflow.observables.temperatures import StateSamples
+    from alflow.runlayout import FLOW_SAMPLES_FILE, parse_generation
 
     d = Path(out_dir)
-    gen = d.parent.name[3:]  # out_dir is flows/genNNN/<state> in a run directory
+    gen = parse_generation(d.parent.name)  # out_dir is flows/genNNN/<state> in a run directory
     StateSamples.from_flow_samples(state, smp, symmetry_number, temperature_k,
-                                   int(gen) if gen.isdigit() else -1).save(d / SAMPLES_FILE)
+                                   -1 if gen is None else gen).save(d / FLOW_SAMPLES_FILE)
 
 
 def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],

@@ -5,7 +5,9 @@
 - :mod:`alflow.flows.model`: :class:`CouplingFlow` (RQS / affine couplings, circular splines).
 - :mod:`alflow.flows.generator`: :class:`BoltzmannGenerator` (coordinates + flow, save/load).
 - :mod:`alflow.flows.train`: :func:`train_flow` (forward / reverse / mixed KL, DDP).
-- :mod:`alflow.flows.pipeline`: :func:`state_free_energies` — from a potential, reference
+- :mod:`alflow.flows.estimate`: :func:`flow_free_energy` (importance sampling, optionally
+  annealed) and :func:`flow_bar_free_energy` (BAR against samples of the state).
+- :mod:`alflow.flows.pipeline`: :func:`free_energy_difference` — from a potential, reference
   structures and seed samples to ΔF ± error in one call.
 """
 

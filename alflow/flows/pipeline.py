@@ -25,20 +25,15 @@ from pydantic import Field
 
 from alflow.config import StrictModel
 from alflow.errors import InputError
-from alflow.estimate import (
-    DeltaF,
-    FlowSamples,
-    FreeEnergy,
-    delta_f,
-    flow_bar_free_energy,
-    flow_free_energy,
-)
+from alflow.estimate import DeltaF, FreeEnergy, delta_f
 from alflow.flows.anneal import AnnealConfig
+from alflow.flows.estimate import FlowSamples, flow_bar_free_energy, flow_free_energy
 from alflow.flows.generator import BoltzmannGenerator
 from alflow.flows.model import FlowConfig
 from alflow.flows.train import TrainConfig, train_flow
 from alflow.potential import Potential
 from alflow.sampling.mcmc import MCMCConfig, MCMCResult, adaptive_mcmc
+from alflow.seeds import flow_stage_seed
 from alflow.states import BasinStates, CVStates, wall
 
 log = logging.getLogger(__name__)
@@ -144,7 +139,8 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
         if cfg.retrain_steps and target.size:
             t0 = time.perf_counter()
             data = np.concatenate([seeds, target.reshape(-1, *seeds.shape[1:])])
-            tc = cfg.train.model_copy(update={"steps": cfg.retrain_steps, "seed": seed + 1,
+            tc = cfg.train.model_copy(update={"steps": cfg.retrain_steps,
+                                              "seed": flow_stage_seed(seed, "retrain"),
                                               "lr": cfg.train.lr / 4})
             train_flow(bg, data, config=tc)
             train_s += time.perf_counter() - t0
@@ -152,21 +148,23 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
         t0 = time.perf_counter()
         data = seeds if target is None else np.concatenate(
             [seeds, target.reshape(-1, *seeds.shape[1:])])
-        tc = cfg.train.model_copy(update={"steps": cfg.polish_steps, "seed": seed + 2,
+        tc = cfg.train.model_copy(update={"steps": cfg.polish_steps,
+                                          "seed": flow_stage_seed(seed, "polish"),
                                           "lr": cfg.train.lr / 2,
                                           "forward_weight": cfg.polish_forward_weight})
         train_flow(bg, data, potential, temperature_k, config=tc)
         train_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     fe, samples = flow_free_energy(bg, potential, temperature_k, cfg.samples, member=member,
-                                   restrict=restrict, seed=seed + 7,
+                                   restrict=restrict, seed=flow_stage_seed(seed, "estimate"),
                                    n_bootstrap=cfg.bootstrap, return_samples=True,
                                    anneal=cfg.anneal, label=f"state {name}")
     extra["estimate_seconds"] = time.perf_counter() - t0
     fe.extra.setdefault("flow_ess_fraction", fe.ess_fraction)
     if cfg.estimator == "bar" and target is not None and target.size:
         fb = flow_bar_free_energy(bg, potential, temperature_k, target, cfg.samples,
-                                  member=member, restrict=restrict, seed=seed + 11,
+                                  member=member, restrict=restrict,
+                                  seed=flow_stage_seed(seed, "bar"),
                                   n_bootstrap=cfg.bootstrap,
                                   samples=None if cfg.anneal.levels else samples)
         fb.extra = {**fe.extra, **fb.extra, "is_f_ev": fe.f_ev, "is_err_ev": fe.err_ev}

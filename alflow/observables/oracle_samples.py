@@ -17,8 +17,6 @@ ensemble) and with a poor model (a few samples dominate the exponential average)
 
 from __future__ import annotations
 
-import json
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +28,9 @@ from ase.units import kB
 
 from alflow.errors import InputError
 from alflow.estimate import OverlapWarning, Reweighting, reweight
+from alflow.runlayout import RunLayout
 
 MIN_ESS_ORACLE = 10.0  # labelled samples: alflow.estimate.reweight's reliability threshold
-_FLOW_DIR = re.compile(r"gen(\d+)[/\\]([^/\\]+)/?$")
 
 
 @dataclass
@@ -73,20 +71,15 @@ class LabelledSamples:
                             n_bootstrap=n_bootstrap, min_ess=min_ess, seed=seed)
 
 
-def _flow_checkpoints(results: Path, generation: int) -> dict[str, Path]:
-    """State -> the newest ``results/flows-*.json`` of ``generation`` that has arrays."""
+def _flow_checkpoints(run: RunLayout, generation: int) -> dict[str, Path]:
+    """State -> the arrays of the newest flows-step result of ``generation``."""
     found: dict[str, tuple[float, Path]] = {}
-    for path in results.glob("flows-*.json"):
-        try:
-            js = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+    for r in run.step_results("flows"):
+        if r.generation != generation or r.arrays is None or r.state is None:
             continue
-        m = _FLOW_DIR.search(str((js.get("result") or {}).get("flow_dir", "")))
-        if not (m and int(m.group(1)) == generation and js.get("_has_arrays")):
-            continue
-        t = path.stat().st_mtime
-        if m.group(2) not in found or t > found[m.group(2)][0]:
-            found[m.group(2)] = (t, path)
+        t = r.path.stat().st_mtime
+        if r.state not in found or t > found[r.state][0]:
+            found[r.state] = (t, r.arrays)
     return {s: p for s, (_, p) in found.items()}
 
 
@@ -99,19 +92,18 @@ def campaign_labelled(run_dir: str | Path, cfg: Any, generation: int) -> dict[st
     from alflow.dataset import LabelStore
     from alflow.labelling import make_labeller
 
-    root = Path(run_dir)
+    run = RunLayout(run_dir)
     n = cfg.estimate.reweight_samples
-    if n == 0 or not (root / "results").is_dir() or not (root / "dataset.h5").exists():
+    if n == 0 or not run.results.is_dir() or not run.dataset.exists():
         return {}
-    store = LabelStore(root / "dataset.h5", create=False)
+    store = LabelStore(run.dataset, create=False)
     keys = store.keys()
     if not keys:
         return {}
     numbers = store.get(keys[0]).numbers
     keyer = make_labeller(cfg.oracle.labeller_config())
     out = {}
-    for state, path in sorted(_flow_checkpoints(root / "results", generation).items()):
-        npz = path.with_suffix(".npz")
+    for state, npz in sorted(_flow_checkpoints(run, generation).items()):
         try:
             with np.load(npz, allow_pickle=False) as z:
                 x = z["reweight_positions"][:n]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -47,10 +46,9 @@ from alflow.observables.report_data import (
     StateSpectrum,
     TemperatureDeltaF,
 )
+from alflow.runlayout import RunLayout
 
 log = logging.getLogger(__name__)
-
-_FLOW_DIR = re.compile(r"gen(\d+)[/\\]([^/\\]+)/?$")
 
 
 def _read_json(path: Path) -> Any:
@@ -78,7 +76,8 @@ def _num(x: Any) -> float | None:
 
 class _Loader:
     def __init__(self, run_dir: Path, temperatures: list[float] | None = None):
-        self.root = Path(run_dir)
+        self.run = RunLayout(run_dir)
+        self.root = self.run.root
         self.temperatures = temperatures
         self.data = ReportData()
         self.config: dict[str, Any] = {}
@@ -96,12 +95,12 @@ class _Loader:
 
     # -- sources --------------------------------------------------------------------------
     def basics(self) -> None:
-        cfg_path = self.root / "campaign.yaml"
+        cfg_path = self.run.config
         if cfg_path.exists():
             self.config = yaml.safe_load(cfg_path.read_text()) or {}
-        if (self.root / "status.json").exists():
-            self.status = _read_json(self.root / "status.json")
-        self.events = _read_lines(self.root / "events.jsonl")
+        if self.run.status_json.exists():
+            self.status = _read_json(self.run.status_json)
+        self.events = _read_lines(self.run.events)
         d = self.data
         name = self.config.get("name") or self.status.get("name") or self.root.name
         d.title = f"alflow campaign: {name}"
@@ -164,7 +163,7 @@ class _Loader:
         def row(g: int) -> LabelCounts:
             return counts.setdefault(g, LabelCounts(generation=g))
 
-        path = self.root / "dataset.h5"
+        path = self.run.dataset
         if path.exists():
             from alflow.dataset import LabelStore
 
@@ -186,20 +185,14 @@ class _Loader:
         self.data.labels = [counts[g] for g in sorted(counts)]
 
     def flows(self) -> None:
-        res = self.root / "results"
+        res = self.run.results
         if not res.is_dir():
             return
-        for path in sorted(res.glob("flows-*.json")):
-            js = _read_json(path)
-            state, gen = js.get("state"), js.get("generation")
-            m = _FLOW_DIR.search(str(js.get("flow_dir", "")))
-            if m:
-                gen = int(m.group(1)) if gen is None else gen
-                state = m.group(2) if state is None else state
-            if state is None or gen is None:
+        for r in self.run.step_results("flows"):
+            if r.state is None or r.generation is None:
                 continue
-            self._flow_rows.setdefault((int(gen), str(state)), _flow_row(int(gen), str(state),
-                                                                          js))
+            self._flow_rows.setdefault((r.generation, r.state),
+                                       _flow_row(r.generation, r.state, r.result))
         fes_files = sorted(res.glob("*.json")) + sorted(
             p for p in self.root.rglob("fes*.json") if "runinfo" not in p.parts)
         for path in fes_files:
@@ -225,7 +218,7 @@ class _Loader:
         self.data.flow = sorted(rows, key=lambda r: (r.generation, r.state))
 
     def temperature(self) -> None:
-        if not (self.root / "flows").is_dir():
+        if not self.run.flows_root.is_dir():
             return
         from alflow.observables.oracle_samples import campaign_labelled
         from alflow.observables.temperatures import (
@@ -258,7 +251,7 @@ class _Loader:
                                       f"threshold) at {', '.join(poor)} K")
 
     def spectra(self) -> None:
-        path = self.root / "spectra.h5"
+        path = self.run.spectra
         if not path.exists():
             return
         from alflow.observables.spectra_campaign import state_spectra
@@ -267,13 +260,12 @@ class _Loader:
             self.data.spectra.append(StateSpectrum(state=state, method=method, spectrum=avg))
 
     def parity(self) -> None:
-        models = sorted((self.root / "models").glob("gen*")) if (self.root / "models").is_dir() \
-            else []
-        path = self.root / "dataset.h5"
+        models = self.run.model_generations()
+        path = self.run.dataset
         if not models or not path.exists():
             return
-        model_dir = models[-1]
-        gen = int(model_dir.name[3:]) if model_dir.name[3:].isdigit() else None
+        gen = models[-1]
+        model_dir = self.run.models(gen)
         try:
             from alflow.mlip import load_potential
         except ImportError:

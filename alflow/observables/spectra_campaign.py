@@ -9,8 +9,6 @@ with ``state``, ``generation``, ``sample`` (order, for the convergence curve) an
 
 from __future__ import annotations
 
-import json
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,9 @@ from ase import Atoms
 from alflow.errors import InputError
 from alflow.observables import spectra as sp
 from alflow.observables.store import SpectrumStore
+from alflow.runlayout import RunLayout
 
 SAMPLE_ARRAYS = ("samples", "reweight_positions", "positions")
-_FLOW_DIR = re.compile(r"gen(\d+)[/\\]([^/\\]+)/?$")
 
 
 def state_spectra(store_path: str | Path, states: list[str] | None = None,
@@ -62,8 +60,8 @@ def state_spectra(store_path: str | Path, states: list[str] | None = None,
     return out
 
 
-def _numbers(run_dir: Path) -> np.ndarray | None:
-    path = run_dir / "dataset.h5"
+def _numbers(run: RunLayout) -> np.ndarray | None:
+    path = run.dataset
     if not path.exists():
         return None
     from alflow.dataset import LabelStore
@@ -81,20 +79,14 @@ def campaign_samples(run_dir: str | Path, state: str, n: int | None = None,
     """Up to ``n`` Boltzmann samples of ``state`` from the last generation's flows result:
     ``(atoms, log_weights or None, generation)``. ``n`` samples are drawn evenly spaced
     through the chain (decorrelated), not the first ``n``."""
-    root = Path(run_dir)
+    run = RunLayout(run_dir)
     best: tuple[int, Path] | None = None
-    for js_path in (root / "results").glob("flows-*.json"):
-        js = json.loads(js_path.read_text())
-        st, gen = js.get("state"), js.get("generation")
-        m = _FLOW_DIR.search(str(js.get("flow_dir", "")))
-        if m:
-            gen = int(m.group(1)) if gen is None else gen
-            st = m.group(2) if st is None else st
-        if st == state and gen is not None and js_path.with_suffix(".npz").exists():
-            if best is None or int(gen) > best[0]:
-                best = (int(gen), js_path.with_suffix(".npz"))
+    for r in run.step_results("flows"):
+        if r.state == state and r.generation is not None and r.arrays is not None:
+            if best is None or r.generation > best[0]:
+                best = (r.generation, r.arrays)
     if best is None:
-        raise InputError(f"{root}: no flow samples of state {state!r} (results/flows-*.npz); "
+        raise InputError(f"{run.root}: no flow samples of state {state!r} (results/flows-*.npz); "
                          "run the campaign first")
     gen, npz = best
     with np.load(npz, allow_pickle=False) as z:
@@ -103,9 +95,9 @@ def campaign_samples(run_dir: str | Path, state: str, n: int | None = None,
             raise InputError(f"{npz}: no sample array (expected one of {SAMPLE_ARRAYS})")
         x = np.asarray(z[name], float).reshape(-1, z[name].shape[-2], 3)
         logw = np.asarray(z["log_weights"], float) if "log_weights" in z.files else None
-        numbers = np.asarray(z["numbers"]) if "numbers" in z.files else _numbers(root)
+        numbers = np.asarray(z["numbers"]) if "numbers" in z.files else _numbers(run)
     if numbers is None:
-        raise InputError(f"{root}: cannot tell the atomic numbers (no dataset.h5)")
+        raise InputError(f"{run.root}: cannot tell the atomic numbers (no dataset.h5)")
     idx = np.arange(len(x))
     if n is not None and n < len(x):
         idx = np.unique(np.linspace(0, len(x) - 1, n).round().astype(int))

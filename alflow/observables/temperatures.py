@@ -2,7 +2,7 @@
 
 A flow q trained at the campaign temperature T is an importance-sampling proposal at any T':
 with samples x_i ~ q kept inside the state (and the wall), the estimator of
-:mod:`alflow.estimate` at T' is
+:mod:`alflow.flows.estimate` at T' is
 
     F_S(T') = −kT' [ ln mean_i exp(−U(x_i)/kT' − ln q(x_i)) + ln(8π²/σ_S) ]
 
@@ -36,12 +36,14 @@ import numpy as np
 from ase.units import kB
 
 from alflow.errors import InputError
-from alflow.estimate import FlowSamples, FreeEnergy, delta_f, is_free_energy, populations
+from alflow.estimate import FreeEnergy, delta_f, is_free_energy, populations
 from alflow.flows.coordinates import LOG_8PI2
+from alflow.flows.estimate import FlowSamples
 from alflow.observables.oracle_samples import MIN_ESS_ORACLE, LabelledSamples
+from alflow.runlayout import RunLayout
+from alflow.seeds import flow_stage_seed, step_seed
 
 MIN_ESS = 50.0  # default overlap threshold (effective samples per state)
-SAMPLES_FILE = "is_samples.npz"  # written next to flow.pt by alflow.campaign.steps.flows
 _FIELDS = ("energy_ev", "log_q", "inside", "symmetry_number", "temperature_k", "state",
            "generation")
 
@@ -200,13 +202,11 @@ def default_temperatures(temperature_k: float) -> list[float]:
     return [round(temperature_k * f, 1) for f in (0.8, 0.9, 1.0, 1.1, 1.25)]
 
 
-def _last_generation(root: Path, states: Sequence[str]) -> int | None:
-    gens = sorted((int(p.name[3:]) for p in (root / "flows").glob("gen*")
-                   if p.name[3:].isdigit()), reverse=True)
-    for g in gens:
-        d = root / "flows" / f"gen{g:03d}"
-        if all((d / s / "flow.json").exists() for s in states) and \
-                (root / "models" / f"gen{g:03d}").is_dir():
+def _last_generation(run: RunLayout, states: Sequence[str]) -> int | None:
+    """The last generation with a flow for every state and a committee."""
+    for g in reversed(run.flow_generations()):
+        if all((run.flows(g, s) / "flow.json").exists() for s in states) and \
+                run.models(g).is_dir():
             return g
     return None
 
@@ -223,20 +223,20 @@ def campaign_samples(run_dir: str | Path, generation: int | None = None,
     from alflow.campaign.config import CampaignConfig
     from alflow.config import read_yaml, validate_model
 
-    root = Path(run_dir)
-    cfg_path = root / "campaign.yaml"
+    run = RunLayout(run_dir)
+    cfg_path = run.config
     if not cfg_path.exists():
         raise InputError(f"{cfg_path}: not a campaign run directory (no campaign.yaml)")
     cfg = validate_model(CampaignConfig, read_yaml(cfg_path), source=str(cfg_path))
     names = list(cfg.system.states)
-    g = _last_generation(root, names) if generation is None else generation
+    g = _last_generation(run, names) if generation is None else generation
     if g is None:
-        raise InputError(f"{root}: no generation has flows for all states {names} yet")
+        raise InputError(f"{run.root}: no generation has flows for all states {names} yet")
     info = {"generation": g, "temperature_k": cfg.temperature_k,
             "from": cfg.system.delta_f.from_, "to": cfg.system.delta_f.to, "config": cfg}
     out: dict[str, StateSamples] = {}
     for s in names:
-        path = root / "flows" / f"gen{g:03d}" / s / SAMPLES_FILE
+        path = run.flow_samples(g, s)
         if path.exists():
             got = StateSamples.load(path)
             if n is None or len(got.energy_ev) == n:
@@ -244,7 +244,7 @@ def campaign_samples(run_dir: str | Path, generation: int | None = None,
     if len(out) == len(names):
         return out, info
     n = n or cfg.exploration.sampler.samples
-    cache = {s: root / "temperatures" / f"gen{g:03d}-{s}.npz" for s in names}
+    cache = {s: run.temperature_cache(g, s) for s in names}
     for s, path in cache.items():
         if s not in out and path.exists():
             got = StateSamples.load(path)
@@ -252,34 +252,31 @@ def campaign_samples(run_dir: str | Path, generation: int | None = None,
                 out[s] = got
     if len(out) == len(names):
         return out, info
-    drawn = _draw(root, cfg, g, [s for s in names if s not in out], n)
+    drawn = _draw(run, cfg, g, [s for s in names if s not in out], n)
     for s, v in drawn.items():
         v.save(cache[s])
     return {**out, **drawn}, info
 
 
-def _draw(root: Path, cfg: Any, g: int, todo: list[str], n: int) -> dict[str, StateSamples]:
+def _draw(run: RunLayout, cfg: Any, g: int, todo: list[str], n: int) -> dict[str, StateSamples]:
     """Sample the saved flows of ``todo`` states on the generation's committee, as the
     campaign's flows step does (same restriction to the state and the wall, same seed)."""
     from alflow.campaign.steps import state_sets
     from alflow.campaign.system import build_system
-    from alflow.estimate import sample_flow
+    from alflow.flows.estimate import sample_flow
     from alflow.flows.generator import BoltzmannGenerator
     from alflow.mlip import load_potential
     from alflow.states import wall
 
     system = build_system(cfg)
-    pot = load_potential(root / "models" / f"gen{g:03d}", system.numbers)
+    pot = load_potential(run.models(g), system.numbers)
     states = state_sets(pot, system, cfg.system.states)
     restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
     names = list(cfg.system.states)
-    mcmc = cfg.exploration.sampler.mcmc
-    uses_mcmc = bool(mcmc.get("enabled", bool(mcmc)))
     out = {}
     for s in todo:
-        # the campaign's seed of this state's estimate (campaign.generation, flows.pipeline)
-        seed = cfg.seed * 1000 + g * 10 + names.index(s) + 5 + (7 if uses_mcmc else 0)
-        bg = BoltzmannGenerator.load(root / "flows" / f"gen{g:03d}" / s)
+        seed = flow_stage_seed(step_seed(cfg.seed, "flows", g, names.index(s)), "estimate")
+        bg = BoltzmannGenerator.load(run.flows(g, s))
         smp = sample_flow(bg, pot, cfg.temperature_k, n, member=states.member(s),
                           restrict=restrict, seed=seed)
         out[s] = StateSamples.from_flow_samples(s, smp, bg.symmetry_number, cfg.temperature_k,
@@ -287,5 +284,5 @@ def _draw(root: Path, cfg: Any, g: int, todo: list[str], n: int) -> dict[str, St
     return out
 
 
-__all__ = ["MIN_ESS", "SAMPLES_FILE", "StateSamples", "TemperaturePoint", "campaign_samples",
+__all__ = ["MIN_ESS", "StateSamples", "TemperaturePoint", "campaign_samples",
            "default_temperatures", "delta_f_vs_temperature"]

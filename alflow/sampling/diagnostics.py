@@ -71,11 +71,4 @@ def ess_bulk(chains: np.ndarray) -> float:
     return float(m * n / max(tau, 1.0 / np.log10(m * n + 10)))
 
 
-def importance_ess(log_w: np.ndarray) -> float:
-    """Kish effective sample size of importance weights exp(log_w)."""
-    from alflow.estimate import ess
-
-    return ess(log_w)
-
-
-__all__ = ["ess_bulk", "importance_ess", "split_rhat"]
+__all__ = ["ess_bulk", "split_rhat"]
