@@ -24,9 +24,12 @@ from alflow.campaign.generation import Context, run_generation
 from alflow.campaign.labels import ingest_pending
 from alflow.campaign.pause import pause_point
 from alflow.campaign.rundir import (
+    CONFIG_HEADER,
     DriverLock,
     EventLog,
     RunDir,
+    create_run_dir,
+    open_run_dir,
     oracle_calls,
     read_lines,
     write_status,
@@ -50,14 +53,16 @@ def config_hash(cfg: CampaignConfig) -> str:
 
 def save_config(cfg: CampaignConfig, run: RunDir) -> None:
     text = yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
-    atomic_write_text(run.config, "# resolved campaign configuration (alflow resume reads it)\n"
-                      + text)
+    atomic_write_text(run.config, CONFIG_HEADER + "\n" + text)
 
 
 def load_run_config(run_dir: str | Path) -> CampaignConfig:
-    run = RunDir(run_dir)
+    """The resolved configuration stored in a run directory alflow created."""
+    run = open_run_dir(run_dir)
     if not run.config.exists():
-        raise InputError(f"{run.root} is not a campaign run directory (no campaign.yaml)")
+        raise InputError(f"{run.root}: the run directory has no campaign.yaml (it is written "
+                         "when a run starts); start it again with alflow run CAMPAIGN.yaml "
+                         f"--dir {run.root}")
     return validate_model(CampaignConfig, read_yaml(run.config), source=str(run.config))
 
 
@@ -154,13 +159,13 @@ def start(campaign_yaml: str | Path, run_dir: str | Path, site: str | None = Non
           **kw: Any) -> dict[str, Any]:
     """``alflow run``: validate the campaign, create ``run_dir`` and run it."""
     cfg = load_campaign(campaign_yaml, site=site)
-    run = RunDir(run_dir)
+    run = create_run_dir(run_dir)
     if run.config.exists():
         old = load_run_config(run.root)
         if config_hash(old) != config_hash(cfg):
-            raise ConfigError(f"{run.root} already holds a different campaign; use "
-                              f"'alflow resume {run.root}' or another --dir")
-    run.root.mkdir(parents=True, exist_ok=True)
+            raise ConfigError(f"--dir {run.root} is the run directory of another campaign "
+                              f"({old.name!r}, configured differently): choose another --dir "
+                              f"(`alflow resume {run.root}` continues that campaign)")
     return execute(cfg, run, **kw)
 
 
@@ -169,12 +174,14 @@ def resume(run_dir: str | Path, site: str | None = None, **kw: Any) -> dict[str,
     cfg = load_run_config(run_dir)
     if site is not None:
         cfg.site = site
-    return execute(cfg, RunDir(run_dir), **kw)
+    return execute(cfg, open_run_dir(run_dir), **kw)
 
 
 def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
             progress: bool | None = None) -> dict[str, Any]:
-    """Run generations until the convergence rule stops the campaign; returns the status."""
+    """Run generations until the convergence rule stops the campaign; returns the status.
+    ``run`` is a directory alflow created (``create_run_dir`` / ``open_run_dir``)."""
+    open_run_dir(run.root)  # never write into a directory without the marker
     with DriverLock(run.lock):
         save_config(cfg, run)
         events = EventLog(run.events)
