@@ -268,4 +268,5 @@ def format_status(st: dict[str, Any]) -> str:
     running = st.get("running") or []
     if running:
         lines.append("running: " + ", ".join(running))
+    lines += [f"warning: {w}" for w in st.get("warnings") or []]
     return "\n".join(x for x in lines if x) + "\n"

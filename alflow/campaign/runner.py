@@ -34,6 +34,7 @@ from alflow.campaign.rundir import (
     read_lines,
     write_status,
 )
+from alflow.campaign.status import public_status, warnings
 from alflow.campaign.system import build_system
 from alflow.campaign.tasks import TaskFailed, Tasks
 from alflow.config import read_yaml, validate_model
@@ -131,14 +132,15 @@ def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
         delta.update(value_ev=last["value_ev"], error_ev=last["error_ev"],
                      dft_corrected_ev=last.get("corrected_ev"),
                      dft_corrected_error_ev=last.get("corrected_error_ev"))
-    return {"name": cfg.name, "run_dir": str(run.root), "state": state,
-            "generation": history[-1]["generation"] if history else None,
-            "converged": converged, "stop_reason": stop_reason,
-            "labels": {"ok": summ.get("ok", 0), "failed": summ.get("failed", 0)},
-            "oracle_calls": oracle_calls(run), "temperature_k": cfg.temperature_k,
-            "kt_ev": cfg.kt_ev, "delta_f": delta, "history": history,
-            "running": running or [],
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return public_status({
+        "name": cfg.name, "run_dir": str(run.root), "state": state,
+        "generation": history[-1]["generation"] if history else None,
+        "converged": converged, "stop_reason": stop_reason,
+        "labels": {"ok": summ.get("ok", 0), "failed": summ.get("failed", 0)},
+        "oracle_calls": oracle_calls(run), "temperature_k": cfg.temperature_k,
+        "kt_ev": cfg.kt_ev, "delta_f": delta, "history": history,
+        "running": running or [], "warnings": warnings(run),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool, tasks: Tasks):
