@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,12 @@ from alflow.campaign.rundir import (
     read_lines,
     write_status,
 )
-from alflow.campaign.status import public_status, warnings
+from alflow.campaign.status import public_status, stored_status, warnings
 from alflow.campaign.system import build_system
 from alflow.campaign.tasks import TaskFailed, Tasks
 from alflow.config import read_yaml, validate_model
 from alflow.dataset import LabelStore
-from alflow.errors import ConfigError, InputError
+from alflow.errors import AlflowError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +145,43 @@ def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
-def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool, tasks: Tasks):
+@contextlib.contextmanager
+def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool, tasks: Tasks,
+           warn: Callable[[str], None]) -> Iterator[None]:
     """The Parsl session of the campaign's site; sets the torch threads of steps on executors
-    inside the driver process (``tasks.torch_threads``)."""
+    inside the driver process (``tasks.torch_threads``). On a ``slurm`` site with the driver in
+    a Slurm job, a :class:`~alflow.campaign.blocks.BlockWatch` reports blocks that cannot start
+    beside the driver's job through ``warn``."""
     if inline:
-        return contextlib.nullcontext()
+        yield
+        return
     from alflow.campaign import sites
+    from alflow.campaign.blocks import BlockWatch
     from alflow.campaign.tasks import in_process_threads
 
-    pcfg = sites.load_site(cfg.site, run.root)
+    site = sites.load_site_model(cfg.site)
+    pcfg = sites.build_config(site, run.root)
     check_executors(cfg, {e.label for e in pcfg.executors})
     tasks.torch_threads = in_process_threads(list(pcfg.executors))
-    return sites.parsl_session(pcfg)
+    driver_job = os.environ.get("ALFLOW_DRIVER_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sites.parsl_session(pcfg))
+        if site.kind == "slurm" and driver_job:
+            stack.enter_context(BlockWatch(driver_job, str(run.root / "runinfo"), warn))
+        yield
+
+
+def _warner(run: RunDir, events: EventLog) -> Callable[[str], None]:
+    """Report a warning in the driver's log, the event log and status.json."""
+
+    def warn(message: str) -> None:
+        log.warning(message)
+        events.emit("warning", kind="blocks_pending", message=message)
+        with contextlib.suppress(AlflowError):
+            st = stored_status(run)
+            write_status(run, public_status({**st, "warnings": warnings(run)}))
+
+    return warn
 
 
 def start(campaign_yaml: str | Path, run_dir: str | Path, site: str | None = None,
@@ -201,7 +228,7 @@ def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
         write_status(run, status)
         ctx = Context(cfg, run, system, store, tasks, events, config_hash(cfg))
         t_start = time.monotonic()
-        with Progress(progress) as prog, _parsl(cfg, run, inline, tasks):
+        with Progress(progress) as prog, _parsl(cfg, run, inline, tasks, _warner(run, events)):
             ctx.on_label = prog.labels
             prev = None
             g = 0

@@ -162,7 +162,7 @@ def warnings(run: RunDir) -> list[str]:
     return list(out.values())
 
 
-def _stored_status(run: RunDir) -> dict[str, Any]:
+def stored_status(run: RunDir) -> dict[str, Any]:
     """status.json as written by the driver; InputError if it is missing or damaged."""
     if not run.status_json.exists():
         raise InputError(f"{run.root} is not a campaign run directory (no status.json)")
@@ -183,7 +183,7 @@ def _stored_status(run: RunDir) -> dict[str, Any]:
 def read_status(run_dir: str | Path) -> dict[str, Any]:
     """The public status of a run directory, with live counts (schema: CampaignStatus)."""
     run = RunDir(run_dir)
-    st = _stored_status(run)
+    st = stored_status(run)
     if run.dataset.exists():
         from alflow.dataset import LabelStore
 
