@@ -125,3 +125,32 @@ def test_run_into_another_campaigns_run_directory_names_it(source, tmp_path: Pat
     with pytest.raises(ConfigError, match="run directory of another campaign .'first'"):
         start(source / "campaign.yaml", run.root)
     assert tree(run.root) == before
+
+
+@pytest.mark.slurm
+def test_campaign_sbatch_into_a_campaign_folder_writes_nothing_there(source, tmp_path):
+    """`sbatch scripts/campaign.sbatch CAMPAIGN RUN_DIR` with RUN_DIR the folder of the user's
+    campaign.yaml: the job refuses it (rc 2) and the folder is unchanged, byte for byte."""
+    import os
+    import subprocess
+    import time
+
+    from slurm_support import ROOT, require_slurm, squeue_ids
+
+    require_slurm()
+    env = {**os.environ, "ALFLOW_VENV": sys.prefix,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    before = tree(source)
+    out = tmp_path / "job.out"
+    job = subprocess.run(["sbatch", "--parsable", "-o", str(out), "-t", "5",
+                          str(ROOT / "scripts" / "campaign.sbatch"),
+                          str(source / "campaign.yaml"), str(source), "local-threads"],
+                         capture_output=True, text=True, env=env, timeout=60,
+                         check=True).stdout.strip().split(";")[0]
+    deadline = time.time() + 240
+    while job in squeue_ids() and time.time() < deadline:
+        time.sleep(0.5)
+    text = out.read_text()
+    assert "driver exited with 2" in text, text
+    assert "not an alflow run directory" in text and "choose another --dir" in text, text
+    assert tree(source) == before
