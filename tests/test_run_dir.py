@@ -131,15 +131,13 @@ def test_run_into_another_campaigns_run_directory_names_it(source, tmp_path: Pat
 def test_campaign_sbatch_into_a_campaign_folder_writes_nothing_there(source, tmp_path):
     """`sbatch scripts/campaign.sbatch CAMPAIGN RUN_DIR` with RUN_DIR the folder of the user's
     campaign.yaml: the job refuses it (rc 2) and the folder is unchanged, byte for byte."""
-    import os
     import subprocess
     import time
 
-    from slurm_support import ROOT, require_slurm, squeue_ids
+    from slurm_support import ROOT, require_slurm, sbatch_env, squeue_ids
 
     require_slurm()
-    env = {**os.environ, "ALFLOW_VENV": sys.prefix,
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = sbatch_env()
     before = tree(source)
     out = tmp_path / "job.out"
     job = subprocess.run(["sbatch", "--parsable", "-o", str(out), "-t", "5",

@@ -8,15 +8,21 @@ its log, its events and `alflow status`."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-from slurm_support import ROOT, jobs_under, require_slurm, squeue_ids, wait_queue_without
+from slurm_support import (
+    ROOT,
+    jobs_under,
+    lj7_campaign,
+    read_events,
+    require_slurm,
+    sbatch_env,
+    squeue_ids,
+    wait_queue_without,
+)
 from tiny_campaign import SMALL
 
 from alflow.campaign.blocks import blocked_by_driver, parse_sinfo, parse_squeue
@@ -67,32 +73,11 @@ SITE = {  # the built-in `slurm` site on the one-node local cluster, blocks left
 }
 
 
-def _events(run: Path) -> list[dict]:
-    try:
-        lines = (run / "events.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for ln in lines:
-        try:
-            out.append(json.loads(ln))
-        except json.JSONDecodeError:
-            pass
-    return out
-
-
 @pytest.mark.slurm
 def test_driver_reports_its_exclusive_block_waiting_for_its_own_node(tmp_path):
     require_slurm()
-    env = {**os.environ, "ALFLOW_VENV": sys.prefix,
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    subprocess.run(["alflow", "example", "lj7", str(tmp_path / "c")], env=env, check=True,
-                   capture_output=True, timeout=120)
-    camp_file = tmp_path / "c" / "campaign.yaml"
-    camp = yaml.safe_load(camp_file.read_text())
-    for k, v in SMALL.items():
-        camp[k] = {**camp.get(k, {}), **v} if isinstance(v, dict) else v
-    camp_file.write_text(yaml.safe_dump(camp))
+    env = sbatch_env()
+    camp_file = lj7_campaign(tmp_path / "c", SMALL, env)
     site = tmp_path / "exclusive.yaml"
     site.write_text(yaml.safe_dump(SITE))
     run = tmp_path / "run"
@@ -105,7 +90,7 @@ def test_driver_reports_its_exclusive_block_waiting_for_its_own_node(tmp_path):
         warned: list[dict] = []
         while time.time() < deadline and job in squeue_ids() and not warned:
             time.sleep(1.0)
-            warned = [e for e in _events(run) if e.get("event") == "warning"]
+            warned = [e for e in read_events(run) if e.get("event") == "warning"]
         log = run / "logs" / f"driver-{job}.out"
         text = log.read_text() if log.exists() else "no driver log"
         assert warned, text[-3000:]
