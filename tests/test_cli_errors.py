@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alflow.campaign.rundir import create_run_dir, write_status
+from alflow.campaign.rundir import append_line, create_run_dir, write_status
 from alflow.campaign.status import CampaignStatus
 from alflow.cli import main
 from alflow.examples import write_example
@@ -90,6 +90,9 @@ def test_status_json_publishes_the_public_schema_only(tmp_path, monkeypatch, cap
 
     run = create_run_dir(tmp_path / "run")
     write_status(run, public_status(_status(run.root)))
+    append_line(run.events, {"event": "warning", "kind": "k", "message": "act on this"})
+    rc, out, err = alflow(monkeypatch, capsys, "status", str(run.root))
+    assert rc == 0 and "warning: act on this" in out, err
     rc, out, err = alflow(monkeypatch, capsys, "status", str(run.root), "--json")
     assert rc == 0, err
     st = json.loads(out)
@@ -98,6 +101,7 @@ def test_status_json_publishes_the_public_schema_only(tmp_path, monkeypatch, cap
     assert CampaignStatus.model_validate(st).model_dump(mode="json", by_alias=True) == st
     assert st["history"][0]["states"]["pbp"]["rhat"] == 1.004
     assert st["history"][0]["states"]["coh"]["correction"]["n"] == 16
+    assert st["warnings"] == ["act on this"]
     assert st["delta_f"]["from"] == "pbp" and st["state"] == "interrupted"  # no driver
     # the file itself holds the same public schema
     assert not {k for k in _keys(json.loads(run.status_json.read_text())) if k[0] == "_"}
