@@ -162,8 +162,13 @@ def test_explicit_loopback_only_where_every_worker_runs_on_this_machine(tmp_path
     assert {e.address for e in cfg.executors} == {"127.0.0.1"}
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
-    with pytest.raises(ConfigError, match="its classes use 2 nodes of the allocation"):
+    with pytest.raises(ConfigError, match="classes dft start workers on other nodes"):
         sites.load_site("slurm-allocation", tmp_path, {"interface": "lo"})
+    # pools on the batch node only: its own htex nodes: 1, an MPI class srun-ing over both
+    one = {"interface": "lo", "classes": {"cpu": {"nodes": 1}, "gpu": {"nodes": 1},
+                                          "dft": {"executor": "mpi", "nodes_per_task": 2}}}
+    cfg = sites.load_site("slurm-allocation", tmp_path, one)
+    assert {e.address for e in cfg.executors} == {"127.0.0.1"}
     monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
     cfg = sites.load_site("slurm-allocation", tmp_path, {"interface": "lo"})
     assert {e.address for e in cfg.executors} == {"127.0.0.1"}

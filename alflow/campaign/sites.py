@@ -435,10 +435,27 @@ def _slurm_other_nodes(site: SlurmSite) -> str | None:
     return None
 
 
-def _allocation_other_nodes(site: SlurmAllocationSite, total: int) -> str | None:
-    used = max(w.first_node + (w.nodes or max(1, total - w.first_node))
-               for w in (site.classes.get(c) or AllocationClass() for c in RESOURCE_CLASSES))
-    return f"its classes use {used} nodes of the allocation" if used > 1 else None
+def _allocation_classes(site: SlurmAllocationSite, total: int
+                        ) -> dict[str, tuple[AllocationClass, int]]:
+    """Each class's options and node count within an allocation of ``total`` nodes."""
+    out = {}
+    for c in RESOURCE_CLASSES:
+        w = site.classes.get(c) or AllocationClass()
+        nodes = w.nodes or max(1, total - w.first_node)
+        if w.first_node + nodes > total:
+            raise ConfigError(f"site classes.{c}: first_node {w.first_node} + nodes {nodes} "
+                              f"exceeds the allocation's {total} node(s)")
+        out[c] = (w, nodes)
+    return out
+
+
+def _allocation_other_nodes(classes: dict[str, tuple[AllocationClass, int]]) -> str | None:
+    """Why worker pools of this allocation may start on another node than the batch node
+    (an ``mpi`` class runs its one pool on the batch node; its tasks srun elsewhere)."""
+    away = sorted(c for c, (w, nodes) in classes.items()
+                  if w.executor == "htex" and (w.first_node > 0 or nodes > 1))
+    return f"classes {', '.join(away)} start workers on other nodes of the allocation" \
+        if away else None
 
 
 def worker_address(site: _AddressMixin, other_nodes: Any) -> str:
@@ -566,15 +583,11 @@ def build_slurm_allocation(site: SlurmAllocationSite, run_dir: Path) -> Config:
         raise ConfigError("site 'slurm-allocation' runs inside an sbatch/salloc allocation "
                           "(SLURM_JOB_ID is not set): use scripts/campaign.sbatch")
     total = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1)
-    address = worker_address(site, lambda: _allocation_other_nodes(site, total))
+    classes = _allocation_classes(site, total)
+    address = worker_address(site, lambda: _allocation_other_nodes(classes))
     init = _join(_activation(site.activate_env), site.worker_init)
     execs = []
-    for c in RESOURCE_CLASSES:
-        w = site.classes.get(c) or AllocationClass()
-        nodes = w.nodes or max(1, total - w.first_node)
-        if w.first_node + nodes > total:
-            raise ConfigError(f"site classes.{c}: first_node {w.first_node} + nodes {nodes} "
-                              f"exceeds the allocation's {total} node(s)")
+    for c, (w, nodes) in classes.items():
         if w.executor == "mpi":
             launcher = SimpleLauncher()  # one pool on the batch node; tasks srun over the nodes
             nodes_per_block = 1
