@@ -152,3 +152,13 @@ def test_campaign_sbatch_into_a_campaign_folder_writes_nothing_there(source, tmp
     assert "driver exited with 2" in text, text
     assert "not an alflow run directory" in text and "choose another --dir" in text, text
     assert tree(source) == before
+
+
+def test_example_never_replaces_a_users_file(tmp_path: Path, monkeypatch, capsys):
+    mine = tmp_path / "ex" / "structures" / "pbp.xyz"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own structure\n")
+    before = tree(tmp_path / "ex")
+    rc, err = alflow(monkeypatch, capsys, "example", "lj7", str(tmp_path / "ex"))
+    assert rc == 2 and f"{mine}" in err and "--force" in err, err
+    assert tree(tmp_path / "ex") == before
