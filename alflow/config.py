@@ -58,6 +58,9 @@ def read_yaml(path: str | Path) -> Any:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (byte {err.start} is not UTF-8); expected "
+                          "a YAML configuration") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -5,6 +5,8 @@ One owner for these names: the campaign writes through :class:`alflow.campaign.r
 temperature scan read through :class:`RunLayout`. Documented in docs/campaign.md::
 
     RUN_DIR/
+      .alflow-run          the marker: only alflow writes it, and alflow resumes or writes
+                           only a directory holding it (alflow.campaign.rundir.open_run_dir)
       campaign.yaml        the configuration as resolved (absolute paths); resume reads it
       dataset.h5           the label store (alflow.dataset.LabelStore)
       labels/pending/      labels finished by workers but not yet in dataset.h5 (JSON)
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 FLOW_SAMPLES_FILE = "is_samples.npz"
+MARKER = ".alflow-run"
 _GEN = re.compile(r"^gen(\d+)$")
 
 
@@ -73,6 +76,7 @@ class RunLayout:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
 
+    marker = property(lambda self: self.root / MARKER)
     config = property(lambda self: self.root / "campaign.yaml")
     dataset = property(lambda self: self.root / "dataset.h5")
     pending = property(lambda self: self.root / "labels" / "pending")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from alflow.errors import InputError
 
@@ -65,6 +66,12 @@ def read_structures(path: str | Path, index: str = ":") -> list[Atoms]:
         raise InputError(f"structure file not found: {path}")
     try:
         images = read(str(path), index=index, parallel=False)  # no implicit MPI broadcast
+    except KeyError as err:  # ASE's symbol table: an element that does not exist
+        symbol = err.args[0] if err.args else ""
+        if isinstance(symbol, str) and symbol not in chemical_symbols:
+            raise InputError(f"{path}: unknown chemical element {symbol!r} (expected a "
+                             "symbol such as H, C, O, Ag)") from None
+        raise InputError(f"cannot read structures from {path}: KeyError: {err}") from None
     except Exception as err:  # ASE raises many kinds for malformed files
         msg = f"cannot read structures from {path}: {type(err).__name__}: {err}"
         raise InputError(msg) from None

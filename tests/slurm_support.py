@@ -8,8 +8,10 @@ with it (pytest ``-ra`` prints it) - never silently.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,3 +90,38 @@ def jobs_under(path: str | Path) -> set[str]:
     prefix = str(path).rstrip("/") + "/"
     return {ln.split()[0] for ln in out.splitlines()
             if len(ln.split()) > 1 and ln.split()[1].startswith(prefix)}
+
+
+def sbatch_env(**extra: str) -> dict[str, str]:
+    """Environment for `sbatch scripts/campaign.sbatch`: this Python's venv and console scripts."""
+    return {**os.environ, "ALFLOW_VENV": sys.prefix,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra}
+
+
+def lj7_campaign(folder: Path, settings: dict, env: dict[str, str]) -> Path:
+    """The lj7 example written to ``folder`` with ``settings`` merged in; its campaign.yaml."""
+    import yaml
+
+    subprocess.run(["alflow", "example", "lj7", str(folder)], env=env, check=True,
+                   capture_output=True, timeout=120)
+    path = folder / "campaign.yaml"
+    camp = yaml.safe_load(path.read_text())
+    for k, v in settings.items():
+        camp[k] = {**camp.get(k, {}), **v} if isinstance(v, dict) else v
+    path.write_text(yaml.safe_dump(camp))
+    return path
+
+
+def read_events(run: Path) -> list[dict]:
+    """The complete lines of RUN_DIR/events.jsonl (one being written is skipped)."""
+    try:
+        lines = (run / "events.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for ln in lines:
+        try:
+            out.append(json.loads(ln))
+        except json.JSONDecodeError:
+            pass
+    return out

@@ -12,6 +12,7 @@ from ase import Atoms
 from typer.testing import CliRunner
 
 from alflow.campaign.checkpoint import Checkpoint
+from alflow.campaign.rundir import create_run_dir
 from alflow.cli import report as report_cli
 from alflow.cli import spectra as spectra_cli
 from alflow.dataset import LabelRecord, LabelStore
@@ -26,7 +27,7 @@ def _lih(d):
 
 @pytest.fixture()
 def run_dir(tmp_path):
-    root = tmp_path / "run"
+    root = create_run_dir(tmp_path / "run").root
     (root / "results").mkdir(parents=True)
     (root / "campaign.yaml").write_text(yaml.safe_dump({
         "name": "lih-test", "temperature_k": 300.0,

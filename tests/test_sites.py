@@ -53,7 +53,8 @@ def test_user_file_unknown_kind_and_missing_file(tmp_path):
 
 
 def test_class_slurm_options_inherit_and_override(tmp_path):
-    m = sites.load_site_model("slurm", {"slurm.partition": "cpu", "slurm.account": "chem",
+    m = sites.load_site_model("slurm", {"address": "10.1.2.3", "slurm.partition": "cpu",
+                                        "slurm.account": "chem",
                                         "classes.gpu.slurm": {"partition": "gpu",
                                                               "gpus_per_node": 4}})
     assert m.classes["cpu"].slurm.partition == "cpu"
@@ -110,14 +111,75 @@ def test_slurm_allocation_needs_an_allocation(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("SLURM_JOB_NUM_NODES", "3")
     cfg = sites.load_site("slurm-allocation", tmp_path, {
-        "address": "127.0.0.1", "classes.dft": {"nodes": 2, "first_node": 1}})
+        "address": "10.1.2.3", "classes.dft": {"nodes": 2, "first_node": 1}})
     ex = {e.label: e for e in cfg.executors}
     assert isinstance(ex["dft"].provider, LocalProvider)  # no nested sbatch
     assert ex["dft"].provider.nodes_per_block == 2
     assert "--relative=1" in ex["dft"].provider.launcher.overrides
     assert "--overlap" in ex["dft"].provider.launcher.overrides
     with pytest.raises(ConfigError, match="classes.cpu"):
-        sites.load_site("slurm-allocation", tmp_path, {"classes.cpu.first_node": 3})
+        sites.load_site("slurm-allocation", tmp_path, {"address": "10.1.2.3",
+                                                       "classes.cpu.first_node": 3})
+
+
+def test_address_null_resolving_to_loopback_is_refused_naming_interfaces(tmp_path,
+                                                                       monkeypatch):
+    import parsl.addresses
+    import psutil
+
+    # the host name resolves to a loopback address, as /etc/hosts often makes it (127.0.1.1)
+    monkeypatch.setattr(parsl.addresses, "address_by_hostname", lambda: "127.0.1.1")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+    some_interface = sorted(psutil.net_if_addrs())[0]
+    for kind in ("slurm", "slurm-allocation"):
+        with pytest.raises(ConfigError) as err:
+            sites.load_site(kind, tmp_path)
+        msg = str(err.value)
+        assert "address: null resolved" in msg and "127.0.1.1" in msg, msg
+        assert "interface: NAME" in msg and some_interface in msg, msg
+
+
+def test_wildcard_addresses_are_refused_for_every_htex_site():
+    for kind in ("local-htex", "slurm", "slurm-allocation"):
+        for wildcard in ("0.0.0.0", "::", "*"):
+            with pytest.raises(ConfigError, match="address: .*binds every interface"):
+                sites.load_site_model(kind, {"address": wildcard})
+
+
+def test_explicit_loopback_only_where_every_worker_runs_on_this_machine(tmp_path, monkeypatch):
+    here = sorted(sites.this_host())[0]
+    monkeypatch.setattr(sites, "_sinfo_nodes", lambda timeout: f"{here} debug*\nn2 debug*\n"
+                        f"{here} solo\n")
+    loop = {"address": "127.0.0.1", "slurm.partition": "debug"}
+    with pytest.raises(ConfigError, match=r"loopback address, but its blocks may run on other "
+                                          r"nodes \(n2\).*this machine has: "):
+        sites.load_site("slurm", tmp_path, loop)
+    with pytest.raises(ConfigError, match="nodes_per_block > 1"):
+        sites.load_site("slurm", tmp_path, {**loop, "slurm.partition": "solo",
+                                            "slurm.nodes_per_block": 2})
+    cfg = sites.load_site("slurm", tmp_path, {**loop, "slurm.partition": "solo"})  # one node
+    assert {e.address for e in cfg.executors} == {"127.0.0.1"}
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    with pytest.raises(ConfigError, match="classes dft start workers on other nodes"):
+        sites.load_site("slurm-allocation", tmp_path, {"interface": "lo"})
+    # pools on the batch node only: its own htex nodes: 1, an MPI class srun-ing over both
+    one = {"interface": "lo", "classes": {"cpu": {"nodes": 1}, "gpu": {"nodes": 1},
+                                          "dft": {"executor": "mpi", "nodes_per_task": 2}}}
+    cfg = sites.load_site("slurm-allocation", tmp_path, one)
+    assert {e.address for e in cfg.executors} == {"127.0.0.1"}
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+    cfg = sites.load_site("slurm-allocation", tmp_path, {"interface": "lo"})
+    assert {e.address for e in cfg.executors} == {"127.0.0.1"}
+
+
+def test_partition_nodes_of_sinfo_rows():
+    rows = "a debug*\nb debug*\nb gpu\nc gpu\n\n"
+    assert sites.partition_nodes(rows, {None}) == {"a", "b"}
+    assert sites.partition_nodes(rows, {"gpu"}) == {"b", "c"}
+    assert sites.partition_nodes(rows, {"gpu", None}) == {"a", "b", "c"}
+    assert sites.partition_nodes(rows, {"none"}) == set()
 
 
 def test_local_threads_helper(tmp_path):

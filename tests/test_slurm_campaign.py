@@ -6,16 +6,23 @@ twice and checkpointed tasks are reused, not rerun."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from slurm_support import ROOT, jobs_under, require_slurm, squeue_ids, wait_queue_without
+from slurm_support import (
+    ROOT,
+    jobs_under,
+    lj7_campaign,
+    read_events,
+    require_slurm,
+    sbatch_env,
+    squeue_ids,
+    wait_queue_without,
+)
 from tiny_campaign import SMALL
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -29,20 +36,6 @@ SITE = {  # the built-in `slurm` site, sized for one 2-core node shared with the
     "slurm": {"partition": "debug", "walltime": "00:20:00", "exclusive": False,
               "cores_per_node": 1, "max_blocks": 1, "cmd_timeout": 30},
 }
-
-
-def _events(run: Path) -> list[dict]:
-    try:
-        lines = (run / "events.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for ln in lines:
-        try:
-            out.append(json.loads(ln))
-        except json.JSONDecodeError:  # a line being written
-            pass
-    return out
 
 
 def _paused(events: list[dict]) -> bool:
@@ -65,15 +58,8 @@ def _oracle_keys(run: Path) -> Counter:
 
 def test_campaign_sbatch_scancel_and_resume(tmp_path):
     require_slurm()
-    env = {**os.environ, "ALFLOW_VENV": sys.prefix,
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    subprocess.run(["alflow", "example", "lj7", str(tmp_path / "c")], env=env, check=True,
-                   capture_output=True, timeout=120)
-    camp_file = tmp_path / "c" / "campaign.yaml"
-    camp = yaml.safe_load(camp_file.read_text())
-    for k, v in TINY.items():
-        camp[k] = {**camp.get(k, {}), **v} if isinstance(v, dict) else v
-    camp_file.write_text(yaml.safe_dump(camp))
+    env = sbatch_env()
+    camp_file = lj7_campaign(tmp_path / "c", TINY, env)
     site = tmp_path / "local-slurm.yaml"
     site.write_text(yaml.safe_dump(SITE))
     run = tmp_path / "run"
@@ -84,10 +70,10 @@ def test_campaign_sbatch_scancel_and_resume(tmp_path):
     #    alflow/campaign/pause.py) while the other label tasks go on: scancel it there
     j1 = _submit({**env, "ALFLOW_PAUSE_AT": "label:1"}, *args)
     deadline = time.time() + 900
-    while time.time() < deadline and j1 in squeue_ids() and not _paused(_events(run)):
+    while time.time() < deadline and j1 in squeue_ids() and not _paused(read_events(run)):
         time.sleep(0.5)
     log1 = run / "logs" / f"driver-{j1}.out"
-    assert _paused(_events(run)), log1.read_text()[-3000:] if log1.exists() else "no log"
+    assert _paused(read_events(run)), log1.read_text()[-3000:] if log1.exists() else "no log"
     time.sleep(2.0)   # let the in-flight label tasks finish on the workers
     subprocess.run(["scancel", j1], check=True, timeout=30)
     assert not wait_queue_without({j1}, timeout=60), "driver job not cancelled"
@@ -98,7 +84,7 @@ def test_campaign_sbatch_scancel_and_resume(tmp_path):
         time.sleep(0.5)
         left = jobs_under(run / "runinfo")
     assert not left, f"blocks of the cancelled campaign still queued: {left}"
-    before = _events(run)
+    before = read_events(run)
     done_before = {(e["task"], e["key"]) for e in before if e.get("event") == "task_done"}
     calls_before = _oracle_keys(run)
     assert not any(e.get("event") == "run_end" for e in before)
@@ -112,7 +98,7 @@ def test_campaign_sbatch_scancel_and_resume(tmp_path):
     log2 = (run / "logs" / f"driver-{j2}.out").read_text()
     assert "alflow resume" in log2, log2[-3000:]
     assert "driver exited with 0" in log2, log2[-3000:]
-    after = _events(run)[len(before):]
+    after = read_events(run)[len(before):]
     assert any(e.get("event") == "run_start" and e.get("resumed") for e in after), after[:5]
     assert any(e.get("event") == "run_end" for e in after), log2[-3000:]
     # nothing that finished was redone: finished tasks came from their checkpoints ...

@@ -15,11 +15,102 @@ from typing import Any
 
 from alflow.campaign.checkpoint import atomic_write_text
 from alflow.errors import AlflowError
-from alflow.runlayout import RunLayout
+from alflow.runlayout import MARKER, RunLayout
+
+MARKER_FORMAT = 1  # version of the run directory's layout
+CONFIG_HEADER = "# resolved campaign configuration (alflow resume reads it)"
+LAUNCHER_ENTRIES = {"logs"}  # scripts/campaign.sbatch writes logs/driver-<jobid>.out first
 
 
 class RunDir(RunLayout):
     """Paths of one campaign's run directory (alflow.runlayout.RunLayout)."""
+
+
+def _marker_format(run: RunDir) -> int | None:
+    """The layout version the marker records; None without a marker."""
+    if not run.marker.is_file():
+        return None
+    try:
+        return int(json.loads(run.marker.read_text())["alflow_run_format"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise AlflowError(f"{run.marker}: damaged run-directory marker ({err}); it should "
+                          f'hold {{"alflow_run_format": {MARKER_FORMAT}}}') from None
+
+
+def _write_marker(run: RunDir) -> None:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    atomic_write_text(run.marker, json.dumps({"alflow_run_format": MARKER_FORMAT,
+                                              "created": created}) + "\n")
+
+
+def _made_before_marker(run: RunDir) -> bool:
+    """A run directory of an alflow without the marker: its campaign.yaml is alflow's resolved
+    dump (first line), the event log records a run start and checkpoints exist. A user's
+    campaign folder has none of the three."""
+    try:
+        with open(run.config) as fh:
+            first = fh.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return (first == CONFIG_HEADER and any(run.results.glob("*.json"))
+            and any(e.get("event") == "run_start" for e in read_lines(run.events)))
+
+
+def _only_launcher_files(root: Path) -> bool:
+    """Empty, or holding only what scripts/campaign.sbatch writes before alflow starts."""
+    for p in root.iterdir():
+        if p.name not in LAUNCHER_ENTRIES or not p.is_dir():
+            return False
+        if any(not (f.name.startswith("driver-") and f.name.endswith(".out"))
+               for f in p.iterdir()):
+            return False
+    return True
+
+
+def is_run_dir(root: str | Path) -> bool:
+    """Whether ``root`` is a run directory alflow created (it holds the marker)."""
+    return _marker_format(RunDir(root)) is not None
+
+
+def open_run_dir(root: str | Path) -> RunDir:
+    """An existing run directory, for resuming or adding to it; AlflowError (nothing written)
+    if ``root`` is not one. A run directory made before the marker existed is recognised
+    (``_made_before_marker``) and given its marker."""
+    run = RunDir(root)
+    fmt = _marker_format(run)
+    if fmt is not None:
+        if fmt > MARKER_FORMAT:
+            raise AlflowError(f"{run.root} was written by a newer alflow (run-directory "
+                              f"format {fmt}, this one reads {MARKER_FORMAT}): upgrade alflow")
+        return run
+    if not run.root.is_dir():
+        raise AlflowError(f"run directory not found: {run.root}")
+    if _made_before_marker(run):
+        _write_marker(run)
+        return run
+    hint = (f"To start the campaign it describes: alflow run {run.config} --dir NEW_RUN_DIR"
+            if run.config.exists() else
+            "`alflow run CAMPAIGN.yaml --dir RUN_DIR` creates a run directory")
+    raise AlflowError(f"{run.root} is not an alflow run directory (it has no {MARKER} "
+                      f"marker), so alflow writes nothing there. {hint}")
+
+
+def create_run_dir(root: str | Path) -> RunDir:
+    """The run directory of ``alflow run``: a new or empty directory gets the marker; an
+    existing run directory is returned as it is; any other directory is refused (AlflowError,
+    nothing written)."""
+    run = RunDir(root)
+    if run.root.exists() and not run.root.is_dir():
+        raise AlflowError(f"--dir {run.root}: exists and is not a directory")
+    if run.root.is_dir() and (is_run_dir(run.root) or _made_before_marker(run)):
+        return open_run_dir(run.root)
+    if run.root.is_dir() and not _only_launcher_files(run.root):
+        raise AlflowError(f"--dir {run.root}: the directory exists and is not an alflow run "
+                          f"directory (no {MARKER} marker); alflow writes only into a new or "
+                          "empty directory: choose another --dir")
+    run.root.mkdir(parents=True, exist_ok=True)
+    _write_marker(run)
+    return run
 
 
 class DriverLock:
@@ -177,4 +268,5 @@ def format_status(st: dict[str, Any]) -> str:
     running = st.get("running") or []
     if running:
         lines.append("running: " + ", ".join(running))
+    lines += [f"warning: {w}" for w in st.get("warnings") or []]
     return "\n".join(x for x in lines if x) + "\n"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +26,22 @@ from alflow.campaign.generation import Context, run_generation
 from alflow.campaign.labels import ingest_pending
 from alflow.campaign.pause import pause_point
 from alflow.campaign.rundir import (
+    CONFIG_HEADER,
     DriverLock,
     EventLog,
     RunDir,
+    create_run_dir,
+    open_run_dir,
     oracle_calls,
     read_lines,
     write_status,
 )
+from alflow.campaign.status import public_status, stored_status, warnings
 from alflow.campaign.system import build_system
 from alflow.campaign.tasks import TaskFailed, Tasks
 from alflow.config import read_yaml, validate_model
 from alflow.dataset import LabelStore
-from alflow.errors import ConfigError, InputError
+from alflow.errors import AlflowError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +56,16 @@ def config_hash(cfg: CampaignConfig) -> str:
 
 def save_config(cfg: CampaignConfig, run: RunDir) -> None:
     text = yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
-    atomic_write_text(run.config, "# resolved campaign configuration (alflow resume reads it)\n"
-                      + text)
+    atomic_write_text(run.config, CONFIG_HEADER + "\n" + text)
 
 
 def load_run_config(run_dir: str | Path) -> CampaignConfig:
-    run = RunDir(run_dir)
+    """The resolved configuration stored in a run directory alflow created."""
+    run = open_run_dir(run_dir)
     if not run.config.exists():
-        raise InputError(f"{run.root} is not a campaign run directory (no campaign.yaml)")
+        raise InputError(f"{run.root}: the run directory has no campaign.yaml (it is written "
+                         "when a run starts); start it again with alflow run CAMPAIGN.yaml "
+                         f"--dir {run.root}")
     return validate_model(CampaignConfig, read_yaml(run.config), source=str(run.config))
 
 
@@ -126,41 +134,67 @@ def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
         delta.update(value_ev=last["value_ev"], error_ev=last["error_ev"],
                      dft_corrected_ev=last.get("corrected_ev"),
                      dft_corrected_error_ev=last.get("corrected_error_ev"))
-    return {"name": cfg.name, "run_dir": str(run.root), "state": state,
-            "generation": history[-1]["generation"] if history else None,
-            "converged": converged, "stop_reason": stop_reason,
-            "labels": {"ok": summ.get("ok", 0), "failed": summ.get("failed", 0)},
-            "oracle_calls": oracle_calls(run), "temperature_k": cfg.temperature_k,
-            "kt_ev": cfg.kt_ev, "delta_f": delta, "history": history,
-            "running": running or [],
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return public_status({
+        "name": cfg.name, "run_dir": str(run.root), "state": state,
+        "generation": history[-1]["generation"] if history else None,
+        "converged": converged, "stop_reason": stop_reason,
+        "labels": {"ok": summ.get("ok", 0), "failed": summ.get("failed", 0)},
+        "oracle_calls": oracle_calls(run), "temperature_k": cfg.temperature_k,
+        "kt_ev": cfg.kt_ev, "delta_f": delta, "history": history,
+        "running": running or [], "warnings": warnings(run),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
-def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool, tasks: Tasks):
+@contextlib.contextmanager
+def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool, tasks: Tasks,
+           warn: Callable[[str], None]) -> Iterator[None]:
     """The Parsl session of the campaign's site; sets the torch threads of steps on executors
-    inside the driver process (``tasks.torch_threads``)."""
+    inside the driver process (``tasks.torch_threads``). On a ``slurm`` site with the driver in
+    a Slurm job, a :class:`~alflow.campaign.blocks.BlockWatch` reports blocks that cannot start
+    beside the driver's job through ``warn``."""
     if inline:
-        return contextlib.nullcontext()
+        yield
+        return
     from alflow.campaign import sites
+    from alflow.campaign.blocks import BlockWatch
     from alflow.campaign.tasks import in_process_threads
 
-    pcfg = sites.load_site(cfg.site, run.root)
+    site = sites.load_site_model(cfg.site)
+    pcfg = sites.build_config(site, run.root)
     check_executors(cfg, {e.label for e in pcfg.executors})
     tasks.torch_threads = in_process_threads(list(pcfg.executors))
-    return sites.parsl_session(pcfg)
+    driver_job = os.environ.get("ALFLOW_DRIVER_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sites.parsl_session(pcfg))
+        if site.kind == "slurm" and driver_job:
+            stack.enter_context(BlockWatch(driver_job, str(run.root / "runinfo"), warn))
+        yield
+
+
+def _warner(run: RunDir, events: EventLog) -> Callable[[str], None]:
+    """Report a warning in the driver's log, the event log and status.json."""
+
+    def warn(message: str) -> None:
+        log.warning(message)
+        events.emit("warning", kind="blocks_pending", message=message)
+        with contextlib.suppress(AlflowError):
+            st = stored_status(run)
+            write_status(run, public_status({**st, "warnings": warnings(run)}))
+
+    return warn
 
 
 def start(campaign_yaml: str | Path, run_dir: str | Path, site: str | None = None,
           **kw: Any) -> dict[str, Any]:
     """``alflow run``: validate the campaign, create ``run_dir`` and run it."""
     cfg = load_campaign(campaign_yaml, site=site)
-    run = RunDir(run_dir)
+    run = create_run_dir(run_dir)
     if run.config.exists():
         old = load_run_config(run.root)
         if config_hash(old) != config_hash(cfg):
-            raise ConfigError(f"{run.root} already holds a different campaign; use "
-                              f"'alflow resume {run.root}' or another --dir")
-    run.root.mkdir(parents=True, exist_ok=True)
+            raise ConfigError(f"--dir {run.root} is the run directory of another campaign "
+                              f"({old.name!r}, configured differently): choose another --dir "
+                              f"(`alflow resume {run.root}` continues that campaign)")
     return execute(cfg, run, **kw)
 
 
@@ -169,12 +203,14 @@ def resume(run_dir: str | Path, site: str | None = None, **kw: Any) -> dict[str,
     cfg = load_run_config(run_dir)
     if site is not None:
         cfg.site = site
-    return execute(cfg, RunDir(run_dir), **kw)
+    return execute(cfg, open_run_dir(run_dir), **kw)
 
 
 def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
             progress: bool | None = None) -> dict[str, Any]:
-    """Run generations until the convergence rule stops the campaign; returns the status."""
+    """Run generations until the convergence rule stops the campaign; returns the status.
+    ``run`` is a directory alflow created (``create_run_dir`` / ``open_run_dir``)."""
+    open_run_dir(run.root)  # never write into a directory without the marker
     with DriverLock(run.lock):
         save_config(cfg, run)
         events = EventLog(run.events)
@@ -192,7 +228,7 @@ def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
         write_status(run, status)
         ctx = Context(cfg, run, system, store, tasks, events, config_hash(cfg))
         t_start = time.monotonic()
-        with Progress(progress) as prog, _parsl(cfg, run, inline, tasks):
+        with Progress(progress) as prog, _parsl(cfg, run, inline, tasks, _warner(run, events)):
             ctx.on_label = prog.labels
             prev = None
             g = 0

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ipaddress
 import logging
 import os
 import shlex
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from importlib import resources
@@ -37,7 +40,7 @@ from uuid import UUID
 from parsl.config import Config
 from parsl.executors import ThreadPoolExecutor
 from parsl.launchers import SrunLauncher
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from alflow.config import StrictModel, read_yaml, validate_model
 from alflow.errors import ConfigError
@@ -48,6 +51,17 @@ RESOURCE_CLASSES = ("cpu", "dft", "gpu")
 SITE_KINDS = ("local-threads", "local-htex", "slurm", "slurm-allocation", "globus-compute")
 ResourceClass = Literal["cpu", "dft", "gpu"]
 Walltime = Annotated[str, Field(pattern=r"^(\d+-)?\d{1,4}:\d{2}:\d{2}$")]
+WILDCARDS = frozenset({"0.0.0.0", "::", "*", "0", "[::]"})
+
+
+def _one_interface(address: str | None) -> str | None:
+    if address is not None and address.strip() in WILDCARDS | {""}:
+        raise ValueError(f"{address!r} binds every interface; high-throughput executors bind "
+                         "to one: name an address of this machine or set `interface`")
+    return address
+
+
+BindAddress = Annotated[str, AfterValidator(_one_interface)]
 
 
 # ----------------------------------------------------------------------------- models
@@ -109,7 +123,7 @@ def _default_local_classes() -> dict[str, LocalHtexClass]:
 
 class LocalHtexSite(SiteBase):
     kind: Literal["local-htex"] = "local-htex"
-    address: str = Field("127.0.0.1", description="interface the interchange binds to")
+    address: BindAddress = Field("127.0.0.1", description="interface the interchange binds to")
     worker_init: str = ""
     activate_env: bool = True
     classes: dict[ResourceClass, LocalHtexClass] = Field(default_factory=_default_local_classes)
@@ -162,7 +176,7 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _AddressMixin(StrictModel):
-    address: str | None = Field(
+    address: BindAddress | None = Field(
         None, description="address workers connect to; null = this host's (by hostname)")
     interface: str | None = Field(None, description="network interface (e.g. ib0) instead")
     worker_init: str = ""
@@ -348,8 +362,126 @@ def _address(site: _AddressMixin) -> str:
         try:
             return address_by_interface(site.interface)
         except OSError as err:
-            raise ConfigError(f"site interface {site.interface!r}: {err}") from None
+            raise ConfigError(f"site interface {site.interface!r}: {err}; this machine has: "
+                              f"{interfaces_text()}") from None
     return address_by_hostname()
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(address)).is_loopback
+        except (OSError, ValueError):
+            return False
+
+
+def interfaces_text() -> str:
+    """This machine's network interfaces and their addresses, e.g. ``eth0 10.0.0.5; lo
+    127.0.0.1`` (link-local IPv6 addresses left out)."""
+    import psutil
+
+    out = []
+    for name, addrs in sorted(psutil.net_if_addrs().items()):
+        ips = [a.address for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)
+               and not a.address.lower().startswith("fe80")]
+        if ips:
+            out.append(f"{name} {', '.join(ips)}")
+    return "; ".join(out) or "(none found)"
+
+
+def this_host() -> set[str]:
+    """Names Slurm may give this machine (short host name; SLURMD_NODENAME inside a job)."""
+    return {socket.gethostname().split(".")[0], os.environ.get("SLURMD_NODENAME", "")} - {""}
+
+
+def partition_nodes(sinfo: str, partitions: set[str | None]) -> set[str]:
+    """Nodes of ``partitions`` (None: the default one) in ``sinfo -h -N -o '%N %P'`` output."""
+    out = set()
+    for line in sinfo.splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        node, part = parts
+        default = part.endswith("*")
+        if part.rstrip("*") in partitions or (default and None in partitions):
+            out.add(node)
+    return out
+
+
+def _sinfo_nodes(timeout: float) -> str | None:
+    try:
+        p = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %P"], capture_output=True, text=True,
+                           timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return p.stdout if p.returncode == 0 else None
+
+
+def _slurm_other_nodes(site: SlurmSite) -> str | None:
+    """Why blocks of this site may run on another node than this one (None: they cannot)."""
+    classes = [site.classes.get(c) or SlurmClass(slurm=site.slurm) for c in RESOURCE_CLASSES]
+    if any(c.slurm.nodes_per_block > 1 for c in classes):
+        return "its blocks span several nodes (nodes_per_block > 1)"
+    rows = _sinfo_nodes(max(c.slurm.cmd_timeout for c in classes))
+    if rows is None:
+        return "the partitions' nodes could not be listed (sinfo failed)"
+    other = partition_nodes(rows, {c.slurm.partition for c in classes}) - this_host()
+    if other:
+        names = sorted(other)
+        return (f"its blocks may run on other nodes ({', '.join(names[:4])}"
+                + (", ..." if len(names) > 4 else "") + ")")
+    return None
+
+
+def _allocation_classes(site: SlurmAllocationSite, total: int
+                        ) -> dict[str, tuple[AllocationClass, int]]:
+    """Each class's options and node count within an allocation of ``total`` nodes."""
+    out = {}
+    for c in RESOURCE_CLASSES:
+        w = site.classes.get(c) or AllocationClass()
+        nodes = w.nodes or max(1, total - w.first_node)
+        if w.first_node + nodes > total:
+            raise ConfigError(f"site classes.{c}: first_node {w.first_node} + nodes {nodes} "
+                              f"exceeds the allocation's {total} node(s)")
+        out[c] = (w, nodes)
+    return out
+
+
+def _allocation_other_nodes(classes: dict[str, tuple[AllocationClass, int]]) -> str | None:
+    """Why worker pools of this allocation may start on another node than the batch node
+    (an ``mpi`` class runs its one pool on the batch node; its tasks srun elsewhere)."""
+    away = sorted(c for c, (w, nodes) in classes.items()
+                  if w.executor == "htex" and (w.first_node > 0 or nodes > 1))
+    return f"classes {', '.join(away)} start workers on other nodes of the allocation" \
+        if away else None
+
+
+def worker_address(site: _AddressMixin, other_nodes: Any) -> str:
+    """The address workers connect to. A loopback address only reaches workers on this
+    machine: refused when it came from ``address: null`` (the host name resolved to it) and
+    when ``other_nodes()`` (a reason, or None) says workers may run elsewhere; accepted with a
+    warning when named explicitly for a one-node cluster. Errors list this machine's
+    interfaces, to name one in ``interface:``."""
+    address = _address(site)
+    if not _is_loopback(address):
+        return address
+    name = f"site {site.kind}"
+    fix = (f"Name the interface the compute nodes reach this machine on (`interface: NAME`) "
+           f"or its address (`address: IP`); this machine has: {interfaces_text()}")
+    if not (site.address or site.interface):
+        raise ConfigError(f"{name}: address: null resolved this host's name "
+                          f"({socket.gethostname()}) to {address}, a loopback address: workers "
+                          f"on other nodes could never connect. {fix}. (On a one-node cluster "
+                          "`address: 127.0.0.1` says so explicitly.)")
+    why = other_nodes()
+    if why:
+        raise ConfigError(f"{name}: address {address} is a loopback address, but {why}: "
+                          f"workers there could never connect. {fix}")
+    log.warning("%s: loopback address %s: only workers on this machine can connect "
+                "(a one-node cluster)", name, address)
+    return address
 
 
 def _accelerators(w: WorkerOptions) -> int | list[str]:
@@ -418,14 +550,14 @@ def _slurm_provider(o: SlurmOptions, w: WorkerOptions, site: SlurmSite) -> Any:
 
 
 def build_slurm(site: SlurmSite, run_dir: Path) -> Config:
-    address = _address(site)
-    execs = []
-    for c in RESOURCE_CLASSES:
-        w = site.classes.get(c) or SlurmClass(slurm=site.slurm)
+    classes = {c: site.classes.get(c) or SlurmClass(slurm=site.slurm) for c in RESOURCE_CLASSES}
+    for c, w in classes.items():
         if w.executor == "mpi" and w.slurm.nodes_per_block < w.nodes_per_task:
             raise ConfigError(f"site classes.{c}: nodes_per_task ({w.nodes_per_task}) exceeds "
                               f"slurm.nodes_per_block ({w.slurm.nodes_per_block})")
-        execs.append(_htex(c, w, _slurm_provider(w.slurm, w, site), address, run_dir))
+    address = worker_address(site, lambda: _slurm_other_nodes(site))
+    execs = [_htex(c, w, _slurm_provider(w.slurm, w, site), address, run_dir)
+             for c, w in classes.items()]
     return _config(site, execs, run_dir)
 
 
@@ -451,15 +583,11 @@ def build_slurm_allocation(site: SlurmAllocationSite, run_dir: Path) -> Config:
         raise ConfigError("site 'slurm-allocation' runs inside an sbatch/salloc allocation "
                           "(SLURM_JOB_ID is not set): use scripts/campaign.sbatch")
     total = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1)
-    address = _address(site)
+    classes = _allocation_classes(site, total)
+    address = worker_address(site, lambda: _allocation_other_nodes(classes))
     init = _join(_activation(site.activate_env), site.worker_init)
     execs = []
-    for c in RESOURCE_CLASSES:
-        w = site.classes.get(c) or AllocationClass()
-        nodes = w.nodes or max(1, total - w.first_node)
-        if w.first_node + nodes > total:
-            raise ConfigError(f"site classes.{c}: first_node {w.first_node} + nodes {nodes} "
-                              f"exceeds the allocation's {total} node(s)")
+    for c, (w, nodes) in classes.items():
         if w.executor == "mpi":
             launcher = SimpleLauncher()  # one pool on the batch node; tasks srun over the nodes
             nodes_per_block = 1

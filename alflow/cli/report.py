@@ -22,10 +22,13 @@ def register(app: typer.Typer) -> None:
                                    "(default: 0.8-1.25 × the campaign's)")] = None,
     ) -> None:
         """Write RUN_DIR/report/index.html (+ figures/*.png, report.json)."""
+        from alflow.campaign.rundir import open_run_dir
         from alflow.observables.report import write_report
         from alflow.observables.report_loader import load_report_data
 
-        if not run_dir.is_dir():
+        if out is None:  # the page goes into the run directory: only one alflow created
+            open_run_dir(run_dir)
+        elif not run_dir.is_dir():
             raise InputError(f"run directory not found: {run_dir}")
         temps = _temperatures(temperatures) if temperatures is not None else None
         console = Console(stderr=True)

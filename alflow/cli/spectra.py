@@ -39,13 +39,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """TDDFT of N samples per state into RUN_DIR/spectra.h5 (resumable); averaged spectra.
         """
+        from alflow.campaign.rundir import open_run_dir
         from alflow.observables.batch import spectra_many
         from alflow.observables.spectra_campaign import campaign_samples, state_spectra
         from alflow.observables.store import SpectrumStore
         from alflow.observables.tddft import TDDFTConfig
 
-        if not run_dir.is_dir():
-            raise InputError(f"run directory not found: {run_dir}")
+        open_run_dir(run_dir)  # spectra.h5 goes there: only into a directory alflow created
         cfg_yaml = run_dir / "campaign.yaml"
         import yaml
 

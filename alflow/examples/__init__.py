@@ -37,8 +37,10 @@ def write_example(name: str, directory: str | Path, overwrite: bool = False) -> 
     yaml_name, data, files = EXAMPLES[name]
     out = Path(directory)
     target = out / "campaign.yaml"
-    if target.exists() and not overwrite:
-        raise InputError(f"{target} exists; choose an empty directory (or --force)")
+    existing = [p for p in (target, *(out / "structures" / d for d in files)) if p.exists()]
+    if existing and not overwrite:  # nothing is written then: no file of the user is replaced
+        raise InputError(f"{', '.join(map(str, existing))} exist(s); choose an empty directory "
+                         "(or --force to overwrite them)")
     (out / "structures").mkdir(parents=True, exist_ok=True)
     frames = {a.info.get("state"): a for a in read(DATA / data, index=":")}
     for dst, state in files.items():

@@ -9,7 +9,6 @@ hashed into the configuration keys. The argon cluster of the ``lj7`` example use
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import threading
 from typing import Any
@@ -20,6 +19,7 @@ from ase.calculators.calculator import Calculator
 
 from alflow.errors import ConfigError
 from alflow.labelling.base import BaseLabeller, LabellerConfig, LabelResult
+from alflow.usercode import import_named
 
 EMT_ELEMENTS = frozenset({"H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au"})
 
@@ -33,10 +33,7 @@ def calculator_class(name: str) -> type[Calculator]:
     if not dot:
         raise ConfigError(f"calculator: unknown ASE calculator {name!r}; expected one of "
                           f"{sorted(short)} or a dotted path 'package.module.Class'")
-    try:
-        obj = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"calculator: cannot import {path!r}: {err}") from None
+    obj = import_named(module, cls, "calculator", want_class=True)  # (runs that module)
     if not (isinstance(obj, type) and issubclass(obj, Calculator)):
         raise ConfigError(f"calculator: {path!r} is not an ASE Calculator class")
     return obj

@@ -24,7 +24,6 @@ bounds) and ``units``. Build them from validated configs with :func:`make_cv`:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
@@ -34,6 +33,7 @@ from pydantic import Field, field_validator, model_validator
 
 from alflow.config import StrictModel
 from alflow.errors import ConfigError
+from alflow.usercode import import_named
 
 
 @runtime_checkable
@@ -161,10 +161,7 @@ def import_hook(spec: str, field: str = "function") -> Callable:
     module, colon, func = spec.partition(":")
     if not colon or not module or not func:
         raise ConfigError(f"{field}: expected 'module:function', got {spec!r}")
-    try:
-        obj = getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"{field}: cannot import {spec!r}: {err}") from None
+    obj = import_named(module, func, field)
     if not callable(obj):
         raise ConfigError(f"{field}: {spec!r} is not callable")
     return obj
