@@ -247,7 +247,7 @@ def test_lj7_report_reads_in_the_browser(tmp_path):
 
 
 def test_plus_minus_keeps_the_errors_significant_digits():
-    from alflow.observables.report import energy_text, fmt_pm
+    from alflow.observables.report import duration_text, energy_text, fmt_pm
 
     assert fmt_pm(0.00294, 0.000059) == "0.002940 ± 0.000059"
     assert fmt_pm(1.8943, 0.0384, "kT") == "1.894 ± 0.038 kT"
@@ -257,3 +257,5 @@ def test_plus_minus_keeps_the_errors_significant_digits():
     assert energy_text(1.894 * kt, 0.038 * kt, kt) == (
         f"1.894 ± 0.038 kT\n{1.894 * kt * 1e3:.3f} ± {0.038 * kt * 1e3:.3f} meV")
     assert energy_text(0.003, 0.0004, None) == "3.00 ± 0.40 meV"
+    assert [duration_text(s) for s in (0.034, 16.4, 185, 7620)] == [
+        "0.034 s", "16 s", "3 min 05 s", "2 h 07 min"]

@@ -290,11 +290,13 @@ def fig_flow(data: ReportData) -> Figure | None:
             continue
         c = _state_color(states, state)
         for ax, attr in zip(axes, (ess_attr, "acceptance", "rhat"), strict=True):
-            pts = [(d.generation, getattr(d, attr)) for d in rows if getattr(d, attr) is not None]
+            scale = 100.0 if attr == "ess_fraction" else 1.0  # the ESS fraction in percent
+            pts = [(d.generation, scale * getattr(d, attr)) for d in rows
+                   if getattr(d, attr) is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", color=c, label=state)
     axes[0].set_ylabel("effective sample size" if ess_attr == "ess"
-                       else "ESS / number of samples")
+                       else "ESS (% of the flow samples)")
     axes[1].set_ylabel("flow acceptance rate")
     axes[1].set_ylim(0, 1)
     axes[2].set_ylabel("R-hat")
@@ -432,6 +434,16 @@ def energy_text(value_ev: float | None, error_ev: float | None, kt_ev: float | N
         return mev
     return fmt_pm(value_ev / kt_ev, None if error_ev is None else error_ev / kt_ev,
                   "kT") + "\n" + mev
+
+
+def duration_text(seconds: float) -> str:
+    """A duration a person reads at a glance: "42 s", "3 min 05 s", "2 h 07 min"."""
+    s = round(seconds)
+    if s < 60:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -601,10 +613,12 @@ def _provenance_html(data: ReportData) -> str:
     rows += [[k, v] for k, v in sorted(p.versions.items())]
     out = _table(["item", "value"], rows)
     if p.resources:
-        out += "<h3>Resources by class</h3>" + _table(
-            ["class", "tasks", "wall hours", "core hours"],
-            [[r.resource_class, str(r.tasks), fmt_pm(r.wall_hours), fmt_pm(r.core_hours)]
-             for r in p.resources])
+        out += "<h3>Resources by executor</h3>" + _table(
+            ["executor", "tasks", "time inside tasks", "core time"],
+            [[r.resource_class, str(r.tasks), duration_text(3600 * r.wall_hours),
+              duration_text(3600 * r.core_hours)] for r in p.resources]) + _notes([
+            "Summed over the executor's tasks (several may run at once); core time counts the "
+            "cores each task holds where the site says so."])
     else:
         out += '<p class="missing">resource usage: not recorded</p>'
     if p.config:
