@@ -126,7 +126,7 @@ def _temperature_series(ax, t: list[float], v: list[float], err: list[float],
 
 def fig_delta_f_temperature(data: ReportData) -> Figure | None:
     """ΔF vs temperature (reweighted flow samples of the last generation; circles, solid) and,
-    where oracle labels exist, corrected to DFT (squares, dashed, shifted right by 1 % of
+    where oracle labels exist, corrected to the oracle (squares, dashed, shifted right by 1 % of
     the temperature range for legibility), with 1σ error bars; points with poor overlap drawn
     open and circled."""
     pts = [p for p in data.delta_f_temperature if p.delta_f_ev is not None]

@@ -45,7 +45,7 @@ class DeltaFPoint(BaseModel):
 class TemperatureDeltaF(BaseModel):
     """ΔF = F(state) − F(reference) at another temperature, reweighting the last generation's
     flow samples (alflow.observables.temperatures) on the MLIP, and (``dft_*``, where the
-    campaign labelled samples with the oracle) corrected to DFT at that temperature."""
+    campaign labelled samples with the oracle) corrected to the oracle at that temperature."""
 
     temperature_k: float
     state: str
@@ -58,7 +58,7 @@ class TemperatureDeltaF(BaseModel):
     populations: dict[str, list[float | None]] = {}  # state -> [population, σ]
     dft_delta_f_ev: float | None = None
     dft_error_ev: float | None = None
-    correction_ev: float | None = None  # DFT-corrected − MLIP value
+    correction_ev: float | None = None  # corrected − committee (MLIP) value
     correction_error_ev: float | None = None
     dft_ess: dict[str, float | None] = {}  # Kish ESS of each state's labelled samples at T'
     dft_poor_overlap: bool | None = None  # None: no oracle labels
@@ -79,7 +79,8 @@ class LabelCounts(BaseModel):
 
 
 class Parity(BaseModel):
-    """Model vs DFT on labelled configurations of one state (flattened force components)."""
+    """Committee vs oracle (``*_dft``) on the labels of one state (flattened force
+    components)."""
 
     state: str
     generation: int | None = None
@@ -201,7 +202,7 @@ def final_delta_f(data: ReportData) -> dict[str, DeltaFPoint]:
 
 
 def oracle_name(method: str) -> str:
-    """A short name for the oracle of ``method``: ``pyscf:…`` and other DFT codes → "DFT",
+    """A short name for the oracle of ``method``: ``pyscf:…`` → "DFT",
     ``ase:lj`` → "LJ", ``ase:emt`` → "EMT", ``ase:pkg.mod.Class`` → "Class"; "oracle" when
     unknown."""
     m = method.strip().lower()
