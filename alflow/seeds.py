@@ -14,11 +14,15 @@ from typing import Literal
 _GENERATION_STEPS = ("bootstrap", "select", "train")
 # steps seeded per generation and state: 1000 seed + 10 generation + state index + offset
 _STATE_STEPS = {"explore": 0, "flows": 5}
-# stages inside one state's flows step (alflow.flows.pipeline): flows step seed + offset
-_FLOW_STAGES = {"train": 0, "mcmc": 0, "retrain": 1, "polish": 2, "estimate": 7, "bar": 11}
+# stages inside one state's flows step: flows step seed + offset. With MCMC
+# (alflow.flows.pipeline): train and MCMC, retrain, polish, estimate, BAR; without MCMC (the
+# flow trained on the MD seeds alone) every stage, the estimate included, uses the step seed.
+_FLOW_STAGES = {"train": 0, "mcmc": 0, "retrain": 1, "polish": 2, "estimate": 7, "bar": 11,
+                "estimate_without_mcmc": 0}
 
 Step = Literal["bootstrap", "select", "train", "explore", "flows"]
-FlowStage = Literal["train", "mcmc", "retrain", "polish", "estimate", "bar"]
+FlowStage = Literal["train", "mcmc", "retrain", "polish", "estimate", "bar",
+                    "estimate_without_mcmc"]
 
 
 def step_seed(seed: int, step: Step, generation: int = 0, state: int = 0) -> int:
@@ -35,7 +39,8 @@ def step_seed(seed: int, step: Step, generation: int = 0, state: int = 0) -> int
 def flow_stage_seed(flows_seed: int, stage: FlowStage) -> int:
     """The seed of ``stage`` of one state's flows step whose seed is ``flows_seed``
     (:func:`step_seed` of ``flows``): train and MCMC, retrain, polish, the importance-sampling
-    estimate, BAR."""
+    estimate, BAR; ``estimate_without_mcmc``: the estimate of a flow trained on the MD seeds
+    alone."""
     if stage not in _FLOW_STAGES:
         raise ValueError(f"unknown flow stage {stage!r}: expected one of {list(_FLOW_STAGES)}")
     return flows_seed + _FLOW_STAGES[stage]

@@ -273,9 +273,11 @@ def _draw(run: RunLayout, cfg: Any, g: int, todo: list[str], n: int) -> dict[str
     states = state_sets(pot, system, cfg.system.states)
     restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
     names = list(cfg.system.states)
+    mcmc = cfg.exploration.sampler.mcmc  # as alflow.campaign.steps reads it
+    stage = "estimate" if mcmc.get("enabled", bool(mcmc)) else "estimate_without_mcmc"
     out = {}
     for s in todo:
-        seed = flow_stage_seed(step_seed(cfg.seed, "flows", g, names.index(s)), "estimate")
+        seed = flow_stage_seed(step_seed(cfg.seed, "flows", g, names.index(s)), stage)
         bg = BoltzmannGenerator.load(run.flows(g, s))
         smp = sample_flow(bg, pot, cfg.temperature_k, n, member=states.member(s),
                           restrict=restrict, seed=seed)
