@@ -199,3 +199,22 @@ def test_cli_temperatures_option_rejects_bad_input():
     for bad in ("250;300", "-5,300", ""):
         with pytest.raises(InputError, match="--temperatures"):
             _temperatures(bad)
+
+
+def test_seed_recipe_keeps_the_campaigns_seeds():
+    """alflow.seeds is the one recipe of the campaign's seeds; a run directory's draws are
+    redrawn from it (campaign_samples), so its values must stay those the campaign used."""
+    from alflow.seeds import flow_stage_seed, step_seed
+
+    assert step_seed(3, "bootstrap") == 3
+    assert step_seed(3, "select", 2) == step_seed(3, "train", 2) == 5
+    assert step_seed(3, "explore", 2, 1) == 3021
+    flows = step_seed(3, "flows", 2, 1)
+    assert flows == 3026
+    assert [flow_stage_seed(flows, s) for s in ("train", "mcmc", "retrain", "polish",
+                                                "estimate", "bar", "estimate_without_mcmc")] \
+        == [3026, 3026, 3027, 3028, 3033, 3037, 3026]
+    with pytest.raises(ValueError, match="unknown step"):
+        step_seed(3, "label", 2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown flow stage"):
+        flow_stage_seed(flows, "anneal")  # type: ignore[arg-type]
