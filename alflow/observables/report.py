@@ -673,10 +673,25 @@ def render_html(data: ReportData, figures: dict[str, str | None], numbers: dict[
                      "not reached" if s.spectrum.samples_to_converge is None
                      else str(s.spectrum.samples_to_converge)]
                     for s in data.spectra]
+            tol = 100 * data.spectra[0].spectrum.tolerance
             parts.append(_table(["state", "method", "samples", "ESS", "peaks (eV)",
-                                 "complete below (eV)",
-                                 f"samples to < {100 * data.spectra[0].spectrum.tolerance:g}% L1"],
-                                rows))
+                                 "complete below (eV)", f"samples to < {tol:g}% L1"], rows)
+                         + _notes([
+                             "ESS: Kish effective number of samples of the Boltzmann weights "
+                             "of the averaged spectra.",
+                             "complete below: below this energy every sample's computed "
+                             "excited states are complete (above it the average misses "
+                             "states).",
+                             f"samples to < {tol:g}% L1: samples after which adding one more "
+                             f"changes the averaged spectrum by less than {tol:g} % (L1)."]))
+        if name == "flow" and data.flow:
+            parts.append(_notes([
+                "ESS: Kish effective sample size of each state's importance weights (flow "
+                "samples), as a percentage of the samples drawn.",
+                "flow acceptance: acceptance rate of the flow's independence Metropolis–"
+                "Hastings moves in the MCMC (empty without MCMC).",
+                "R-hat: split R-hat of the chains (MCMC walkers, or the MD seed replicas "
+                "without MCMC); below 1.01 the chains agree."]))
         src = figures.get(name)
         if src:
             parts.append(f"<img src='{html.escape(src)}' alt='{html.escape(title)}'>")
