@@ -14,15 +14,11 @@ from typing import Literal
 _GENERATION_STEPS = ("bootstrap", "select", "train")
 # steps seeded per generation and state: 1000 seed + 10 generation + state index + offset
 _STATE_STEPS = {"explore": 0, "flows": 5}
-# stages inside one state's flows step: flows step seed + offset. With MCMC
-# (alflow.flows.pipeline): train and MCMC, retrain, polish, estimate, BAR; without MCMC (the
-# flow trained on the MD seeds alone) every stage, the estimate included, uses the step seed.
-_FLOW_STAGES = {"train": 0, "mcmc": 0, "retrain": 1, "polish": 2, "estimate": 7, "bar": 11,
-                "estimate_without_mcmc": 0}
+# stages inside one state's flows step (alflow.flows.pipeline): flows step seed + offset
+_FLOW_STAGES = {"train": 0, "mcmc": 0, "retrain": 1, "polish": 2, "estimate": 7, "bar": 11}
 
 Step = Literal["bootstrap", "select", "train", "explore", "flows"]
-FlowStage = Literal["train", "mcmc", "retrain", "polish", "estimate", "bar",
-                    "estimate_without_mcmc"]
+FlowStage = Literal["train", "mcmc", "retrain", "polish", "estimate", "bar"]
 
 
 def step_seed(seed: int, step: Step, generation: int = 0, state: int = 0) -> int:
@@ -39,11 +35,17 @@ def step_seed(seed: int, step: Step, generation: int = 0, state: int = 0) -> int
 def flow_stage_seed(flows_seed: int, stage: FlowStage) -> int:
     """The seed of ``stage`` of one state's flows step whose seed is ``flows_seed``
     (:func:`step_seed` of ``flows``): train and MCMC, retrain, polish, the importance-sampling
-    estimate, BAR; ``estimate_without_mcmc``: the estimate of a flow trained on the MD seeds
-    alone."""
+    estimate, BAR."""
     if stage not in _FLOW_STAGES:
         raise ValueError(f"unknown flow stage {stage!r}: expected one of {list(_FLOW_STAGES)}")
     return flows_seed + _FLOW_STAGES[stage]
 
 
-__all__ = ["FlowStage", "Step", "flow_stage_seed", "step_seed"]
+def flow_estimate_seed(flows_seed: int, mcmc: bool) -> int:
+    """The seed of a state's free-energy estimate (the draw of its flow samples): the
+    ``estimate`` stage after MCMC; the flows step's seed itself for a flow trained on the MD
+    seeds alone (``mcmc`` False), as every stage of that path uses it."""
+    return flow_stage_seed(flows_seed, "estimate") if mcmc else flows_seed
+
+
+__all__ = ["FlowStage", "Step", "flow_estimate_seed", "flow_stage_seed", "step_seed"]

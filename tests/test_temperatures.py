@@ -204,7 +204,7 @@ def test_cli_temperatures_option_rejects_bad_input():
 def test_seed_recipe_keeps_the_campaigns_seeds():
     """alflow.seeds is the one recipe of the campaign's seeds; a run directory's draws are
     redrawn from it (campaign_samples), so its values must stay those the campaign used."""
-    from alflow.seeds import flow_stage_seed, step_seed
+    from alflow.seeds import flow_estimate_seed, flow_stage_seed, step_seed
 
     assert step_seed(3, "bootstrap") == 3
     assert step_seed(3, "select", 2) == step_seed(3, "train", 2) == 5
@@ -212,8 +212,11 @@ def test_seed_recipe_keeps_the_campaigns_seeds():
     flows = step_seed(3, "flows", 2, 1)
     assert flows == 3026
     assert [flow_stage_seed(flows, s) for s in ("train", "mcmc", "retrain", "polish",
-                                                "estimate", "bar", "estimate_without_mcmc")] \
-        == [3026, 3026, 3027, 3028, 3033, 3037, 3026]
+                                                "estimate", "bar")] \
+        == [3026, 3026, 3027, 3028, 3033, 3037]
+    # the estimate's draw: after MCMC its own stage; a flow trained on MD alone, the step's
+    assert flow_estimate_seed(flows, mcmc=True) == 3033
+    assert flow_estimate_seed(flows, mcmc=False) == 3026
     with pytest.raises(ValueError, match="unknown step"):
         step_seed(3, "label", 2)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown flow stage"):

@@ -41,7 +41,7 @@ from alflow.flows.coordinates import LOG_8PI2
 from alflow.flows.estimate import FlowSamples
 from alflow.observables.oracle_samples import MIN_ESS_ORACLE, LabelledSamples
 from alflow.runlayout import RunLayout
-from alflow.seeds import flow_stage_seed, step_seed
+from alflow.seeds import flow_estimate_seed, step_seed
 
 MIN_ESS = 50.0  # default overlap threshold (effective samples per state)
 _FIELDS = ("energy_ev", "log_q", "inside", "symmetry_number", "temperature_k", "state",
@@ -274,10 +274,10 @@ def _draw(run: RunLayout, cfg: Any, g: int, todo: list[str], n: int) -> dict[str
     restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
     names = list(cfg.system.states)
     mcmc = cfg.exploration.sampler.mcmc  # as alflow.campaign.steps reads it
-    stage = "estimate" if mcmc.get("enabled", bool(mcmc)) else "estimate_without_mcmc"
+    uses_mcmc = bool(mcmc.get("enabled", bool(mcmc)))
     out = {}
     for s in todo:
-        seed = flow_stage_seed(step_seed(cfg.seed, "flows", g, names.index(s)), stage)
+        seed = flow_estimate_seed(step_seed(cfg.seed, "flows", g, names.index(s)), uses_mcmc)
         bg = BoltzmannGenerator.load(run.flows(g, s))
         smp = sample_flow(bg, pot, cfg.temperature_k, n, member=states.member(s),
                           restrict=restrict, seed=seed)
