@@ -149,8 +149,13 @@ def test_a_last_generation_without_delta_f_does_not_take_the_answer(tmp_path):
         "history": [{"generation": 0, "value_ev": 0.003, "error_ev": 0.0001,
                      "correction_ev": -0.0001, "correction_error_ev": 0.0002,
                      "corrected_ev": 0.0029, "corrected_error_ev": 0.0002,
-                     "states": {"coh": {"ess_fraction": 0.004, "is_f_ev": -0.1}}},
+                     "states": {"coh": {"ess_fraction": 0.004}}},
                     {"generation": 1, "states": {}}]}))
+    # the flows step's own result says BAR gave F (status.json publishes no estimator)
+    run = RunLayout(tmp_path)
+    Checkpoint(run.results).save("flows", "k", {
+        "state": "coh", "flow_dir": str(run.flows(0, "coh")), "f_ev": -0.1, "is_f_ev": -0.1,
+        "n_target": 640})
     data = load_report_data(tmp_path)
     g0, g1 = sorted(data.delta_f, key=lambda p: p.generation)
     assert g1.delta_f_ev is None and g1.dft_delta_f_ev is None and not g1.final

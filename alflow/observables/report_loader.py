@@ -132,6 +132,7 @@ class _Loader:
             if e.get("event") == "generation_done" and e.get("generation") is not None:
                 by_gen.setdefault(int(e["generation"]), {}).update(
                     {k: v for k, v in e.items() if v is not None})
+        steps = self._flows_results()
         for g, h in sorted(by_gen.items()):
             value, err = _num(h.get("value_ev")), _num(h.get("error_ev"))
             dft = _num(h.get("dft_corrected_ev", h.get("corrected_ev")))
@@ -156,7 +157,10 @@ class _Loader:
                     if _num(info.get("ess_fraction")) is not None:
                         ess_frac[s] = float(info["ess_fraction"])
                     self._flow_rows[(g, s)] = _flow_row(g, s, info)
-            method = str(h.get("method") or _estimator(per_state))
+            method = str(h.get("method") or _estimator(
+                {s: {**steps.get((g, s), {}), **(info if isinstance(info, dict) else {})}
+                 for s, info in per_state.items()} or
+                {s: r for (gg, s), r in steps.items() if gg == g}))
             overlap = bool(h.get("overlap_warning", False)) or (
                 value is not None and "BAR" not in method
                 and any(f < LOW_ESS_FRACTION for f in ess_frac.values()))
@@ -170,6 +174,20 @@ class _Loader:
                 self.data.warnings.append(
                     f"generation {g}: poor overlap in the ΔF estimate (an effective sample "
                     f"size below {100 * LOW_ESS_FRACTION:g} % of the flow samples)")
+
+    def _flows_results(self) -> dict[tuple[int, str], dict[str, Any]]:
+        """(generation, state) -> the newest flows-step result in ``results/`` (it holds what
+        status.json leaves out, e.g. which estimator gave F)."""
+        found: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+        if not self.run.results.is_dir():
+            return {}
+        for r in self.run.step_results("flows"):
+            if r.generation is None or r.state is None:
+                continue
+            t = r.path.stat().st_mtime
+            if (r.generation, r.state) not in found or t > found[(r.generation, r.state)][0]:
+                found[(r.generation, r.state)] = (t, r.result)
+        return {k: v for k, (_, v) in found.items()}
 
     def labels(self) -> None:
         counts: dict[int, LabelCounts] = {}
