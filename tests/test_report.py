@@ -252,6 +252,7 @@ def test_plus_minus_keeps_the_errors_significant_digits():
     assert fmt_pm(0.00294, 0.000059) == "0.002940 ± 0.000059"
     assert fmt_pm(1.8943, 0.0384, "kT") == "1.894 ± 0.038 kT"
     assert fmt_pm(3.5, 6.6) == "3.5 ± 6.6" and fmt_pm(5.2, 10.3) == "5 ± 10"
+    assert fmt_pm(-0.012, 13.1) == "0 ± 13" and fmt_pm(-0.4, 0.1) == "-0.40 ± 0.10"
     assert fmt_pm(2.0, None) == "2" and fmt_pm(None) == "—" and fmt_pm(float("nan")) == "—"
     kt = KB_EV_PER_K * 18.0
     assert energy_text(1.894 * kt, 0.038 * kt, kt) == (

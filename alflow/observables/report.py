@@ -422,6 +422,8 @@ def fmt_pm(value: float | None, error: float | None = None, unit: str = "",
     else:
         nd = max(0, 1 - math.floor(math.log10(error)))
         text = f"{value:.{nd}f} ± {error:.{nd}f}"
+    if text.startswith("-") and float(text.split(" ")[0]) == 0.0:
+        text = text[1:]  # a value that rounds to zero has no sign
     return text + (f" {unit}" if unit else "")
 
 
