@@ -157,10 +157,10 @@ class _Loader:
                     if _num(info.get("ess_fraction")) is not None:
                         ess_frac[s] = float(info["ess_fraction"])
                     self._flow_rows[(g, s)] = _flow_row(g, s, info)
-            method = str(h.get("method") or _estimator(
-                {s: {**steps.get((g, s), {}), **(info if isinstance(info, dict) else {})}
-                 for s, info in per_state.items()} or
-                {s: r for (gg, s), r in steps.items() if gg == g}))
+            results = {s: {**steps.get((g, s), {}), **info} for s, info in per_state.items()
+                       if isinstance(info, dict)}
+            results = results or {s: r for (gg, s), r in steps.items() if gg == g}
+            method = str(h.get("method") or _estimator(results))
             overlap = bool(h.get("overlap_warning", False)) or (
                 value is not None and "BAR" not in method
                 and any(f < LOW_ESS_FRACTION for f in ess_frac.values()))
@@ -222,11 +222,8 @@ class _Loader:
         res = self.run.results
         if not res.is_dir():
             return
-        for r in self.run.step_results("flows"):
-            if r.state is None or r.generation is None:
-                continue
-            self._flow_rows.setdefault((r.generation, r.state),
-                                       _flow_row(r.generation, r.state, r.result))
+        for (g, s), result in self._flows_results().items():
+            self._flow_rows.setdefault((g, s), _flow_row(g, s, result))
         fes_files = sorted(res.glob("*.json")) + sorted(
             p for p in self.root.rglob("fes*.json") if "runinfo" not in p.parts)
         for path in fes_files:
