@@ -260,3 +260,24 @@ def test_plus_minus_keeps_the_errors_significant_digits():
     assert energy_text(0.003, 0.0004, None) == "3.00 ± 0.40 meV"
     assert [duration_text(s) for s in (0.034, 16.4, 185, 7620)] == [
         "0.034 s", "16 s", "3 min 05 s", "2 h 07 min"]
+
+
+def test_science_modules_import_no_campaign_cli_apps_or_parsl():
+    """Layers point one way: observables, flows and the estimators import neither the campaign,
+    the CLI, the Parsl apps nor Parsl, not even inside a function (their source is read)."""
+    import ast
+
+    import alflow
+
+    root = Path(alflow.__file__).parent
+    files = [*(root / "observables").glob("*.py"), *(root / "flows").glob("*.py"),
+             root / "estimate.py", root / "psis.py", root / "seeds.py", root / "runlayout.py"]
+    bad = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{f.name}: {n}" for n in names
+                    if n.split(".")[0] in ("apps", "parsl")
+                    or n.startswith(("alflow.campaign", "alflow.cli"))]
+    assert bad == []

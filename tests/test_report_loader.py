@@ -12,12 +12,12 @@ from ase import Atoms
 from typer.testing import CliRunner
 
 from alflow.campaign.checkpoint import Checkpoint
+from alflow.campaign.report_loader import load_report_data
 from alflow.campaign.rundir import create_run_dir
 from alflow.cli import report as report_cli
 from alflow.cli import spectra as spectra_cli
 from alflow.dataset import LabelRecord, LabelStore
 from alflow.observables.report import write_report
-from alflow.observables.report_loader import load_report_data
 from alflow.runlayout import RunLayout
 
 

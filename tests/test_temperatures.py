@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 from ase.units import kB
 
+from alflow.campaign.flow_samples import campaign_samples
 from alflow.errors import InputError
 from alflow.flows.coordinates import LOG_8PI2
 from alflow.observables.oracle_samples import LabelledSamples
 from alflow.observables.report import write_report
 from alflow.observables.report_data import ReportData, TemperatureDeltaF
-from alflow.observables.temperatures import (
-    StateSamples,
-    campaign_samples,
-    delta_f_vs_temperature,
-)
+from alflow.observables.temperatures import StateSamples, delta_f_vs_temperature
 
 D = 9  # degrees of freedom (three atoms)
 T0 = 300.0  # K, the "campaign" temperature the proposals are tuned to

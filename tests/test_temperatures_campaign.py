@@ -15,16 +15,13 @@ import yaml
 from test_report import browser_view, needs_chromium
 from tiny_campaign import SMALL
 
+from alflow.campaign.flow_samples import campaign_samples
+from alflow.campaign.report_loader import load_report_data
 from alflow.dataset import LabelStore
 from alflow.observables.oracle_samples import campaign_labelled
 from alflow.observables.report import fmt_pm, write_report
-from alflow.observables.report_loader import load_report_data
 from alflow.observables.spectra_campaign import campaign_samples as spectra_samples
-from alflow.observables.temperatures import (
-    StateSamples,
-    campaign_samples,
-    delta_f_vs_temperature,
-)
+from alflow.observables.temperatures import StateSamples, delta_f_vs_temperature
 from alflow.runlayout import RunLayout
 
 STATES = ("coh", "pbp")

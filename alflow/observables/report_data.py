@@ -1,6 +1,6 @@
 """The typed data behind a campaign report: what the figures and tables show.
 
-A loader (:mod:`alflow.observables.report_loader`) builds :class:`ReportData` from a run
+A loader (:mod:`alflow.campaign.report_loader`) builds :class:`ReportData` from a run
 directory; figures (:mod:`alflow.observables.report`) are pure functions of it, so tests build
 it by hand. Every section is optional: an empty list / None renders as "not computed".
 Energies in eV, forces in eV/Å, temperatures in K, CVs in their own units. Fields named

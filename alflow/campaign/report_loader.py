@@ -251,12 +251,9 @@ class _Loader:
     def temperature(self) -> None:
         if not self.run.flows_root.is_dir():
             return
+        from alflow.campaign.flow_samples import campaign_samples
         from alflow.observables.oracle_samples import campaign_labelled
-        from alflow.observables.temperatures import (
-            campaign_samples,
-            default_temperatures,
-            delta_f_vs_temperature,
-        )
+        from alflow.observables.temperatures import default_temperatures, delta_f_vs_temperature
 
         samples, info = campaign_samples(self.root)
         temps = self.temperatures or default_temperatures(info["temperature_k"])
