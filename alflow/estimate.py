@@ -1,5 +1,5 @@
 """Free energies with error bars, for any sampler: importance sampling, BAR, ΔF, populations
-and reweighting to the oracle (exponential averaging), each with a bootstrap error.
+and reweighting to the oracle (exponential averaging), with their standard errors.
 
 F = −kT ln Z in eV (kB from ``ase.units``); the estimators take log weights or reduced works
 and know nothing of how the samples were drawn. The flows' own estimators (importance

@@ -41,4 +41,11 @@ def flow_stage_seed(flows_seed: int, stage: FlowStage) -> int:
     return flows_seed + _FLOW_STAGES[stage]
 
 
-__all__ = ["FlowStage", "Step", "flow_stage_seed", "step_seed"]
+def flow_estimate_seed(flows_seed: int, mcmc: bool) -> int:
+    """The seed of a state's free-energy estimate (the draw of its flow samples): the
+    ``estimate`` stage after MCMC; the flows step's seed itself for a flow trained on the MD
+    seeds alone (``mcmc`` False), as every stage of that path uses it."""
+    return flow_stage_seed(flows_seed, "estimate") if mcmc else flows_seed
+
+
+__all__ = ["FlowStage", "Step", "flow_estimate_seed", "flow_stage_seed", "step_seed"]

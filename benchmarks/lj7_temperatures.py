@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lj7_reference  # noqa: E402
 
+from alflow.campaign.flow_samples import campaign_samples  # noqa: E402
 from alflow.observables.oracle_samples import campaign_labelled  # noqa: E402
-from alflow.observables.temperatures import campaign_samples, delta_f_vs_temperature  # noqa: E402
+from alflow.observables.temperatures import delta_f_vs_temperature  # noqa: E402
 
 
 def compare(run_dir: Path, temperatures: list[float], quick: bool) -> dict:

@@ -12,12 +12,12 @@ from ase import Atoms
 from typer.testing import CliRunner
 
 from alflow.campaign.checkpoint import Checkpoint
+from alflow.campaign.report_loader import load_report_data
 from alflow.campaign.rundir import create_run_dir
 from alflow.cli import report as report_cli
 from alflow.cli import spectra as spectra_cli
 from alflow.dataset import LabelRecord, LabelStore
 from alflow.observables.report import write_report
-from alflow.observables.report_loader import load_report_data
 from alflow.runlayout import RunLayout
 
 
@@ -134,3 +134,33 @@ def test_spectra_then_report_verbs(run_dir):
     assert summary["spectra"]["short"]["n_samples"] == 3
     # the spectra used the campaign's oracle method by default
     assert "tddft:pbe/sto-3g" in page.read_text()
+
+
+def test_a_last_generation_without_delta_f_does_not_take_the_answer(tmp_path):
+    """status.json's ΔF is the campaign's answer from the last generation that had one: a
+    later generation whose flows failed keeps no value, and the answer stays with its own."""
+    (tmp_path / "campaign.yaml").write_text(yaml.safe_dump({
+        "name": "t", "temperature_k": 18.0, "oracle": {"method": "ase:lj"},
+        "system": {"states": {"pbp": {}, "coh": {}}}}))
+    (tmp_path / "status.json").write_text(json.dumps({
+        "temperature_k": 18.0,
+        "delta_f": {"from": "pbp", "to": "coh", "value_ev": 0.003, "error_ev": 0.0001,
+                    "dft_corrected_ev": 0.0029, "dft_corrected_error_ev": 0.0002},
+        "history": [{"generation": 0, "value_ev": 0.003, "error_ev": 0.0001,
+                     "correction_ev": -0.0001, "correction_error_ev": 0.0002,
+                     "corrected_ev": 0.0029, "corrected_error_ev": 0.0002,
+                     "states": {"coh": {"ess_fraction": 0.004}}},
+                    {"generation": 1, "states": {}}]}))
+    # the flows step's own result says BAR gave F (status.json publishes no estimator)
+    run = RunLayout(tmp_path)
+    Checkpoint(run.results).save("flows", "k", {
+        "state": "coh", "flow_dir": str(run.flows(0, "coh")), "f_ev": -0.1, "is_f_ev": -0.1,
+        "n_target": 640})
+    data = load_report_data(tmp_path)
+    g0, g1 = sorted(data.delta_f, key=lambda p: p.generation)
+    assert g1.delta_f_ev is None and g1.dft_delta_f_ev is None and not g1.final
+    assert g0.final and g0.dft_delta_f_ev == 0.0029 and g0.correction_ev == -0.0001
+    assert g0.method == "BAR" and g0.ess_fraction == {"coh": 0.004}
+    assert not g0.overlap_warning  # BAR: the flows' ESS does not measure its overlap
+    page = write_report(data, tmp_path / "report").read_text()
+    assert "generation 0" in page and "DFT" not in page.replace("dft_", "")

@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 from ase.units import kB
 
+from alflow.campaign.flow_samples import campaign_samples
 from alflow.errors import InputError
 from alflow.flows.coordinates import LOG_8PI2
 from alflow.observables.oracle_samples import LabelledSamples
 from alflow.observables.report import write_report
 from alflow.observables.report_data import ReportData, TemperatureDeltaF
-from alflow.observables.temperatures import (
-    StateSamples,
-    campaign_samples,
-    delta_f_vs_temperature,
-)
+from alflow.observables.temperatures import StateSamples, delta_f_vs_temperature
 
 D = 9  # degrees of freedom (three atoms)
 T0 = 300.0  # K, the "campaign" temperature the proposals are tuned to
@@ -199,3 +196,25 @@ def test_cli_temperatures_option_rejects_bad_input():
     for bad in ("250;300", "-5,300", ""):
         with pytest.raises(InputError, match="--temperatures"):
             _temperatures(bad)
+
+
+def test_seed_recipe_keeps_the_campaigns_seeds():
+    """alflow.seeds is the one recipe of the campaign's seeds; a run directory's draws are
+    redrawn from it (campaign_samples), so its values must stay those the campaign used."""
+    from alflow.seeds import flow_estimate_seed, flow_stage_seed, step_seed
+
+    assert step_seed(3, "bootstrap") == 3
+    assert step_seed(3, "select", 2) == step_seed(3, "train", 2) == 5
+    assert step_seed(3, "explore", 2, 1) == 3021
+    flows = step_seed(3, "flows", 2, 1)
+    assert flows == 3026
+    assert [flow_stage_seed(flows, s) for s in ("train", "mcmc", "retrain", "polish",
+                                                "estimate", "bar")] \
+        == [3026, 3026, 3027, 3028, 3033, 3037]
+    # the estimate's draw: after MCMC its own stage; a flow trained on MD alone, the step's
+    assert flow_estimate_seed(flows, mcmc=True) == 3033
+    assert flow_estimate_seed(flows, mcmc=False) == 3026
+    with pytest.raises(ValueError, match="unknown step"):
+        step_seed(3, "label", 2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown flow stage"):
+        flow_stage_seed(flows, "anneal")  # type: ignore[arg-type]

@@ -12,18 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_report import browser_view, needs_chromium
 from tiny_campaign import SMALL
 
+from alflow.campaign.flow_samples import campaign_samples
+from alflow.campaign.report_loader import load_report_data
 from alflow.dataset import LabelStore
 from alflow.observables.oracle_samples import campaign_labelled
-from alflow.observables.report import write_report
-from alflow.observables.report_loader import load_report_data
+from alflow.observables.report import fmt_pm, write_report
 from alflow.observables.spectra_campaign import campaign_samples as spectra_samples
-from alflow.observables.temperatures import (
-    StateSamples,
-    campaign_samples,
-    delta_f_vs_temperature,
-)
+from alflow.observables.temperatures import StateSamples, delta_f_vs_temperature
 from alflow.runlayout import RunLayout
 
 STATES = ("coh", "pbp")
@@ -113,7 +111,7 @@ def test_report_of_the_run_shows_the_dft_corrected_delta_f_vs_temperature(run, t
     rows = data.delta_f_temperature
     assert [p.temperature_k for p in rows] == [15.0, 18.0, 21.0]
     assert rows[1].dft_delta_f_ev == pytest.approx(_last(run)["corrected_ev"], rel=1e-9)
-    assert any("corrected to DFT: poor overlap" in w for w in data.warnings)
+    assert any("corrected to the oracle: poor overlap" in w for w in data.warnings)
     page = write_report(data, tmp_path / "rep")
     js = json.loads((tmp_path / "rep" / "report.json").read_text())
     row = js["summary"]["delta_f_temperature"][1]
@@ -121,7 +119,30 @@ def test_report_of_the_run_shows_the_dft_corrected_delta_f_vs_temperature(run, t
     assert set(row["dft_ess"]) == set(STATES) and row["dft_poor_overlap"] is True
     assert set(row["dft_populations"]) == set(STATES)
     html = page.read_text()
-    assert "DFT-corrected (eV)" in html and "population (DFT-corrected)" in html
+    assert "ΔF corrected to LJ" in html and "population corrected to LJ" in html
+
+
+@needs_chromium
+def test_report_of_the_run_in_the_browser(run, tmp_path):
+    """The report of a real run, as Chromium shows it: the oracle named (LJ, never "DFT"),
+    the answer's estimator and ESS, and the labels per generation split into selected
+    configurations and the oracle-correction samples the store holds."""
+    page = write_report(load_report_data(run), tmp_path / "rep")
+    view = browser_view(page, tmp_path)
+    assert "DFT" not in view["text"] and "corrected to the oracle (LJ, ase:lj)" in view["text"]
+    header, *rows = view["sections"]["delta_f"]["tables"][0]
+    answer = dict(zip(header, rows[0], strict=True))
+    assert answer["generation"] == "0 (answer)" and answer["estimator"] == "IS"
+    assert set(answer["ESS / flow samples"].split("\n")) == {
+        f"{s}: {fmt_pm(100 * _last(run)['states'][s]['ess_fraction'], sig=2)} %"
+        for s in STATES}
+    header, *rows = view["sections"]["labels"]["tables"][0]
+    gen0 = dict(zip(header, rows[0], strict=True))
+    store = list(LabelStore(run / "dataset.h5", create=False).records(status=None))
+    assert int(gen0["labelled: oracle-correction samples"]) == sum(
+        r.tags.get("purpose") == "reweight" for r in store) > 0
+    assert int(gen0["stored"]) == len(store)
+    assert not [s for s, v in view["sections"].items() if v["overflows"]]
 
 
 def test_spectra_draw_their_samples_from_the_campaigns_flows_step(run):

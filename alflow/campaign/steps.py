@@ -188,7 +188,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     from alflow.flows.train import train_flow
     from alflow.mlip import load_potential
     from alflow.sampling.langevin import run_langevin
-    from alflow.seeds import flow_stage_seed
+    from alflow.seeds import flow_estimate_seed
     from alflow.states import wall
 
     t0 = time.time()
@@ -230,7 +230,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
         t_est = time.time()
         fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
                                    member=states.member(state), restrict=restrict,
-                                   seed=flow_stage_seed(seed, "estimate"),
+                                   seed=flow_estimate_seed(seed, mcmc=False),
                                    n_bootstrap=n_bootstrap, return_samples=True,
                                    anneal=AnnealConfig(**sampler.anneal), label=f"state {state}")
         t_est = time.time() - t_est

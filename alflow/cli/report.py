@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
                                    "(default: 0.8-1.25 × the campaign's)")] = None,
     ) -> None:
         """Write RUN_DIR/report/index.html (+ figures/*.png, report.json)."""
+        from alflow.campaign.report_loader import load_report_data
         from alflow.campaign.rundir import open_run_dir
         from alflow.observables.report import write_report
-        from alflow.observables.report_loader import load_report_data
 
         if out is None:  # the page goes into the run directory: only one alflow created
             open_run_dir(run_dir)

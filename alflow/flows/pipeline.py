@@ -33,7 +33,7 @@ from alflow.flows.model import FlowConfig
 from alflow.flows.train import TrainConfig, train_flow
 from alflow.potential import Potential
 from alflow.sampling.mcmc import MCMCConfig, MCMCResult, adaptive_mcmc
-from alflow.seeds import flow_stage_seed
+from alflow.seeds import flow_estimate_seed, flow_stage_seed
 from alflow.states import BasinStates, CVStates, wall
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
         train_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     fe, samples = flow_free_energy(bg, potential, temperature_k, cfg.samples, member=member,
-                                   restrict=restrict, seed=flow_stage_seed(seed, "estimate"),
+                                   restrict=restrict, seed=flow_estimate_seed(seed, cfg.mcmc),
                                    n_bootstrap=cfg.bootstrap, return_samples=True,
                                    anneal=cfg.anneal, label=f"state {name}")
     extra["estimate_seconds"] = time.perf_counter() - t0

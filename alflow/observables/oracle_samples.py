@@ -1,5 +1,6 @@
-"""The correction of a state's free energy to the oracle (DFT) at temperatures other than the
-campaign's, from the oracle-labelled Boltzmann samples of the campaign.
+"""The correction of a state's free energy to the oracle (DFT, or a test system's reference
+potential) at temperatures other than the campaign's, from the oracle-labelled Boltzmann
+samples of the campaign.
 
 The campaign labels ``estimate.reweight_samples`` configurations x_i per state, drawn from the
 model's Boltzmann distribution at the campaign temperature T (flow samples resampled by their

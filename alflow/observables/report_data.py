@@ -1,9 +1,11 @@
 """The typed data behind a campaign report: what the figures and tables show.
 
-A loader (:mod:`alflow.observables.report_loader`) builds :class:`ReportData` from a run
+A loader (:mod:`alflow.campaign.report_loader`) builds :class:`ReportData` from a run
 directory; figures (:mod:`alflow.observables.report`) are pure functions of it, so tests build
 it by hand. Every section is optional: an empty list / None renders as "not computed".
-Energies in eV, forces in eV/Å, temperatures in K, CVs in their own units.
+Energies in eV, forces in eV/Å, temperatures in K, CVs in their own units. Fields named
+``dft_*`` hold values from the campaign's oracle (``ReportData.oracle``: DFT, or the reference
+potential of a test system such as lj7's Lennard-Jones), whatever it is.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from pydantic import BaseModel, Field
 
 from alflow.observables.spectra import KB_EV_PER_K, AveragedSpectrum
 
+LOW_ESS_FRACTION = 0.01  # below: a few samples dominate the flows' importance weights
+
 
 class DeltaFPoint(BaseModel):
-    """ΔF = F(state) − F(reference) after one generation, from the flows/MLIP and from DFT."""
+    """ΔF = F(state) − F(reference) after one generation: on the committee MLIP (the flows'
+    estimate), the correction to the oracle and the corrected value (``dft_*``)."""
 
     generation: int
     state: str
@@ -26,16 +31,21 @@ class DeltaFPoint(BaseModel):
     error_ev: float | None = None
     dft_delta_f_ev: float | None = None
     dft_error_ev: float | None = None
+    correction_ev: float | None = None  # corrected − committee value
+    correction_error_ev: float | None = None
     method: str = ""  # e.g. "IS", "BAR"
     ess: dict[str, float] = {}  # effective sample sizes per state
+    ess_fraction: dict[str, float] = {}  # the same as a fraction of the flow samples
+    rhat: float | None = None  # max over states of the sampler's R-hat
     overlap_warning: bool = False
     temperature_k: float | None = None
+    final: bool = False  # the campaign's answer (status.json ``delta_f``)
 
 
 class TemperatureDeltaF(BaseModel):
     """ΔF = F(state) − F(reference) at another temperature, reweighting the last generation's
     flow samples (alflow.observables.temperatures) on the MLIP, and (``dft_*``, where the
-    campaign labelled samples with the oracle) corrected to DFT at that temperature."""
+    campaign labelled samples with the oracle) corrected to the oracle at that temperature."""
 
     temperature_k: float
     state: str
@@ -48,7 +58,7 @@ class TemperatureDeltaF(BaseModel):
     populations: dict[str, list[float | None]] = {}  # state -> [population, σ]
     dft_delta_f_ev: float | None = None
     dft_error_ev: float | None = None
-    correction_ev: float | None = None  # DFT-corrected − MLIP value
+    correction_ev: float | None = None  # corrected − committee (MLIP) value
     correction_error_ev: float | None = None
     dft_ess: dict[str, float | None] = {}  # Kish ESS of each state's labelled samples at T'
     dft_poor_overlap: bool | None = None  # None: no oracle labels
@@ -56,16 +66,21 @@ class TemperatureDeltaF(BaseModel):
 
 
 class LabelCounts(BaseModel):
-    """DFT labels of one generation."""
+    """Oracle labels of one generation: ``selected`` configurations picked for labelling
+    (generation 0: the bootstrap structures), ``labelled`` records stored ok (of which
+    ``correction``: Boltzmann samples of the committee labelled for the correction of ΔF to
+    the oracle, ``estimate.reweight_samples`` per state), ``failed`` records."""
 
     generation: int
     selected: int = 0
     labelled: int = 0
+    correction: int = 0
     failed: int = 0
 
 
 class Parity(BaseModel):
-    """Model vs DFT on labelled configurations of one state (flattened force components)."""
+    """Committee vs oracle (``*_dft``) on the labels of one state (flattened force
+    components)."""
 
     state: str
     generation: int | None = None
@@ -140,6 +155,7 @@ class ReportData(BaseModel):
 
     title: str = "alflow campaign"
     system: str = ""
+    oracle: str = ""  # the campaign's oracle method, e.g. "ase:lj", "pyscf:pbe/def2-svp"
     temperature_k: float | None = None
     states: list[str] = []
     status: str = ""
@@ -176,8 +192,26 @@ def populations(delta_f: dict[str, tuple[float, float]], temperature_k: float,
 
 
 def final_delta_f(data: ReportData) -> dict[str, DeltaFPoint]:
-    """The last generation's ΔF point per state."""
+    """The campaign's answer per state: the point marked ``final``, else the last generation
+    with a value."""
     last: dict[str, DeltaFPoint] = {}
-    for p in sorted(data.delta_f, key=lambda p: p.generation):
-        last[p.state] = p
+    for p in sorted(data.delta_f, key=lambda p: (p.final, p.generation)):
+        if p.final or p.delta_f_ev is not None or p.dft_delta_f_ev is not None:
+            last[p.state] = p
     return last
+
+
+def oracle_name(method: str) -> str:
+    """A short name for the oracle of ``method``: ``pyscf:…`` → "DFT",
+    ``ase:lj`` → "LJ", ``ase:emt`` → "EMT", ``ase:pkg.mod.Class`` → "Class"; "oracle" when
+    unknown."""
+    m = method.strip().lower()
+    if not m:
+        return "oracle"
+    kind, _, rest = m.partition(":")
+    if kind == "pyscf":
+        return "DFT"
+    if kind == "ase" and rest:
+        short = {"lj": "LJ", "lennardjones": "LJ", "emt": "EMT"}
+        return short.get(rest, method.split(":", 1)[1].split(".")[-1])
+    return method

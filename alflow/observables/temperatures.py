@@ -19,9 +19,8 @@ the flow overlap is poor.
 
 Per-sample energies, ln q and membership (:class:`StateSamples`, npz, no pickle) are those the
 campaign's flows step stored as ``flows/genNNN/STATE/is_samples.npz`` (its estimate's own
-draw: F at T equals the stored ``f_ev``). Run directories from before that file existed are
-sampled once from the saved flow and committee (``models/genNNN``) with the estimate's seed
-and sample count and cached as ``RUN_DIR/temperatures/genNNN-STATE.npz``.
+draw: F at T equals the stored ``f_ev``); :func:`alflow.campaign.flow_samples.campaign_samples`
+reads them from a run directory.
 """
 
 from __future__ import annotations
@@ -40,8 +39,6 @@ from alflow.estimate import FreeEnergy, delta_f, is_free_energy, populations
 from alflow.flows.coordinates import LOG_8PI2
 from alflow.flows.estimate import FlowSamples
 from alflow.observables.oracle_samples import MIN_ESS_ORACLE, LabelledSamples
-from alflow.runlayout import RunLayout
-from alflow.seeds import flow_stage_seed, step_seed
 
 MIN_ESS = 50.0  # default overlap threshold (effective samples per state)
 _FIELDS = ("energy_ev", "log_q", "inside", "symmetry_number", "temperature_k", "state",
@@ -202,87 +199,5 @@ def default_temperatures(temperature_k: float) -> list[float]:
     return [round(temperature_k * f, 1) for f in (0.8, 0.9, 1.0, 1.1, 1.25)]
 
 
-def _last_generation(run: RunLayout, states: Sequence[str]) -> int | None:
-    """The last generation with a flow for every state and a committee."""
-    for g in reversed(run.flow_generations()):
-        if all((run.flows(g, s) / "flow.json").exists() for s in states) and \
-                run.models(g).is_dir():
-            return g
-    return None
-
-
-def campaign_samples(run_dir: str | Path, generation: int | None = None,
-                     n: int | None = None) -> tuple[dict[str, StateSamples], dict[str, Any]]:
-    """The flow samples of every state of a campaign run directory (docs/campaign.md) for
-    ``generation`` (default: the last one with flows for all states and a committee): those
-    the flows step stored (``flows/genNNN/STATE/is_samples.npz``), else drawn once and cached
-    as ``RUN_DIR/temperatures/genNNN-STATE.npz``; ``n`` samples per state (default: the
-    stored ones, or the campaign's ``exploration.sampler.samples``). Returns (samples, info)
-    with info holding the campaign temperature, ``from``/``to`` states, the generation and
-    the validated campaign ``config``."""
-    from alflow.campaign.config import CampaignConfig
-    from alflow.config import read_yaml, validate_model
-
-    run = RunLayout(run_dir)
-    cfg_path = run.config
-    if not cfg_path.exists():
-        raise InputError(f"{cfg_path}: not a campaign run directory (no campaign.yaml)")
-    cfg = validate_model(CampaignConfig, read_yaml(cfg_path), source=str(cfg_path))
-    names = list(cfg.system.states)
-    g = _last_generation(run, names) if generation is None else generation
-    if g is None:
-        raise InputError(f"{run.root}: no generation has flows for all states {names} yet")
-    info = {"generation": g, "temperature_k": cfg.temperature_k,
-            "from": cfg.system.delta_f.from_, "to": cfg.system.delta_f.to, "config": cfg}
-    out: dict[str, StateSamples] = {}
-    for s in names:
-        path = run.flow_samples(g, s)
-        if path.exists():
-            got = StateSamples.load(path)
-            if n is None or len(got.energy_ev) == n:
-                out[s] = got
-    if len(out) == len(names):
-        return out, info
-    n = n or cfg.exploration.sampler.samples
-    cache = {s: run.temperature_cache(g, s) for s in names}
-    for s, path in cache.items():
-        if s not in out and path.exists():
-            got = StateSamples.load(path)
-            if len(got.energy_ev) == n:
-                out[s] = got
-    if len(out) == len(names):
-        return out, info
-    drawn = _draw(run, cfg, g, [s for s in names if s not in out], n)
-    for s, v in drawn.items():
-        v.save(cache[s])
-    return {**out, **drawn}, info
-
-
-def _draw(run: RunLayout, cfg: Any, g: int, todo: list[str], n: int) -> dict[str, StateSamples]:
-    """Sample the saved flows of ``todo`` states on the generation's committee, as the
-    campaign's flows step does (same restriction to the state and the wall, same seed)."""
-    from alflow.campaign.steps import state_sets
-    from alflow.campaign.system import build_system
-    from alflow.flows.estimate import sample_flow
-    from alflow.flows.generator import BoltzmannGenerator
-    from alflow.mlip import load_potential
-    from alflow.states import wall
-
-    system = build_system(cfg)
-    pot = load_potential(run.models(g), system.numbers)
-    states = state_sets(pot, system, cfg.system.states)
-    restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
-    names = list(cfg.system.states)
-    out = {}
-    for s in todo:
-        seed = flow_stage_seed(step_seed(cfg.seed, "flows", g, names.index(s)), "estimate")
-        bg = BoltzmannGenerator.load(run.flows(g, s))
-        smp = sample_flow(bg, pot, cfg.temperature_k, n, member=states.member(s),
-                          restrict=restrict, seed=seed)
-        out[s] = StateSamples.from_flow_samples(s, smp, bg.symmetry_number, cfg.temperature_k,
-                                                g)
-    return out
-
-
-__all__ = ["MIN_ESS", "StateSamples", "TemperaturePoint", "campaign_samples",
-           "default_temperatures", "delta_f_vs_temperature"]
+__all__ = ["MIN_ESS", "StateSamples", "TemperaturePoint", "default_temperatures",
+           "delta_f_vs_temperature"]

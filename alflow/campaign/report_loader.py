@@ -9,13 +9,14 @@ warning; it never stops the report):
   oracle-corrected ΔF;
 - ``events.jsonl``: ``generation_done`` (ΔF, correction, R-hat per generation), ``selected``
   (selection counts), ``task_start``/``task_done`` (wall time per executor);
-- ``dataset.h5``: labels per generation (ok / failed) and the DFT side of the parity plots;
+- ``dataset.h5``: labels per generation (ok / failed; ``purpose: reweight`` marks the samples
+  labelled for the oracle correction) and the oracle side of the parity plots;
 - ``results/flows-*.json``: per-state sampler diagnostics (ESS, acceptance, R-hat);
 - ``results/*.json`` holding ``fes``, and ``fes*.json`` files (``alflow.sampling.metad.FES``
   ``to_dict``: ``cv_names``, ``grid``, ``free_energy_ev``): free-energy surfaces along CVs;
 - ``flows/genNNN/<state>/is_samples.npz`` (or, for older runs, the flow and ``models/genNNN``,
   resampled once and cached in ``temperatures/``) for ΔF at other temperatures, and the flows
-  checkpoints' oracle-labelled samples for its correction to DFT
+  checkpoints' oracle-labelled samples for its correction to the oracle
   (alflow.observables.temperatures, alflow.observables.oracle_samples);
 - ``spectra.h5``: TDDFT spectra per state (``alflow spectra RUN_DIR``);
 - ``models/genNNN``: the last committee, evaluated on the labels for the parity plots.
@@ -35,6 +36,7 @@ import numpy as np
 import yaml
 
 from alflow.observables.report_data import (
+    LOW_ESS_FRACTION,
     DeltaFPoint,
     FlowDiagnostics,
     FreeEnergySurface,
@@ -109,6 +111,8 @@ class _Loader:
         states = (self.config.get("system") or {}).get("states") or {}
         d.states = list(states)
         d.system = str((self.config.get("system") or {}).get("name", ""))
+        oracle = self.config.get("oracle") or {}
+        d.oracle = str((oracle.get("method") if isinstance(oracle, dict) else oracle) or "")
         st = self.status.get("state", "")
         d.status = st + (f" ({self.status['stop_reason']})" if self.status.get("stop_reason")
                          else "")
@@ -128,34 +132,62 @@ class _Loader:
             if e.get("event") == "generation_done" and e.get("generation") is not None:
                 by_gen.setdefault(int(e["generation"]), {}).update(
                     {k: v for k, v in e.items() if v is not None})
-        last = max(by_gen) if by_gen else None
+        steps = self._flows_results()
         for g, h in sorted(by_gen.items()):
             value, err = _num(h.get("value_ev")), _num(h.get("error_ev"))
             dft = _num(h.get("dft_corrected_ev", h.get("corrected_ev")))
             dft_err = _num(h.get("dft_corrected_error_ev", h.get("corrected_error_ev")))
-            corr = _num(h.get("correction_ev"))
+            corr, corr_err = _num(h.get("correction_ev")), _num(h.get("correction_error_ev"))
             if dft is None and value is not None and corr is not None:
                 dft = value + corr
-                ce = _num(h.get("correction_error_ev")) or 0.0
-                dft_err = float(np.hypot(err or 0.0, ce))
-            if g == last and final:
-                dft = _num(final.get("dft_corrected_ev")) if final.get(
-                    "dft_corrected_ev") is not None else dft
+                dft_err = float(np.hypot(err or 0.0, corr_err or 0.0))
+            # the campaign's answer (status.json delta_f) is the generation whose value it is
+            is_final = bool(final) and value is not None and \
+                _num(final.get("value_ev")) == value
+            if is_final and final.get("dft_corrected_ev") is not None:
+                dft = _num(final.get("dft_corrected_ev"))
                 dft_err = _num(final.get("dft_corrected_error_ev")) or dft_err
             ess = {k: float(v) for k, v in (h.get("ess") or {}).items() if _num(v) is not None}
+            ess_frac: dict[str, float] = {}
             per_state = h.get("states") if isinstance(h.get("states"), dict) else {}
             for s, info in per_state.items():
                 if isinstance(info, dict):
                     if _num(info.get("ess")) is not None:
                         ess.setdefault(s, float(info["ess"]))
+                    if _num(info.get("ess_fraction")) is not None:
+                        ess_frac[s] = float(info["ess_fraction"])
                     self._flow_rows[(g, s)] = _flow_row(g, s, info)
+            results = {s: {**steps.get((g, s), {}), **info} for s, info in per_state.items()
+                       if isinstance(info, dict)}
+            results = results or {s: r for (gg, s), r in steps.items() if gg == g}
+            method = str(h.get("method") or _estimator(results))
+            overlap = bool(h.get("overlap_warning", False)) or (
+                value is not None and "BAR" not in method
+                and any(f < LOW_ESS_FRACTION for f in ess_frac.values()))
             self.data.delta_f.append(DeltaFPoint(
                 generation=g, state=to, reference=ref, delta_f_ev=value, error_ev=err,
-                dft_delta_f_ev=dft, dft_error_ev=dft_err, method=str(h.get("method", "")),
-                ess=ess, overlap_warning=bool(h.get("overlap_warning", False)),
-                temperature_k=self.data.temperature_k))
-            if h.get("overlap_warning"):
-                self.data.warnings.append(f"generation {g}: poor overlap in the ΔF estimate")
+                dft_delta_f_ev=dft, dft_error_ev=dft_err, correction_ev=corr,
+                correction_error_ev=corr_err, method=method, ess=ess, ess_fraction=ess_frac,
+                rhat=_num(h.get("rhat")), overlap_warning=overlap,
+                temperature_k=self.data.temperature_k, final=is_final))
+            if overlap:
+                self.data.warnings.append(
+                    f"generation {g}: poor overlap in the ΔF estimate (an effective sample "
+                    f"size below {100 * LOW_ESS_FRACTION:g} % of the flow samples)")
+
+    def _flows_results(self) -> dict[tuple[int, str], dict[str, Any]]:
+        """(generation, state) -> the newest flows-step result in ``results/`` (it holds what
+        status.json leaves out, e.g. which estimator gave F)."""
+        found: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+        if not self.run.results.is_dir():
+            return {}
+        for r in self.run.step_results("flows"):
+            if r.generation is None or r.state is None:
+                continue
+            t = r.path.stat().st_mtime
+            if (r.generation, r.state) not in found or t > found[(r.generation, r.state)][0]:
+                found[(r.generation, r.state)] = (t, r.result)
+        return {k: v for k, (_, v) in found.items()}
 
     def labels(self) -> None:
         counts: dict[int, LabelCounts] = {}
@@ -172,27 +204,26 @@ class _Loader:
                 if g is None:
                     continue
                 r = row(int(g))
-                if rec.status == "ok":
-                    r.labelled += 1
-                else:
+                if rec.status != "ok":
                     r.failed += 1
+                    continue
+                r.labelled += 1
+                if rec.tags.get("purpose") == "reweight":
+                    r.correction += 1
         for e in self.events:
             if e.get("event") == "selected" and e.get("generation") is not None:
                 row(int(e["generation"])).selected = int(e.get("selected", 0))
         for r in counts.values():  # generation 0 (bootstrap) has no selection event
             if r.selected == 0:
-                r.selected = r.labelled + r.failed
+                r.selected = r.labelled - r.correction + r.failed
         self.data.labels = [counts[g] for g in sorted(counts)]
 
     def flows(self) -> None:
         res = self.run.results
         if not res.is_dir():
             return
-        for r in self.run.step_results("flows"):
-            if r.state is None or r.generation is None:
-                continue
-            self._flow_rows.setdefault((r.generation, r.state),
-                                       _flow_row(r.generation, r.state, r.result))
+        for (g, s), result in self._flows_results().items():
+            self._flow_rows.setdefault((g, s), _flow_row(g, s, result))
         fes_files = sorted(res.glob("*.json")) + sorted(
             p for p in self.root.rglob("fes*.json") if "runinfo" not in p.parts)
         for path in fes_files:
@@ -220,12 +251,9 @@ class _Loader:
     def temperature(self) -> None:
         if not self.run.flows_root.is_dir():
             return
+        from alflow.campaign.flow_samples import campaign_samples
         from alflow.observables.oracle_samples import campaign_labelled
-        from alflow.observables.temperatures import (
-            campaign_samples,
-            default_temperatures,
-            delta_f_vs_temperature,
-        )
+        from alflow.observables.temperatures import default_temperatures, delta_f_vs_temperature
 
         samples, info = campaign_samples(self.root)
         temps = self.temperatures or default_temperatures(info["temperature_k"])
@@ -246,9 +274,9 @@ class _Loader:
                                       f"threshold) at {', '.join(poor)} K")
         poor = [f"{p.temperature_k:g}" for p in pts if p.dft_poor_overlap]
         if poor:
-            self.data.warnings.append(f"ΔF vs temperature corrected to DFT: poor overlap (ESS "
-                                      f"of the labelled samples or of the flows below the "
-                                      f"threshold) at {', '.join(poor)} K")
+            self.data.warnings.append(f"ΔF vs temperature corrected to the oracle: poor "
+                                      f"overlap (ESS of the labelled samples or of the flows "
+                                      f"below the threshold) at {', '.join(poor)} K")
 
     def spectra(self) -> None:
         path = self.run.spectra
@@ -325,6 +353,23 @@ class _Loader:
             dft_method=str(method or ""), config=self.config,
             resources=sorted(by_class.values(), key=lambda r: r.resource_class),
             site=site if isinstance(site, str) else str((site or {}).get("kind", "")))
+
+
+def _estimator(per_state: dict[str, Any]) -> str:
+    """How the flows step estimated the states' F, from what its results hold: BAR between
+    flow samples and the MCMC walkers (``is_f_ev`` kept beside it), annealed or plain
+    importance sampling of flow samples."""
+    names = []
+    for info in per_state.values():
+        if not isinstance(info, dict):
+            continue
+        if info.get("is_f_ev") is not None or info.get("n_target") is not None:
+            names.append("BAR")
+        elif info.get("anneal_acceptance") is not None:
+            names.append("annealed IS")
+        else:
+            names.append("IS")
+    return " / ".join(dict.fromkeys(names))
 
 
 def _flow_row(g: int, state: str, info: dict[str, Any]) -> FlowDiagnostics:
