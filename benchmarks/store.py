@@ -1,0 +1,99 @@
+"""Label-store speed: the time of one commit and of opening a store of many records.
+
+Builds a store of ``--records`` labelled 6-atom configurations (one bulk append), then times
+``--commits`` single-record appends (each one durable commit: what the labelling drivers do
+after every label) and the opening of the store (``LabelStore(path)`` and one lookup, in a
+fresh process, best of three).
+
+    python benchmarks/store.py            # 100,000 records, 3,000 commits
+    python benchmarks/store.py --quick    # 100,000 records, 300 commits (under 2 minutes)
+
+Ends with one JSON line: records, commit_ms_median, commit_ms_p99, open_s (and the commits'
+mean and max, their number, and the 1-minute load average when measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+OPEN = """
+import sys, time
+t = time.perf_counter()
+from alflow.dataset import LabelStore
+t0 = time.perf_counter()
+s = LabelStore(sys.argv[1], create=False)
+assert s.has(sys.argv[2])
+print(time.perf_counter() - t0)
+"""
+
+
+def records(start: int, n: int, rng: np.random.Generator) -> list:
+    from alflow.dataset import LabelRecord
+
+    out = []
+    for i in range(start, start + n):
+        out.append(LabelRecord(
+            key=f"{i:064x}", numbers=[47] * 6, positions=rng.normal(0, 2, (6, 3)), status="ok",
+            energy=float(-i), forces=rng.normal(size=(6, 3)),
+            method={"name": "pyscf:pbe/def2-svp", "basis": "def2-svp", "xc": "pbe"},
+            provenance={"wall_s": 12.5, "host": "node01", "scf_cycles": 14},
+            tags={"state": "a", "generation": i % 10}))
+    return out
+
+
+def open_time(path: Path, key: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", OPEN, str(path), key], check=True,
+                             capture_output=True, text=True).stdout
+        best = min(best, float(out.split()[-1]))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer commits (under 2 minutes)")
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--commits", type=int, default=None)
+    ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a tmp dir)")
+    a = ap.parse_args()
+    commits = a.commits or (300 if a.quick else 3000)
+    from alflow.dataset import LabelStore
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
+        path = Path(tmp) / "labels.h5"
+        t = time.perf_counter()
+        store = LabelStore(path)
+        store.append_many(records(0, a.records, rng))
+        print(f"built {a.records} records in {time.perf_counter() - t:.1f} s "
+              f"({path.stat().st_size / 1e6:.1f} MB)", flush=True)
+        new = records(a.records, commits, rng)
+        times = []
+        for rec in new:
+            t = time.perf_counter()
+            assert store.append(rec)
+            times.append(time.perf_counter() - t)
+        ms = np.array(times) * 1e3
+        print(f"{commits} commits: median {np.median(ms):.2f} ms, p99 "
+              f"{np.percentile(ms, 99):.2f} ms, max {ms.max():.1f} ms", flush=True)
+        open_s = open_time(path, new[-1].key)
+        print(f"open {open_s:.3f} s ({path.stat().st_size / 1e6:.1f} MB)", flush=True)
+    print(json.dumps({
+        "records": a.records, "commit_ms_median": round(float(np.median(ms)), 3),
+        "commit_ms_p99": round(float(np.percentile(ms, 99)), 3), "open_s": round(open_s, 3),
+        "commit_ms_mean": round(float(ms.mean()), 3), "commit_ms_max": round(float(ms.max()), 1),
+        "commits": commits, "load_1min": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()
