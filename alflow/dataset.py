@@ -416,6 +416,7 @@ class _Image:
     log_start: int = 0
     lost: list[str] = field(default_factory=list)  # keys of records failing their checksum
     problems: list[str] = field(default_factory=list)
+    uncounted: bool = False  # records were lost in a part where they cannot be named
 
 
 def _verified(c: _Columns, image: _Image, where: str) -> _Columns:
@@ -500,8 +501,8 @@ def _read_file(real: Path, tolerant: bool = False) -> tuple[_Image, _Frames]:
             raise InputError(
                 f"cannot open label store {real}: {err}. If it is a damaged label store, "
                 f"`alflow data {real} --salvage NEW.h5` copies its readable records.") from None
-        image.problems.append(f"the HDF5 image is unreadable ({type(err).__name__}: {err}); "
-                              f"its records are lost")
+        image.problems.append(f"the HDF5 image is unreadable ({type(err).__name__}: {err})")
+        image.uncounted = True
         main = _Columns.of([])
     image.columns = _verified(main, image, "in the image") if ours else main
     if not ours:
@@ -851,6 +852,7 @@ class StoreReport:
     intact: int
     lost_keys: list[str]
     problems: list[str]
+    uncounted: bool  # some records were lost where they cannot be named or counted
 
     @property
     def healthy(self) -> bool:
@@ -873,7 +875,8 @@ def _salvage_read(path: str | Path) -> tuple[StoreReport, _Columns]:
     problems = image.problems + ([frames.problem] if frames.problem else [])
     live = store._live()
     lost = sorted(set(lost) - set(store._index))
-    return StoreReport(str(path), image.version, len(live), lost, problems), live
+    uncounted = image.uncounted or frames.problem is not None
+    return StoreReport(str(path), image.version, len(live), lost, problems, uncounted), live
 
 
 def check_store(path: str | Path) -> StoreReport:
