@@ -559,6 +559,7 @@ class LabelStore:
         self._parts: list[_Columns] = []
         self._index: dict[str, tuple[int, int]] = {}
         self._ident: tuple[Any, ...] | None = None
+        self._stamp = (-1, -1)
         self._end = self._log_start = 0
         self._torn = False
         self._version = VERSION
@@ -592,7 +593,8 @@ class LabelStore:
             f"damage; `alflow data {self.path} --salvage NEW.h5` copies every intact record "
             f"into NEW.h5, which can then replace {real.name}.")
 
-    def _identity(self, real: Path) -> tuple[Any, ...]:
+    def _identity(self, real: Path) -> tuple[tuple[Any, ...], tuple[int, int]]:
+        """(which file and image, (size, mtime)) of the store's file."""
         try:
             with open(real, "rb") as fh:
                 st = os.fstat(fh.fileno())
@@ -601,15 +603,19 @@ class LabelStore:
             raise InputError(f"label store not found: {self.path}") from None
         except OSError as err:
             raise InputError(f"cannot open label store {self.path}: {err}") from None
+        stamp = (st.st_size, st.st_mtime_ns)
         if ub[:len(MAGIC)] == MAGIC:
-            return ("v2", st.st_dev, st.st_ino, ub), st.st_size
-        return ("v1", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), st.st_size
+            return ("v2", st.st_dev, st.st_ino, ub), stamp
+        return ("v1", st.st_dev, st.st_ino, *stamp), stamp
 
     def _refresh(self, real: Path, full: bool = False) -> None:
         """Bring the in-memory copy up to date (caller holds a lock); StoreDamaged if the
         file is damaged."""
-        ident, size = self._identity(real)
-        if not full and ident == self._ident and size >= self._end:
+        ident, stamp = self._identity(real)
+        size = stamp[0]
+        # same file and image, grown or untouched (a rewrite in place forces a full reading)
+        if (not full and ident == self._ident and size >= self._end
+                and (size != self._stamp[0] or stamp == self._stamp)):
             if size > self._end or self._torn:
                 with open(real, "rb") as fh:
                     fh.seek(self._end)
@@ -620,6 +626,7 @@ class LabelStore:
                 for cols, replace in frames.frames:
                     self._apply(cols, replace)
                 self._end, self._torn = frames.end, frames.torn
+            self._stamp = stamp
             return
         self._ident = None
         image, frames = _read_file(real)
@@ -633,6 +640,7 @@ class LabelStore:
         for cols, replace in frames.frames:
             self._apply(cols, replace)
         self._end, self._torn, self._ident = frames.end, frames.torn, ident
+        self._stamp = stamp
 
     def _apply(self, cols: _Columns, replace_failed: bool) -> None:
         part = len(self._parts)
@@ -789,6 +797,8 @@ class LabelStore:
                     os.ftruncate(fd, self._end)
                 os.pwrite(fd, frame, self._end)
                 os.fdatasync(fd)
+                st = os.fstat(fd)
+                self._stamp = (st.st_size, st.st_mtime_ns)
             finally:
                 os.close(fd)
             self._apply(cols, replace_failed)
@@ -826,7 +836,8 @@ class LabelStore:
             replace_with(real, tmp)
         finally:
             tmp.unlink(missing_ok=True)
-        self._ident, size = self._identity(real)
+        self._ident, self._stamp = self._identity(real)
+        size = self._stamp[0]
         self._parts, self._index = [live], {k: (0, i) for i, k in enumerate(live.keys)}
         self._version, self._image_rows, self._log_rows = VERSION, len(live), 0
         self._end = self._log_start = size
