@@ -12,8 +12,10 @@ One file per campaign (``DATA.h5``) in two parts:
        /labels/cell       (n, 3, 3) Å;   /labels/pbc (n, 3) bool
        /labels/has_forces (n,) bool
        /labels/numbers    (m,);  /labels/positions (m, 3) Å;  /labels/forces (m, 3) eV/Å
-       /labels/meta       (n,) JSON text: reason, method (the labeller's method_info),
-                                          provenance, tags, created (UTC ISO time)
+       /labels/meta       (total,) uint8     the records' UTF-8 JSON, one after the other:
+                                             reason, method (the labeller's method_info),
+                                             provenance, tags, created (UTC ISO time)
+       /labels/meta_len   (n,)           bytes of each record's JSON
        /labels/checksum   (n,) uint64    checksum of the record (below)
 
 2. **a commit log** appended after the image: one frame per commit (``append_many``), each
@@ -49,6 +51,7 @@ they are; the first append converts them to format 2 (once, atomically).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -171,7 +174,7 @@ class _Columns:
 
     keys: list[str]
     status: list[str]
-    meta: list[str]  # JSON text: reason, method, provenance, tags, created
+    meta: list[bytes]  # UTF-8 JSON: reason, method, provenance, tags, created
     energy: np.ndarray  # (n,) eV, NaN if failed
     natoms: np.ndarray  # (n,) int64
     cell: np.ndarray  # (n, 3, 3) Å
@@ -203,7 +206,7 @@ class _Columns:
         return cls(
             keys=[r.key for r in recs], status=[r.status for r in recs],
             meta=[_dumps({"reason": r.reason, "method": r.method, "provenance": r.provenance,
-                          "tags": r.tags, "created": r.created}) for r in recs],
+                          "tags": r.tags, "created": r.created}).encode() for r in recs],
             energy=np.array([np.nan if r.energy is None else float(r.energy) for r in recs],
                             dtype=np.float64),
             natoms=natoms, cell=np.array([r.cell for r in recs], dtype=np.float64).reshape(
@@ -264,45 +267,56 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _ATOMS_MIX = np.uint64(0xD6E8FEB86659FD93)
 
 
-def _weighted_sums(words: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per segment (consecutive ``counts`` words), the sum of word × (2·position + 1) × φ,
-    modulo 2**64 (every weight is odd: any one changed word changes the sum)."""
-    ends = np.cumsum(counts)
-    pos = np.arange(len(words), dtype=np.uint64) - np.repeat(
-        (ends - counts).astype(np.uint64), counts)
-    cum = np.concatenate([[np.uint64(0)], np.cumsum(words * ((pos * np.uint64(2) + np.uint64(1))
-                                                             * _GOLDEN))])
-    return cum[ends] - cum[ends - counts]
+def _weights(pos: np.ndarray) -> np.ndarray:
+    """(2·pos + 1)·φ modulo 2**64: odd weights, so any one changed word changes a sum."""
+    return (pos.astype(np.uint64) * np.uint64(2) + np.uint64(1)) * _GOLDEN
+
+
+def _words(a: np.ndarray, n: int) -> np.ndarray:
+    """Rows of ``a`` (n rows, fixed-size items) as uint64 words, zero-padded to 8 bytes."""
+    b = np.ascontiguousarray(a).reshape(n, -1).view(np.uint8)
+    pad = -b.shape[1] % 8
+    if pad:
+        b = np.concatenate([b, np.zeros((n, pad), np.uint8)], axis=1)
+    return b.view(np.uint64)
 
 
 def _checksums(c: _Columns) -> np.ndarray:
-    """The (n,) uint64 checksums of the records of ``c`` (independent of their row)."""
+    """The (n,) uint64 checksums of the records of ``c`` (independent of their row): the sum
+    of the record's 64-bit words (fixed fields, CRC-32 of its JSON, its key; then its atoms'
+    numbers, positions and forces), each times an odd weight of its position in the record."""
     n = len(c)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    text = np.array([zlib.crc32(f"{k}\0{s}\0{m}".encode())
-                     for k, s, m in zip(c.keys, c.status, c.meta, strict=True)], dtype=np.uint64)
+    text = np.fromiter(map(zlib.crc32, c.meta), dtype=np.uint64, count=n)
+    keys = np.array([k.encode() for k in c.keys]) if isinstance(c.keys, list) else c.keys
     fixed = np.concatenate([
-        c.energy.reshape(n, 1).view(np.uint64), c.cell.reshape(n, 9).view(np.uint64),
-        c.pbc.astype(np.uint64), c.natoms.reshape(n, 1).view(np.uint64),
-        c.has_forces.astype(np.uint64).reshape(n, 1), text.reshape(n, 1)], axis=1)
-    per_atom = np.concatenate([c.numbers.reshape(-1, 1).view(np.uint64),
-                               np.ascontiguousarray(c.positions).view(np.uint64),
-                               np.ascontiguousarray(c.forces).view(np.uint64)], axis=1)
-    return (_weighted_sums(fixed.reshape(-1), np.full(n, fixed.shape[1]))
-            + _ATOMS_MIX * _weighted_sums(per_atom.reshape(-1), c.natoms * 7))
+        _words(c.energy, n), _words(c.cell, n), c.pbc.astype(np.uint64),
+        _words(c.natoms, n), c.has_forces.astype(np.uint64).reshape(n, 1), text.reshape(n, 1),
+        _words(np.array([s == "ok" for s in c.status], dtype=np.uint64), n),
+        _words(keys, n)], axis=1)  # zero padding of the keys adds nothing
+    head = (fixed * _weights(np.arange(fixed.shape[1]))).sum(axis=1, dtype=np.uint64)
+    m = len(c.numbers)
+    if m == 0:
+        return head
+    per_atom = np.concatenate([_words(c.numbers, m), _words(c.positions, m),
+                               _words(c.forces, m)], axis=1)  # (m, 7)
+    j = np.arange(m) - np.repeat(c.start[:-1], c.natoms)  # atom's place in its record
+    atoms = (per_atom * _weights(j[:, None] * 7 + np.arange(7))).sum(axis=1, dtype=np.uint64)
+    cum = np.concatenate([[np.uint64(0)], np.cumsum(atoms, dtype=np.uint64)])
+    return head + _ATOMS_MIX * (cum[c.start[1:]] - cum[c.start[:-1]])
 
 
 def _frame(c: _Columns, replace_failed: bool) -> bytes:
     """A log frame holding the records of ``c``."""
-    head = json.dumps({"keys": c.keys, "status": c.status, "meta": c.meta,
+    head = json.dumps({"keys": c.keys, "status": c.status, "meta": [len(m) for m in c.meta],
                        "natoms": c.natoms.tolist(), "has_forces": c.has_forces.tolist(),
                        "checksum": c.checksum.tolist(), "replace_failed": replace_failed})
     head = head.encode()
     head += b" " * (-(len(head) + 4) % 8)
     payload = b"".join([struct.pack("<I", len(head)), head, c.energy.tobytes(),
                         c.cell.tobytes(), c.numbers.tobytes(), c.positions.tobytes(),
-                        c.forces.tobytes(), c.pbc.tobytes()])
+                        c.forces.tobytes(), c.pbc.tobytes(), *c.meta])
     crc = zlib.crc32(payload)
     first = struct.pack("<4sII", FRAME, len(payload), crc)
     return first + struct.pack("<I", zlib.crc32(first)) + payload
@@ -327,7 +341,13 @@ def _unframe(payload: bytes) -> tuple[_Columns, bool]:
     positions = take(3 * m, np.float64, (m, 3))
     forces = take(3 * m, np.float64, (m, 3))
     pbc = take(3 * n, bool, (n, 3))
-    cols = _Columns(keys=h["keys"], status=h["status"], meta=h["meta"], energy=energy,
+    meta = []
+    for length in h["meta"]:
+        meta.append(payload[off:off + length])
+        off += length
+    if off != len(payload):
+        raise ValueError("payload of unexpected length")
+    cols = _Columns(keys=h["keys"], status=h["status"], meta=meta, energy=energy,
                     natoms=natoms, cell=cell, pbc=pbc,
                     has_forces=np.array(h["has_forces"], dtype=bool), numbers=numbers,
                     positions=positions, forces=forces,
@@ -394,8 +414,8 @@ def _write_image(path: Path, c: _Columns) -> bytes:
         keys = [k.encode() for k in c.keys]
         g["key"] = np.array(keys, dtype=f"S{max([1, *map(len, keys)])}")
         g["status"] = np.array([s.encode() for s in c.status], dtype="S6")
-        g.create_dataset("meta", data=np.array(c.meta, dtype=object),
-                         dtype=h5py.string_dtype(), shape=(len(c),))
+        g["meta"] = np.frombuffer(b"".join(c.meta), dtype=np.uint8)
+        g["meta_len"] = np.array([len(m) for m in c.meta], dtype=np.int64)
         for name in ("energy", "natoms", "cell", "pbc", "has_forces", "numbers", "positions",
                      "forces", "checksum"):
             g[name] = getattr(c, name)
@@ -430,17 +450,18 @@ def _verified(c: _Columns, image: _Image, where: str) -> _Columns:
 
 def _read_v2(f: h5py.File, image: _Image) -> _Columns:
     g = f[GROUP]
-    n = len(g["key"])
-    cols = {}
-    for name in ("key", "status", "meta", "energy", "natoms", "cell", "pbc", "has_forces",
-                 "checksum", "numbers", "positions", "forces"):
-        cols[name] = g[name][()]
-    if any(len(cols[k]) != n for k in ("status", "meta", "energy", "natoms", "checksum")):
+    cols = {name: g[name][()] for name in (
+        "key", "status", "meta", "meta_len", "energy", "natoms", "cell", "pbc", "has_forces",
+        "checksum", "numbers", "positions", "forces")}
+    n = len(cols["key"])
+    if any(len(cols[k]) != n for k in ("status", "meta_len", "energy", "natoms", "checksum")):
         raise ValueError("columns of different lengths")
+    blob, ends = cols.pop("meta").tobytes(), np.cumsum(cols.pop("meta_len")).tolist()
+    status = cols.pop("status")
     return _Columns(
         keys=[k.decode() for k in cols.pop("key")],
-        status=[s.decode() for s in cols.pop("status")],
-        meta=[m.decode() if isinstance(m, bytes) else m for m in cols.pop("meta")],
+        status=np.where(status == b"ok", "ok", "failed").tolist(),
+        meta=[blob[a:b] for a, b in zip([0, *ends][:-1], ends, strict=True)],
         **{k: v.astype(np.uint64) if k == "checksum" else v for k, v in cols.items()})
 
 
@@ -473,20 +494,24 @@ def _read_file(real: Path, tolerant: bool = False) -> tuple[_Image, _Frames]:
     """
     try:
         with open(real, "rb") as fh:
-            buf = fh.read()
+            ub = fh.read(_UB.size)
+            size = os.fstat(fh.fileno()).st_size
     except OSError as err:
         raise InputError(f"cannot open label store {real}: {err}") from None
-    ub = buf[:_UB.size]
     ours = ub[:len(MAGIC)] == MAGIC
     image = _Image(version=VERSION if ours else 1, columns=_Columns.of([]))
+    damaged_header = "the header (user block) is damaged"
     if ours:
         _, image.log_start, image.epoch, crc = _UB.unpack(ub)
-        if zlib.crc32(ub[:_UB.size - 4]) != crc or not USERBLOCK <= image.log_start <= len(buf):
-            image.problems.append("the header (user block) is damaged")
+        if zlib.crc32(ub[:_UB.size - 4]) != crc or not USERBLOCK <= image.log_start <= size:
+            image.problems.append(damaged_header)
             image.log_start = 0
     try:
         with h5py.File(real, "r") as f:
             fmt, version = f.attrs.get("format"), int(f.attrs.get("version", 0))
+            if not ours and version == VERSION:
+                ours, image.version = True, VERSION
+                image.problems.append(damaged_header)
             if not ours and (fmt != FORMAT or GROUP not in f):
                 raise InputError(f"{real} is not an alflow label store "
                                  f"(format attribute {fmt!r}, expected {FORMAT!r})")
@@ -506,14 +531,18 @@ def _read_file(real: Path, tolerant: bool = False) -> tuple[_Image, _Frames]:
         main = _Columns.of([])
     image.columns = _verified(main, image, "in the image") if ours else main
     if not ours:
-        return image, _Frames([], len(buf))
-    if image.log_start:
-        frames = _walk(buf[image.log_start:], image.log_start)
-    else:
-        frames = _Frames([], len(buf), problem="the commit log cannot be located")
-    if tolerant and frames.problem:
-        after = frames.end + 1 if image.log_start else USERBLOCK
-        frames = _Frames(frames.frames + _scan(buf, after), len(buf), problem=frames.problem)
+        return image, _Frames([], size)
+    with open(real, "rb") as fh:
+        if image.log_start:
+            fh.seek(image.log_start)
+            frames = _walk(fh.read(), image.log_start)
+        else:
+            frames = _Frames([], size, problem="the commit log cannot be located")
+        if tolerant and frames.problem:
+            after = frames.end + 1 if image.log_start else USERBLOCK
+            fh.seek(0)
+            frames = _Frames(frames.frames + _scan(fh.read(), after), size,
+                             problem=frames.problem)
     return image, frames
 
 
@@ -647,6 +676,9 @@ class LabelStore:
         self._parts.append(cols)
         self._log_rows += len(cols)
         index = self._index
+        if not index:  # the image: one record per key
+            index.update(zip(cols.keys, zip(itertools.repeat(part), range(len(cols))), strict=True))
+            return
         for i, (key, st) in enumerate(zip(cols.keys, cols.status, strict=True)):
             old = index.get(key)
             if old is None or (replace_failed and st == "ok"

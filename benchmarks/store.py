@@ -15,6 +15,7 @@ mean and max, their number, and the 1-minute load average when measured).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -86,6 +87,8 @@ def main() -> None:
         ms = np.array(times) * 1e3
         print(f"{commits} commits: median {np.median(ms):.2f} ms, p99 "
               f"{np.percentile(ms, 99):.2f} ms, max {ms.max():.1f} ms", flush=True)
+        del store  # the writer is done: nothing of it stays open
+        gc.collect()
         open_s = open_time(path, new[-1].key)
         print(f"open {open_s:.3f} s ({path.stat().st_size / 1e6:.1f} MB)", flush=True)
     print(json.dumps({
