@@ -184,6 +184,7 @@ class _Columns:
     positions: np.ndarray  # (m, 3) Å
     forces: np.ndarray  # (m, 3) eV/Å, NaN where a record has none
     checksum: np.ndarray = field(default=None)  # (n,) uint64
+    key_bytes: np.ndarray | None = None  # (n,) the keys as read from an image (bytes)
 
     def __post_init__(self) -> None:
         self.start = np.concatenate([[0], np.cumsum(self.natoms)]).astype(np.int64)
@@ -289,7 +290,7 @@ def _checksums(c: _Columns) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
     text = np.fromiter(map(zlib.crc32, c.meta), dtype=np.uint64, count=n)
-    keys = np.array([k.encode() for k in c.keys]) if isinstance(c.keys, list) else c.keys
+    keys = c.key_bytes if c.key_bytes is not None else np.array([k.encode() for k in c.keys])
     fixed = np.concatenate([
         _words(c.energy, n), _words(c.cell, n), c.pbc.astype(np.uint64),
         _words(c.natoms, n), c.has_forces.astype(np.uint64).reshape(n, 1), text.reshape(n, 1),
@@ -457,9 +458,9 @@ def _read_v2(f: h5py.File, image: _Image) -> _Columns:
     if any(len(cols[k]) != n for k in ("status", "meta_len", "energy", "natoms", "checksum")):
         raise ValueError("columns of different lengths")
     blob, ends = cols.pop("meta").tobytes(), np.cumsum(cols.pop("meta_len")).tolist()
-    status = cols.pop("status")
+    status, key_bytes = cols.pop("status"), cols.pop("key")
     return _Columns(
-        keys=[k.decode() for k in cols.pop("key")],
+        keys=[k.decode() for k in key_bytes], key_bytes=key_bytes,
         status=np.where(status == b"ok", "ok", "failed").tolist(),
         meta=[blob[a:b] for a, b in zip([0, *ends][:-1], ends, strict=True)],
         **{k: v.astype(np.uint64) if k == "checksum" else v for k, v in cols.items()})

@@ -9,7 +9,8 @@ fresh process, best of three).
     python benchmarks/store.py --quick    # 100,000 records, 300 commits (under 2 minutes)
 
 Ends with one JSON line: records, commit_ms_median, commit_ms_p99, open_s (and the commits'
-mean and max, their number, and the 1-minute load average when measured).
+mean and max, their number, the median time of a bare append + fdatasync of 700 bytes on the
+same disk, which bounds a durable commit from below, and the 1-minute load average).
 """
 
 from __future__ import annotations
@@ -60,6 +61,22 @@ def open_time(path: Path, key: str) -> float:
     return best
 
 
+def fdatasync_ms(directory: Path, n: int = 200) -> float:
+    """Median time (ms) of appending 700 bytes and ``fdatasync`` on this file system: the
+    floor of a durable commit."""
+    fd = os.open(directory / "fdatasync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    times = []
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 700)
+            t = time.perf_counter()
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+    return float(np.median(times) * 1e3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer commits (under 2 minutes)")
@@ -87,6 +104,9 @@ def main() -> None:
         ms = np.array(times) * 1e3
         print(f"{commits} commits: median {np.median(ms):.2f} ms, p99 "
               f"{np.percentile(ms, 99):.2f} ms, max {ms.max():.1f} ms", flush=True)
+        sync_ms = fdatasync_ms(Path(tmp))
+        print(f"append + fdatasync of 700 bytes on this disk: median {sync_ms:.2f} ms",
+              flush=True)
         del store  # the writer is done: nothing of it stays open
         gc.collect()
         open_s = open_time(path, new[-1].key)
@@ -95,7 +115,8 @@ def main() -> None:
         "records": a.records, "commit_ms_median": round(float(np.median(ms)), 3),
         "commit_ms_p99": round(float(np.percentile(ms, 99)), 3), "open_s": round(open_s, 3),
         "commit_ms_mean": round(float(ms.mean()), 3), "commit_ms_max": round(float(ms.max()), 1),
-        "commits": commits, "load_1min": os.getloadavg()[0]}))
+        "commits": commits, "fdatasync_ms_median": round(sync_ms, 3),
+        "load_1min": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":
