@@ -398,7 +398,8 @@ def _salvage_read(path: str | Path) -> tuple[StoreReport, Columns]:
     real = real_path(path)
     if not real.exists():
         raise InputError(f"label store not found: {path}")
-    image, frames = read_file(real, tolerant=True)
+    with locked(real, shared=True):
+        image, frames = read_file(real, tolerant=True)
     recs = RecordIndex()
     recs.add(image.columns, False)
     lost = list(image.lost)
