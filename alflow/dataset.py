@@ -1,6 +1,6 @@
 """The label store: an append-only, crash-safe, checksummed file of labelled configurations.
 
-One file per campaign (``DATA.h5``) in two parts:
+One file per campaign (``DATA.h5``) in two parts (written and read by :mod:`alflow.labelfile`):
 
 1. **an HDF5 image** (format 2) that ``h5py`` reads as it is, with one row per record::
 
@@ -33,10 +33,13 @@ and log frames are only appended. A writer killed at any moment leaves every com
 and at most one incomplete frame at the end, which readers ignore and the next writer cuts off.
 
 Checksums: every record carries a 64-bit checksum (a position-weighted sum of the 64-bit words
-of its numbers, plus the CRC-32 of its text). Opening a store and exporting it verify every
+of its numbers, its key and the CRC-32 of its JSON). Opening a store and exporting it verify every
 record; a store with a damaged record raises :class:`StoreDamaged` (reading and appending are
 refused, nothing is changed) until it is salvaged: :func:`check_store` reports the damage,
 :func:`salvage_store` copies every intact record into a new store.
+
+Memory: a :class:`LabelStore` holds a copy of every record (opening a store of 100,000
+6-atom records takes about 250 MB at its peak).
 
 Concurrency: writers take an exclusive ``flock`` on ``<real file>.lock`` (symbolic links are
 resolved: two names of one store share one lock), readers a shared one while they bring their
