@@ -5,7 +5,7 @@ Builds a store of ``--records`` labelled 6-atom configurations (one bulk append)
 after every label) and the opening of the store (``LabelStore(path)`` and one lookup, in a
 fresh process, best of three).
 
-    python benchmarks/store.py            # 100,000 records, 3,000 commits
+    python benchmarks/store.py            # 100,000 records, 7,000 commits (one fold)
     python benchmarks/store.py --quick    # 100,000 records, 300 commits (under 2 minutes)
 
 Ends with one JSON line: records, commit_ms_median, commit_ms_p99, open_s (and the CPU time
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--commits", type=int, default=None)
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a tmp dir)")
     a = ap.parse_args()
-    commits = a.commits or (300 if a.quick else 3000)
+    commits = a.commits or (300 if a.quick else 7000)
     from alflow.dataset import LabelStore
 
     rng = np.random.default_rng(0)
