@@ -1,4 +1,4 @@
-"""The label store: round trip, append-only, export, crash safety under SIGKILL, locking."""
+"""The label store: round trip, append-only, export, SIGKILL at any step, damage, links, modes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import read
+from typer.testing import CliRunner
 
+from alflow.cli import app
 from alflow.dataset import LabelRecord, LabelStore, StoreDamaged, check_store, salvage_store
 from alflow.errors import InputError
 from alflow.structures import config_key
@@ -347,6 +349,8 @@ def test_format_1_store_is_read_then_converted_on_first_append(tmp_path):
     path = tmp_path / "old.h5"
     recs = [make_record(i, state="a") for i in range(5)] + [make_record(5, status="failed")]
     _write_format_1(path, recs)
+    result = CliRunner().invoke(app, ["data", str(path), "--check"])
+    assert result.exit_code == 0 and "format 1 has no checksums" in result.output
     store = LabelStore(path, create=False)
     assert sorted(store.keys()) == sorted(r.key for r in recs)
     assert all(_same(store.get(r.key), r) for r in recs if r.status == "ok")
@@ -355,6 +359,9 @@ def test_format_1_store_is_read_then_converted_on_first_append(tmp_path):
         assert f.attrs["version"] == 2
     again = LabelStore(path)
     assert len(again) == 7 and check_store(path).healthy
+    result = CliRunner().invoke(app, ["data", str(path), "--check"])
+    assert result.exit_code == 0 and "healthy, 7 record(s), every checksum verified" in " ".join(
+        result.output.split())
     assert again.get(recs[5].key).reason == "scf: not converged"
 
 

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 def _report(console: Console, report: StoreReport, action: str) -> None:
     """Print what :func:`alflow.dataset.check_store` / ``salvage_store`` found."""
     lost = report.lost_keys
+    if report.healthy and report.version == 1:
+        console.print(f"{report.path}: {report.intact} record(s), every one readable; format 1 "
+                      f"has no checksums (the first append converts the store to format 2)")
+        return
     if report.healthy:
         console.print(f"{report.path}: healthy, {report.intact} record(s), every checksum "
                       f"verified (format {report.version})")
