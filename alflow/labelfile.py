@@ -320,6 +320,8 @@ def _read_frame(buf: bytes, pos: int, base: int = 0) -> tuple[str, Any]:
     if len(buf) - pos < _HEAD.size:
         return "torn", None
     magic, length, crc, hcrc = _HEAD.unpack_from(buf, pos)
+    if not buf[pos:].strip(b"\0"):  # zeros only: a commit cut by a power loss before its data
+        return "torn", None
     if magic != FRAME or zlib.crc32(buf[pos:pos + 12]) != hcrc:
         return "damaged", f"the header of the commit at byte {base + pos} is damaged"
     body = pos + _HEAD.size

@@ -199,6 +199,20 @@ def test_sigkill_at_each_step_of_a_commit(tmp_path, caplog, fault, at):
     assert len(LabelStore(path)) >= len(confirmed) + 1
 
 
+def test_zeros_after_the_log_are_an_unfinished_commit(tmp_path, caplog):
+    """A power loss during a commit can leave zeros where its frame was being written: the
+    store stays healthy and the next writer cuts them off."""
+    path = tmp_path / "d.h5"
+    store = LabelStore(path)
+    store.append(make_record(0))
+    with open(path, "ab") as fh:
+        fh.write(bytes(5000))
+    assert check_store(path).healthy and len(LabelStore(path)) == 1
+    assert LabelStore(path).append(make_record(1))
+    assert "removing an incomplete commit" in caplog.text
+    assert len(LabelStore(path)) == 2 and check_store(path).healthy
+
+
 def test_sigkill_anywhere_never_loses_a_reported_record(tmp_path):
     """A writer killed after it reported a given number of records (the kill lands anywhere
     in the commit that follows): every reported record is intact afterwards."""
