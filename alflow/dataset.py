@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from alflow.errors import InputError
+from alflow.errors import AlflowError, InputError
 from alflow.h5commit import locked, real_path, remove_stale_copies
 from alflow.labelfile import (
     FORMAT,
@@ -329,25 +329,34 @@ class LabelStore:
                 log.info("converting label store %s to format %d (once)", self.path, VERSION)
                 self._fold(real)
             cols = Columns.of(todo)
-            frame = encode_frame(cols, replace_failed)
+            self._write_frame(real, encode_frame(cols, replace_failed))
+            self._add(cols, replace_failed)
+            if self._log_rows >= max(CHECKPOINT_MIN, self._image_rows // CHECKPOINT_FRACTION):
+                self._fold(real)
+            return len(todo)
+
+    def _write_frame(self, real: Path, frame: bytes) -> None:
+        """Append one frame after the intact log and fdatasync (caller holds the lock). A
+        failed write (e.g. a full disk) leaves at most an incomplete frame, cut off later."""
+        try:
             fd = os.open(real, os.O_WRONLY)
             try:
                 if self._torn:
                     log.warning("%s: removing an incomplete commit left by an interrupted "
                                 "writer", self.path)
                     os.ftruncate(fd, self._end)
+                    self._torn = False
                 os.pwrite(fd, frame, self._end)
                 os.fdatasync(fd)
                 st = os.fstat(fd)
-                self._stamp = (st.st_size, st.st_mtime_ns)
             finally:
                 os.close(fd)
-            self._add(cols, replace_failed)
-            self._end += len(frame)
-            self._torn = False
-            if self._log_rows >= max(CHECKPOINT_MIN, self._image_rows // CHECKPOINT_FRACTION):
-                self._fold(real)
-            return len(todo)
+        except OSError as err:
+            self._ident = None  # read the file again before the next commit
+            raise AlflowError(f"cannot write label store {self.path}: {err.strerror}; the "
+                              f"labels of this commit were not stored") from None
+        self._stamp = (st.st_size, st.st_mtime_ns)
+        self._end += len(frame)
 
     def append(self, record: LabelRecord, replace_failed: bool = False) -> bool:
         """Add ``record`` atomically; False if its key was already stored (append-only)."""

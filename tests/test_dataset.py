@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 
 from alflow.cli import app
 from alflow.dataset import LabelRecord, LabelStore, StoreDamaged, check_store, salvage_store
-from alflow.errors import InputError
+from alflow.errors import AlflowError, InputError
 from alflow.structures import config_key
 
 
@@ -197,6 +198,25 @@ def test_sigkill_at_each_step_of_a_commit(tmp_path, caplog, fault, at):
         assert "removing an incomplete commit" in caplog.text
     _assert_intact(path, confirmed)
     assert len(LabelStore(path)) >= len(confirmed) + 1
+
+
+def test_a_failed_write_is_a_clear_error_and_stores_nothing(tmp_path, monkeypatch):
+    """A full disk in the middle of a commit: a clear error, and the store as before."""
+    path = tmp_path / "d.h5"
+    store = LabelStore(path)
+    store.append(make_record(0))
+    real_pwrite = os.pwrite
+
+    def half_then_full(fd, data, offset):
+        real_pwrite(fd, data[:len(data) // 2], offset)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", half_then_full)
+    with pytest.raises(AlflowError, match="cannot write label store .*No space left"):
+        store.append(make_record(1))
+    monkeypatch.undo()
+    assert LabelStore(path).keys() == [make_record(0).key] and check_store(path).healthy
+    assert store.append(make_record(1)) and len(LabelStore(path)) == 2
 
 
 def test_zeros_after_the_log_are_an_unfinished_commit(tmp_path, caplog):
