@@ -355,7 +355,8 @@ def walk_log(buf: bytes, base: int) -> LogFrames:
 
 def write_image(path: Path, c: Columns) -> bytes:
     """Write ``c`` as a new format-2 file at ``path`` (no log); returns its epoch."""
-    with h5py.File(path, "w", userblock_size=USERBLOCK, libver=("v110", "latest")) as f:
+    with h5py.File(path, "w", userblock_size=USERBLOCK, libver=("v110", "latest"),
+                   locking=False) as f:  # a new file of this writer
         f.attrs["format"] = FORMAT
         f.attrs["version"] = VERSION
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -457,7 +458,7 @@ def read_file(real: Path, tolerant: bool = False) -> tuple[Image, LogFrames]:
             image.problems.append(damaged_header)
             image.log_start = 0
     try:
-        with h5py.File(real, "r") as f:
+        with h5py.File(real, "r", locking=False) as f:  # the store has its own lock
             fmt, version = f.attrs.get("format"), int(f.attrs.get("version", 0))
             if not ours and version == VERSION:
                 ours, image.version = True, VERSION
