@@ -35,6 +35,7 @@ GROUP = "labels"
 
 USERBLOCK = 512
 MAGIC = b"alflow-labels\x00v2"  # 16 bytes at the start of a format-2 file
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # where HDF5 finds its superblock: after the user block
 USER_BLOCK_HEAD = struct.Struct("<16sQ16sI")  # magic, log start, epoch, CRC-32 of the rest
 FRAME = b"ALF2"
 _HEAD = struct.Struct("<4sIII")  # magic, payload length, payload CRC-32, CRC-32 of the first 12
@@ -446,12 +447,19 @@ def read_file(real: Path, tolerant: bool = False) -> tuple[Image, LogFrames]:
         with open(real, "rb") as fh:
             ub = fh.read(USER_BLOCK_HEAD.size)
             size = os.fstat(fh.fileno()).st_size
+            fh.seek(USERBLOCK)
+            hdf5_after_block = fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
     except OSError as err:
         raise InputError(f"cannot open label store {real}: {err}") from None
     ours = ub[:len(MAGIC)] == MAGIC
-    image = Image(version=VERSION if ours else 1, columns=Columns.of([]))
+    image = Image(version=VERSION, columns=Columns.of([]))
     damaged_header = "the header (user block) is damaged"
-    if ours:
+    if not ours and hdf5_after_block:  # a format-2 file whose first bytes are damaged
+        ours = True
+        image.problems.append(damaged_header)
+    elif not ours:
+        image.version = 1
+    if ours and not image.problems:
         _, image.log_start, image.epoch, crc = USER_BLOCK_HEAD.unpack(ub)
         if (zlib.crc32(ub[:USER_BLOCK_HEAD.size - 4]) != crc
                 or not USERBLOCK <= image.log_start <= size):
@@ -460,9 +468,6 @@ def read_file(real: Path, tolerant: bool = False) -> tuple[Image, LogFrames]:
     try:
         with h5py.File(real, "r", locking=False) as f:  # the store has its own lock
             fmt, version = f.attrs.get("format"), int(f.attrs.get("version", 0))
-            if not ours and version == VERSION:
-                ours, image.version = True, VERSION
-                image.problems.append(damaged_header)
             if not ours and (fmt != FORMAT or GROUP not in f):
                 raise InputError(f"{real} is not an alflow label store "
                                  f"(format attribute {fmt!r}, expected {FORMAT!r})")

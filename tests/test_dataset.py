@@ -359,6 +359,22 @@ def test_flipped_bytes_in_records_are_found_named_and_refused(tmp_path):
         assert _same(rec, originals[rec.key])
 
 
+def test_a_damaged_header_is_damage_and_everything_is_salvaged(tmp_path):
+    """The first bytes of the file (where the log starts) damaged: the store is reported
+    damaged, not foreign, and the salvage finds the image and every commit of the log."""
+    path = tmp_path / "d.h5"
+    originals = _store_with_image_and_log(path)
+    data = bytearray(path.read_bytes())
+    data[0:8] = b"garbage!"
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreDamaged, match="header"):
+        LabelStore(path)
+    report = salvage_store(path, tmp_path / "new.h5")
+    assert report.intact == 18 and not report.lost_keys
+    new = LabelStore(tmp_path / "new.h5", create=False)
+    assert all(_same(r, originals[r.key]) for r in new.records(status=None)) and len(new) == 18
+
+
 def _write_format_1(path, recs: list[LabelRecord]) -> None:
     """A store as alflow wrote it before format 2: one HDF5 group per record."""
     with h5py.File(path, "w") as f:
