@@ -354,8 +354,9 @@ def walk_log(buf: bytes, base: int) -> LogFrames:
     return out
 
 
-def write_image(path: Path, c: Columns) -> bytes:
-    """Write ``c`` as a new format-2 file at ``path`` (no log); returns its epoch."""
+def write_image(path: Path, c: Columns) -> None:
+    """Write ``c`` as a new format-2 file at ``path`` (no log). Its user block holds a random
+    epoch, so that readers tell every image from the one before."""
     with h5py.File(path, "w", userblock_size=USERBLOCK, libver=("v110", "latest"),
                    locking=False) as f:  # a new file of this writer
         f.attrs["format"] = FORMAT
@@ -374,7 +375,6 @@ def write_image(path: Path, c: Columns) -> bytes:
     head = struct.pack("<16sQ16s", MAGIC, os.path.getsize(path), epoch)
     with open(path, "r+b") as fh:
         fh.write(head + struct.pack("<I", zlib.crc32(head)))
-    return epoch
 
 
 @dataclass
@@ -383,7 +383,6 @@ class Image:
 
     version: int
     columns: Columns
-    epoch: bytes = b""
     log_start: int = 0
     lost: list[str] = field(default_factory=list)  # keys of records failing their checksum
     problems: list[str] = field(default_factory=list)
@@ -460,7 +459,7 @@ def read_file(real: Path, tolerant: bool = False) -> tuple[Image, LogFrames]:
     elif not ours:
         image.version = 1
     if ours and not image.problems:
-        _, image.log_start, image.epoch, crc = USER_BLOCK_HEAD.unpack(ub)
+        _, image.log_start, _, crc = USER_BLOCK_HEAD.unpack(ub)
         if (zlib.crc32(ub[:USER_BLOCK_HEAD.size - 4]) != crc
                 or not USERBLOCK <= image.log_start <= size):
             image.problems.append(damaged_header)
