@@ -3,6 +3,22 @@
 :class:`LabelRecord` is one labelled configuration. The rest of this module reads and writes
 a store file: records as columns (:class:`Columns`), their checksums, the HDF5 image, the
 frames of the commit log and the 512-byte user block that says where the log starts.
+
+Byte layout (little-endian)::
+
+    user block (bytes 0-511, ignored by HDF5)
+        16 s   b"alflow-labels\0v2"
+        u64    where the log starts (= the size of the HDF5 image, user block included)
+        16 s   epoch (random, new with every image)
+        u32    CRC-32 of the 40 bytes before
+    HDF5 image (superblock at byte 512)
+    log: frames, one per commit
+        4 s    b"ALF2";  u32 payload length;  u32 CRC-32 of the payload;
+        u32    CRC-32 of the 12 bytes before
+        payload: u32 JSON length; JSON (keys, status, natoms, has_forces, checksum, the length
+                 of each record's JSON, replace_failed), padded with spaces to 8 bytes;
+                 energy f8 (n); cell f8 (n, 3, 3); numbers i8 (m); positions f8 (m, 3);
+                 forces f8 (m, 3); pbc u1 (n, 3); each record's JSON, one after the other
 """
 
 from __future__ import annotations
