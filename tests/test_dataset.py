@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from alflow.cli import app
 from alflow.dataset import LabelRecord, LabelStore, StoreDamaged, check_store, salvage_store
 from alflow.errors import AlflowError, InputError
+from alflow.h5commit import commit_copy, locked
 from alflow.structures import config_key
 
 
@@ -449,3 +450,23 @@ def test_symlinked_store_keeps_its_link_and_lock(tmp_path):
     LabelStore(tmp_path / "other" / "new.h5").append(make_record(1))
     assert (tmp_path / "other" / "new.h5").is_symlink()
     assert len(LabelStore(tmp_path / "real" / "new.h5")) == 1
+
+
+def test_copy_on_write_commits_keep_mode_and_link(tmp_path):
+    """alflow.h5commit (the spectrum store's commits, the label store's new images): the real
+    file is replaced, with its mode; the link stays a link."""
+    real, link = tmp_path / "s.h5", tmp_path / "link.h5"
+    with locked(real):
+        commit_copy(real, lambda f: 0, init=lambda f: f.create_group("g"))
+    os.chmod(real, 0o600)
+    link.symlink_to(real)
+
+    def add(f: h5py.File) -> int:
+        f["g"][f"x{len(f['g'])}"] = 1
+        return 1
+
+    with locked(link):
+        assert commit_copy(link, add) == 1
+    assert link.is_symlink() and stat.S_IMODE(os.stat(real).st_mode) == 0o600
+    with h5py.File(real, "r") as f:
+        assert list(f["g"]) == ["x0"]
