@@ -413,6 +413,9 @@ def test_format_1_store_is_read_then_converted_on_first_append(tmp_path):
     result = CliRunner().invoke(app, ["data", str(path), "--check"])
     assert result.exit_code == 0 and "healthy, 7 record(s), every checksum verified" in " ".join(
         result.output.split())
+    assert CliRunner().invoke(app, ["data", str(path), "--compact"]).exit_code == 0
+    with h5py.File(path, "r") as f:  # plain h5py sees every record
+        assert len(f["labels/key"]) == 7
     assert again.get(recs[5].key).reason == "scf: not converged"
 
 

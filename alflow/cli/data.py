@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
         salvage: Annotated[Path | None, typer.Option(
             "--salvage", help="copy every intact record into this new store and report what "
                               "was lost")] = None,
+        compact: Annotated[bool, typer.Option(
+            "--compact", help="fold the commit log into the HDF5 image (plain h5py then sees "
+                              "every record)")] = False,
     ) -> None:
         """Counts by status and method, energy range; optionally export to extxyz; check a
         store's checksums or salvage a damaged one."""
@@ -76,6 +79,8 @@ def register(app: typer.Typer) -> None:
         if status not in ("ok", "failed", "all"):
             raise InputError(f"--status must be ok, failed or all, got {status!r}")
         st = LabelStore(store, create=False)
+        if compact:
+            st.compact()
         s = st.summary()
         table = Table(title=f"{store}: {s['records']} record(s)")
         for col in ("method", "ok", "failed", "atoms", "E min (eV)", "E max (eV)"):
