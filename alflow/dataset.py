@@ -187,7 +187,12 @@ class LabelStore:
             self._stamp = stamp
             return
         self._ident = None
-        image, frames = read_file(real)
+        for _ in range(3):  # a new image put in place meanwhile (no working lock): read again
+            image, frames = read_file(real)
+            again, stamp_again = self._identity(real)
+            if again == ident:
+                break
+            ident, stamp = again, stamp_again
         problems = image.problems + ([frames.problem] if frames.problem else [])
         if problems:
             raise self._damaged(real, problems, image.lost)
