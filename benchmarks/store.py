@@ -97,6 +97,7 @@ def main() -> None:
         store.append_many(records(0, a.records, rng))
         print(f"built {a.records} records in {time.perf_counter() - t:.1f} s "
               f"({path.stat().st_size / 1e6:.1f} MB)", flush=True)
+        os.sync()  # the build's writeback is not the commits' to wait for
         new = records(a.records, commits, rng)
         times = []
         for rec in new:
