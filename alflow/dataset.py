@@ -89,8 +89,8 @@ __all__ = ["FORMAT", "VERSION", "LabelRecord", "LabelStore", "Status", "StoreDam
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_MIN = 1000  # fold the log into a new image at >= max(this, records / 16) records
-CHECKPOINT_FRACTION = 16
+FOLD_MIN = 1000  # fold the log into a new image at >= max(this, records / 16) records
+FOLD_FRACTION = 16
 
 
 class StoreDamaged(InputError):
@@ -336,7 +336,7 @@ class LabelStore:
             cols = Columns.of(todo)
             self._write_frame(real, encode_frame(cols, replace_failed))
             self._add(cols, replace_failed)
-            if self._log_rows >= max(CHECKPOINT_MIN, self._image_rows // CHECKPOINT_FRACTION):
+            if self._log_rows >= max(FOLD_MIN, self._image_rows // FOLD_FRACTION):
                 self._fold(real)
             return len(todo)
 

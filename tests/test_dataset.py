@@ -123,7 +123,7 @@ WRITER = textwrap.dedent("""
     from alflow.dataset import LabelRecord, LabelStore, StoreDamaged, check_store, salvage_store
 
     path, seed, fault, at = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-    ds.CHECKPOINT_MIN = 8  # fold the log into a new image every few commits
+    ds.FOLD_MIN = 8  # fold the log into a new image every few commits
 
     def die(*args):
         os.kill(os.getpid(), signal.SIGKILL)
