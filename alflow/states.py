@@ -4,7 +4,7 @@
 - :class:`BasinStates`: a configuration belongs to the state whose reference minimum its
   quench reaches (RMS difference of sorted pair distances below ``tolerance`` Å, and the
   minimum's energy within ``energy_tolerance`` eV); other minima belong to none (-1).
-  A quench stops as soon as a cheap certificate says where it goes (:class:`HarmonicBasin`).
+  A quench stops as soon as a cheap certificate says where it goes (:class:`HarmonicBasins`).
 - :class:`CVStates`: a state is a region low <= cv(x) < high of a collective variable.
 - :func:`wall`: the hard-wall restriction (no atom farther than ``radius`` Å from the centre
   of mass), as a predicate on positions.
@@ -113,46 +113,49 @@ def sorted_distances(x: np.ndarray) -> np.ndarray:
 
 
 def kabsch_rotations(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Proper rotations R (B, 3, 3) minimising |x_b @ R_b − reference| for centred x (B, N, 3)
-    and reference (N, 3) (same labelling)."""
+    """Proper rotations R (..., 3, 3) minimising |x @ R − reference| for centred x (..., N, 3)
+    and reference (..., N, 3) (same labelling; batch dimensions broadcast)."""
     u, _, vt = torch.linalg.svd(x.transpose(-1, -2) @ reference)
     d = torch.sign(torch.linalg.det(u @ vt))
     flip = torch.stack([torch.ones_like(d), torch.ones_like(d), torch.where(d == 0, 1.0, d)], -1)
     return u @ torch.diag_embed(flip) @ vt
 
 
-class HarmonicBasin:
-    """The quadratic model of the potential about a minimum m (N, 3) Å: Hessian H (3N, 3N)
-    eV/Å² by central differences of the forces (one batched call), inverted on its 3N − 6
-    internal modes (rigid-body modes, eigenvalues below 1e-3 of the largest, are left out)."""
+class HarmonicBasins:
+    """Quadratic models of the potential about minima m (S, N, 3) Å: each Hessian H (3N, 3N)
+    eV/Å² by central differences of the forces (one batched call for all), inverted on its
+    3N − 6 internal modes (rigid-body modes, eigenvalues below 1e-3 of the largest, left out)."""
 
-    def __init__(self, potential: Potential, minimum: np.ndarray, step: float = 1e-4):
-        m = np.asarray(minimum, dtype=float)
-        m = m - m.mean(0)
-        n = m.size
-        disp = (np.eye(n) * step).reshape(n, *m.shape)
-        f = evaluate(potential, torch.as_tensor(np.concatenate([m + disp, m - disp]))).forces
-        f = f.double().reshape(2, n, n)
-        h = -(f[0] - f[1]) / (2 * step)
-        w, v = torch.linalg.eigh(0.5 * (h + h.T))
-        keep = w > 1e-3 * w.max()
-        self.minimum = torch.as_tensor(m)
-        self.modes = v[:, keep]  # (3N, K)
-        self.inverse = (self.modes / w[keep]) @ self.modes.T  # H⁺ (3N, 3N), Å²/eV
+    def __init__(self, potential: Potential, minima: np.ndarray, step: float = 1e-4):
+        m = np.asarray(minima, dtype=float)
+        m = m - m.mean(-2, keepdims=True)
+        s, n = m.shape[0], m[0].size
+        disp = (np.eye(n) * step).reshape(n, *m.shape[1:])
+        x = np.concatenate([m[:, None] + disp, m[:, None] - disp], 1).reshape(-1, *m.shape[1:])
+        f = evaluate(potential, torch.as_tensor(x)).forces.double().reshape(s, 2, n, n)
+        h = -(f[:, 0] - f[:, 1]) / (2 * step)
+        w, v = torch.linalg.eigh(0.5 * (h + h.transpose(-1, -2)))
+        keep = (w > 1e-3 * w.amax(-1, keepdim=True)).double()
+        inv_w = torch.where(keep > 0, 1.0 / w, torch.zeros_like(w))
+        self.minima = torch.as_tensor(m)
+        # P(x − m) + H⁺F = [δ, F] @ [[P], [H⁺]]: projector on internal modes, pseudo-inverse
+        projector = (v * keep[:, None]) @ v.transpose(-1, -2)
+        inverse = (v * inv_w[:, None]) @ v.transpose(-1, -2)  # Å²/eV
+        self._newton = torch.cat([projector, inverse], -2)  # (S, 6N, 3N)
 
     def newton_miss(self, x: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
-        """(B,) RMS distance per atom, Å, between the minimum and the Newton step of the
+        """(B, S) RMS distance per atom, Å, between each minimum and the Newton step of its
         harmonic model from x (B, N, 3) Å with forces (B, N, 3) eV/Å, after a Kabsch alignment
         in x's own labelling: P(x − m) + H⁺F, P the projector on internal modes. Zero where
         the forces are exactly the harmonic ones; near a saddle or in another basin the forces
         do not point at m and the miss is about the distance to m itself."""
         y = x.detach().double()
-        y = y - y.mean(-2, keepdim=True)
-        r = kabsch_rotations(y, self.minimum)
-        delta = (y @ r - self.minimum).flatten(1)
-        f = (forces.detach().double() @ r).flatten(1)
-        miss = (delta @ self.modes) @ self.modes.T + f @ self.inverse
-        return miss.reshape(x.shape).pow(2).sum(-1).mean(-1).sqrt()
+        y = (y - y.mean(-2, keepdim=True))[:, None]  # (B, 1, N, 3)
+        r = kabsch_rotations(y, self.minima)  # (B, S, 3, 3)
+        delta = (y @ r - self.minima).flatten(2)
+        f = (forces.detach().double()[:, None] @ r).flatten(2)
+        miss = (torch.cat([delta, f], -1)[..., None, :] @ self._newton).squeeze(-2)
+        return miss.reshape(*miss.shape[:2], -1, 3).pow(2).sum(-1).mean(-1).sqrt()
 
 
 class BasinStates:
@@ -180,7 +183,7 @@ class BasinStates:
         np.fill_diagonal(d, np.inf)
         if (d < tolerance).any():
             raise InputError("BasinStates: two reference structures quench to the same minimum")
-        self.harmonic = [HarmonicBasin(potential, m) for m in self.minima]
+        self.harmonic = HarmonicBasins(potential, self.minima)
 
     def match(self, minima: np.ndarray, energies: np.ndarray) -> np.ndarray:
         """State index (B,) of quenched structures (B, N, 3), -1 for none."""
@@ -208,14 +211,12 @@ class BasinStates:
         """(B,) state whose minimum the quench of x (B, N, 3) Å, forces eV/Å, certainly
         reaches, -1 where not certain. Two certificates, both free at a FIRE step (no force
         call): (1) the Newton step of the state's harmonic model lands within a quarter of
-        the tolerance of its minimum (:meth:`HarmonicBasin.newton_miss`: the forces are the
+        the tolerance of its minimum (:meth:`HarmonicBasins.newton_miss`: the forces are the
         harmonic ones pointing at that minimum); (2) forces below 20 fmax and pair distances
         within half the tolerance of the minimum's. Checked against the full quench in
         tests/test_states.py (thermal, hot and displaced lj7 and Ag6 frames)."""
-        out = torch.full((x.shape[0],), -1, dtype=torch.int64)
-        for k, basin in enumerate(self.harmonic):
-            out = torch.where((out < 0) & (basin.newton_miss(x, forces) < self.tolerance / 4),
-                              k, out)
+        miss, nearest = self.harmonic.newton_miss(x, forces).min(-1)
+        out = torch.where(miss < self.tolerance / 4, nearest, -1)
         near = (out < 0) & (forces.norm(dim=-1).amax(-1) < 20 * self.fmax)
         if near.any():
             fp = sorted_distances(x[near].detach().cpu().numpy())
@@ -268,5 +269,5 @@ def wall(radius: float, masses: np.ndarray | None = None
     return inside
 
 
-__all__ = ["BasinStates", "CVStates", "HarmonicBasin", "kabsch_rotations", "quench",
+__all__ = ["BasinStates", "CVStates", "HarmonicBasins", "kabsch_rotations", "quench",
            "sorted_distances", "wall"]

@@ -25,6 +25,7 @@ iterations (same figures). The code under test is whatever ``alflow`` imports: r
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -158,8 +159,12 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
 
         counted.configs = counted.check_configs = 0
         t0 = time.perf_counter()
+        # the flow is retrained during adaptation, as in the pipeline (older code retrains
+        # inside adaptive_mcmc and has no ``retrain`` argument)
+        retrain = ({"retrain": lambda d, c, bg=bg: train_flow(bg, d, config=c)}
+                   if "retrain" in inspect.signature(adaptive_mcmc).parameters else {})
         res = adaptive_mcmc(counted, bg, x0, t_k, {**mc, "seed": k}, restrict=restrict,
-                            member=member, train_samples=seeds)
+                            member=member, train_samples=seeds, **retrain)
         wall_s = time.perf_counter() - t0
         n = walkers * mc["iterations"] * (mc["local_steps"] + mc["global_steps"])
         sec = wall_s - res.train_seconds
