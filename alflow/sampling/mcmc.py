@@ -13,15 +13,18 @@ as a whole. That is exact: MALA is reversible with respect to the unrestricted t
 its k-step block, and rejecting the block's endpoints outside the state leaves the restricted
 target invariant. Without it, walkers that step over a shallow barrier sample the neighbouring
 state. The flow's proposals do not depend on the walkers, so all ``global_steps`` × W of an
-iteration are drawn and evaluated in one batch; the chain of flow moves is run once assuming
+iteration are drawn and their energies evaluated in one batch (no forces: only the walkers
+that end on a proposal need them, one more call); the chain of flow moves is run once assuming
 unchecked points lie in the state, the MALA block ends and the proposals it accepted are
 checked in one batched call, and the chain is rerun only if one of them lies outside (the
 result is the chain that checks every accepted proposal: exact).
 
 Two phases, as in flowMC: during the first ``adapt_iterations`` the step size adapts and the
-flow is retrained (forward KL) on the walkers seen so far (and on ``train_samples``, e.g. the
-seeds); afterwards both are frozen, so the
-production chains are a time-homogeneous Markov chain that leaves the target invariant.
+flow is retrained (``retrain``, forward KL) on the walkers seen so far (and on
+``train_samples``, e.g. the seeds); afterwards both are frozen, so the production chains are a
+time-homogeneous Markov chain that leaves the target invariant. Every step is a tensor
+operation on all W walkers at once: one potential call per MALA step, one per batch of flow
+proposals, one state check per iteration.
 """
 
 from __future__ import annotations
