@@ -3,8 +3,9 @@
 The campaign's configuration of :func:`alflow.sampling.mcmc.adaptive_mcmc`, as
 ``alflow.flows.pipeline.state_free_energy`` calls it in the ``flows`` step:
 
-- lj7 (18 K): a committee MLIP trained with the lj7 example's ``mlip`` section on plain-LJ
-  labels of Langevin frames of both isomers (cached in ``--work``), the example's flow
+- lj7 (18 K): a committee MLIP trained with the lj7 example's ``mlip`` section (``--quick``:
+  200 instead of 1000 L-BFGS polish steps) on plain-LJ labels of Langevin frames of both
+  isomers (cached in ``--work``: the first run trains it, 3 min), the example's flow
   (4 coupling layers × 32, 300 training steps on MD seeds of the committee) and its
   ``sampler.mcmc`` settings (16 walkers; 60 MALA steps of h = 0.1 Å and 16 flow moves per
   iteration; 3 adaptation iterations retraining the flow), hard wall 8.5125 Å, states by
@@ -15,9 +16,10 @@ The campaign's configuration of :func:`alflow.sampling.mcmc.adaptive_mcmc`, as
 A walker-step is one MALA step or one flow move of one walker; the rate excludes the flow's
 retraining (``MCMCResult.train_seconds``) and counts every state check. Also printed: the
 configurations handed to the state check (``membership_calls``) and the force evaluations
-spent on quenching them (``quench_force_evals``). ``--quick`` runs fewer production
-iterations (same figures). The code under test is whatever ``alflow`` imports: run with
-``PYTHONPATH`` at another checkout to measure it. The last line is one JSON object.
+spent on quenching them (``quench_force_evals``). ``--quick`` trains the flows 100 steps
+instead of 300 and runs 6 production iterations instead of 30 (same figures). The code under
+test is whatever ``alflow`` imports: run with ``PYTHONPATH`` at another checkout to measure
+it. The last line is one JSON object.
 
     python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt] [--work DIR]
 """
@@ -88,7 +90,7 @@ def lj7_committee(work: Path, quick: bool) -> Path:
     """The lj7 example's committee on LJ labels of 18-40 K Langevin frames (cached)."""
     from alflow.mlip import MLIPConfig, train_committee
 
-    out = work / "lj7-committee"
+    out = work / ("lj7-committee-quick" if quick else "lj7-committee")
     if (out / "done").exists():
         return out
     lj = LennardJones(np.full(7, 18))
@@ -144,7 +146,8 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
         torch.manual_seed(k)
         bg = BoltzmannGenerator.build(x_min, pot.numbers, FlowConfig(**sampler["flow"]),
                                       samples=seeds)
-        train_flow(bg, seeds, config={**sampler["train"], "seed": k})
+        train = {**sampler["train"], "seed": k, **({"steps": 100} if quick else {})}
+        train_flow(bg, seeds, config=train)
         x0 = seeds[np.random.default_rng(k).choice(len(seeds), walkers)]
         calls = [0, 0]
 
