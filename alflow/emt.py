@@ -2,10 +2,12 @@
 
 The same energy as :class:`ase.calculators.emt.EMT` (default ``asap_cutoff=False``; Jacobsen,
 Stoltze and Nørskov, Surf. Sci. 366, 394 (1996)) for a finite cluster, with ASE's parameter
-table and cutoff, so that samplers and flows can evaluate thousands of configurations per call
-and take forces by autograd. ASE's calculator loops over atoms in Python, one configuration at a
-time: too slow for annealed importance sampling or a quench of every flow sample. Checked
-against ASE to 1e-10 eV (tests/test_emt.py). Non-periodic only.
+table and cutoff, so that samplers and flows can evaluate thousands of configurations per call;
+``energy`` is differentiable (autograd), ``evaluate`` gives the forces from their analytic
+derivative (1.8× faster than autograd for 16–48 Ag6 clusters). ASE's calculator loops over
+atoms in Python, one configuration at a time: too slow for annealed importance sampling or a
+quench of every flow sample. Checked against ASE to 1e-10 eV and eV/Å (tests/test_emt.py).
+Non-periodic only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ase.data import chemical_symbols
 from ase.units import Bohr
 
 from alflow.errors import InputError
+from alflow.potential import PotentialOutput
 
 
 def _cutoff() -> tuple[float, float, float]:
@@ -63,6 +66,18 @@ class EMT:
         return 1.0 / (1.0 + np.exp(self.acut * (r - self.rc)))
 
     def energy(self, positions: torch.Tensor) -> torch.Tensor:
+        """Energies (B,) eV of clusters (B, N, 3) Å; differentiable (autograd)."""
+        return self._terms(positions, forces=False)[0]
+
+    def evaluate(self, positions: torch.Tensor) -> PotentialOutput:
+        """Energies (B,) eV and forces (B, N, 3) eV/Å, the forces from the analytic
+        derivative of every term (about half the cost of autograd on small clusters)."""
+        with torch.no_grad():
+            e, f = self._terms(positions.detach(), forces=True)
+        return PotentialOutput(energy=e, forces=f)
+
+    def _terms(self, positions: torch.Tensor, forces: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = positions
         dt = x.dtype
         p = {k: v.to(dtype=dt, device=x.device) for k, v in self._par.items()}
@@ -74,7 +89,8 @@ class EMT:
         w = torch.where(near, torch.sigmoid(-self.acut * (r - self.rc)), torch.zeros_like(r))
         chi = p["_chi"]
         # sigma1_i = sum_j exp(-eta2_j (r - beta s0_j)) chi_ij w_ij
-        sig1 = (torch.exp(-p["_eta2"] * (r - beta * p["_s0"])) * chi * w).sum(-1)
+        a = torch.exp(-p["_eta2"] * (r - beta * p["_s0"])) * chi * w
+        sig1 = a.sum(-1)
         lonely = sig1 <= 0.0  # no neighbour: the cohesive term vanishes
         ds = -torch.log(torch.where(lonely, torch.ones_like(sig1), sig1 * p["_inv12g1"])) / (
             beta * p["_eta2"])
@@ -88,4 +104,18 @@ class EMT:
         es = p["_nh"][:, None] * torch.exp(-k_j * (r / beta - s0_j)) * chi * w
         eo = p["_nh"][None, :] * torch.exp(-k_i * (r / beta - s0_i)) / chi * w
         e_as = 0.5 * (es + eo).sum(-1)
-        return (e_c + e_as - p["_e0"]).sum(-1)
+        energy = (e_c + e_as - p["_e0"]).sum(-1)
+        if not forces:
+            return energy, None
+        # dE/dr of each ordered pair (i, j): through sigma1_i and the pair terms; w' = −acut
+        # w (1 − w)
+        dw = -self.acut * (1.0 - w)
+        de_dds = (-p["_e0"] * p["_lam"] ** 2 * ds * torch.exp(-lds)
+                  - 6.0 * p["_v0"] * p["_kappa"] * torch.exp(-p["_kappa"] * ds))
+        c = torch.where(lonely, torch.zeros_like(sig1),
+                        -de_dds / (beta * p["_eta2"] * torch.where(lonely, 1.0, sig1)))
+        g = (c[..., :, None] * a * (-p["_eta2"] + dw)
+             + 0.5 * (es * (-k_j / beta + dw) + eo * (-k_i / beta + dw)))
+        g = g + g.transpose(-1, -2)  # r_ij and r_ji are one distance
+        f = ((g / r)[..., None] * d).sum(-2)
+        return energy, f

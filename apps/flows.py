@@ -66,7 +66,7 @@ def mcmc_app(potential: Any, numbers: Any, flow_dir: str | None, x0: Any, temper
     for atoms ``numbers``); returns the summary and the production positions/energies."""
     import numpy as np
 
-    from alflow.flows import BoltzmannGenerator
+    from alflow.flows import BoltzmannGenerator, train_flow
     from alflow.sampling.mcmc import adaptive_mcmc
     from alflow.states import wall
 
@@ -76,7 +76,8 @@ def mcmc_app(potential: Any, numbers: Any, flow_dir: str | None, x0: Any, temper
         potential = load_potential(potential, np.asarray(numbers))
     bg = BoltzmannGenerator.load(flow_dir) if flow_dir else None
     res = adaptive_mcmc(potential, bg, np.asarray(x0), temperature_k, config,
-                        restrict=wall(wall_radius, masses) if wall_radius else None)
+                        restrict=wall(wall_radius, masses) if wall_radius else None,
+                        retrain=lambda d, c: train_flow(bg, d, config=c))
     if bg is not None and flow_dir:
         bg.save(flow_dir)
     return {**res.summary(), "positions": res.positions, "energy": res.energy}

@@ -1,6 +1,6 @@
 """Parsl apps: exploration MD (Langevin, optionally well-tempered metadynamics).
 
-Thin wrappers over :func:`alflow.sampling.explore.run_exploration`; they need a loaded Parsl
+Thin wrappers over :func:`alflow.exploration.run_exploration`; they need a loaded Parsl
 config whose executors include the label ``cpu`` (``md_app``) or ``gpu`` (``md_app_gpu``, set
 ``config.device="cuda"``), see :mod:`alflow.campaign.sites`. The potential travels as a spec
 (model directory, ``ase:emt``, ``torch:lj``) and is loaded inside the task. The task returns
@@ -15,7 +15,7 @@ from parsl import python_app
 
 
 def _run(potential, structures, config, out=None, bias_in=None, bias_out=None):
-    from alflow.sampling.explore import run_exploration
+    from alflow.exploration import run_exploration
 
     return run_exploration(potential, structures, config, out, bias_in, bias_out)
 

@@ -12,8 +12,8 @@ from ase.io import read
 
 from alflow.emt import EMT
 from alflow.errors import InputError
+from alflow.exploration import load_potential_spec
 from alflow.potential import evaluate
-from alflow.sampling.explore import load_potential_spec
 
 DATA = Path(__file__).resolve().parents[1] / "alflow" / "examples" / "data"
 

@@ -22,7 +22,8 @@ def test_mala_and_flow_imh_leave_the_target_invariant():
     cfg = {"iterations": 14, "adapt_iterations": 4, "local_steps": 4, "global_steps": 2,
            "step_size": 0.03, "train_every": 2, "train": {"steps": 10}}
     res = adaptive_mcmc(target, bg, x0, target.temperature_k, cfg, restrict=wall(30.0),
-                        cvs={"z_b": lambda x: target.coords.forward(x)[0][:, 0]})
+                        cvs={"z_b": lambda x: target.coords.forward(x)[0][:, 0]},
+                        retrain=lambda d, c: train_flow(bg, d, config=c))
     assert 0.2 < res.local_acceptance < 0.95
     assert res.global_acceptance > 0.05
     z, _ = target.coords.forward(torch.as_tensor(res.positions.reshape(-1, 4, 3)))
@@ -81,7 +82,7 @@ def test_retraining_on_walkers_keeps_the_seed_samples():
         with torch.no_grad():
             before = -float(bg.flow.log_prob(bg.prepare(held_out)).mean())
         adaptive_mcmc(target, bg, seeds[:8], target.temperature_k, cfg, restrict=wall(30.0),
-                      train_samples=extra)
+                      train_samples=extra, retrain=lambda d, c, bg=bg: train_flow(bg, d, config=c))
         with torch.no_grad():
             nll[name] = -float(bg.flow.log_prob(bg.prepare(held_out)).mean()) - before
     assert nll["seeds"] < 0.2, nll  # measured 0.10

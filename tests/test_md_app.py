@@ -12,7 +12,8 @@ from alflow.campaign.sites import local_threads
 from alflow.cli import app
 from alflow.config import validate_model
 from alflow.errors import InputError
-from alflow.sampling.explore import ExploreConfig, run_exploration
+from alflow.exploration import run_exploration
+from alflow.sampling.explore import ExploreConfig
 from alflow.sampling.langevin import Trajectory
 from alflow.sampling.metad import WellTemperedMetad
 

@@ -48,10 +48,10 @@ def register(app: typer.Typer) -> None:
         from ase.io import read
 
         from alflow.config import load_yaml_model, validate_model
+        from alflow.exploration import load_potential_spec
         from alflow.sampling.explore import (
             ExploreConfig,
             explore,
-            load_potential_spec,
             write_fes,
             write_trajectory,
         )

@@ -133,7 +133,8 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
         mc = cfg.mcmc_config.model_copy(update={"seed": seed})
         result_mcmc = adaptive_mcmc(potential, bg, x0, temperature_k, mc, restrict=restrict,
                                     member=lambda y: torch.as_tensor(member(y)),
-                                    train_samples=seeds)
+                                    train_samples=seeds,
+                                    retrain=lambda d, c: train_flow(bg, d, config=c))
         train_s += result_mcmc.train_seconds
         target = result_mcmc.positions  # (T, W, N, 3)
         if cfg.retrain_steps and target.size:

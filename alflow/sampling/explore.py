@@ -1,11 +1,9 @@
-"""One exploration MD run from validated configs: potential spec + start structures -> frames.
+"""One exploration MD run from a validated config: potential + start structures -> frames.
 
-This is what ``alflow md`` and the Parsl app :mod:`apps.sampling` call. The potential is named
-by a spec: a model directory (``alflow.mlip.load_potential``, the committee, with
-``force_dev``), ``ase:<calculator>`` (e.g. ``ase:emt``, ``ase:lj(sigma=3.405,
-epsilon=0.0103, rc=34.05)``: any ASE calculator through the labelling shorthands, one call per
-replica), ``torch:lj`` (the batched argon Lennard-Jones of :mod:`alflow.potential`) or
-``torch:emt`` (ASE's EMT, batched and differentiable: :mod:`alflow.emt`).
+:func:`explore` runs Langevin MD (optionally well-tempered metadynamics) of a
+:class:`~alflow.potential.Potential`; :mod:`alflow.exploration` resolves a potential named by a
+spec (model directory, ``ase:<calculator>``, ``torch:lj``, ``torch:emt``) and writes the
+frames, for ``alflow md`` and the Parsl app :mod:`apps.sampling`.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from ase import Atoms
 from pydantic import Field
 
 from alflow.errors import InputError
-from alflow.potential import AseCalculatorPotential, LennardJones, Potential
+from alflow.potential import Potential
 from alflow.sampling.cvs import CVConfig, make_cv
 from alflow.sampling.langevin import MDConfig, Trajectory, run_langevin
 from alflow.sampling.metad import FES, MetadConfig, WellTemperedMetad
@@ -34,35 +32,6 @@ class ExploreConfig(MDConfig):
 
     cvs: list[CVConfig] = Field([], description="extra CVs recorded per frame")
     metad: MetadConfig | None = None
-
-
-def load_potential_spec(spec: str | Path, numbers, device: str = "cpu") -> Potential:
-    """The Potential named by ``spec`` (see the module docstring) for atomic ``numbers``."""
-    text = str(spec)
-    numbers = np.asarray(numbers)
-    if text.startswith("ase:"):
-        from alflow.labelling import make_labeller
-        from alflow.labelling.ase_calc import calculator_class
-
-        labeller = make_labeller(text)  # validates the calculator and its arguments
-        template = Atoms(numbers=numbers, positions=np.zeros((len(numbers), 3)))
-        labeller.check(template)
-        cfg = labeller.config
-        cls = calculator_class(cfg.calculator)
-        return AseCalculatorPotential(lambda: cls(**cfg.ase_kwargs), template)
-    if text == "torch:lj":
-        return LennardJones(numbers)
-    if text == "torch:emt":
-        from alflow.emt import EMT
-
-        return EMT(numbers)
-    path = Path(text)
-    if not path.is_dir():
-        raise InputError(f"potential {text!r}: not a model directory, 'ase:<calculator>', "
-                         "'torch:lj' or 'torch:emt'")
-    from alflow.mlip import load_potential
-
-    return load_potential(path, numbers, device=device)
 
 
 def start_positions(structures: Sequence[Atoms], replicas: int) -> np.ndarray:
@@ -122,19 +91,3 @@ def write_trajectory(traj: Trajectory, path: str | Path) -> Path:
 
 def write_fes(fes: FES, path: str | Path) -> None:
     Path(path).write_text(json.dumps(fes.to_dict(), indent=1))
-
-
-def run_exploration(potential: str | Path | Potential, structures: Sequence[Atoms],
-                    config: ExploreConfig, out: str | Path | None = None,
-                    bias_in: str | Path | None = None,
-                    bias_out: str | Path | None = None) -> Trajectory:
-    """Load the potential (spec or object), run :func:`explore`, write the trajectory to
-    ``out`` and the bias to ``bias_out`` (if given); returns the trajectory."""
-    pot = (potential if hasattr(potential, "energy")
-           else load_potential_spec(potential, structures[0].numbers, config.device))
-    traj, metad = explore(pot, structures, config, bias_in)
-    if out is not None:
-        write_trajectory(traj, out)
-    if metad is not None and bias_out is not None:
-        metad.save(bias_out)
-    return traj

@@ -241,6 +241,124 @@ def _as_biases(bias) -> list:
     return [bias]
 
 
+def _initial_state(potential: Potential, positions, masses, velocities, temperature_k: float,
+                   seed: int, dev: torch.device, dtype: torch.dtype
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]:
+    """Validated positions x (R, N, 3) Å, masses (N,) amu, velocities (R, N, 3) (given, or
+    Maxwell–Boltzmann at T from ``seed``) and the noise generator."""
+    x = torch.as_tensor(np.asarray(positions), dtype=dtype, device=dev).clone()
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise InputError(f"positions: expected shape (R, N, 3), got {tuple(x.shape)}")
+    n_atoms = x.shape[1]
+    if len(np.asarray(potential.numbers)) != n_atoms:
+        raise InputError(f"positions have {n_atoms} atoms but the potential has "
+                         f"{len(np.asarray(potential.numbers))}")
+    m = torch.as_tensor(np.asarray(masses, dtype=float), dtype=dtype, device=dev)
+    if m.shape != (n_atoms,) or bool((m <= 0).any()):
+        raise InputError(f"masses: expected {n_atoms} positive values (amu)")
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(int(seed))
+    if velocities is None:
+        v = maxwell_boltzmann(m, tuple(x.shape), temperature_k, gen)
+    else:
+        v = torch.as_tensor(np.asarray(velocities), dtype=dtype, device=dev).clone()
+        if v.shape != x.shape:
+            raise InputError(f"velocities: expected shape {tuple(x.shape)}")
+    return x, m, v, gen
+
+
+def _recorded_cvs(cvs: Sequence[CV], biases: list) -> list[CV]:
+    """The CVs asked for, then the biases' own (each once); names must be unique."""
+    out: list[CV] = list(cvs)
+    for b in biases:
+        for cv in getattr(b, "cvs", ()):
+            if all(cv is not c for c in out):
+                out.append(cv)
+    names = [cv.name for cv in out]
+    if len(set(names)) != len(names):
+        raise InputError(f"CV names must be unique, got {names}")
+    return out
+
+
+class _Forces:
+    """Forces, energies and committee deviation of the active replicas; stops a replica once
+    its force deviation exceeds ``trust_upper`` eV/Å (it is then no longer evaluated)."""
+
+    def __init__(self, potential: Potential, biases: list, n_rep: int,
+                 trust_upper: float | None, like: torch.Tensor):
+        self.potential, self.biases, self.trust_upper = potential, biases, trust_upper
+        dtype, dev = like.dtype, like.device
+        self.active = torch.ones(n_rep, dtype=torch.bool, device=dev)
+        self.stopped_at = np.full(n_rep, -1, dtype=np.int64)
+        self.stop_force_dev = np.full(n_rep, np.nan)
+        self.e_pot = torch.zeros(n_rep, dtype=dtype, device=dev)
+        self.e_bias = torch.zeros(n_rep, dtype=dtype, device=dev)
+        self.force_dev = torch.full((n_rep,), float("nan"), dtype=dtype, device=dev)
+        self.forces = torch.zeros_like(like)
+        self.has_dev = False
+
+    def compute(self, x: torch.Tensor, step: int) -> None:
+        """Evaluate the active replicas of x (R, N, 3) Å at ``step`` (biases update after 0)."""
+        dtype, dev = x.dtype, x.device
+        idx = None if bool(self.active.all()) else self.active.nonzero().squeeze(-1)
+        xa = x if idx is None else x[idx]
+        out = evaluate(self.potential, xa)
+        f = out.forces.to(dtype)
+        eb = torch.zeros(xa.shape[0], dtype=dtype, device=dev)
+        for b in self.biases:
+            bo = b.evaluate(xa)
+            f = f + bo.forces.to(dtype)
+            eb = eb + bo.energy.to(dtype)
+            if step > 0 and hasattr(b, "update"):
+                b.update()
+        sel = slice(None) if idx is None else idx
+        self.forces[sel] = f
+        self.e_pot[sel] = out.energy.to(dtype)
+        self.e_bias[sel] = eb
+        if out.force_dev is None:
+            return
+        self.has_dev = True
+        self.force_dev[sel] = out.force_dev.to(dtype)
+        if self.trust_upper is None:
+            return
+        over = out.force_dev.to(dtype) > self.trust_upper
+        if bool(over.any()):
+            ids = torch.arange(x.shape[0], device=dev) if idx is None else idx
+            for r in ids[over].tolist():
+                self.stopped_at[r] = step
+                self.stop_force_dev[r] = float(self.force_dev[r])
+                self.active[r] = False
+            log.info("step %d: replicas %s left the trust region (force_dev > %g eV/Å)",
+                     step, ids[over].tolist(), self.trust_upper)
+
+
+class _Recorder:
+    """Frames every ``record_every`` steps: positions, energies, kinetic energies, force
+    deviation, CVs, bias energy and offset."""
+
+    def __init__(self, masses: torch.Tensor, cvs: list[CV], biases: list,
+                 callback: Callable[[int, int], None] | None):
+        self.masses, self.cvs, self.biases, self.callback = masses, cvs, biases, callback
+        self.rec: dict[str, list] = {k: [] for k in ("steps", "pos", "e", "ke", "fd", "cv",
+                                                       "b", "off")}
+
+    def __call__(self, step: int, x: torch.Tensor, v: torch.Tensor, fs: _Forces) -> None:
+        ke = 0.5 * (self.masses[:, None] * v * v).sum((-1, -2))
+        rec = self.rec
+        rec["steps"].append(step)
+        rec["pos"].append(x.cpu().numpy().copy())
+        rec["e"].append(fs.e_pot.cpu().numpy().copy())
+        rec["ke"].append(ke.cpu().numpy())
+        rec["fd"].append(fs.force_dev.cpu().numpy().copy())
+        rec["cv"].append(evaluate_cvs(self.cvs, x).cpu().numpy())
+        rec["b"].append(fs.e_bias.cpu().numpy().copy())
+        rec["off"].append(sum(float(b.offset()) for b in self.biases if hasattr(b, "offset")))
+        if self.callback is not None:
+            self.callback(step, int(fs.active.sum()))
+
+
 def run_langevin(potential: Potential, positions, masses, temperature_k: float, dt_fs: float,
                  steps: int, friction_per_fs: float = 0.01, bias=None, record_every: int = 10,
                  trust_upper: float | None = None, seed: int = 0, *,
@@ -258,128 +376,48 @@ def run_langevin(potential: Potential, positions, masses, temperature_k: float, 
         raise InputError("run_langevin: need temperature_k >= 0, dt_fs > 0, steps >= 0, "
                          "record_every >= 1, friction_per_fs >= 0")
     dev = torch.device(device)
-    x = torch.as_tensor(np.asarray(positions), dtype=dtype, device=dev).clone()
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3 or x.shape[-1] != 3:
-        raise InputError(f"positions: expected shape (R, N, 3), got {tuple(x.shape)}")
-    n_rep, n_atoms = x.shape[0], x.shape[1]
-    numbers = np.asarray(potential.numbers)
-    if len(numbers) != n_atoms:
-        raise InputError(f"positions have {n_atoms} atoms but the potential has {len(numbers)}")
-    m = torch.as_tensor(np.asarray(masses, dtype=float), dtype=dtype, device=dev)
-    if m.shape != (n_atoms,) or bool((m <= 0).any()):
-        raise InputError(f"masses: expected {n_atoms} positive values (amu)")
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(int(seed))
-    if velocities is None:
-        v = maxwell_boltzmann(m, tuple(x.shape), temperature_k, gen)
-    else:
-        v = torch.as_tensor(np.asarray(velocities), dtype=dtype, device=dev).clone()
-        if v.shape != x.shape:
-            raise InputError(f"velocities: expected shape {tuple(x.shape)}")
-
+    x, m, v, gen = _initial_state(potential, positions, masses, velocities, temperature_k,
+                                  seed, dev, dtype)
     biases = _as_biases(bias)
-    rec_cvs: list[CV] = list(cvs)
-    for b in biases:
-        for cv in getattr(b, "cvs", ()):
-            if all(cv is not c for c in rec_cvs):
-                rec_cvs.append(cv)
-    names = [cv.name for cv in rec_cvs]
-    if len(set(names)) != len(names):
-        raise InputError(f"CV names must be unique, got {names}")
-
+    rec_cvs = _recorded_cvs(cvs, biases)
     dt = dt_fs * units.fs
-    gamma = friction_per_fs / units.fs
-    c1 = math.exp(-gamma * dt)
+    c1 = math.exp(-friction_per_fs / units.fs * dt)  # exact Ornstein–Uhlenbeck step
     c2 = math.sqrt(max(0.0, 1.0 - c1 * c1))
     sig = torch.sqrt(units.kB * temperature_k / m)[:, None]
     inv_m = (1.0 / m)[:, None]
-
-    active = torch.ones(n_rep, dtype=torch.bool, device=dev)
-    stopped_at = np.full(n_rep, -1, dtype=np.int64)
-    stop_fd = np.full(n_rep, np.nan)
-    e_pot = torch.zeros(n_rep, dtype=dtype, device=dev)
-    e_bias = torch.zeros(n_rep, dtype=dtype, device=dev)
-    fdev = torch.full((n_rep,), float("nan"), dtype=dtype, device=dev)
-    forces = torch.zeros_like(x)
-    has_dev = False
-
-    def compute(step: int) -> None:
-        nonlocal has_dev
-        idx = None if bool(active.all()) else active.nonzero().squeeze(-1)
-        xa = x if idx is None else x[idx]
-        out = evaluate(potential, xa)
-        f = out.forces.to(dtype)
-        eb = torch.zeros(xa.shape[0], dtype=dtype, device=dev)
-        for b in biases:
-            bo = b.evaluate(xa)
-            f = f + bo.forces.to(dtype)
-            eb = eb + bo.energy.to(dtype)
-            if step > 0 and hasattr(b, "update"):
-                b.update()
-        sel = slice(None) if idx is None else idx
-        forces[sel] = f
-        e_pot[sel] = out.energy.to(dtype)
-        e_bias[sel] = eb
-        if out.force_dev is not None:
-            has_dev = True
-            fdev[sel] = out.force_dev.to(dtype)
-            if trust_upper is not None:
-                over = out.force_dev.to(dtype) > trust_upper
-                if bool(over.any()):
-                    ids = torch.arange(n_rep, device=dev) if idx is None else idx
-                    for r in ids[over].tolist():
-                        stopped_at[r] = step
-                        stop_fd[r] = float(fdev[r])
-                        active[r] = False
-                    log.info("step %d: replicas %s left the trust region (force_dev > %g eV/Å)",
-                             step, ids[over].tolist(), trust_upper)
-
-    rec: dict[str, list] = {k: [] for k in ("steps", "pos", "e", "ke", "fd", "cv", "b", "off")}
-
-    def record(step: int) -> None:
-        ke = 0.5 * (m[:, None] * v * v).sum((-1, -2))
-        rec["steps"].append(step)
-        rec["pos"].append(x.cpu().numpy().copy())
-        rec["e"].append(e_pot.cpu().numpy().copy())
-        rec["ke"].append(ke.cpu().numpy())
-        rec["fd"].append(fdev.cpu().numpy().copy())
-        rec["cv"].append(evaluate_cvs(rec_cvs, x).cpu().numpy())
-        rec["b"].append(e_bias.cpu().numpy().copy())
-        rec["off"].append(sum(float(b.offset()) for b in biases if hasattr(b, "offset")))
-        if callback is not None:
-            callback(step, int(active.sum()))
-
-    compute(0)
-    v = v * active[:, None, None]
-    record(0)
+    fs = _Forces(potential, biases, x.shape[0], trust_upper, x)
+    record = _Recorder(m, rec_cvs, biases, callback)
+    fs.compute(x, 0)
+    v = v * fs.active[:, None, None]
+    record(0, x, v, fs)
     for step in range(1, steps + 1):
-        if not bool(active.any()):
+        if not bool(fs.active.any()):
             log.info("all replicas stopped at step %d", step - 1)
             break
-        am = active[:, None, None].to(dtype)
-        v = v + am * (0.5 * dt) * forces * inv_m
-        x = x + am * (0.5 * dt) * v
-        if c1 != 1.0:
+        am = fs.active[:, None, None].to(dtype)
+        v = v + am * (0.5 * dt) * fs.forces * inv_m  # B
+        x = x + am * (0.5 * dt) * v  # A
+        if c1 != 1.0:  # O
             noise = torch.randn(x.shape, generator=gen, dtype=dtype, device=dev)
             v = torch.where(am.bool(), c1 * v + c2 * sig * noise, v)
-        x = x + am * (0.5 * dt) * v
-        compute(step)
-        v = v + am * (0.5 * dt) * forces * inv_m
+        x = x + am * (0.5 * dt) * v  # A
+        fs.compute(x, step)
+        v = v + am * (0.5 * dt) * fs.forces * inv_m  # B
         # a replica stopped at this step keeps its (out-of-trust) configuration, velocity zeroed
-        v = v * active[:, None, None]
+        v = v * fs.active[:, None, None]
         if step % record_every == 0:
-            record(step)
-
+            record(step, x, v, fs)
+    rec = record.rec
     return Trajectory(
-        numbers=numbers, masses=m.cpu().numpy(), temperature_k=float(temperature_k),
-        dt_fs=float(dt_fs), steps=np.asarray(rec["steps"], dtype=np.int64),
-        positions=np.stack(rec["pos"]), energy=np.stack(rec["e"]), kinetic=np.stack(rec["ke"]),
-        force_dev=np.stack(rec["fd"]) if has_dev else None, cvs=np.stack(rec["cv"]),
-        cv_names=names, bias=np.stack(rec["b"]), offset=np.asarray(rec["off"], dtype=float),
-        stopped_at=stopped_at, final_positions=x.cpu().numpy(),
-        final_velocities=v.cpu().numpy(), stop_force_dev=stop_fd)
+        numbers=np.asarray(potential.numbers), masses=m.cpu().numpy(),
+        temperature_k=float(temperature_k), dt_fs=float(dt_fs),
+        steps=np.asarray(rec["steps"], dtype=np.int64), positions=np.stack(rec["pos"]),
+        energy=np.stack(rec["e"]), kinetic=np.stack(rec["ke"]),
+        force_dev=np.stack(rec["fd"]) if fs.has_dev else None, cvs=np.stack(rec["cv"]),
+        cv_names=[cv.name for cv in rec_cvs], bias=np.stack(rec["b"]),
+        offset=np.asarray(rec["off"], dtype=float), stopped_at=fs.stopped_at,
+        final_positions=x.cpu().numpy(), final_velocities=v.cpu().numpy(),
+        stop_force_dev=fs.stop_force_dev)
 
 
 # ---------------------------------------------------------------- config

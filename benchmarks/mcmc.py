@@ -1,0 +1,238 @@
+"""Benchmark: adaptive MCMC (MALA + flow moves, exact quench-basin restriction) walker-steps/s.
+
+The campaign's configuration of :func:`alflow.sampling.mcmc.adaptive_mcmc`, as
+``alflow.flows.pipeline.state_free_energy`` calls it in the ``flows`` step:
+
+- lj7 (18 K): a committee MLIP trained with the lj7 example's ``mlip`` section (``--quick``:
+  200 instead of 1000 L-BFGS polish steps) on plain-LJ labels of Langevin frames of both
+  isomers (cached in ``--work``: the first run trains it, 3 min), the example's flow
+  (4 coupling layers × 32, 300 training steps on MD seeds of the committee) and its
+  ``sampler.mcmc`` settings (16 walkers; 60 MALA steps of h = 0.1 Å and 16 flow moves per
+  iteration; 3 adaptation iterations retraining the flow), hard wall 8.5125 Å, states by
+  quench basin of the committee (``BasinStates``, tolerance 0.05 Å);
+- ag6_emt (300 K): ASE's EMT in torch (``alflow.emt``), EMT's two lowest minima
+  (octahedron, bicapped tetrahedron) by quench basin, the same flow and MCMC settings.
+
+A walker-step is one MALA step or one flow move of one walker; the rate excludes the flow's
+retraining (``MCMCResult.train_seconds``) and counts every state check. Also printed: the
+configurations handed to the state check (``membership_calls``) and the force evaluations
+spent on quenching them (``quench_force_evals``). ``--quick`` trains the flows 100 steps
+instead of 300 and runs 6 production iterations instead of 30 (same figures). The code under
+test is whatever ``alflow`` imports: run with ``PYTHONPATH`` at another checkout to measure
+it. The last line is one JSON object.
+
+    python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import ase.io  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from ase import Atoms  # noqa: E402
+from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
+
+import alflow  # noqa: E402
+from alflow.emt import EMT  # noqa: E402
+from alflow.flows import BoltzmannGenerator, FlowConfig, train_flow  # noqa: E402
+from alflow.potential import LennardJones, evaluate  # noqa: E402
+from alflow.sampling.langevin import run_langevin  # noqa: E402
+from alflow.sampling.mcmc import adaptive_mcmc  # noqa: E402
+from alflow.states import BasinStates, wall  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "alflow" / "examples" / "data"
+LJ7_WALL = 8.5125  # Å
+
+
+class Counted:
+    """A potential that counts the configurations it evaluates (all, and inside state checks)."""
+
+    def __init__(self, potential):
+        self.potential = potential
+        self.numbers = potential.numbers
+        self.configs = 0
+        self.in_check = False
+        self.check_configs = 0
+
+    def _count(self, n: int) -> None:
+        self.configs += n
+        if self.in_check:
+            self.check_configs += n
+
+    def energy(self, positions: torch.Tensor) -> torch.Tensor:
+        self._count(len(positions))
+        return self.potential.energy(positions)
+
+    def evaluate(self, positions: torch.Tensor):
+        self._count(len(positions))
+        return evaluate(self.potential, positions)
+
+
+def _example() -> dict:
+    return yaml.safe_load((ROOT / "alflow" / "examples" / "lj7.yaml").read_text())
+
+
+def lj7_committee(work: Path, quick: bool) -> Path:
+    """The lj7 example's committee on LJ labels of 18-40 K Langevin frames (cached)."""
+    from alflow.mlip import MLIPConfig, train_committee
+
+    out = work / ("lj7-committee-quick" if quick else "lj7-committee")
+    if (out / "done").exists():
+        return out
+    lj = LennardJones(np.full(7, 18))
+    frames = {a.info["state"]: a for a in ase.io.read(DATA / "lj7.extxyz", ":")}
+    xs = []
+    for k, a in enumerate(frames.values()):
+        for t_k in (18.0, 30.0, 40.0):
+            tr = run_langevin(lj, np.repeat(a.positions[None], 4, 0), a.get_masses(), t_k,
+                              10.0, 400, 0.01, record_every=20, seed=k)
+            xs.append(np.asarray(tr.positions[2:]).reshape(-1, 7, 3))
+    x = np.concatenate(xs)
+    ev = evaluate(lj, torch.as_tensor(x))
+    data = []
+    for p, e, f in zip(x, ev.energy.numpy(), ev.forces.numpy(), strict=True):
+        atoms = Atoms("Ar7", positions=p)
+        atoms.calc = SinglePointCalculator(atoms, energy=float(e), forces=f)
+        data.append(atoms)
+    cfg = MLIPConfig(**{**_example()["mlip"], **({"polish_steps": 200} if quick else {})})
+    t0 = time.perf_counter()
+    train_committee(data, out, cfg)
+    (out / "done").write_text("ok")
+    print(f"# lj7 committee trained on {len(data)} LJ frames in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def _mcmc_config(quick: bool) -> tuple[dict, int]:
+    mc = dict(_example()["exploration"]["sampler"]["mcmc"])
+    walkers = mc.pop("walkers")
+    for k in ("retrain_steps", "estimator"):
+        mc.pop(k)
+    mc["iterations"] = mc["adapt_iterations"] + (6 if quick else 30)
+    return mc, walkers
+
+
+def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
+               t_k: float, wall_radius: float | None, quick: bool, step_size: float) -> dict:
+    """Seeds by Langevin MD, the example's flow, then adaptive MCMC in each state."""
+    counted = Counted(pot)
+    states = BasinStates(counted, refs, tolerance=0.05)
+    mc, walkers = _mcmc_config(quick)
+    mc["step_size"] = step_size
+    sampler = _example()["exploration"]["sampler"]
+    restrict = wall(wall_radius, masses) if wall_radius else None
+    per_state, steps, seconds = {}, 0, 0.0
+    for k, s in enumerate(states.names):
+        x_min = states.minima[k]
+        tr = run_langevin(pot, np.repeat(x_min[None], 16, 0), masses, t_k, 5.0, 300, 0.01,
+                          record_every=10, seed=k)
+        seeds = np.asarray(tr.positions[6:]).reshape(-1, *x_min.shape)
+        member_of = states.member(s)
+        seeds = seeds[np.asarray(member_of(torch.as_tensor(seeds)), dtype=bool)]
+        torch.manual_seed(k)
+        bg = BoltzmannGenerator.build(x_min, pot.numbers, FlowConfig(**sampler["flow"]),
+                                      samples=seeds)
+        train = {**sampler["train"], "seed": k, **({"steps": 100} if quick else {})}
+        train_flow(bg, seeds, config=train)
+        x0 = seeds[np.random.default_rng(k).choice(len(seeds), walkers)]
+        calls = [0, 0]
+
+        def member(y, member_of=member_of, calls=calls):
+            calls[0] += 1
+            calls[1] += len(y)
+            counted.in_check = True
+            try:
+                return torch.as_tensor(member_of(y))
+            finally:
+                counted.in_check = False
+
+        counted.configs = counted.check_configs = 0
+        t0 = time.perf_counter()
+        # the flow is retrained during adaptation, as in the pipeline (older code retrains
+        # inside adaptive_mcmc and has no ``retrain`` argument)
+        retrain = ({"retrain": lambda d, c, bg=bg: train_flow(bg, d, config=c)}
+                   if "retrain" in inspect.signature(adaptive_mcmc).parameters else {})
+        res = adaptive_mcmc(counted, bg, x0, t_k, {**mc, "seed": k}, restrict=restrict,
+                            member=member, train_samples=seeds, **retrain)
+        wall_s = time.perf_counter() - t0
+        n = walkers * mc["iterations"] * (mc["local_steps"] + mc["global_steps"])
+        sec = wall_s - res.train_seconds
+        per_state[s] = {"walker_steps_per_s": round(n / sec, 1), "seconds": round(sec, 2),
+                        "membership_calls": calls[0], "membership_configs": calls[1],
+                        "quench_force_evals": counted.check_configs,
+                        "force_evals": counted.configs,
+                        "local_acceptance": round(res.local_acceptance, 3),
+                        "global_acceptance": round(res.global_acceptance, 3),
+                        "left_state": round(res.left_state, 4)}
+        steps += n
+        seconds += sec
+        print(f"{name}/{s}: {n / sec:8.1f} walker-steps/s ({n} in {sec:.1f} s); state checks: "
+              f"{calls[0]} calls, {calls[1]} configurations, {counted.check_configs} quench "
+              f"force evaluations; acceptance MALA {res.local_acceptance:.2f}, flow "
+              f"{res.global_acceptance:.2f}; blocks left the state {res.left_state:.3f}",
+              flush=True)
+    return {"walker_steps_per_s": round(steps / seconds, 1),
+            "membership_calls": sum(v["membership_calls"] for v in per_state.values()),
+            "membership_configs": sum(v["membership_configs"] for v in per_state.values()),
+            "quench_force_evals": sum(v["quench_force_evals"] for v in per_state.values()),
+            "seconds": round(seconds, 1), "states": per_state}
+
+
+def bench_lj7(work: Path, quick: bool) -> dict:
+    from alflow.mlip import load_potential
+
+    pot = load_potential(lj7_committee(work, quick), np.full(7, 18))
+    frames = {a.info["state"]: a for a in ase.io.read(DATA / "lj7.extxyz", ":")}
+    refs = {"pbp": frames["bipyramid"].positions, "coh": frames["capped_octahedron"].positions}
+    refs = {s: x - x.mean(0) for s, x in refs.items()}
+    return run_system("lj7", pot, refs, np.full(7, 39.948), 18.0, LJ7_WALL, quick, 0.1)
+
+
+def bench_ag6_emt(work: Path, quick: bool) -> dict:
+    frames = {a.info["state"]: a for a in ase.io.read(DATA / "ag6_emt.extxyz", ":")}
+    order = ["octahedron", "bicapped_tetrahedron"]
+    refs = {s: frames[s].positions - frames[s].positions.mean(0) for s in order}
+    a = frames[order[0]]
+    return run_system("ag6_emt", EMT(a.numbers), refs, a.get_masses(), 300.0, None, quick,
+                      0.05)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer production iterations")
+    ap.add_argument("--systems", default="lj7,ag6_emt")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-mcmc"),
+                    help="cache of the trained lj7 committee")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    warnings.simplefilter("ignore", UserWarning)
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(f"# alflow from {Path(alflow.__file__).parent}; load {os.getloadavg()[0]:.2f}",
+          flush=True)
+    t0 = time.perf_counter()
+    benches = {"lj7": bench_lj7, "ag6_emt": bench_ag6_emt}
+    out: dict = {n: benches[n](args.work, args.quick) for n in args.systems.split(",")}
+    out["quick"] = args.quick
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["load_average"] = round(os.getloadavg()[0], 2)
+    sys.stdout.flush()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Quench-basin membership: the certificates that stop a quench early never change its answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from alflow.emt import EMT
+from alflow.potential import LennardJones, evaluate
+from alflow.sampling.langevin import run_langevin
+from alflow.states import BasinStates, HarmonicBasins, _quench, kabsch_rotations, quench
+
+DATA = Path(__file__).resolve().parents[1] / "alflow" / "examples" / "data"
+
+
+def _system(name: str):
+    frames = {a.info["state"]: a for a in ase.io.read(DATA / f"{name}.extxyz", ":")}
+    if name == "lj7":
+        refs = {"pbp": frames["bipyramid"], "coh": frames["capped_octahedron"]}
+        return LennardJones(np.full(7, 18)), refs, (18.0, 100.0), 10.0
+    refs = {s: frames[s] for s in ("octahedron", "bicapped_tetrahedron")}
+    return EMT(refs["octahedron"].numbers), refs, (300.0, 1000.0), 5.0
+
+
+@pytest.mark.parametrize("name", ["lj7", "ag6_emt"])
+def test_early_stopped_quench_assigns_as_the_full_quench(name):
+    """Thermal, hot and displaced frames of both states, including frames that
+    left their basin: the assignment with certificates equals the full quench's (FIRE to
+    fmax 5e-4 eV/Å, then the pair-distance match), and the certificates stop most quenches
+    early (the full quench takes several times more force evaluations)."""
+    pot, refs, temps, dt = _system(name)
+    states = BasinStates(pot, {s: a.positions - a.positions.mean(0) for s, a in refs.items()})
+    masses = next(iter(refs.values())).get_masses()
+    rng = np.random.default_rng(0)
+    xs = []
+    for k, m in enumerate(states.minima):
+        for t in temps:
+            tr = run_langevin(pot, np.repeat(m[None], 8, 0), masses, t, dt, 150, 0.01,
+                              record_every=10, seed=k)
+            xs.append(np.asarray(tr.positions[3:]).reshape(-1, *m.shape))
+        xs.append(m + 0.4 * rng.standard_normal((60, *m.shape)))
+    x = np.concatenate(xs)
+    minima, energies, ok = quench(pot, x, fmax=states.fmax, max_steps=states.max_steps)
+    full = np.where(ok, states.match(minima, energies), -1)
+    origin = np.repeat(np.arange(2), len(x) // 2)
+    assert 0 < (full != origin).sum() < len(x) / 2  # some frames left their basin
+    got = states.assign(x)
+    np.testing.assert_array_equal(got, full)
+    _, _, _, captured = _quench(pot, x, states.fmax, states.max_steps,
+                                capture=states.certain_state)
+    assert (captured >= 0).mean() > 0.9
+
+
+def test_newton_miss_is_zero_for_harmonic_forces_and_rotation_invariant():
+    pot = LennardJones(np.full(7, 18))
+    frames = {a.info["state"]: a for a in ase.io.read(DATA / "lj7.extxyz", ":")}
+    states = BasinStates(pot, {"pbp": frames["bipyramid"].positions})
+    m = states.minima[0] - states.minima[0].mean(0)
+    basins = HarmonicBasins(pot, m[None])
+    # a small displacement along internal modes: the forces are the harmonic ones
+    d = 1e-3 * np.random.default_rng(1).standard_normal((4, 7, 3))
+    x = torch.as_tensor(m + d)
+    f = evaluate(pot, x).forces
+    assert float(basins.newton_miss(x, f).max()) < 1e-4
+    # a proper rotation of the configuration and its forces changes nothing
+    q, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    xr, fr = x @ torch.as_tensor(q), f @ torch.as_tensor(q)
+    torch.testing.assert_close(basins.newton_miss(xr, fr), basins.newton_miss(x, f))
+    # far from the minimum (a displaced atom) the miss is large
+    far = torch.as_tensor(m.copy())[None]
+    far[0, 0] += 1.0
+    assert float(basins.newton_miss(far, evaluate(pot, far).forces)) > 0.05
+    r = kabsch_rotations(xr - xr.mean(-2, keepdim=True), torch.as_tensor(m))
+    assert torch.allclose(torch.linalg.det(r), torch.ones(4, dtype=r.dtype))
