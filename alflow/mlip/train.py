@@ -163,7 +163,10 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
     if info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # buffers (basis frequencies, e0, scale) are constants: no broadcast before each
+        # forward, so the gradient all-reduce is the only collective of a step
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                  broadcast_buffers=False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                            amsgrad=True)
     sched = _scheduler(opt, cfg)
@@ -184,6 +187,8 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
         else:
             log.warning("%s: ignoring last.pt of other data/config", member_dir.name)
     good = _snapshot(model, opt, sched, st)
+    if info.world_size > 1:  # ranks start together: no rank's set-up counts as step time
+        torch.distributed.barrier()
     t_start = time.perf_counter()
     samples, step_s = 0, 0.0
     while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
@@ -199,14 +204,17 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
             loss, _ = batch_loss(net, batch, tgt, cfg, n_cfg, n_at)
             if factor is not None:
                 loss = loss * factor
-            glob = all_reduce_sum(loss.detach().double().reshape(1).clone()).item()
-            if not math.isfinite(glob):
-                diverged, reason = True, "NaN/inf loss"
-                break
             opt.zero_grad(set_to_none=True)
-            (loss * info.world_size).backward()
-            if cfg.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            (loss * info.world_size).backward()  # the step's only collective (DDP)
+            # the all-reduced gradient is the same on every rank: a non-finite loss on any
+            # rank makes it non-finite, so every rank takes the same decision without
+            # another collective
+            norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.clip_grad if cfg.clip_grad is not None else math.inf)
+            if not (bool(torch.isfinite(norm)) and (info.world_size > 1
+                                                     or bool(torch.isfinite(loss)))):
+                diverged, reason = True, "NaN/inf loss or gradient"
+                break
             opt.step()
             st["step"] += 1
             samples += n_cfg
@@ -245,6 +253,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
             atomic_save({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict() if sched is not None else None,
                          "state": st}, last)
+    t_loop = time.perf_counter() - t_start
     if info.world_size > 1:
         torch.distributed.barrier()
     if not best.exists():
@@ -264,7 +273,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
            "steps": st["step"], "best_val_loss": st["best_val"], "val": final,
            "rollbacks": st["rollbacks"], "events": st["events"], "n_train": int(len(train_idx)),
            "n_val": int(len(val_idx)), "seconds": time.perf_counter() - t_start,
-           "samples_per_s": samples / max(step_s, 1e-9),
+           "samples_per_s": samples / max(step_s, 1e-9), "train_loop_s": t_loop,
            "history": st["history"], "done": True}
     if info.is_main:
         write_json(out, member_dir / "member.json")
