@@ -101,10 +101,16 @@ def init_process_group(rank: int, world_size: int, device: str | torch.device = 
 
 
 def init_from_env(device: str | torch.device = "cpu") -> DistInfo:
-    """Process group from torchrun's environment; single process if ``WORLD_SIZE`` is unset."""
+    """Process group from torchrun's environment; single process if ``WORLD_SIZE`` is unset.
+
+    With several ranks, each uses its share of this node's cores as torch threads (torchrun
+    itself sets one thread per rank)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if world > 1:
+        torch.set_num_threads(threads_per_process(int(os.environ.get("LOCAL_WORLD_SIZE",
+                                                                     world))))
     return init_process_group(rank, world, device, local_rank=local)
 
 

@@ -7,10 +7,15 @@ Figures (the last line of output is one JSON object):
   training sets, same test set; one model each, no committee);
 * throughput: energy+forces of a batch of 1024 Ag6 configurations, configurations per
   second, built-in vs MACE (single model, and the built-in committee of 4 through
-  ``load_potential``), on ``--device``;
-* DDP scaling: training samples per second (time inside training steps, including the
-  gradient all-reduce) with 1 and 2 processes of one thread each (gloo on CPU, NCCL on
-  CUDA), same global batch of 64; efficiency = rate(2) / (2 rate(1)).
+  ``load_potential``), on ``--device``: the batch in one call, and each model's best over
+  calls of 128, 256 and 1024 configurations (MACE is faster in smaller calls);
+* DDP scaling: training samples per second of one member on 2000 labelled configurations
+  (random displacements of the two isomers), global batch 64: time inside training steps
+  (including the gradient all-reduce) and the wall time of the epochs (with validation and
+  checkpoints), for 1 process with 1 thread, 1 process with all cores' threads, and 2
+  processes (gloo on CPU, NCCL on CUDA) with cores/2 threads each; efficiency =
+  rate(2 processes) / (2 rate(1 process, 1 thread)), and the speed-up over 1 process using
+  all cores.
 
 ``--quick`` runs the same figures at 50 training configurations and fewer epochs (< 2 min).
 Data: MD frames (ASE Langevin on EMT, 300 K and 700 K) and random displacements (0.1 and
@@ -157,45 +162,80 @@ def train_sgdml(train_data: LabelledData, test: LabelledData,
             "train_s": round(time.perf_counter() - t0, 1)}
 
 
-def throughput(model_dir: Path, numbers, x: torch.Tensor, device: str, repeat: int = 3
-               ) -> float:
-    """Energy+forces configurations/s of the committee in ``model_dir`` on batch ``x``."""
+def throughput(model_dir: Path, numbers, x: torch.Tensor, device: str, repeat: int = 3,
+               chunks: tuple[int, ...] = (1024,)) -> dict[int, float]:
+    """Energy+forces configurations/s of the committee in ``model_dir`` on batch ``x``, for
+    calls of each size in ``chunks`` (best of ``repeat``)."""
     pot = load_potential(model_dir, numbers, device=device)
     xd = x.to(device)
     pot.evaluate(xd[:8])
-    best = 0.0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        pot.evaluate(xd)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = max(best, len(x) / (time.perf_counter() - t0))
-    return best
+    out = {}
+    for chunk in chunks:
+        pot.chunk = chunk
+        best = 0.0
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            pot.evaluate(xd)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = max(best, len(x) / (time.perf_counter() - t0))
+        out[chunk] = best
+    return out
 
 
-def _ddp_rate(info, job):
+def ddp_data(n: int, seed: int = 2) -> LabelledData:
+    """``n`` random displacements (0.07 Å) of both Ag6 isomers, labelled with EMT."""
+    from ase.io import read
+
+    from alflow.labelling import label_many
+
+    rng = np.random.default_rng(seed)
+    isomers = read(ROOT / "alflow/examples/data/ag6.extxyz", ":")
+    frames = []
+    for k in range(n):
+        a = isomers[k % len(isomers)].copy()
+        a.positions += rng.normal(0, 0.07, a.positions.shape)
+        frames.append(a)
+    records = label_many(frames, "ase:emt", store=None)
+    return from_atoms([r.to_atoms() for r in records if r.status == "ok"])[0]
+
+
+def _ddp_rates(info, job) -> dict:
     from alflow.mlip.train import train_member
 
-    return train_member(info, **job)["samples_per_s"]
+    out = train_member(info, **job)
+    n = len(job["train_idx"]) * out["epochs"]
+    return {"steps": out["samples_per_s"], "epochs": n / out["train_loop_s"]}
 
 
 def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int) -> dict:
-    """Samples/s of one member's training with 1 and 2 processes (1 thread each)."""
-    from alflow.distributed import DistInfo, resolve_device, spawn
+    """Samples/s of one member's training: 1 process with 1 thread and with every core's
+    thread, 2 processes with their share of the cores each."""
+    from alflow.distributed import DistInfo, resolve_device, spawn, threads_per_process
     from alflow.mlip.data import fit_statistics
-    from alflow.mlip.train import train_member
 
     cfg = MLIPConfig(epochs=epochs, batch_size=64, patience=1000, device=device)
     stats = fit_statistics(data, cfg.cutoff)
-    n = len(data)
-    job = dict(data=data, train_idx=np.arange(n - 16), val_idx=np.arange(n - 16, n), cfg=cfg,
-               stats=stats, seed=1, data_key="bench")
-    torch.set_num_threads(1)
-    r1 = train_member(DistInfo(device=resolve_device(device)), **job,
-                      member_dir=workdir / "ddp1")["samples_per_s"]
-    r2 = spawn(_ddp_rate, 2, {**job, "member_dir": str(workdir / "ddp2")}, device=device)
-    return {"samples_per_s_1": round(r1, 1), "samples_per_s_2": round(r2, 1),
-            "efficiency": round(r2 / (2 * r1), 3), "global_batch": 64}
+    n, n_val = len(data), max(16, len(data) // 20)
+    job = dict(data=data, train_idx=np.arange(n - n_val), val_idx=np.arange(n - n_val, n),
+               cfg=cfg, stats=stats, seed=1, data_key="bench")
+    info = DistInfo(device=resolve_device(device))
+    threads = torch.get_num_threads()
+    cores = threads_per_process(1)
+    res: dict = {"n_train": n - n_val, "global_batch": 64, "epochs": epochs, "cores": cores}
+    for key, nthreads in (("1x1", 1), (f"1x{cores}", cores)):
+        torch.set_num_threads(nthreads)
+        res[key] = _ddp_rates(info, {**job, "member_dir": workdir / f"ddp_{key}"})
+    torch.set_num_threads(threads)
+    res[f"2x{threads_per_process(2)}"] = r2 = spawn(
+        _ddp_rates, 2, {**job, "member_dir": str(workdir / "ddp_2")}, device=device)
+    for what in ("steps", "epochs"):
+        res[f"efficiency_{what}"] = round(r2[what] / (2 * res["1x1"][what]), 3)
+        res[f"speedup_vs_1x{cores}_{what}"] = round(r2[what] / res[f"1x{cores}"][what], 3)
+    for k, v in res.items():
+        if isinstance(v, dict):
+            res[k] = {a: round(b, 1) for a, b in v.items()}
+    return res
 
 
 def main() -> None:
@@ -264,23 +304,32 @@ def main() -> None:
     rng = np.random.default_rng(1)
     x = torch.tensor(np.array([test.positions[i] for i in rng.integers(0, len(test), 1024)]))
     numbers = test.numbers[0]
-    tp = {"batch": 1024, "builtin": round(throughput(models["builtin"], numbers, x, a.device), 1)}
+    chunks = (128, 256, 1024)
+    ours = throughput(models["builtin"], numbers, x, a.device, chunks=chunks)
     if "mace" not in models:  # speed does not depend on the weights: a 1-epoch MACE
         models["mace"] = work / "mace_speed"
         shutil.rmtree(models["mace"], ignore_errors=True)
         train_committee(pool[:50], models["mace"],
                         MLIPConfig(backend="mace", committee_size=1, epochs=1))
-    tp["mace"] = round(throughput(models["mace"], numbers, x, a.device, repeat=1), 1)
-    tp["speedup"] = round(tp["builtin"] / tp["mace"], 1)
+    mace = throughput(models["mace"], numbers, x, a.device, repeat=2, chunks=chunks)
+    tp = {"batch": 1024, "builtin": round(ours[1024], 1), "mace": round(mace[1024], 1),
+          "speedup": round(ours[1024] / mace[1024], 1),
+          "builtin_best": round(max(ours.values()), 1),
+          "builtin_best_chunk": max(ours, key=ours.get),
+          "mace_best": round(max(mace.values()), 1), "mace_best_chunk": max(mace, key=mace.get),
+          "speedup_best": round(max(ours.values()) / max(mace.values()), 1)}
     cdir = work / "committee4"
     shutil.rmtree(cdir, ignore_errors=True)
     train_committee(pool[:50], cdir, MLIPConfig(committee_size=4, epochs=2))
-    tp["builtin_committee4"] = round(throughput(cdir, numbers, x, a.device), 1)
+    tp["builtin_committee4"] = round(throughput(cdir, numbers, x, a.device)[1024], 1)
     res["throughput_cfg_per_s"] = tp
     print(f"throughput: {tp}", flush=True)
 
-    res["ddp"] = ddp_scaling(from_atoms(pool[: (200 if a.quick else 400)])[0], work, a.device,
-                             epochs=2 if a.quick else 4)
+    t0 = time.perf_counter()
+    ddp_set = ddp_data(2000)
+    label_s = round(time.perf_counter() - t0, 1)
+    res["ddp"] = {**ddp_scaling(ddp_set, work, a.device, epochs=1 if a.quick else 3),
+                  "label_s": label_s}
     print(f"ddp: {res['ddp']}", flush=True)
     res["wall_s"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(res))
