@@ -17,11 +17,13 @@ With this, N ranks give the same gradients as one process on the whole batch.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,8 +167,13 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
 
         # buffers (basis frequencies, e0, scale) are constants: no broadcast before each
         # forward, so the gradient all-reduce is the only collective of a step
+        sync = ("forward_sync_buffers" if "forward_sync_buffers"
+                in inspect.signature(DDP).parameters else "broadcast_buffers")
+        # a (1, F) weight's gradient has strides (1, 1), its bucket view (F, 1): the same
+        # memory layout, which DDP reports as a mismatch
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
         net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                  broadcast_buffers=False)
+                  **{sync: False})
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                            amsgrad=True)
     sched = _scheduler(opt, cfg)
