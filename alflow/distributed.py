@@ -157,18 +157,20 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, device: str
     finish()
 
 
-def spawn(fn: Callable[..., Any], nproc: int, *args: Any, device: str = "cpu") -> Any:
+def spawn(fn: Callable[..., Any], nproc: int, *args: Any, device: str = "cpu",
+          threads: int | None = None) -> Any:
     """Run ``fn(info: DistInfo, *args)`` in ``nproc`` new processes in one process group.
 
     ``fn`` and ``args`` must be picklable (module-level function). Returns rank 0's return
-    value; raises RuntimeError if any rank fails. Each process gets ``cpus // nproc`` threads.
+    value; raises RuntimeError if any rank fails. Each process gets ``threads`` torch threads
+    (default ``cpus // nproc``).
     A crash after every rank has returned (in the C++ teardown of the process group) does not
     lose the result: it is logged and rank 0's value returned.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     port = free_port()
-    threads = threads_per_process(nproc)
+    threads = threads or threads_per_process(nproc)
     crash: BaseException | None = None
     procs = mp.start_processes(_entry, args=(fn, nproc, port, device, args, queue, threads),
                                nprocs=nproc, join=False, start_method="spawn")

@@ -13,7 +13,8 @@ Figures (the last line of output is one JSON object):
   (random displacements of the two isomers), global batch 64: time inside training steps
   (including the gradient all-reduce) and the wall time of the epochs (with validation and
   checkpoints), for 1 process with 1 thread, 1 process with all cores' threads, and 2
-  processes (gloo on CPU, NCCL on CUDA) with cores/2 threads each; efficiency =
+  processes (gloo on CPU, NCCL on CUDA) with cores/2 threads each, every one a fresh
+  process started by ``alflow.distributed.spawn``; efficiency =
   rate(2 processes) / (2 rate(1 process, 1 thread)), and the speed-up over 1 process using
   all cores.
 
@@ -211,9 +212,10 @@ def _ddp_rates(info, job) -> dict:
 
 
 def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int) -> dict:
-    """Samples/s of one member's training: 1 process with 1 thread and with every core's
-    thread, 2 processes with their share of the cores each."""
-    from alflow.distributed import DistInfo, resolve_device, spawn, threads_per_process
+    """Samples/s of one member's training in fresh processes (each pays its own start-up,
+    e.g. oneDNN kernel generation, inside the first steps): 1 process with 1 thread and with
+    every core's thread, 2 processes with their share of the cores each."""
+    from alflow.distributed import spawn, threads_per_process
     from alflow.mlip.data import fit_statistics
 
     cfg = MLIPConfig(epochs=epochs, batch_size=64, patience=1000, device=device)
@@ -221,16 +223,14 @@ def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int) -> 
     n, n_val = len(data), max(16, len(data) // 20)
     job = dict(data=data, train_idx=np.arange(n - n_val), val_idx=np.arange(n - n_val, n),
                cfg=cfg, stats=stats, seed=1, data_key="bench")
-    info = DistInfo(device=resolve_device(device))
-    threads = torch.get_num_threads()
     cores = threads_per_process(1)
     res: dict = {"n_train": n - n_val, "global_batch": 64, "epochs": epochs, "cores": cores}
-    for key, nthreads in (("1x1", 1), (f"1x{cores}", cores)):
-        torch.set_num_threads(nthreads)
-        res[key] = _ddp_rates(info, {**job, "member_dir": workdir / f"ddp_{key}"})
-    torch.set_num_threads(threads)
-    res[f"2x{threads_per_process(2)}"] = r2 = spawn(
-        _ddp_rates, 2, {**job, "member_dir": str(workdir / "ddp_2")}, device=device)
+    per_rank = threads_per_process(2)
+    for key, nproc, threads in (("1x1", 1, 1), (f"1x{cores}", 1, cores),
+                                (f"2x{per_rank}", 2, per_rank)):
+        res[key] = spawn(_ddp_rates, nproc, {**job, "member_dir": str(workdir / f"ddp_{key}")},
+                         device=device, threads=threads)
+    r2 = res[f"2x{per_rank}"]
     for what in ("steps", "epochs"):
         res[f"efficiency_{what}"] = round(r2[what] / (2 * res["1x1"][what]), 3)
         res[f"speedup_vs_1x{cores}_{what}"] = round(r2[what] / res[f"1x{cores}"][what], 3)
@@ -336,7 +336,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ddp_set = ddp_data(2000)
     label_s = round(time.perf_counter() - t0, 1)
-    res["ddp"] = {**ddp_scaling(ddp_set, work, a.device, epochs=1 if a.quick else 3),
+    res["ddp"] = {**ddp_scaling(ddp_set, work, a.device, epochs=2 if a.quick else 4),
                   "label_s": label_s}
     print(f"ddp: {res['ddp']}", flush=True)
     res["wall_s"] = round(time.perf_counter() - t_start, 1)
