@@ -10,11 +10,11 @@ Figures (the last line of output is one JSON object):
   ``load_potential``), on ``--device``: the batch in one call, and each model's best over
   calls of 128, 256 and 1024 configurations (MACE is faster in smaller calls);
 * DDP scaling: training samples per second of one member on 2000 labelled configurations
-  (random displacements of the two isomers), global batch 64: time inside training steps
-  (including the gradient all-reduce) and the wall time of the epochs (with validation and
-  checkpoints), for 1 process with 1 thread, 1 process with all cores' threads, and 2
-  processes (gloo on CPU, NCCL on CUDA) with cores/2 threads each, every one a fresh
-  process started by ``alflow.distributed.spawn``; efficiency =
+  (random displacements of the two isomers), global batch 64 (``--ddp-batch``): time inside
+  training steps (including the gradient all-reduce) and the wall time of the epochs (with
+  validation and checkpoints), for 1 process with 1 thread, 1 process with all cores'
+  threads, and 2 processes (gloo on CPU, NCCL on CUDA) with cores/2 threads each, every one a
+  fresh process started by ``alflow.distributed.spawn``; efficiency =
   rate(2 processes) / (2 rate(1 process, 1 thread)), and the speed-up over 1 process using
   all cores.
 
@@ -211,20 +211,21 @@ def _ddp_rates(info, job) -> dict:
     return {"steps": out["samples_per_s"], "epochs": n / out["train_loop_s"]}
 
 
-def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int) -> dict:
+def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int,
+                batch: int = 64) -> dict:
     """Samples/s of one member's training in fresh processes (each pays its own start-up,
     e.g. oneDNN kernel generation, inside the first steps): 1 process with 1 thread and with
     every core's thread, 2 processes with their share of the cores each."""
     from alflow.distributed import spawn, threads_per_process
     from alflow.mlip.data import fit_statistics
 
-    cfg = MLIPConfig(epochs=epochs, batch_size=64, patience=1000, device=device)
+    cfg = MLIPConfig(epochs=epochs, batch_size=batch, patience=1000, device=device)
     stats = fit_statistics(data, cfg.cutoff)
     n, n_val = len(data), max(16, len(data) // 20)
     job = dict(data=data, train_idx=np.arange(n - n_val), val_idx=np.arange(n - n_val, n),
                cfg=cfg, stats=stats, seed=1, data_key="bench")
     cores = threads_per_process(1)
-    res: dict = {"n_train": n - n_val, "global_batch": 64, "epochs": epochs, "cores": cores}
+    res: dict = {"n_train": n - n_val, "global_batch": batch, "epochs": epochs, "cores": cores}
     per_rank = threads_per_process(2)
     for key, nproc, threads in (("1x1", 1, 1), (f"1x{cores}", 1, cores),
                                 (f"2x{per_rank}", 2, per_rank)):
@@ -250,6 +251,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--sizes", default=None, help="training sizes, e.g. 200,1000")
     ap.add_argument("--epochs", default=None, help="epochs per size, e.g. 300,100")
+    ap.add_argument("--ddp-batch", type=int, default=64, help="global batch of the DDP figures")
     ap.add_argument("--accuracy-only", action="store_true",
                     help="skip the throughput and DDP figures")
     a = ap.parse_args()
@@ -336,7 +338,8 @@ def main() -> None:
     t0 = time.perf_counter()
     ddp_set = ddp_data(2000)
     label_s = round(time.perf_counter() - t0, 1)
-    res["ddp"] = {**ddp_scaling(ddp_set, work, a.device, epochs=2 if a.quick else 4),
+    res["ddp"] = {**ddp_scaling(ddp_set, work, a.device, epochs=2 if a.quick else 4,
+                                batch=a.ddp_batch),
                   "label_s": label_s}
     print(f"ddp: {res['ddp']}", flush=True)
     res["wall_s"] = round(time.perf_counter() - t_start, 1)
