@@ -15,8 +15,10 @@ Figures (the last line of output is one JSON object):
   validation and checkpoints), for 1 process with 1 thread, 1 process with all cores'
   threads, and 2 processes (gloo on CPU, NCCL on CUDA) with cores/2 threads each, every one a
   fresh process started by ``alflow.distributed.spawn``; efficiency =
-  rate(2 processes) / (2 rate(1 process, 1 thread)), and the speed-up over 1 process using
-  all cores.
+  rate(2 processes) / (2 rate(1 process, 1 thread)), the speed-up over 1 process using
+  all cores, the rate against two independent one-thread trainings run at the same time
+  (the ceiling two processes have on the machine at that moment: DDP's own cost), and the
+  rank count ``parallel: auto`` chooses from its probe of a few steps.
 
 ``--quick`` runs the same figures at 50 training configurations and fewer epochs (< 2 min).
 Data: MD frames (ASE Langevin on EMT, 300 K and 700 K) and random displacements (0.1 and
@@ -231,12 +233,27 @@ def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int,
                                 (f"2x{per_rank}", 2, per_rank)):
         res[key] = spawn(_ddp_rates, nproc, {**job, "member_dir": str(workdir / f"ddp_{key}")},
                          device=device, threads=threads)
+    # the ceiling two processes have on this machine now: two independent 1-thread trainings
+    # (no communication) at the same time; DDP's own cost is r2 against their sum
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        futs = [pool.submit(spawn, _ddp_rates, 1, {**job, "member_dir": str(workdir / f"ind{k}")},
+                            device=device, threads=per_rank) for k in range(2)]
+        ind = [f.result() for f in futs]
+    res["2_independent"] = {w: round(ind[0][w] + ind[1][w], 1) for w in ("steps", "epochs")}
+
+    from alflow.mlip.ranks import choose_ranks
+
+    ranks, probe = choose_ranks(job, 2, device)  # what `parallel: auto` would train with
+    res["auto"] = {"ranks": ranks, "probe_samples_per_s": probe}
     r2 = res[f"2x{per_rank}"]
     for what in ("steps", "epochs"):
         res[f"efficiency_{what}"] = round(r2[what] / (2 * res["1x1"][what]), 3)
         res[f"speedup_vs_1x{cores}_{what}"] = round(r2[what] / res[f"1x{cores}"][what], 3)
+        res[f"vs_independent_{what}"] = round(r2[what] / res["2_independent"][what], 3)
     for k, v in res.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and k not in ("auto", "2_independent"):
             res[k] = {a: round(b, 1) for a, b in v.items()}
     return res
 

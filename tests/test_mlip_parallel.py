@@ -72,6 +72,20 @@ def test_nan_on_one_rank_rolls_back_every_rank_as_one_process_does(tmp_path):
     assert diff < 1e-10, diff
 
 
+def test_auto_ddp_takes_the_measured_faster_rank_count_and_the_same_weights(tmp_path):
+    frames = emt_frames(24, seed=6)
+    cfg = MLIPConfig(committee_size=1, dtype="float64", batch_size=4, epochs=2, lr=2e-3)
+    two = train_committee(frames, tmp_path / "two", cfg, nproc=2)  # auto: 1 member < 2
+    meta = json.loads((two / "committee.json").read_text())
+    probe = meta["ddp_probe_samples_per_s"]
+    assert set(probe) == {"1", "2"} and all(v > 0 for v in probe.values())
+    assert meta["ddp_ranks"] == (2 if probe["2"] > probe["1"] else 1)
+    one = train_committee(frames, tmp_path / "one", cfg)
+    a = torch.load(one / "member_0" / "best.pt", weights_only=True)
+    b = torch.load(two / "member_0" / "best.pt", weights_only=True)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()) < 1e-10
+
+
 SCRIPT = """
 import sys, pickle, torch
 torch.set_num_threads(1)

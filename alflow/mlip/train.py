@@ -95,6 +95,24 @@ def batch_loss(model: torch.nn.Module, batch, tgt: Targets, cfg: MLIPConfig,
     return loss, sums
 
 
+def ddp_wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when ``info`` has several ranks, else itself."""
+    if info.world_size <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    # buffers (basis frequencies, e0, scale) are constants: no broadcast before each
+    # forward, so the gradient all-reduce is the only collective of a step
+    sync = ("forward_sync_buffers" if "forward_sync_buffers"
+            in inspect.signature(DDP).parameters else "broadcast_buffers")
+    # a (1, F) weight's gradient has strides (1, 1), its bucket view (F, 1): the same
+    # memory layout, which DDP reports as a mismatch
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+    dev = info.device
+    return DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+               **{sync: False})
+
+
 def _slices(idx: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
 
@@ -161,19 +179,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
         model.load_state_dict(torch.load(init_state, map_location=dev, weights_only=True))
     batcher = Batcher(data, stats["atomic_numbers"], model.e0.tolist(), cfg.cutoff, dtype, dev)
     n_atoms = np.array([len(z) for z in data.numbers], dtype=float)
-    net: torch.nn.Module = model
-    if info.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        # buffers (basis frequencies, e0, scale) are constants: no broadcast before each
-        # forward, so the gradient all-reduce is the only collective of a step
-        sync = ("forward_sync_buffers" if "forward_sync_buffers"
-                in inspect.signature(DDP).parameters else "broadcast_buffers")
-        # a (1, F) weight's gradient has strides (1, 1), its bucket view (F, 1): the same
-        # memory layout, which DDP reports as a mismatch
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                  **{sync: False})
+    net = ddp_wrap(model, info)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                            amsgrad=True)
     sched = _scheduler(opt, cfg)
@@ -470,6 +476,8 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     if mode == "auto":
         mode = "members" if len(todo) >= nproc else "ddp"
     t0 = time.perf_counter()
+    probe: dict = {}
+    ranks = None
     if torchrun or nproc <= 1 or not todo:
         for k in todo:
             done[k] = train_member(info, **jobs[k], fault=fault, progress=progress)
@@ -485,10 +493,17 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
             for k, fut in futs.items():
                 done[k] = fut.result()
     else:
+        ranks, threads = nproc, None
+        if cfg.parallel == "auto":  # DDP only if it measures faster than one process
+            from alflow.mlip.ranks import choose_ranks
+
+            ranks, probe = choose_ranks(jobs[todo[0]], nproc, cfg.device)
+            threads = 1 if ranks == 1 else None
         for k in todo:
-            done[k] = spawn(_ddp_member, nproc, jobs[k], device=cfg.device)
+            done[k] = spawn(_ddp_member, ranks, jobs[k], device=cfg.device, threads=threads)
     if not info.is_main:
         return out
+    ranks_meta = {"ddp_ranks": ranks, "ddp_probe_samples_per_s": probe} if probe else {}
     from alflow.mlip.committee import Committee
 
     committee = Committee.load_members(out, names, cfg, stats, device="cpu")
@@ -496,7 +511,7 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     meta = {"format": FORMAT, "version": 1, "config": cfg.model_dump(), "stats": stats,
             "data_hash": key, "n_configs": len(data), "n_train": int(len(train_idx)),
             "n_val": int(len(val_idx)), "dropped": [list(d) for d in dropped],
-            "members": names, "nproc": nproc, "parallel": mode,
+            "members": names, "nproc": nproc, "parallel": mode, **ranks_meta,
             "init_from": str(init_from) if init_from else None,
             "train_seconds": time.perf_counter() - t0, "val": val,
             "member_metrics": [{k: v for k, v in d.items() if k != "history"} for d in done],
@@ -508,5 +523,5 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     return out
 
 
-__all__ = ["TrainingDiverged", "atomic_save", "batch_loss", "config_hash", "evaluate_loss",
-           "huber", "train_committee", "train_member"]
+__all__ = ["TrainingDiverged", "atomic_save", "batch_loss", "config_hash", "ddp_wrap",
+           "evaluate_loss", "huber", "train_committee", "train_member"]
