@@ -24,8 +24,8 @@ from alflow.mlip.train import _slices, batch_loss, ddp_wrap
 log = logging.getLogger(__name__)
 
 
-def probe_rate(info: DistInfo, job: dict, steps: int) -> float:
-    """Training samples/s of ``steps`` Adam steps (after one warm-up step) of a fresh model
+def probe_rate(info: DistInfo, job: dict, steps: int, warmup: int = 2) -> float:
+    """Training samples/s of ``steps`` Adam steps (after ``warmup`` steps) of a fresh model
     on the data of a member ``job`` (the keyword arguments of ``train_member``); nothing is
     written. Every rank returns the rate of the ranks' mean step time (steps are in
     lockstep)."""
@@ -38,7 +38,7 @@ def probe_rate(info: DistInfo, job: dict, steps: int) -> float:
     n_atoms = np.array([len(z) for z in job["data"].numbers], dtype=float)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     perm = np.random.default_rng(job["seed"]).permutation(job["train_idx"])
-    batches = _slices(perm, cfg.batch_size)[:steps + 1]
+    batches = _slices(perm, cfg.batch_size)[:warmup + steps]
     if info.world_size > 1:
         torch.distributed.barrier()
     seconds, samples = 0.0, 0
@@ -49,7 +49,7 @@ def probe_rate(info: DistInfo, job: dict, steps: int) -> float:
         opt.zero_grad(set_to_none=True)
         (loss * info.world_size).backward()
         opt.step()
-        if k:
+        if k >= min(warmup, len(batches) - 1):
             seconds += time.perf_counter() - t0
             samples += len(gb)
     mean = all_reduce_sum(torch.tensor([seconds], dtype=torch.float64,
@@ -57,7 +57,7 @@ def probe_rate(info: DistInfo, job: dict, steps: int) -> float:
     return samples / max(float(mean), 1e-9)
 
 
-def choose_ranks(job: dict, nproc: int, device: str = "cpu", steps: int = 8
+def choose_ranks(job: dict, nproc: int, device: str = "cpu", steps: int = 16
                  ) -> tuple[int, dict[str, float]]:
     """``nproc`` if DDP over ``nproc`` ranks (cores / nproc threads each) measures faster
     than one process with one thread, else 1; and the measured samples/s by rank count."""
