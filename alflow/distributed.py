@@ -101,10 +101,16 @@ def init_process_group(rank: int, world_size: int, device: str | torch.device = 
 
 
 def init_from_env(device: str | torch.device = "cpu") -> DistInfo:
-    """Process group from torchrun's environment; single process if ``WORLD_SIZE`` is unset."""
+    """Process group from torchrun's environment; single process if ``WORLD_SIZE`` is unset.
+
+    With several ranks, each uses its share of this node's cores as torch threads (torchrun
+    itself sets one thread per rank)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if world > 1:
+        torch.set_num_threads(threads_per_process(int(os.environ.get("LOCAL_WORLD_SIZE",
+                                                                     world))))
     return init_process_group(rank, world, device, local_rank=local)
 
 
@@ -151,18 +157,20 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, device: str
     finish()
 
 
-def spawn(fn: Callable[..., Any], nproc: int, *args: Any, device: str = "cpu") -> Any:
+def spawn(fn: Callable[..., Any], nproc: int, *args: Any, device: str = "cpu",
+          threads: int | None = None) -> Any:
     """Run ``fn(info: DistInfo, *args)`` in ``nproc`` new processes in one process group.
 
     ``fn`` and ``args`` must be picklable (module-level function). Returns rank 0's return
-    value; raises RuntimeError if any rank fails. Each process gets ``cpus // nproc`` threads.
+    value; raises RuntimeError if any rank fails. Each process gets ``threads`` torch threads
+    (default ``cpus // nproc``).
     A crash after every rank has returned (in the C++ teardown of the process group) does not
     lose the result: it is logged and rank 0's value returned.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     port = free_port()
-    threads = threads_per_process(nproc)
+    threads = threads or threads_per_process(nproc)
     crash: BaseException | None = None
     procs = mp.start_processes(_entry, args=(fn, nproc, port, device, args, queue, threads),
                                nprocs=nproc, join=False, start_method="spawn")

@@ -7,10 +7,18 @@ Figures (the last line of output is one JSON object):
   training sets, same test set; one model each, no committee);
 * throughput: energy+forces of a batch of 1024 Ag6 configurations, configurations per
   second, built-in vs MACE (single model, and the built-in committee of 4 through
-  ``load_potential``), on ``--device``;
-* DDP scaling: training samples per second (time inside training steps, including the
-  gradient all-reduce) with 1 and 2 processes of one thread each (gloo on CPU, NCCL on
-  CUDA), same global batch of 64; efficiency = rate(2) / (2 rate(1)).
+  ``load_potential``), on ``--device``: the batch in one call, and each model's best over
+  calls of 128, 256 and 1024 configurations (MACE is faster in smaller calls);
+* DDP scaling: training samples per second of one member on 2000 labelled configurations
+  (random displacements of the two isomers), global batch 64 (``--ddp-batch``): time inside
+  training steps (including the gradient all-reduce) and the wall time of the epochs (with
+  validation and checkpoints), for 1 process with 1 thread, 1 process with all cores'
+  threads, and 2 processes (gloo on CPU, NCCL on CUDA) with cores/2 threads each, every one a
+  fresh process started by ``alflow.distributed.spawn``; efficiency =
+  rate(2 processes) / (2 rate(1 process, 1 thread)), the speed-up over 1 process using
+  all cores, the rate against two independent one-thread trainings run at the same time
+  (the ceiling two processes have on the machine at that moment: DDP's own cost), and the
+  rank count ``parallel: auto`` chooses from its probe of a few steps.
 
 ``--quick`` runs the same figures at 50 training configurations and fewer epochs (< 2 min).
 Data: MD frames (ASE Langevin on EMT, 300 K and 700 K) and random displacements (0.1 and
@@ -157,45 +165,97 @@ def train_sgdml(train_data: LabelledData, test: LabelledData,
             "train_s": round(time.perf_counter() - t0, 1)}
 
 
-def throughput(model_dir: Path, numbers, x: torch.Tensor, device: str, repeat: int = 3
-               ) -> float:
-    """Energy+forces configurations/s of the committee in ``model_dir`` on batch ``x``."""
+def throughput(model_dir: Path, numbers, x: torch.Tensor, device: str, repeat: int = 3,
+               chunks: tuple[int, ...] = (1024,)) -> dict[int, dict[str, float]]:
+    """Energy+forces of the committee in ``model_dir`` on batch ``x`` in calls of each size in
+    ``chunks``: configurations per second of wall time and per CPU second of this process
+    (best of ``repeat``; with one thread the CPU figure is what an unshared core delivers)."""
     pot = load_potential(model_dir, numbers, device=device)
     xd = x.to(device)
     pot.evaluate(xd[:8])
-    best = 0.0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        pot.evaluate(xd)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = max(best, len(x) / (time.perf_counter() - t0))
-    return best
+    out = {}
+    for chunk in chunks:
+        pot.chunk = chunk
+        wall = cpu = 0.0
+        for _ in range(repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            pot.evaluate(xd)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            wall = max(wall, len(x) / (time.perf_counter() - t0))
+            cpu = max(cpu, len(x) / max(time.process_time() - c0, 1e-9))
+        out[chunk] = {"wall": wall, "cpu": cpu}
+    return out
 
 
-def _ddp_rate(info, job):
+def ddp_data(n: int, seed: int = 2) -> LabelledData:
+    """``n`` random displacements (0.07 Å) of both Ag6 isomers, labelled with EMT."""
+    from ase.io import read
+
+    from alflow.labelling import label_many
+
+    rng = np.random.default_rng(seed)
+    isomers = read(ROOT / "alflow/examples/data/ag6.extxyz", ":")
+    frames = []
+    for k in range(n):
+        a = isomers[k % len(isomers)].copy()
+        a.positions += rng.normal(0, 0.07, a.positions.shape)
+        frames.append(a)
+    records = label_many(frames, "ase:emt", store=None)
+    return from_atoms([r.to_atoms() for r in records if r.status == "ok"])[0]
+
+
+def _ddp_rates(info, job) -> dict:
     from alflow.mlip.train import train_member
 
-    return train_member(info, **job)["samples_per_s"]
+    out = train_member(info, **job)
+    n = len(job["train_idx"]) * out["epochs"]
+    return {"steps": out["samples_per_s"], "epochs": n / out["train_loop_s"]}
 
 
-def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int) -> dict:
-    """Samples/s of one member's training with 1 and 2 processes (1 thread each)."""
-    from alflow.distributed import DistInfo, resolve_device, spawn
+def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int,
+                batch: int = 64) -> dict:
+    """Samples/s of one member's training in fresh processes (each pays its own start-up,
+    e.g. oneDNN kernel generation, inside the first steps): 1 process with 1 thread and with
+    every core's thread, 2 processes with their share of the cores each."""
+    from alflow.distributed import spawn, threads_per_process
     from alflow.mlip.data import fit_statistics
-    from alflow.mlip.train import train_member
 
-    cfg = MLIPConfig(epochs=epochs, batch_size=64, patience=1000, device=device)
+    cfg = MLIPConfig(epochs=epochs, batch_size=batch, patience=1000, device=device)
     stats = fit_statistics(data, cfg.cutoff)
-    n = len(data)
-    job = dict(data=data, train_idx=np.arange(n - 16), val_idx=np.arange(n - 16, n), cfg=cfg,
-               stats=stats, seed=1, data_key="bench")
-    torch.set_num_threads(1)
-    r1 = train_member(DistInfo(device=resolve_device(device)), **job,
-                      member_dir=workdir / "ddp1")["samples_per_s"]
-    r2 = spawn(_ddp_rate, 2, {**job, "member_dir": str(workdir / "ddp2")}, device=device)
-    return {"samples_per_s_1": round(r1, 1), "samples_per_s_2": round(r2, 1),
-            "efficiency": round(r2 / (2 * r1), 3), "global_batch": 64}
+    n, n_val = len(data), max(16, len(data) // 20)
+    job = dict(data=data, train_idx=np.arange(n - n_val), val_idx=np.arange(n - n_val, n),
+               cfg=cfg, stats=stats, seed=1, data_key="bench")
+    cores = threads_per_process(1)
+    res: dict = {"n_train": n - n_val, "global_batch": batch, "epochs": epochs, "cores": cores}
+    per_rank = threads_per_process(2)
+    for key, nproc, threads in (("1x1", 1, 1), (f"1x{cores}", 1, cores),
+                                (f"2x{per_rank}", 2, per_rank)):
+        res[key] = spawn(_ddp_rates, nproc, {**job, "member_dir": str(workdir / f"ddp_{key}")},
+                         device=device, threads=threads)
+    # the ceiling two processes have on this machine now: two independent 1-thread trainings
+    # (no communication) at the same time; DDP's own cost is r2 against their sum
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        futs = [pool.submit(spawn, _ddp_rates, 1, {**job, "member_dir": str(workdir / f"ind{k}")},
+                            device=device, threads=per_rank) for k in range(2)]
+        ind = [f.result() for f in futs]
+    res["2_independent"] = {w: round(ind[0][w] + ind[1][w], 1) for w in ("steps", "epochs")}
+
+    from alflow.mlip.ranks import choose_ranks
+
+    ranks, probe = choose_ranks(job, 2, device)  # what `parallel: auto` would train with
+    res["auto"] = {"ranks": ranks, "probe_samples_per_s": probe}
+    r2 = res[f"2x{per_rank}"]
+    for what in ("steps", "epochs"):
+        res[f"efficiency_{what}"] = round(r2[what] / (2 * res["1x1"][what]), 3)
+        res[f"speedup_vs_1x{cores}_{what}"] = round(r2[what] / res[f"1x{cores}"][what], 3)
+        res[f"vs_independent_{what}"] = round(r2[what] / res["2_independent"][what], 3)
+    for k, v in res.items():
+        if isinstance(v, dict) and k not in ("auto", "2_independent"):
+            res[k] = {a: round(b, 1) for a, b in v.items()}
+    return res
 
 
 def main() -> None:
@@ -208,6 +268,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--sizes", default=None, help="training sizes, e.g. 200,1000")
     ap.add_argument("--epochs", default=None, help="epochs per size, e.g. 300,100")
+    ap.add_argument("--ddp-batch", type=int, default=64, help="global batch of the DDP figures")
     ap.add_argument("--accuracy-only", action="store_true",
                     help="skip the throughput and DDP figures")
     a = ap.parse_args()
@@ -264,23 +325,39 @@ def main() -> None:
     rng = np.random.default_rng(1)
     x = torch.tensor(np.array([test.positions[i] for i in rng.integers(0, len(test), 1024)]))
     numbers = test.numbers[0]
-    tp = {"batch": 1024, "builtin": round(throughput(models["builtin"], numbers, x, a.device), 1)}
+    chunks = (128, 256, 1024)
+    ours = throughput(models["builtin"], numbers, x, a.device, chunks=chunks)
     if "mace" not in models:  # speed does not depend on the weights: a 1-epoch MACE
         models["mace"] = work / "mace_speed"
         shutil.rmtree(models["mace"], ignore_errors=True)
         train_committee(pool[:50], models["mace"],
                         MLIPConfig(backend="mace", committee_size=1, epochs=1))
-    tp["mace"] = round(throughput(models["mace"], numbers, x, a.device, repeat=1), 1)
-    tp["speedup"] = round(tp["builtin"] / tp["mace"], 1)
+    mace = throughput(models["mace"], numbers, x, a.device, chunks=chunks)
+    tp: dict = {"batch": 1024, "chunks": list(chunks)}
+    for clock in ("wall", "cpu"):  # per second of wall time / of this process's CPU time
+        o = {c: v[clock] for c, v in ours.items()}
+        m = {c: v[clock] for c, v in mace.items()}
+        best_o, best_m = max(o, key=o.get), max(m, key=m.get)
+        tp[clock] = {"builtin": round(o[1024], 1), "mace": round(m[1024], 1),
+                     "speedup": round(o[1024] / m[1024], 2),
+                     "builtin_best": round(o[best_o], 1), "builtin_best_chunk": best_o,
+                     "mace_best": round(m[best_m], 1), "mace_best_chunk": best_m,
+                     "speedup_best": round(o[best_o] / m[best_m], 2)}
     cdir = work / "committee4"
     shutil.rmtree(cdir, ignore_errors=True)
     train_committee(pool[:50], cdir, MLIPConfig(committee_size=4, epochs=2))
-    tp["builtin_committee4"] = round(throughput(cdir, numbers, x, a.device), 1)
+    c4 = throughput(cdir, numbers, x, a.device)[1024]
+    tp["wall"]["builtin_committee4"] = round(c4["wall"], 1)
+    tp["cpu"]["builtin_committee4"] = round(c4["cpu"], 1)
     res["throughput_cfg_per_s"] = tp
     print(f"throughput: {tp}", flush=True)
 
-    res["ddp"] = ddp_scaling(from_atoms(pool[: (200 if a.quick else 400)])[0], work, a.device,
-                             epochs=2 if a.quick else 4)
+    t0 = time.perf_counter()
+    ddp_set = ddp_data(2000)
+    label_s = round(time.perf_counter() - t0, 1)
+    res["ddp"] = {**ddp_scaling(ddp_set, work, a.device, epochs=2 if a.quick else 4,
+                                batch=a.ddp_batch),
+                  "label_s": label_s}
     print(f"ddp: {res['ddp']}", flush=True)
     res["wall_s"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(res))

@@ -45,6 +45,47 @@ def test_ddp_two_gloo_ranks_match_one_process(tmp_path):
     assert abs(one["val"]["loss"] - two["val"]["loss"]) < 1e-10
 
 
+def _nan_forces_on_rank1_at_step4(step, tgt):
+    """Fault hook: a NaN label in rank 1's slice of step 4 (in one process: in the batch)."""
+    dist = torch.distributed
+    rank = dist.get_rank() if dist.is_initialized() else 1
+    if step == 4 and rank == 1:
+        tgt.forces[0, 0, 0] = float("nan")
+
+
+def test_nan_on_one_rank_rolls_back_every_rank_as_one_process_does(tmp_path):
+    data, _ = from_atoms(emt_frames(28, seed=4))
+    cfg = MLIPConfig(dtype="float64", batch_size=8, epochs=3, lr=2e-3)
+    job = dict(data=data, train_idx=np.arange(24), val_idx=np.arange(24, 28), cfg=cfg,
+               stats=fit_statistics(data, cfg.cutoff), seed=5, data_key="k",
+               fault=_nan_forces_on_rank1_at_step4)
+    one = train_member(DistInfo(), **job, member_dir=tmp_path / "one")
+    two = spawn(_ddp_member, 2, {**job, "member_dir": str(tmp_path / "two")})
+    for res in (one, two):
+        rb = [e for e in res["events"] if "rollback" in e]
+        assert res["rollbacks"] == 1 and len(rb) == 1 and "NaN" in rb[0]["reason"]
+        assert res["epochs"] == 3
+    a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in b.values() if v.is_floating_point())
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point())
+    assert diff < 1e-10, diff
+
+
+def test_auto_ddp_takes_the_measured_faster_rank_count_and_the_same_weights(tmp_path):
+    frames = emt_frames(24, seed=6)
+    cfg = MLIPConfig(committee_size=1, dtype="float64", batch_size=4, epochs=2, lr=2e-3)
+    two = train_committee(frames, tmp_path / "two", cfg, nproc=2)  # auto: 1 member < 2
+    meta = json.loads((two / "committee.json").read_text())
+    probe = meta["ddp_probe_samples_per_s"]
+    assert set(probe) == {"1", "2"} and all(v > 0 for v in probe.values())
+    assert meta["ddp_ranks"] == (2 if probe["2"] > probe["1"] else 1)
+    one = train_committee(frames, tmp_path / "one", cfg)
+    a = torch.load(one / "member_0" / "best.pt", weights_only=True)
+    b = torch.load(two / "member_0" / "best.pt", weights_only=True)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()) < 1e-10
+
+
 SCRIPT = """
 import sys, pickle, torch
 torch.set_num_threads(1)

@@ -80,7 +80,9 @@ class MLIPConfig(StrictModel):
     device: str = Field("cpu", description='"cpu", "cuda", "cuda:1" or "auto"')
     parallel: Literal["auto", "members", "ddp"] = Field(
         "auto", description="with nproc > 1: train members in parallel processes or each "
-                            "member with DDP over nproc ranks (auto: members if enough)")
+                            "member with DDP over nproc ranks (auto: members if enough, "
+                            "else DDP if a probe of a few steps measures it faster than one "
+                            "process)")
 
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
     max_rollbacks: int = Field(5, ge=0)

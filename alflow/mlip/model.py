@@ -24,9 +24,11 @@ flattened edge list for periodic cells or mixed sizes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alflow.mlip.config import BuiltinModelConfig, MLIPConfig
@@ -39,7 +41,7 @@ def envelope(x: torch.Tensor, p: int) -> torch.Tensor:
     b = p * (p + 2)
     c = p * (p + 1) / 2
     xc = x.clamp(max=1.0)  # the polynomial is exactly 0 at 1, and clamp stops the gradient
-    return 1 - a * xc**p + b * xc ** (p + 1) - c * xc ** (p + 2)
+    return 1 + xc**p * (xc * (b - c * xc) - a)
 
 
 class BesselBasis(nn.Module):
@@ -55,7 +57,7 @@ class BesselBasis(nn.Module):
     def forward(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Basis (..., n_rbf) and envelope (...) of lengths r (...)."""
         env = envelope(r / self.cutoff, self.p)
-        rbf = self.norm * torch.sin(r[..., None] * self.freq) / r[..., None]
+        rbf = torch.sin(r[..., None] * self.freq) * (self.norm / r)[..., None]
         return rbf, env
 
 
@@ -70,33 +72,61 @@ def _angular(u: torch.Tensor, max_l: int) -> torch.Tensor:
     return torch.cat([u, q], dim=-1)
 
 
-class _Pairs:
-    """Pair geometry and the two aggregation ops in either layout.
+@functools.lru_cache(maxsize=64)
+def _dense_index(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index buffers of the dense layout of N atoms (cached per N and device).
 
-    Dense: pair tensors (B, N, N, ...), node tensors (B, N, ...).
-    Graph: pair tensors (E, ...), node tensors (Ntot, ...).
+    ``radial`` (P + 1,): flat (i * N + j) indices of the P = N(N-1)/2 pairs i < j, then of
+    (0, 0), a stand-in for the diagonal whose filters are masked to zero; ``mask`` (P + 1,)
+    is 1 for the pairs, 0 for the stand-in; ``expand`` (N * N,): for each ordered (i, j) the
+    row of its unordered pair (P on the diagonal)."""
+    iu, ju = torch.triu_indices(n, n, 1)
+    p = len(iu)
+    expand = torch.full((n, n), p, dtype=torch.long)
+    expand[iu, ju] = torch.arange(p)
+    expand[ju, iu] = torch.arange(p)
+    radial = torch.cat([iu * n + ju, torch.zeros(1, dtype=torch.long)])
+    mask = torch.cat([torch.ones(p), torch.zeros(1)])
+    return radial.to(device), mask.to(device), expand.reshape(-1).to(device)
+
+
+class _Pairs:
+    """Pair geometry and the aggregation ops in either layout.
+
+    Radial filters depend on |r_ij| only, so they are computed on ``r`` (``radial pairs``)
+    and mapped to the directed pairs of the messages by :meth:`expand`.
+    Dense: radial pairs (B, P + 1) are the unordered pairs i < j once each (and a masked
+    stand-in for the diagonal); pair tensors (B, N, N, ...), node tensors (B, N, ...).
+    Graph: radial pairs and pair tensors are the edges (E, ...), node tensors (Ntot, ...).
     """
 
     def __init__(self, batch: DenseBatch | GraphBatch):
+        x = batch.positions
         if isinstance(batch, DenseBatch):
-            x = batch.positions
-            n = x.shape[1]
+            b, n = x.shape[:2]
+            sel, mask, self.expand_index = _dense_index(n, x.device)
             vec = x[:, None, :, :] - x[:, :, None, :]  # [b, i, j] = x_j - x_i
             eye = torch.eye(n, dtype=x.dtype, device=x.device)
-            r = torch.sqrt((vec * vec).sum(-1) + eye)  # diagonal set to 1 (masked below)
-            self.mask = (1.0 - eye)
+            r = torch.sqrt((vec * vec).sum(-1) + eye)  # diagonal set to 1 (masked)
+            self.r = r.reshape(b, n * n).index_select(1, sel)
+            self.mask = mask.to(x.dtype)
+            self.shape = (b, n, n)
             self.dense = True
         else:
-            x = batch.positions
             vec = x[batch.edge_j] - x[batch.edge_i] + batch.shifts
-            r = torch.sqrt((vec * vec).sum(-1))
+            r = self.r = torch.sqrt((vec * vec).sum(-1))
             self.mask = None
             self.dense = False
             self.edge_i = batch.edge_i
             self.edge_j = batch.edge_j
             self.n_nodes = x.shape[0]
-        self.r = r
         self.u = vec / r[..., None]
+
+    def expand(self, w: torch.Tensor) -> torch.Tensor:
+        """Filters of the radial pairs (..., F) -> of the directed pairs (..pairs.., F)."""
+        if not self.dense:
+            return w
+        return w.index_select(1, self.expand_index).reshape(*self.shape, w.shape[-1])
 
     def gather_j(self, h: torch.Tensor) -> torch.Tensor:
         return h[:, None, :, :] if self.dense else h[self.edge_j]
@@ -138,15 +168,17 @@ class Interaction(nn.Module):
 
     def forward(self, h: torch.Tensor, radial: torch.Tensor, ang: torch.Tensor,
                 pairs: _Pairs, inv_neigh: float) -> torch.Tensor:
-        ws, wv = self.filter_s(radial), self.filter_v(radial)
-        xs, xv = self.lin(h).chunk(2, dim=-1)
-        s = pairs.sum_j(ws * pairs.gather_j(xs)) * inv_neigh
-        a = pairs.moments(ang, wv * pairs.gather_j(xv)) * inv_neigh
+        ws = pairs.expand(self.filter_s(radial))
+        wv = pairs.expand(self.filter_v(radial))
+        # 1/<neighbours> on the node features, the smallest tensor it can multiply
+        xs, xv = F.linear(h, self.lin.weight * inv_neigh).chunk(2, dim=-1)
+        s = pairs.sum_j(ws * pairs.gather_j(xs))
+        a = pairs.moments(ang, wv * pairs.gather_j(xv))
         if self.max_l >= 2:
             a1, a2 = a.split([3, 6], dim=-2)
-            inv = [s, (a1**2).sum(-2), (a2**2).sum(-2)]
+            inv = [s, a1.square().sum(-2), a2.square().sum(-2)]
         else:
-            inv = [s, (a**2).sum(-2)]
+            inv = [s, a.square().sum(-2)]
         return h + self.update(torch.cat(inv, dim=-1))
 
 

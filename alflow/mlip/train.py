@@ -17,11 +17,13 @@ With this, N ranks give the same gradients as one process on the whole batch.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,24 @@ def batch_loss(model: torch.nn.Module, batch, tgt: Targets, cfg: MLIPConfig,
     return loss, sums
 
 
+def ddp_wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when ``info`` has several ranks, else itself."""
+    if info.world_size <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    # buffers (basis frequencies, e0, scale) are constants: no broadcast before each
+    # forward, so the gradient all-reduce is the only collective of a step
+    sync = ("forward_sync_buffers" if "forward_sync_buffers"
+            in inspect.signature(DDP).parameters else "broadcast_buffers")
+    # a (1, F) weight's gradient has strides (1, 1), its bucket view (F, 1): the same
+    # memory layout, which DDP reports as a mismatch
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+    dev = info.device
+    return DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+               **{sync: False})
+
+
 def _slices(idx: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
 
@@ -159,11 +179,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
         model.load_state_dict(torch.load(init_state, map_location=dev, weights_only=True))
     batcher = Batcher(data, stats["atomic_numbers"], model.e0.tolist(), cfg.cutoff, dtype, dev)
     n_atoms = np.array([len(z) for z in data.numbers], dtype=float)
-    net: torch.nn.Module = model
-    if info.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    net = ddp_wrap(model, info)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                            amsgrad=True)
     sched = _scheduler(opt, cfg)
@@ -184,6 +200,8 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
         else:
             log.warning("%s: ignoring last.pt of other data/config", member_dir.name)
     good = _snapshot(model, opt, sched, st)
+    if info.world_size > 1:  # ranks start together: no rank's set-up counts as step time
+        torch.distributed.barrier()
     t_start = time.perf_counter()
     samples, step_s = 0, 0.0
     while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
@@ -199,14 +217,17 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
             loss, _ = batch_loss(net, batch, tgt, cfg, n_cfg, n_at)
             if factor is not None:
                 loss = loss * factor
-            glob = all_reduce_sum(loss.detach().double().reshape(1).clone()).item()
-            if not math.isfinite(glob):
-                diverged, reason = True, "NaN/inf loss"
-                break
             opt.zero_grad(set_to_none=True)
-            (loss * info.world_size).backward()
-            if cfg.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            (loss * info.world_size).backward()  # the step's only collective (DDP)
+            # the all-reduced gradient is the same on every rank: a non-finite loss on any
+            # rank makes it non-finite, so every rank takes the same decision without
+            # another collective
+            norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.clip_grad if cfg.clip_grad is not None else math.inf)
+            if not (bool(torch.isfinite(norm)) and (info.world_size > 1
+                                                     or bool(torch.isfinite(loss)))):
+                diverged, reason = True, "NaN/inf loss or gradient"
+                break
             opt.step()
             st["step"] += 1
             samples += n_cfg
@@ -245,6 +266,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
             atomic_save({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict() if sched is not None else None,
                          "state": st}, last)
+    t_loop = time.perf_counter() - t_start
     if info.world_size > 1:
         torch.distributed.barrier()
     if not best.exists():
@@ -264,7 +286,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
            "steps": st["step"], "best_val_loss": st["best_val"], "val": final,
            "rollbacks": st["rollbacks"], "events": st["events"], "n_train": int(len(train_idx)),
            "n_val": int(len(val_idx)), "seconds": time.perf_counter() - t_start,
-           "samples_per_s": samples / max(step_s, 1e-9),
+           "samples_per_s": samples / max(step_s, 1e-9), "train_loop_s": t_loop,
            "history": st["history"], "done": True}
     if info.is_main:
         write_json(out, member_dir / "member.json")
@@ -454,6 +476,8 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     if mode == "auto":
         mode = "members" if len(todo) >= nproc else "ddp"
     t0 = time.perf_counter()
+    probe: dict = {}
+    ranks = None
     if torchrun or nproc <= 1 or not todo:
         for k in todo:
             done[k] = train_member(info, **jobs[k], fault=fault, progress=progress)
@@ -469,10 +493,17 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
             for k, fut in futs.items():
                 done[k] = fut.result()
     else:
+        ranks, threads = nproc, None
+        if cfg.parallel == "auto":  # DDP only if it measures faster than one process
+            from alflow.mlip.ranks import choose_ranks
+
+            ranks, probe = choose_ranks(jobs[todo[0]], nproc, cfg.device)
+            threads = 1 if ranks == 1 else None
         for k in todo:
-            done[k] = spawn(_ddp_member, nproc, jobs[k], device=cfg.device)
+            done[k] = spawn(_ddp_member, ranks, jobs[k], device=cfg.device, threads=threads)
     if not info.is_main:
         return out
+    ranks_meta = {"ddp_ranks": ranks, "ddp_probe_samples_per_s": probe} if probe else {}
     from alflow.mlip.committee import Committee
 
     committee = Committee.load_members(out, names, cfg, stats, device="cpu")
@@ -480,7 +511,7 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     meta = {"format": FORMAT, "version": 1, "config": cfg.model_dump(), "stats": stats,
             "data_hash": key, "n_configs": len(data), "n_train": int(len(train_idx)),
             "n_val": int(len(val_idx)), "dropped": [list(d) for d in dropped],
-            "members": names, "nproc": nproc, "parallel": mode,
+            "members": names, "nproc": nproc, "parallel": mode, **ranks_meta,
             "init_from": str(init_from) if init_from else None,
             "train_seconds": time.perf_counter() - t0, "val": val,
             "member_metrics": [{k: v for k, v in d.items() if k != "history"} for d in done],
@@ -492,5 +523,5 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     return out
 
 
-__all__ = ["TrainingDiverged", "atomic_save", "batch_loss", "config_hash", "evaluate_loss",
-           "huber", "train_committee", "train_member"]
+__all__ = ["TrainingDiverged", "atomic_save", "batch_loss", "config_hash", "ddp_wrap",
+           "evaluate_loss", "huber", "train_committee", "train_member"]
