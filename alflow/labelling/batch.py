@@ -167,16 +167,16 @@ def label_many(
 
     try:
         waiting = list(todo)
-        if submit is None:
+        if submit is None:  # claim one key at a time: concurrent writers share the work
             while waiting:
-                mine = take(waiting)
-                waiting = [i for i in waiting if i not in mine and results[i] is None]
-                for i in mine:
-                    finish(i, record_of(lab, atoms_list[i], keys[i], tag_list[i]))
-                    waiting = waited(waiting) if waiting else waiting
-                if waiting and not mine:
+                computed = False
+                for i in waiting:
+                    if results[i] is None and take([i]):
+                        finish(i, record_of(lab, atoms_list[i], keys[i], tag_list[i]))
+                        computed = True
+                waiting = waited([i for i in waiting if results[i] is None])
+                if waiting and not computed:
                     time.sleep(poll_s)
-                    waiting = waited(waiting)
         else:
             futures: dict[Future, int] = {}
             while waiting or futures:
