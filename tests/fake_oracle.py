@@ -4,8 +4,9 @@
 labels like ASE's LennardJones. Controlled by the environment (not hashed into the keys):
 
 - ``FAKE_ORACLE_DIR``: directory of ``calls.log``, one line per calculation started
-  (``start <hash> <pid>``) and finished (``done <hash> <pid>``), appended under ``flock`` by
-  every process; ``<hash>`` identifies the configuration (numbers, positions to 1e-6 Å).
+  (``start <hash> <pid> <time>``) and finished (``done <hash> <pid> <time>``; epoch s),
+  appended under ``flock`` by every process; ``<hash>`` identifies the configuration
+  (numbers, positions to 1e-6 Å).
 - ``FAKE_ORACLE_STALL_AFTER=n``: calculation number n (counted from 0 over all processes) and
   every later one write ``stalled-<number>`` in the directory and never finish.
 - ``FAKE_ORACLE_BARRIER=m``: each of the first m calculations waits until m have started (m
@@ -31,15 +32,15 @@ def config_hash(atoms) -> str:
     return hashlib.sha1(atoms.numbers.tobytes() + pos.tobytes()).hexdigest()[:16]
 
 
-def read_log(directory: str | Path) -> list[tuple[str, str, int]]:
-    """``(event, hash, pid)`` per line of the call log."""
+def read_log(directory: str | Path, times: bool = False) -> list[tuple]:
+    """``(event, hash, pid)`` per line of the call log (``times``: and the epoch time)."""
     path = Path(directory) / "calls.log"
     if not path.exists():
         return []
     out = []
     for line in path.read_text().splitlines():
-        event, h, pid = line.split()
-        out.append((event, h, int(pid)))
+        event, h, pid, t = line.split()
+        out.append((event, h, int(pid), float(t)) if times else (event, h, int(pid)))
     return out
 
 
@@ -49,7 +50,7 @@ def _log(directory: Path, event: str, h: str) -> int:
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.seek(0)
         started = sum(line.startswith("start ") for line in fh)
-        fh.write(f"{event} {h} {os.getpid()}\n")
+        fh.write(f"{event} {h} {os.getpid()} {time.time():.6f}\n")
         fh.flush()
         os.fsync(fh.fileno())
         fcntl.flock(fh, fcntl.LOCK_UN)
