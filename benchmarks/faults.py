@@ -39,7 +39,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +46,7 @@ TESTS = ROOT / "tests"
 sys.path.insert(0, str(TESTS))
 
 from fake_oracle import read_log  # noqa: E402
+from lj7_structures import perturbed  # noqa: E402
 from tiny_campaign import SMALL  # noqa: E402
 
 from alflow.dataset import LabelStore  # noqa: E402
@@ -106,10 +106,10 @@ def lost_at_kill(oracle_dir: Path, t_kill: float, store: Path, pending: Path | N
 
 def kill_at_random(cmd: list[str], env: dict, t_max: float, rng: random.Random, sig: int,
                    victim=None) -> tuple[bool, float | None, subprocess.CompletedProcess | None]:
-    """Run ``cmd``; at a uniform random moment in [0.5, t_max] s send ``sig`` (to the pid
+    """Run ``cmd``; at a uniform random moment in [0.5, 0.9 t_max] s send ``sig`` (to the pid
     ``victim(proc)`` returns, else to the process). Returns (killed, kill time, result if
     it ended first)."""
-    t_kill = rng.uniform(0.5, t_max)
+    t_kill = rng.uniform(0.5, 0.9 * t_max)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
@@ -208,16 +208,7 @@ def campaigns(work: Path, n_runs: int, kills_per_run: int, rng: random.Random) -
 def lj7_structures(path: Path, n: int, seed: int) -> Path:
     from ase.io import write
 
-    from alflow.structures import read_structures
-
-    ref = read_structures(ROOT / "alflow" / "examples" / "data" / "lj7.extxyz")[0]
-    rs = np.random.default_rng(seed)
-    images = []
-    for _ in range(n):
-        a = ref.copy()
-        a.positions += rs.normal(0, 0.05, a.positions.shape)
-        images.append(a)
-    write(path, images)
+    write(path, perturbed(n, seed))
     return path
 
 

@@ -15,15 +15,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 from ase.io import write
 from fake_oracle import read_log
+from lj7_structures import perturbed
 
 from alflow.dataset import LabelStore
-from alflow.examples import __file__ as _examples
 from alflow.labelling.claims import Claims
-from alflow.structures import read_structures
 
 TESTS = Path(__file__).resolve().parent
 METHOD = "ase:fake_oracle.LoggedLJ(sigma=3.405, epsilon=0.0103, rc=34.05)"
@@ -31,14 +29,7 @@ METHOD = "ase:fake_oracle.LoggedLJ(sigma=3.405, epsilon=0.0103, rc=34.05)"
 
 def lj7_batch(path: Path, n: int, seed: int = 0) -> Path:
     """``n`` distinct perturbed LJ7 clusters written to ``path`` (extxyz)."""
-    ref = read_structures(Path(_examples).parent / "data" / "lj7.extxyz")[0]
-    rng = np.random.default_rng(seed)
-    images = []
-    for _ in range(n):
-        a = ref.copy()
-        a.positions += rng.normal(0, 0.05, a.positions.shape)
-        images.append(a)
-    write(path, images)
+    write(path, perturbed(n, seed))
     return path
 
 

@@ -108,7 +108,9 @@ class Claims:
                 before = json.dumps(table, sort_keys=True)
                 yield table
                 after = json.dumps(table, sort_keys=True)
-                if after != before:
+                if after != before and not table:  # no claims: no file beside the store
+                    self.path.unlink(missing_ok=True)
+                elif after != before:
                     tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
                     tmp.write_text(after)
                     os.replace(tmp, self.path)
