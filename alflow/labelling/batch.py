@@ -137,12 +137,21 @@ def label_many(
                            on_commit=lambda recs: claim and claim.release([r.key for r in recs]))
                  if store is not None else None)
 
+    warned: list[bool] = []
+
     def take(idx: list[int]) -> list[int]:
         """The indices of ``idx`` this writer may compute now (claimed and still unstored);
         those another writer stored meanwhile are taken from the store."""
         if claim is None:
             return idx
         got = claim.claim(keys[i] for i in idx)
+        if claim.others and not warned:
+            warned.append(True)
+            who = {(h.get("host"), h.get("pid")) for h in claim.others.values()}
+            log.info("%d label(s) are being computed by another writer of %s (%s): waiting for "
+                     "them (a dead writer's claims lapse within %.0f s)", len(claim.others),
+                     store.path, ", ".join(f"pid {p} on {h}" for h, p in sorted(who, key=str)),
+                     claim.ttl_s)
         mine = [i for i in idx if keys[i] in got]
         now = store.get_many(keys[i] for i in mine)  # a writer commits before it releases
         for i in [i for i in mine if usable(now.get(keys[i]))]:

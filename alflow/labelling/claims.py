@@ -31,7 +31,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TTL_S = 120.0
+DEFAULT_TTL_S = 60.0
 
 
 def process_start(pid: int) -> str | None:
@@ -70,8 +70,9 @@ def holder_alive(holder: dict[str, Any], ttl_s: float, now: float | None = None)
 class Claims:
     """The claims of one writer on the keys of the store at ``store_path``.
 
-    ``claim(keys)`` takes the keys no live writer holds and returns them; ``release(keys)``
-    gives them up; ``close()`` releases everything still held and stops the heartbeat.
+    ``claim(keys)`` takes the keys no live writer holds and returns them (``others`` then
+    maps the rest to their holders); ``release(keys)`` gives them up; ``close()`` releases
+    everything still held and stops the heartbeat.
     """
 
     def __init__(self, store_path: str | Path, ttl_s: float = DEFAULT_TTL_S):
@@ -83,6 +84,7 @@ class Claims:
         self.me = {"pid": pid, "host": socket.gethostname(), "start": process_start(pid),
                    "token": uuid.uuid4().hex}
         self.held: set[str] = set()
+        self.others: dict[str, dict[str, Any]] = {}  # last claim(): keys held elsewhere
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -130,10 +132,17 @@ class Claims:
         got: set[str] = set()
         now = time.time()
         with self._mutex, self._table() as table:
+            self.others = {}
+            alive: dict[tuple, bool] = {}  # one /proc look-up per holder
             for key in keys:
                 holder = table.get(key)
-                if holder is None or self._mine(holder) or not holder_alive(holder, self.ttl_s,
-                                                                             now):
+                if holder is not None and not self._mine(holder):
+                    h = (holder.get("token"), holder.get("time"))
+                    if h not in alive:
+                        alive[h] = holder_alive(holder, self.ttl_s, now)
+                if holder is not None and not self._mine(holder) and alive[h]:
+                    self.others[key] = holder
+                else:
                     if holder is not None and not self._mine(holder):
                         log.info("taking over the claim on %s of pid %s on %s", key[:12],
                                  holder.get("pid"), holder.get("host"))
