@@ -2,13 +2,16 @@
 
 Three kinds of runs, each killed at random moments and restarted until it finishes:
 
-1. an lj7 campaign (``alflow example lj7`` with the tiny settings of the end-to-end tests,
-   ``tests/tiny_campaign.py``: 8-epoch committee of 2, 2 MD replicas of 60 steps, 200 flow
-   samples, budget 4 labels, at most 3 generations, site ``local-threads``), its driver
-   killed with SIGKILL, then ``alflow resume``;
-2. ``alflow label`` of perturbed LJ7 clusters, stopped with SIGTERM, then run again;
-3. the MPI batch driver on 2 ranks, one rank (0 or 1, at random) killed with SIGKILL, then
-   run again.
+1. lj7 campaigns (``alflow example lj7`` with the tiny settings of the end-to-end tests,
+   ``tests/tiny_campaign.py``: 8-epoch committee of 2 without L-BFGS polish, 2 MD replicas
+   of 60 steps, flows of 2 layers trained 20 steps on 200 samples, 3 bootstrap
+   displacements, budget 4 labels, loose convergence, at most 3 generations; site
+   ``local-threads``), the driver killed with SIGKILL at random moments of the campaign
+   and resumed with ``alflow resume``, until 20 kills (``--quick``: 2);
+2. ``alflow label`` of 30 perturbed LJ7 clusters (0.1 s per label), stopped with SIGTERM at
+   a random moment while it labels, then run again (2 runs of up to 4 kills; ``--quick``: 1 of 2);
+3. the MPI batch driver on 2 ranks over the same clusters, one rank (0 or 1, at random)
+   killed with SIGKILL at a random moment while they label, then run again (as 2.).
 
 The oracle is ASE's Lennard-Jones argon wrapped by ``tests/fake_oracle.py``, which logs every
 calculation it starts and finishes, with its time, from every process. Figures:
@@ -105,15 +108,17 @@ def lost_at_kill(oracle_dir: Path, t_kill: float, store: Path, pending: Path | N
 
 
 def kill_at_random(cmd: list[str], env: dict, t_max: float, rng: random.Random, sig: int,
-                   victim=None) -> tuple[bool, float | None, subprocess.CompletedProcess | None]:
-    """Run ``cmd``; at a uniform random moment in [0.5, 0.9 t_max] s send ``sig`` (to the pid
-    ``victim(proc)`` returns, else to the process). Returns (killed, kill time, result if
-    it ended first)."""
-    t_kill = rng.uniform(0.5, 0.9 * t_max)
+                   victim=None, started=None
+                   ) -> tuple[bool, float | None, subprocess.CompletedProcess | None]:
+    """Run ``cmd``; once ``started()`` holds (default: at once), wait a uniform random time in
+    [0, t_max] s, then send ``sig`` (to the pid ``victim(proc)`` returns, else to the
+    process). Returns (killed, kill time, the result if it ended first)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
+    while started is not None and not started() and proc.poll() is None:
+        time.sleep(0.05)
     try:
-        out, _ = proc.communicate(timeout=t_kill)
+        out, _ = proc.communicate(timeout=rng.uniform(0, t_max))
         return False, None, subprocess.CompletedProcess(cmd, proc.returncode, out)
     except subprocess.TimeoutExpired:
         pass
@@ -136,6 +141,13 @@ def kill_at_random(cmd: list[str], env: dict, t_max: float, rng: random.Random, 
     return True, t, None
 
 
+def run_starts(run: Path) -> int:
+    path = run / "events.jsonl"
+    if not path.exists():
+        return 0
+    return sum('"run_start"' in line for line in path.read_text().splitlines())
+
+
 def run_to_end(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     if p.returncode != 0:
@@ -144,39 +156,61 @@ def run_to_end(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 # -- campaigns ---------------------------------------------------------------------------
-def campaign_yaml(directory: Path) -> Path:
+def campaign_yaml(directory: Path, site: str) -> Path:
     path = write_example("lj7", directory)
     data = yaml.safe_load(path.read_text())
     for k, v in SMALL.items():
         data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
     data["oracle"] = {"method": "ase:fake_oracle.LoggedLJ",
                       "options": {**data["oracle"]["options"], "ase_kwargs": LJ_KWARGS}}
-    data["site"] = "local-threads"
+    data["site"] = site
     path.write_text(yaml.safe_dump(data))
     return path
 
 
-def campaigns(work: Path, n_runs: int, kills_per_run: int, rng: random.Random) -> dict:
-    cfg = campaign_yaml(work / "campaign")
+def first_difference(ref: Path, run: Path) -> str | None:
+    """``generation/purpose/state`` of the earliest label in one dataset but not the other."""
+    recs = {}
+    for d in (ref, run):
+        recs[d] = {r.key: r for r in LabelStore(d / "dataset.h5").records(status=None)}
+    keys = set(recs[ref]) ^ set(recs[run])
+    tags = sorted((int(t.get("generation", 0)), t.get("purpose", ""), t.get("state", ""))
+                  for t in ((recs[ref].get(k) or recs[run][k]).tags for k in keys))
+    return "/".join(map(str, tags[0])) if tags else None
+
+
+def campaigns(work: Path, target_kills: int, max_kills_per_run: int, rng: random.Random,
+              site: str = "local-threads") -> dict:
+    """Campaign runs, each killed up to ``max_kills_per_run`` times (SIGKILL at a uniform
+    random moment of the campaign proper: from the driver's ``run_start`` event to the
+    reference's duration after it) and resumed, until ``target_kills`` kills are done."""
+    cfg = campaign_yaml(work / "campaign", site)
     ref_dir = work / "ref-oracle"
     ref_dir.mkdir()
     t0 = time.perf_counter()
     run_to_end([ALFLOW, "run", str(cfg), "--dir", str(work / "ref")], env_for(ref_dir))
     t_ref = time.perf_counter() - t0
+    events = (work / "ref" / "events.jsonl").read_text().splitlines()
+    d_ref = json.loads(events[-1])["elapsed_s"]  # run_start -> run_end
     ref = labels(work / "ref" / "dataset.h5")
     base_recomputed = recomputed(ref_dir)
     out = {"kills": 0, "runs_finished": 0, "labels_lost": 0, "labels_recomputed": 0,
            "datasets_identical": True, "reference_s": round(t_ref, 1),
-           "reference_labels": len(ref), "reference_recomputed": base_recomputed, "runs": []}
-    for r in range(n_runs):
+           "reference_campaign_s": d_ref, "reference_labels": len(ref),
+           "reference_recomputed": base_recomputed, "runs": []}
+    r = 0
+    while out["kills"] < target_kills:
         run, odir = work / f"run{r}", work / f"oracle{r}"
         odir.mkdir()
         env = env_for(odir)
         kills = lost = 0
-        for _ in range(kills_per_run):
+        while kills < max_kills_per_run:
             cmd = ([ALFLOW, "resume", str(run)] if run.exists()
                    else [ALFLOW, "run", str(cfg), "--dir", str(run)])
-            killed, t_kill, res = kill_at_random(cmd, env, t_ref, rng, signal.SIGKILL)
+            n0 = run_starts(run)
+            killed, t_kill, res = kill_at_random(
+                cmd, env, d_ref, rng, signal.SIGKILL,
+                started=lambda run=run, n0=n0: run_starts(run) > n0)
             if not killed:
                 if res.returncode != 0:
                     raise RuntimeError(f"campaign run {r} failed:\n{res.stdout}")
@@ -194,13 +228,15 @@ def campaigns(work: Path, n_runs: int, kills_per_run: int, rng: random.Random) -
         out["runs"].append({"kills": kills, "labels": len(final), "identical": same,
                             "lost": lost, "recomputed": rec,
                             "missing": len(set(ref) - set(final)),
-                            "extra": len(set(final) - set(ref))})
+                            "extra": len(set(final) - set(ref)),
+                            "first_difference": first_difference(work / "ref", run)})
         out["kills"] += kills
         out["runs_finished"] += 1
         out["labels_lost"] += lost
         out["labels_recomputed"] += max(rec, 0)
         out["datasets_identical"] &= same
         print(f"campaign run {r}: {out['runs'][-1]}", flush=True)
+        r += 1
     return out
 
 
@@ -244,22 +280,31 @@ def batches(work: Path, kind: str, n_runs: int, kills_per_run: int, n_structures
     run_to_end(cmd(work / f"{kind}-ref.h5"), env)
     t_ref = time.perf_counter() - t0
     ref = labels(work / f"{kind}-ref.h5")
+    times = [t for _, _, _, t in read_log(ref_dir, times=True)]
+    t_label = max(times) - min(times)  # first calculation started -> last one finished
+
+    def starts(directory: Path) -> int:
+        return sum(e == "start" for e, _, _ in read_log(directory))
+
     out = {"kills": 0, "runs_finished": 0, "labels_lost": 0, "labels_recomputed": 0,
-           "datasets_identical": True, "reference_s": round(t_ref, 1), "runs": []}
+           "datasets_identical": True, "reference_s": round(t_ref, 1),
+           "reference_labelling_s": round(t_label, 1), "runs": []}
     for r in range(n_runs):
         store, odir = work / f"{kind}{r}.h5", work / f"{kind}-oracle{r}"
         odir.mkdir()
         env = {**env_for(odir), "FAKE_ORACLE_SLEEP": "0.1"}
         kills = lost = 0
         for _ in range(kills_per_run):
+            n0 = starts(odir)
+            started = lambda d=odir, n0=n0: starts(d) > n0  # noqa: E731
             if kind == "label":
-                killed, t_kill, res = kill_at_random(cmd(store), env, t_ref, rng,
-                                                     signal.SIGTERM)
+                killed, t_kill, res = kill_at_random(cmd(store), env, t_label, rng,
+                                                     signal.SIGTERM, started=started)
             else:
                 rank = rng.randrange(2)
-                killed, t_kill, res = kill_at_random(cmd(store), env, t_ref, rng,
-                                                     signal.SIGKILL,
-                                                     victim=lambda p, k=rank: mpi_rank_pid(p, k))
+                killed, t_kill, res = kill_at_random(
+                    cmd(store), env, t_label, rng, signal.SIGKILL, started=started,
+                    victim=lambda p, k=rank: mpi_rank_pid(p, k))
             if not killed:
                 break
             kills += 1
@@ -284,19 +329,30 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer runs and kills (< 2 min)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", help="work directory to keep (default: a temporary one)")
+    p.add_argument("--site", default="local-threads", help="the campaigns' site")
+    p.add_argument("--campaign-kills", type=int, help="kills of campaign drivers (default: "
+                                                      "20; --quick: 2)")
+    p.add_argument("--only", choices=["campaign", "label", "mpi"], action="append",
+                   help="run only these parts (repeatable)")
     args = p.parse_args()
     rng = random.Random(args.seed)
     if args.quick:
-        plan = {"campaign": (1, 2), "label": (1, 2), "mpi": (1, 2)}
+        plan = {"campaign": (2, 2), "label": (1, 2), "mpi": (1, 2)}
     else:
-        plan = {"campaign": (3, 7), "label": (2, 4), "mpi": (2, 4)}
+        plan = {"campaign": (20, 5), "label": (2, 4), "mpi": (2, 4)}
+    if args.campaign_kills is not None:
+        plan["campaign"] = (args.campaign_kills, plan["campaign"][1])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="alflow-faults-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        parts = {"campaign": campaigns(work, *plan["campaign"], rng),
-                 "label": batches(work, "label", *plan["label"], 30, rng),
-                 "mpi": batches(work, "mpi", *plan["mpi"], 30, rng)}
+        only = set(args.only or plan)
+        parts = {}
+        if "campaign" in only:
+            parts["campaign"] = campaigns(work, *plan["campaign"], rng, args.site)
+        for kind in ("label", "mpi"):
+            if kind in only:
+                parts[kind] = batches(work, kind, *plan[kind], 30, rng)
     total = {k: sum(part[k] for part in parts.values())
              for k in ("kills", "runs_finished", "labels_lost", "labels_recomputed")}
     total["datasets_identical"] = all(part["datasets_identical"] for part in parts.values())
