@@ -22,6 +22,9 @@ calculation it starts and finishes, with its time, from every process. Figures:
   neither the store nor the campaign's pending-label journal right after it;
 - ``labels_recomputed``: calculations finished more than once for one configuration (from the
   oracle's log, not the store), beyond those of the uninterrupted reference run;
+- ``recomputed_finished_within_1s_of_a_kill``: of those, the ones whose first calculation
+  finished less than 1 s before a kill (inside the durability bound: a SIGKILL can land
+  between the oracle's return and the commit, a few ms under load);
 - ``datasets_identical``: whether every run's final labels (keys, status, energies) equal
   those of the same run uninterrupted.
 
@@ -80,6 +83,21 @@ def labels(store: Path) -> dict[str, tuple[str, float | None]]:
 def recomputed(oracle_dir: Path) -> int:
     done = Counter(h for e, h, _ in read_log(oracle_dir) if e == "done")
     return sum(c - 1 for c in done.values())
+
+
+def recomputed_in_window(oracle_dir: Path, kill_times: list[float]) -> int:
+    """Recomputations of labels whose first calculation finished less than DURABLE_S before a
+    kill: labels the kill caught between the oracle's return and their commit."""
+    first: dict[str, float] = {}
+    again: Counter = Counter()
+    for e, h, _, t in read_log(oracle_dir, times=True):
+        if e == "done":
+            if h in first:
+                again[h] += 1
+            else:
+                first[h] = t
+    return sum(n for h, n in again.items()
+               if any(0 <= tk - first[h] < DURABLE_S for tk in kill_times))
 
 
 def durable_hashes(store: Path, pending: Path | None) -> set[str]:
@@ -195,7 +213,8 @@ def campaigns(work: Path, target_kills: int, max_kills_per_run: int, rng: random
     ref = labels(work / "ref" / "dataset.h5")
     base_recomputed = recomputed(ref_dir)
     out = {"kills": 0, "runs_finished": 0, "labels_lost": 0, "labels_recomputed": 0,
-           "datasets_identical": True, "reference_s": round(t_ref, 1),
+           "recomputed_finished_within_1s_of_a_kill": 0, "datasets_identical": True,
+           "reference_s": round(t_ref, 1),
            "reference_campaign_s": d_ref, "reference_labels": len(ref),
            "reference_recomputed": base_recomputed, "runs": []}
     r = 0
@@ -204,6 +223,7 @@ def campaigns(work: Path, target_kills: int, max_kills_per_run: int, rng: random
         odir.mkdir()
         env = env_for(odir)
         kills = lost = 0
+        kill_times: list[float] = []
         while kills < max_kills_per_run:
             cmd = ([ALFLOW, "resume", str(run)] if run.exists()
                    else [ALFLOW, "run", str(cfg), "--dir", str(run)])
@@ -216,6 +236,7 @@ def campaigns(work: Path, target_kills: int, max_kills_per_run: int, rng: random
                     raise RuntimeError(f"campaign run {r} failed:\n{res.stdout}")
                 break
             kills += 1
+            kill_times.append(t_kill)
             lost += lost_at_kill(odir, t_kill, run / "dataset.h5", run / "labels" / "pending")
         if not run.exists():
             run_to_end([ALFLOW, "run", str(cfg), "--dir", str(run)], env)
@@ -225,8 +246,9 @@ def campaigns(work: Path, target_kills: int, max_kills_per_run: int, rng: random
         final = labels(run / "dataset.h5")
         same = final == ref
         rec = recomputed(odir) - base_recomputed
+        window = recomputed_in_window(odir, kill_times)
         out["runs"].append({"kills": kills, "labels": len(final), "identical": same,
-                            "lost": lost, "recomputed": rec,
+                            "lost": lost, "recomputed": rec, "recomputed_in_window": window,
                             "missing": len(set(ref) - set(final)),
                             "extra": len(set(final) - set(ref)),
                             "first_difference": first_difference(work / "ref", run)})
@@ -234,6 +256,7 @@ def campaigns(work: Path, target_kills: int, max_kills_per_run: int, rng: random
         out["runs_finished"] += 1
         out["labels_lost"] += lost
         out["labels_recomputed"] += max(rec, 0)
+        out["recomputed_finished_within_1s_of_a_kill"] += window
         out["datasets_identical"] &= same
         print(f"campaign run {r}: {out['runs'][-1]}", flush=True)
         r += 1
@@ -287,13 +310,15 @@ def batches(work: Path, kind: str, n_runs: int, kills_per_run: int, n_structures
         return sum(e == "start" for e, _, _ in read_log(directory))
 
     out = {"kills": 0, "runs_finished": 0, "labels_lost": 0, "labels_recomputed": 0,
-           "datasets_identical": True, "reference_s": round(t_ref, 1),
+           "recomputed_finished_within_1s_of_a_kill": 0, "datasets_identical": True,
+           "reference_s": round(t_ref, 1),
            "reference_labelling_s": round(t_label, 1), "runs": []}
     for r in range(n_runs):
         store, odir = work / f"{kind}{r}.h5", work / f"{kind}-oracle{r}"
         odir.mkdir()
         env = {**env_for(odir), "FAKE_ORACLE_SLEEP": "0.1"}
         kills = lost = 0
+        kill_times: list[float] = []
         for _ in range(kills_per_run):
             n0 = starts(odir)
             started = lambda d=odir, n0=n0: starts(d) > n0  # noqa: E731
@@ -308,17 +333,20 @@ def batches(work: Path, kind: str, n_runs: int, kills_per_run: int, n_structures
             if not killed:
                 break
             kills += 1
+            kill_times.append(t_kill)
             lost += lost_at_kill(odir, t_kill, store, None)
         run_to_end(cmd(store), env)
         final = labels(store)
         same = final == ref
         rec = recomputed(odir)
+        window = recomputed_in_window(odir, kill_times)
         out["runs"].append({"kills": kills, "lost": lost, "recomputed": rec,
-                            "identical": same})
+                            "recomputed_in_window": window, "identical": same})
         out["kills"] += kills
         out["runs_finished"] += 1
         out["labels_lost"] += lost
         out["labels_recomputed"] += rec
+        out["recomputed_finished_within_1s_of_a_kill"] += window
         out["datasets_identical"] &= same
         print(f"{kind} run {r}: {out['runs'][-1]}", flush=True)
     return out
@@ -354,7 +382,8 @@ def main() -> None:
             if kind in only:
                 parts[kind] = batches(work, kind, *plan[kind], 30, rng)
     total = {k: sum(part[k] for part in parts.values())
-             for k in ("kills", "runs_finished", "labels_lost", "labels_recomputed")}
+             for k in ("kills", "runs_finished", "labels_lost", "labels_recomputed",
+                       "recomputed_finished_within_1s_of_a_kill")}
     total["datasets_identical"] = all(part["datasets_identical"] for part in parts.values())
     for name, part in parts.items():
         print(f"{name}: " + json.dumps({k: v for k, v in part.items() if k != "runs"}))
