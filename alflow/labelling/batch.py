@@ -167,8 +167,10 @@ def label_many(
         known(i, rec, False)
 
     def waited(idx: list[int]) -> list[int]:
-        """Of the keys other writers hold: read those they stored, claim those they gave up;
-        returns the indices still held elsewhere, computing none."""
+        """Of the keys other writers held: take those they stored from the store; returns the
+        indices still to do (the next ``take`` claims those they gave up)."""
+        if not idx:
+            return []
         now = store.get_many(keys[i] for i in idx)
         for i in [i for i in idx if usable(now.get(keys[i]))]:
             known(i, now[keys[i]], True)
