@@ -163,3 +163,9 @@ def test_emt_unknown_element_is_clear(tmp_path):
     atoms = Atoms("Ag2Xe", positions=[[0, 0, 0], [2.8, 0, 0], [0, 3, 0]])
     with pytest.raises(ConfigError, match="EMT has no parameters for Xe"):
         label_many([atoms], "ase:emt", LabelStore(tmp_path / "d.h5"))
+
+
+def test_label_many_without_a_store():
+    batch = ag_batch(2)
+    recs = label_many(batch + [batch[0].copy()], make_labeller("ase:emt"))
+    assert [r.status for r in recs] == ["ok"] * 3 and recs[2].energy == recs[0].energy

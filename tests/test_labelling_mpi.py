@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -85,36 +84,62 @@ def test_mpi_bad_input_stops_every_rank(tmp_path):
 
 
 def test_mpi_job_killed_midway_then_rerun_computes_only_the_rest(tmp_path):
-    """PySCF labels on 2 ranks; the job is killed (SIGTERM to mpiexec) after a few labels; the
-    rerun reuses every stored label and computes the rest on both ranks."""
-    rng = np.random.default_rng(1)
-    images = [Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]
-                    + rng.normal(0, 0.03, (3, 3))) for _ in range(12)]
-    write(tmp_path / "w.extxyz", images)
+    """Two ranks; the oracle's fourth and fifth calculations never finish (one per rank), so
+    exactly three labels have finished when the job is killed (SIGTERM to mpiexec, as a
+    scheduler at the time limit): all three are stored without waiting for the stalled ones,
+    and the rerun reuses them and computes the other nine, each once, on both ranks."""
+    from collections import Counter
+
+    from fake_oracle import read_log
+    from test_labelling_faults import METHOD, lj7_batch, oracle_env, stored, wait_for
+
+    structures = lj7_batch(tmp_path / "w.extxyz", 12)
     store_path = tmp_path / "w.h5"
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1")
-    args = [str(tmp_path / "w.extxyz"), "--store", str(store_path), "--method",
-            "pyscf:pbe/sto-3g"]
+    args = [str(structures), "--store", str(store_path), "--method", METHOD]
+    env = dict(oracle_env(tmp_path, stall_after="3"), OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     proc = subprocess.Popen(["mpiexec", "-n", "2", "--oversubscribe", sys.executable, "-m",
                              "alflow.labelling.batch", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 200
-    while time.monotonic() < deadline and proc.poll() is None:
-        if store_path.exists() and len(LabelStore(store_path)) >= 3:
-            break
-        time.sleep(0.05)
-    proc.terminate()  # what a scheduler does at the time limit: SIGTERM to the launcher
-    proc.wait(timeout=60)
-    done = len(LabelStore(store_path))
-    assert 3 <= done < 12
-    s = summary(mpirun(2, *args, "--threads", "1"))
-    assert s["reused"] == done and s["computed"] == 12 - done and s["ok"] == 12
+    try:
+        wait_for(lambda: all((tmp_path / f"stalled-{n}").exists() for n in (3, 4))
+                 or proc.poll() is not None, "both ranks in a stalled calculation")
+        assert proc.poll() is None
+        wait_for(lambda: stored(store_path) == 3, "the three finished labels in the store")
+        proc.terminate()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert stored(store_path) == 3
+    # rerun: the log holds 5 starts; calculations 5 and 6 (the rerun's first two) each wait
+    # until both have started, so both ranks compute
+    env = dict(oracle_env(tmp_path, barrier="7"), OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+    rerun = subprocess.run(["mpiexec", "-n", "2", "--oversubscribe", sys.executable, "-m",
+                            "alflow.labelling.batch", *args], capture_output=True, text=True,
+                           timeout=240, env=env)
+    s = summary(rerun)
+    assert s["reused"] == 3 and s["computed"] == 9 and s["ok"] == 12
     assert min(s["tasks_per_rank"]) >= 1, s  # dynamic distribution fed both ranks
+    done = Counter(h for e, h, _ in read_log(tmp_path) if e == "done")
+    assert len(done) == 12 and set(done.values()) == {1}  # no label computed twice
+    assert stored(store_path) == 12
+
+
+def test_mpi_pyscf_labels_one_thread_per_rank(tmp_path):
+    rng = np.random.default_rng(1)
+    images = [Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]
+                    + rng.normal(0, 0.03, (3, 3))) for _ in range(3)]
+    write(tmp_path / "w.extxyz", images)
+    store_path = tmp_path / "w.h5"
+    s = summary(mpirun(2, str(tmp_path / "w.extxyz"), "--store", str(store_path), "--method",
+                       "pyscf:pbe/sto-3g", "--threads", "1"))
+    assert s["computed"] == 3 and s["ok"] == 3
     store = LabelStore(store_path)
-    assert len(store) == 12
     lab = make_labeller("pyscf:pbe/sto-3g")
     images = read_structures(tmp_path / "w.extxyz")
-    rec = store.get(lab.key(images[-1]))
-    assert rec.provenance["threads"] == 1
-    assert rec.energy == pytest.approx(lab.label(images[-1]).energy, abs=1e-6)
+    for atoms in images:
+        rec = store.get(lab.key(atoms))
+        assert rec.provenance["threads"] == 1
+        assert rec.energy == pytest.approx(lab.label(atoms).energy, abs=1e-6)

@@ -250,10 +250,11 @@ def site_labels(site: str) -> set[str]:
 
 def resolve_campaign(cfg: CampaignConfig, base: Path) -> CampaignConfig:
     """Absolute structure paths; every structure readable, one composition; labeller valid."""
+    from alflow.labelling.validate import validate_method
     from alflow.structures import read_structures
 
     cfg = cfg.model_copy(deep=True)
-    numbers = None
+    numbers = sample = None
     for name, st in cfg.system.states.items():
         st.structures = [_resolve(base, p) for p in st.structures]
         if st.definition.reference is not None:
@@ -270,13 +271,13 @@ def resolve_campaign(cfg: CampaignConfig, base: Path) -> CampaignConfig:
             for atoms in images:
                 nums = tuple(atoms.numbers.tolist())
                 if numbers is None:
-                    numbers = nums
+                    numbers, sample = nums, atoms
                 elif nums != numbers:
                     raise ConfigError(f"{field}: composition {atoms.get_chemical_formula()} "
                                       "differs from the other states' structures (one system "
                                       "per campaign, same atom order)")
-    try:
-        cfg.oracle.labeller_config()
+    try:  # method, functional, basis, ECP and options against the system, before any work
+        validate_method(cfg.oracle.labeller_config(), [sample] if numbers else [])
     except ConfigError as err:
         raise ConfigError(f"oracle: {err}") from None
     if cfg.mlip:

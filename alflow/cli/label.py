@@ -30,24 +30,6 @@ def resolve_structures(arg: str) -> Path:
     return path
 
 
-def parse_tags(tags: list[str]) -> dict[str, object]:
-    """``key=value`` strings -> dict (integers and floats converted)."""
-    out: dict[str, object] = {}
-    for t in tags:
-        k, sep, v = t.partition("=")
-        if not sep or not k:
-            raise InputError(f"--tag expects key=value, got {t!r}")
-        for conv in (int, float):
-            try:
-                out[k] = conv(v)
-                break
-            except ValueError:
-                continue
-        else:
-            out[k] = v
-    return out
-
-
 def register(app: typer.Typer) -> None:
     @app.command("label")
     def label(
@@ -72,21 +54,22 @@ def register(app: typer.Typer) -> None:
         """Label every structure (energy eV, forces eV/Å) and store it; stored ones are skipped."""
         from alflow.config import load_yaml_model
         from alflow.dataset import LabelStore
-        from alflow.labelling import DEFAULT_METHOD, LabellerConfig, label_many, make_labeller
+        from alflow.labelling import DEFAULT_METHOD, LabellerConfig, label_many
+        from alflow.labelling.commit import sigterm_raises
+        from alflow.labelling.tags import image_tags, parse_tags
+        from alflow.labelling.validate import validate_method
         from alflow.structures import read_structures
 
         if method and config:
             raise InputError("give either --method or --config, not both")
         overrides = {"threads": threads} if threads else {}
-        if config is not None:
-            labeller = make_labeller(load_yaml_model(LabellerConfig, config), **overrides)
-        else:
-            labeller = make_labeller(method or DEFAULT_METHOD, **overrides)
+        chosen = (load_yaml_model(LabellerConfig, config) if config is not None
+                  else method or DEFAULT_METHOD)
+        tags = parse_tags(tag)
         path = resolve_structures(structures)
         images = read_structures(path)
-        tags = parse_tags(tag)
-        per_image = [{**{k: v for k, v in a.info.items() if k in ("state",)}, **tags}
-                     for a in images]
+        labeller = validate_method(chosen, images, **overrides)
+        per_image = image_tags(images, tags)
         st = LabelStore(store)
         console = Console(stderr=True, soft_wrap=True)
         keys = {labeller.key(a) for a in images}
@@ -113,8 +96,9 @@ def register(app: typer.Typer) -> None:
                 if rec.status != "ok" and not cached:
                     console.print(f"[yellow]structure {i} failed: {rec.reason}")
 
-            recs = label_many(images, labeller, st, per_image, retry_failed=retry_failed,
-                              on_result=on_result)
+            with sigterm_raises():  # a finished label is committed before the process ends
+                recs = label_many(images, labeller, st, per_image, retry_failed=retry_failed,
+                                  on_result=on_result)
         n_ok = sum(r.status == "ok" for r in recs)
         console.print(f"{store}: {n_ok}/{len(recs)} ok; computed {counts['ok']} ok + "
                       f"{counts['failed']} failed, reused {counts['stored']}")

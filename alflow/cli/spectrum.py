@@ -80,6 +80,7 @@ def register(app: typer.Typer) -> None:
         spin: Annotated[int, typer.Option(min=0, help="2S")] = 0,
     ) -> None:
         """TDDFT excitations of every structure, and their averaged broadened spectrum."""
+        from alflow.labelling.validate import validate_method
         from alflow.observables.batch import spectra_many
         from alflow.observables.store import SpectrumStore
         from alflow.structures import read_structures
@@ -89,6 +90,7 @@ def register(app: typer.Typer) -> None:
         config = TDDFTConfig.from_method(method, nstates=nstates, tda=tda, threads=threads,
                                          charge=charge, spin=spin, td_grids_level=td_grid)
         images = read_structures(structures)
+        validate_method(config.labeller_config(), images)  # functional, basis, ECP: before work
         st = SpectrumStore(store) if store is not None else None
         console = Console(stderr=True)
         console.print(f"{len(images)} structure(s) from {structures}; {config.method_label}, "

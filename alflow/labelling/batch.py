@@ -15,13 +15,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from ase import Atoms
 
 from alflow.dataset import LabelRecord, LabelStore
 from alflow.labelling.base import Labeller, LabellerConfig
+from alflow.labelling.claims import Claims
+from alflow.labelling.commit import Committer
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +58,6 @@ def label_one(atoms: Atoms, config: LabellerConfig, tags: dict[str, Any] | None 
     return record_of(cached_labeller(config), atoms, key, tags)
 
 
-def check_all(atoms_list: Sequence[Atoms], labeller: Labeller) -> None:
-    """Run ``labeller.check`` once per distinct composition (ConfigError before any work)."""
-    seen: set[tuple[int, ...]] = set()
-    for atoms in atoms_list:
-        comp = tuple(sorted(set(atoms.numbers.tolist())))
-        if comp not in seen:
-            seen.add(comp)
-            labeller.check(atoms)
-
-
 def _tag_list(tags: dict[str, Any] | Sequence[dict[str, Any]] | None, n: int) -> list[dict]:
     if tags is None or isinstance(tags, dict):
         return [dict(tags or {}) for _ in range(n)]
@@ -84,93 +76,161 @@ def label_many(
     submit: Submit | None = None,
     retry_failed: bool = False,
     on_result: OnResult | None = None,
-    commit_interval_s: float = 0.5,
+    commit_interval_s: float = 0.0,
+    claims: bool = True,
+    poll_s: float = 0.5,
 ) -> list[LabelRecord]:
     """Labels of every configuration, in input order.
 
     Keys already in ``store`` are read, not recomputed (failed ones too, unless
     ``retry_failed``); a configuration repeated in the batch is computed once. Each new label
-    is appended to ``store`` as it finishes (labels finishing within ``commit_interval_s`` of
-    the previous write share one atomic commit). ``tags``: one dict for all or one per
-    configuration. ``on_result(i, record, cached)`` is called once per input index as its
-    label is known (``cached``: read from the store or shared with a repeat). With
-    ``submit``, a task that raises (worker lost) gives a failed record that is *not* stored,
-    so a rerun retries it; the other labels are unaffected.
+    is committed to ``store`` by a background thread as soon as it finishes (labels finishing
+    within ``commit_interval_s`` ≤ 1 s of each other share one atomic commit), whatever is
+    computed next. With ``claims``, a key is claimed (:mod:`alflow.labelling.claims`) before it
+    is computed: a key another live writer holds is waited for (checked every ``poll_s``) and
+    read from the store once that writer commits it, or computed here if it gives it up.
+    ``tags``: one dict for all or one per configuration. ``on_result(i, record, cached)`` is
+    called once per input index as its label is known (``cached``: read from the store or
+    shared with a repeat). With ``submit``, a task that raises (worker lost) gives a failed
+    record that is *not* stored, so a rerun retries it; the other labels are unaffected.
     """
     from alflow.labelling import make_labeller
+    from alflow.labelling.validate import validate_labeller
 
     lab = labeller if isinstance(labeller, Labeller) else make_labeller(labeller)
     n = len(atoms_list)
     tag_list = _tag_list(tags, n)
-    check_all(atoms_list, lab)
+    validate_labeller(lab, atoms_list)
     keys = [lab.key(a) for a in atoms_list]
-    stored = store.get_many(set(keys)) if store is not None else {}
     results: list[LabelRecord | None] = [None] * n
     first_of: dict[str, int] = {}
     repeats: dict[int, list[int]] = {}  # first index -> later indices of the same key
-    todo: list[int] = []
     for i, key in enumerate(keys):
         if key in first_of:
             repeats.setdefault(first_of[key], []).append(i)
-            continue
-        first_of[key] = i
-        old = stored.get(key)
-        if old is not None and (old.status == "ok" or not retry_failed):
-            results[i] = old
         else:
-            todo.append(i)
-    for i in range(n):
-        if on_result and results[first_of[keys[i]]] is not None:
-            on_result(i, results[first_of[keys[i]]], True)
-    if todo:
-        log.info("%s: %d to label, %d already stored", lab.method_info.get("name"), len(todo),
-                 n - len(todo))
+            first_of[key] = i
 
-    pending: list[LabelRecord] = []
-    last_commit = [0.0]
+    def usable(rec: LabelRecord | None) -> bool:
+        return rec is not None and (rec.status == "ok" or not retry_failed)
 
-    def commit(force: bool = False) -> None:
-        if store is None or not pending:
-            return
-        if force or time.monotonic() - last_commit[0] >= commit_interval_s:
-            store.append_many(pending, replace_failed=retry_failed)
-            pending.clear()
-            last_commit[0] = time.monotonic()
-
-    def finish(i: int, rec: LabelRecord) -> None:
+    def known(i: int, rec: LabelRecord, cached: bool) -> None:
         results[i] = rec
-        if not rec.provenance.get("lost"):
-            pending.append(rec)
-            commit()
         if on_result:
-            on_result(i, rec, False)
+            on_result(i, rec, cached)
             for j in repeats.get(i, []):
                 on_result(j, rec, True)
 
-    try:
-        if submit is None:
-            for i in todo:
-                finish(i, record_of(lab, atoms_list[i], keys[i], tag_list[i]))
+    stored = store.get_many(first_of) if store is not None else {}
+    todo = []
+    for i in first_of.values():
+        if usable(stored.get(keys[i])):
+            known(i, stored[keys[i]], True)
         else:
-            futures = {submit(label_one, atoms_list[i], lab.config, tag_list[i], keys[i]): i
-                       for i in todo}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                try:
-                    rec = fut.result()
-                except Exception as err:  # worker lost, serialisation error... keep the others
-                    log.warning("label task %d failed: %s", i, err)
-                    rec = LabelRecord.from_atoms(
-                        atoms_list[i], keys[i], "failed",
-                        reason=f"task error: {type(err).__name__}: {err}",
-                        method=lab.method_info, provenance={"lost": True}, tags=tag_list[i])
-                finish(i, rec)
+            todo.append(i)
+    if not todo:
+        return _in_order(results, keys, first_of)
+    log.info("%s: %d to label, %d already stored", lab.method_info.get("name"), len(todo),
+             n - len(todo))
+    claim = Claims(store.path) if store is not None and claims else None
+    committer = (Committer(store, retry_failed, commit_interval_s,
+                           on_commit=lambda recs: claim and claim.release([r.key for r in recs]))
+                 if store is not None else None)
+
+    warned: list[bool] = []
+
+    def take(idx: list[int]) -> list[int]:
+        """The indices of ``idx`` this writer may compute now (claimed and still unstored);
+        those another writer stored meanwhile are taken from the store."""
+        if claim is None:
+            return idx
+        got = claim.claim(keys[i] for i in idx)
+        if claim.others and not warned:
+            warned.append(True)
+            who = {(h.get("host"), h.get("pid")) for h in claim.others.values()}
+            log.info("%d label(s) are being computed by another writer of %s (%s): waiting for "
+                     "them (a dead writer's claims lapse within %.0f s)", len(claim.others),
+                     store.path, ", ".join(f"pid {p} on {h}" for h, p in sorted(who, key=str)),
+                     claim.ttl_s)
+        mine = [i for i in idx if keys[i] in got]
+        now = store.get_many(keys[i] for i in mine)  # a writer commits before it releases
+        for i in [i for i in mine if usable(now.get(keys[i]))]:
+            claim.release([keys[i]])
+            known(i, now[keys[i]], True)
+        return [i for i in mine if results[i] is None]
+
+    def finish(i: int, rec: LabelRecord) -> None:
+        if committer is not None and not rec.provenance.get("lost"):
+            committer.put(rec)
+        elif claim is not None:  # lost: not stored; another writer or a rerun computes it
+            claim.release([keys[i]])
+        known(i, rec, False)
+
+    def waited(idx: list[int]) -> list[int]:
+        """Of the keys other writers held: take those they stored from the store; returns the
+        indices still to do (the next ``take`` claims those they gave up)."""
+        if not idx:
+            return []
+        now = store.get_many(keys[i] for i in idx)
+        for i in [i for i in idx if usable(now.get(keys[i]))]:
+            known(i, now[keys[i]], True)
+        return [i for i in idx if results[i] is None]
+
+    try:
+        waiting = list(todo)
+        if submit is None:  # claim one key at a time: concurrent writers share the work
+            while waiting:
+                computed = False
+                for i in waiting:
+                    if results[i] is None and take([i]):
+                        finish(i, record_of(lab, atoms_list[i], keys[i], tag_list[i]))
+                        computed = True
+                waiting = waited([i for i in waiting if results[i] is None])
+                if waiting and not computed:
+                    time.sleep(poll_s)
+        else:
+            futures: dict[Future, int] = {}
+            while waiting or futures:
+                if waiting:
+                    mine = take(waiting)
+                    waiting = [i for i in waiting if i not in mine and results[i] is None]
+                    for i in mine:
+                        futures[submit(label_one, atoms_list[i], lab.config, tag_list[i],
+                                       keys[i])] = i
+                if not futures:  # only keys other writers compute: wait for them
+                    time.sleep(poll_s)
+                    waiting = waited(waiting)
+                    continue
+                done, _ = wait(list(futures), timeout=poll_s if waiting else None,
+                               return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = futures.pop(fut)
+                    try:
+                        rec = fut.result()
+                    except Exception as err:  # worker lost, serialisation error: keep the others
+                        log.warning("label task %d failed: %s", i, err)
+                        rec = LabelRecord.from_atoms(
+                            atoms_list[i], keys[i], "failed",
+                            reason=f"task error: {type(err).__name__}: {err}",
+                            method=lab.method_info, provenance={"lost": True},
+                            tags=tag_list[i])
+                    finish(i, rec)
+                if waiting:
+                    waiting = waited(waiting)
     finally:
-        commit(force=True)
-    for i, key in enumerate(keys):
-        if results[i] is None:
-            results[i] = results[first_of[key]]
-    return [r for r in results if r is not None]
+        try:
+            if committer is not None:
+                committer.close()
+        finally:
+            if claim is not None:
+                claim.close()
+    return _in_order(results, keys, first_of)
+
+
+def _in_order(results: list[LabelRecord | None], keys: list[str],
+              first_of: dict[str, int]) -> list[LabelRecord]:
+    return [results[i] if results[i] is not None else results[first_of[k]]
+            for i, k in enumerate(keys)]
 
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@ Design
   time, so a slow SCF never idles the others. Rank 0 also labels, in a helper thread (n ranks
   = n workers; ``--no-master-work`` reserves rank 0 for dispatching).
 - Rank 0 runs :func:`alflow.labelling.batch.label_many` with an MPI ``submit``: stored keys are
-  skipped, duplicates computed once, and each finished label is appended to the store as soon
-  as it arrives, by rank 0 only (HDF5 is single-writer; nothing relies on file locks across
-  nodes). Killing the job loses at most the labels in flight; a rerun computes only those.
+  skipped, duplicates computed once, keys claimed against other writers of the store, and
+  each finished label is committed to the store as soon as it arrives (a background thread;
+  within 1 s, whatever comes next), by rank 0 only (HDF5 is single-writer; nothing relies on
+  file locks across nodes). On SIGTERM (a scheduler's time limit, ``mpiexec`` forwarding a
+  kill) rank 0 commits what has finished and exits at once. Killing the job loses at most the
+  labels in flight; a rerun computes only those.
 - Waiting ranks poll with ``Iprobe`` + sleep (``--poll``, default 20 ms) instead of blocking in
   ``recv``, which in Open MPI spins a core that a neighbouring rank's SCF needs.
 - Threads per rank are set explicitly (OpenMP, BLAS, ``OMP_NUM_THREADS``): ``--threads``, else
@@ -227,27 +230,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setup(args, threads: int):
     """Rank 0: structures, store, labeller, tags; raises AlflowError on bad input."""
-    from alflow.cli.label import parse_tags
     from alflow.config import load_yaml_model
     from alflow.dataset import LabelStore
-    from alflow.labelling import DEFAULT_METHOD, LabellerConfig, make_labeller
-    from alflow.labelling.batch import check_all
+    from alflow.labelling import DEFAULT_METHOD, LabellerConfig
+    from alflow.labelling.tags import image_tags, parse_tags
+    from alflow.labelling.validate import validate_method
     from alflow.structures import read_structures
 
-    if args.config:
-        labeller = make_labeller(load_yaml_model(LabellerConfig, args.config), threads=threads)
-    else:
-        labeller = make_labeller(args.method or DEFAULT_METHOD, threads=threads)
-    images = read_structures(args.structures)
-    check_all(images, labeller)
+    method = (load_yaml_model(LabellerConfig, args.config) if args.config
+              else args.method or DEFAULT_METHOD)
     tags = parse_tags(args.tag)
-    per_image = []
-    for a in images:  # per-structure tags: info["alflow_tags"] (JSON, written by apps) + state
-        own = json.loads(a.info["alflow_tags"]) if "alflow_tags" in a.info else {}
-        if "state" in a.info:
-            own.setdefault("state", a.info["state"])
-        per_image.append({**own, **tags})
-    return images, LabelStore(args.store), labeller, per_image
+    images = read_structures(args.structures)
+    labeller = validate_method(method, images, threads=threads)
+    return images, LabelStore(args.store), labeller, image_tags(images, tags)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from alflow.errors import AlflowError
     from alflow.labelling.base import set_threads
+    from alflow.labelling.commit import sigterm_raises
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -282,9 +278,13 @@ def main(argv: list[str] | None = None) -> None:
     pool = MPIPool(comm, local_worker=not args.no_master_work or size == 1, poll_s=args.poll)
     cached = [0]
     try:
-        records = label_many(images, labeller, store, tags, submit=pool.submit,
-                             retry_failed=args.retry_failed,
-                             on_result=lambda i, r, c: cached.__setitem__(0, cached[0] + c))
+        with sigterm_raises():
+            records = label_many(images, labeller, store, tags, submit=pool.submit,
+                                 retry_failed=args.retry_failed,
+                                 on_result=lambda i, r, c: cached.__setitem__(0, cached[0] + c))
+    except SystemExit as stop:  # SIGTERM: label_many committed every finished label
+        sys.stderr.flush()
+        os._exit(int(stop.code or 1))  # the job is ending: do not wait for labels in flight
     except BaseException:
         pool.shutdown(cancel_pending=True)
         raise

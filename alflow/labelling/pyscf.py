@@ -22,6 +22,8 @@ exception. Units: PySCF works in Hartree and Bohr; results are converted with ``
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from typing import Any
@@ -43,10 +45,21 @@ def _basis_has(basis: str, symbol: str) -> bool:
     from pyscf import gto
 
     try:
-        with warnings.catch_warnings():
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "may be available in basis-set-exchange"
             return bool(gto.basis.load(basis, symbol))
     except Exception:  # BasisNotFoundError, KeyError, RuntimeError depending on the basis
+        return False
+
+
+def _ecp_has(ecp: str, symbol: str) -> bool:
+    from pyscf import gto
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(gto.basis.load_ecp(ecp, symbol))
+    except Exception:  # BasisNotFoundError, RuntimeError: unknown name or element
         return False
 
 
@@ -91,6 +104,18 @@ def build_mole(atoms: Atoms, cfg: LabellerConfig):
                           f"{', '.join(missing)}; choose a basis that covers them "
                           "(e.g. def2-svp covers H-Rn)")
     ecp = ecp_for(symbols, atoms.numbers, cfg)
+    if cfg.ecp not in (None, "auto"):
+        bad = sorted({s for s in ecp if not _ecp_has(cfg.ecp, s)})
+        if bad:
+            raise ConfigError(f"ecp: {cfg.ecp!r} has no pseudopotential for element(s) "
+                              f"{', '.join(bad)}; name an ECP that covers them (e.g. def2-svp, "
+                              "lanl2dz), 'auto' or null (all-electron)")
+    if cfg.auxbasis is not None and cfg.density_fit:
+        bad = sorted({s for s in symbols if not _basis_has(cfg.auxbasis, s)})
+        if bad:
+            raise ConfigError(f"auxbasis: {cfg.auxbasis!r} has no functions for element(s) "
+                              f"{', '.join(bad)}; name one that covers them (e.g. "
+                              "def2-universal-jkfit) or null for PySCF's choice")
     spin = resolve_spin(atoms, cfg, ecp)
     try:
         return gto.M(atom=[(s, tuple(float(c) for c in p))
