@@ -28,22 +28,27 @@ from alflow.sampling.cvs import Planarity
 @pytest.fixture(scope="module")
 def minima():
     frames = read(DATA / "ag6_xtb.extxyz", ":")
-    return {a.info["state"]: a for a in frames}
+    return {a.info["point_group"]: a for a in frames}
 
 
-def test_example_minima_are_gfn1_minima(minima):
+def test_example_minima_are_gfn1_minima(minima, tmp_path):
     """The example's structures: GFN1-xTB minima (forces below 1e-4 eV/Å), the triangle
-    exactly planar, the pyramid 0.096 eV below it."""
+    exactly planar, the pyramid 0.096 eV below it, the bicapped tetrahedron 0.053 eV below
+    the pyramid; ``3d.xyz`` holds both 3D minima."""
     energies = {}
     for name, atoms in minima.items():
         a = atoms.copy()
         a.calc = TBLite(method="GFN1-xTB", verbosity=0)
         assert np.abs(a.get_forces()).max() < 1e-4
         energies[name] = a.get_potential_energy()
-    assert energies["3d"] - energies["planar"] == pytest.approx(-0.0962, abs=5e-4)
-    plan = Planarity()(torch.as_tensor(np.stack([minima["planar"].positions,
-                                                 minima["3d"].positions])))
-    assert plan[0] < 1e-3 and plan[1] > 0.5
+    assert energies["C5v"] - energies["D3h"] == pytest.approx(-0.0962, abs=5e-4)
+    assert energies["C2v"] - energies["C5v"] == pytest.approx(-0.0529, abs=5e-4)
+    plan = Planarity()(torch.as_tensor(np.stack([minima[g].positions
+                                                 for g in ("D3h", "C5v", "C2v")])))
+    assert plan[0] < 1e-3 and (plan[1:] > 0.5).all()
+    path = write_example("ag6-xtb", tmp_path)
+    assert len(read(path.parent / "structures" / "3d.xyz", ":")) == 2
+    assert len(read(path.parent / "structures" / "planar.xyz", ":")) == 1
 
 
 def test_states_are_minima_classes_not_cv_regions(tmp_path, minima):
@@ -54,13 +59,13 @@ def test_states_are_minima_classes_not_cv_regions(tmp_path, minima):
     cfg = load_campaign(path)
     system = build_system(cfg)
     pot = AseCalculatorPotential(lambda: TBLite(method="GFN1-xTB", verbosity=0),
-                                 minima["planar"])
+                                 minima["D3h"])
     states = state_sets(pot, system, cfg.system.states)
     assert states.names == ["planar", "3d"]
     rng = np.random.default_rng(0)
-    tri = minima["planar"].positions
+    tri = minima["D3h"].positions
     buckled = tri + [[0, 0, 0.3 * (-1) ** i] for i in range(6)]  # alternating up and down
-    pyramid = minima["3d"].positions + rng.normal(0, 0.05, (6, 3))
+    pyramid = minima["C5v"].positions + rng.normal(0, 0.05, (6, 3))
     x = np.stack([buckled, pyramid])
     inst = Planarity()(torch.as_tensor(x)).numpy()
     assert inst[0] > 0.1  # a planarity region of the configuration would call it 3D

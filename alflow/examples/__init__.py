@@ -45,10 +45,11 @@ def write_example(name: str, directory: str | Path, overwrite: bool = False) -> 
         raise InputError(f"{', '.join(map(str, existing))} exist(s); choose an empty directory "
                          "(or --force to overwrite them)")
     (out / "structures").mkdir(parents=True, exist_ok=True)
-    frames = {a.info.get("state"): a for a in read(DATA / data, index=":")}
-    for dst, state in files.items():
-        atoms = frames[state].copy()
-        atoms.info = {"state": state}
-        write(out / "structures" / dst, atoms, format="extxyz")
+    frames = read(DATA / data, index=":")
+    for dst, state in files.items():  # every frame of the state, in the data file's order
+        images = [a.copy() for a in frames if a.info.get("state") == state]
+        for atoms in images:
+            atoms.info = {"state": state}
+        write(out / "structures" / dst, images, format="extxyz")
     shutil.copyfile(HERE / yaml_name, target)
     return target
