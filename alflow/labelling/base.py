@@ -11,6 +11,7 @@ drivers call once per composition before spending any compute.
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import platform
 import socket
@@ -135,6 +136,12 @@ class Labeller(Protocol):
 
 def versions() -> dict[str, str]:
     """Versions of the codes a label depends on."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    # read once per process: the metadata look-ups take milliseconds, an xTB label about ten
     from importlib.metadata import PackageNotFoundError, version
 
     import ase

@@ -22,6 +22,7 @@ results are converted with ``ase.units``, the constants tblite's own ASE calcula
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,7 @@ class XtbLabeller(BaseLabeller):
             "retry_temperature": c.retry_temperature if "temperature" in c.xtb_ladder
             else None,
         }
+        self._threads = threading.local()  # threads set once per calling thread
 
     def check(self, atoms: Atoms) -> None:
         """ConfigError for elements beyond Rn and a multiplicity the electron count cannot
@@ -109,8 +111,9 @@ class XtbLabeller(BaseLabeller):
 
     def _compute(self, atoms: Atoms) -> LabelResult:
         cfg = self.config
-        if cfg.threads:
-            set_threads(cfg.threads)
+        if cfg.threads and getattr(self._threads, "n", None) != cfg.threads:
+            set_threads(cfg.threads)  # threadpoolctl takes milliseconds: once per thread
+            self._threads.n = cfg.threads
         attempts: list[dict[str, Any]] = []
         for rung in cfg.xtb_ladder:
             settings = rung_settings(cfg, rung)
