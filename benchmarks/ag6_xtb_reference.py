@@ -153,9 +153,9 @@ def reference(chains: int, steps: int, record_every: int, t_max: float, n_temps:
     from alflow.examples import DATA
 
     t0 = time.perf_counter()
-    frames0 = {a.info["state"]: a for a in read(DATA / "ag6_xtb.extxyz", ":")}
-    starts = np.stack([frames0["planar"].positions, frames0["3d"].positions])  # half each
-    numbers = frames0["planar"].numbers
+    frames0 = {a.info["point_group"]: a for a in read(DATA / "ag6_xtb.extxyz", ":")}
+    starts = np.stack([frames0["D3h"].positions, frames0["C5v"].positions])  # half each
+    numbers = frames0["D3h"].numbers
     temps = np.geomspace(T_K, t_max, n_temps)
     frames, acc, _ = parallel_tempering(starts, numbers, chains, steps, temps, record_every,
                                         seed=seed)

@@ -13,8 +13,8 @@
 - ``ag6_emt.extxyz``: the two lowest minima of Ag6 on ASE's EMT, octahedron (Oh) and bicapped
   tetrahedron (C2v, a trigonal bipyramid with a capped face), relaxed with EMT. EMT has no planar
   Ag6 minimum: the D3h triangle and the C5v pyramid above relax to the bicapped tetrahedron.
-- ``ag6_xtb.extxyz``: Ag6 D3h triangle (state ``planar``), C5v pentagonal pyramid and C2v
-  bicapped tetrahedron (state ``3d``) relaxed with GFN1-xTB (tblite, BFGS to 1e-4 eV/Å).
+- ``ag6_xtb.extxyz``: Ag6 D3h triangle (state ``planar``), C2v bicapped tetrahedron and C5v
+  pentagonal pyramid (state ``3d``) relaxed with GFN1-xTB (tblite, BFGS to 1e-4 eV/Å).
 Each frame's ``info`` has ``state`` (the isomer's name) and ``point_group``.
 """
 
@@ -160,8 +160,11 @@ def write_ag6_xtb() -> None:
 
     calc = LabellerCalculator(make_labeller("xtb:gfn1"))
     frames = []
-    for atoms, state, pg in [(ag6_planar(), "planar", "D3h"), (ag6_pyramid(), "3d", "C5v"),
-                             (ag6_bicapped_tetrahedron(), "3d", "C2v")]:
+    # the 3d state's first structure (its reference for the flows' MD) is the most populated
+    # 3D minimum at 300 K
+    for atoms, state, pg in [(ag6_planar(), "planar", "D3h"),
+                             (ag6_bicapped_tetrahedron(), "3d", "C2v"),
+                             (ag6_pyramid(), "3d", "C5v")]:
         atoms = relax(atoms, calc, fmax=1e-4)
         atoms.info.update(state=state, point_group=pg, method="xtb:gfn1")
         print(f"ag6 (GFN1-xTB) {state}: {atoms.info['energy_ev']:.4f} eV")
