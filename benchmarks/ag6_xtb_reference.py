@@ -185,7 +185,7 @@ def reference(chains: int, steps: int, record_every: int, t_max: float, n_temps:
     rng = np.random.default_rng(seed)
     boot = counts[:, rng.integers(0, chains, (n_bootstrap, chains))].sum(-1)
     kt = units.kB * T_K
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         value = float(-np.log(counts[1].sum() / counts[0].sum()))
         error = float(np.std(-np.log(boot[1] / boot[0])))
     total = int((label >= 0).sum())
@@ -194,8 +194,6 @@ def reference(chains: int, steps: int, record_every: int, t_max: float, n_temps:
         mm["population"] = round(mm["frames"] / max(total, 1), 4)
         mm["state"] = "planar" if mm["planarity_a"] < PLANAR else "3d"
     seconds = time.perf_counter() - t0
-    if not (np.isfinite(value) and np.isfinite(error)):  # a state never seen: no estimate
-        value = error = float("nan")
     return {"delta_f_kt": _num(value), "error_kt": _num(error), "delta_f_ev": _num(value * kt),
             "error_ev": _num(error * kt), "temperature_k": T_K, "frames": int(label.size),
             "planar": int(counts[0].sum()), "3d": int(counts[1].sum()),
@@ -209,6 +207,8 @@ def reference(chains: int, steps: int, record_every: int, t_max: float, n_temps:
 
 
 def _num(v: float) -> float | None:
+    """None for a figure without a value: ΔF when a state was never seen, its error when a
+    bootstrap resample sees only one state (too few chains)."""
     return float(v) if np.isfinite(v) else None
 
 
