@@ -9,14 +9,17 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from ase import Atoms
 from ase.io import read
 from tblite.ase import TBLite
 
+from alflow.campaign.config import load_campaign
 from alflow.dataset import LabelStore
 from alflow.errors import ConfigError
-from alflow.examples import DATA
+from alflow.examples import DATA, write_example
 from alflow.labelling import label_many, make_labeller
+from alflow.labelling.validate import validate_method
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +145,20 @@ def test_impossible_multiplicity_and_elements_fail_before_any_work(ag6, tmp_path
     with pytest.raises(ConfigError, match="no parameters for Ra"):
         label_many([Atoms("Ra2", positions=[[0, 0, 0], [0, 0, 3.5]])], "xtb:gfn1", store)
     assert len(store) == 0
+
+
+def test_validate_method_and_campaign_oracle_check_xtb_before_any_work(ag6, tmp_path):
+    lab = validate_method("xtb:gfn1", ag6, threads=1)
+    assert lab.method_info["method"] == "GFN1-xTB" and lab.config.threads == 1
+    with pytest.raises(ConfigError, match="spin: multiplicity 1 is impossible"):
+        validate_method("xtb:gfn2(multiplicity=1, charge=1)", ag6)
+    path = write_example("ag6-xtb", tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["oracle"]["options"] = {"electronic_temperature": 0}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError,
+                       match=r"(?s)oracle: .*electronic_temperature: Input should be greater"):
+        load_campaign(path)
 
 
 def test_cli_labels_with_xtb_and_rejects_bad_options(tmp_path):
