@@ -264,13 +264,16 @@ class MinimumCVStates:
     minima (planarity is 0 for planar isomers to within the quench's precision), where a CV
     region of the configuration itself would cut through basins at finite temperature.
     ``references``: name -> a structure (N, 3) Å of the state; ``minima`` are their quenches.
+    A quench stops early when the Newton step of a reference minimum's harmonic model lands
+    within ``tolerance`` / 4 Å of it (:class:`HarmonicBasins`, the certificate of
+    :class:`BasinStates`): that minimum's class is then the answer.
     """
 
     def __init__(self, potential: Potential,
                  regions: Mapping[str, tuple[Callable[[torch.Tensor], torch.Tensor], float,
                                              float]],
                  references: Mapping[str, np.ndarray], fmax: float = 5e-4,
-                 max_steps: int = 3000):
+                 max_steps: int = 3000, tolerance: float = 0.05):
         self.potential = potential
         self.classes = CVStates(regions)
         self.names = self.classes.names
@@ -283,13 +286,23 @@ class MinimumCVStates:
         if wrong:
             log.warning("the reference of state(s) %s quenches to a minimum outside the state",
                         wrong)
+        self._minimum_class = torch.as_tensor(self.classes.assign(self.minima))
+        self.harmonic = HarmonicBasins(potential, self.minima)
+        self.tolerance = tolerance
 
     def assign(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """State index (B,) of configurations (B, N, 3) Å, -1 for none."""
         if len(x) == 0:
             return np.zeros(0, dtype=np.int64)
-        minima, _, ok = quench(self.potential, x, fmax=self.fmax, max_steps=self.max_steps)
-        return np.where(ok, self.classes.assign(minima), -1)
+        minima, _, ok, captured = _quench(self.potential, x, self.fmax, self.max_steps,
+                                          capture=self.certain_state)
+        return np.where(captured >= 0, captured, np.where(ok, self.classes.assign(minima), -1))
+
+    def certain_state(self, x: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
+        """(B,) state of the reference minimum the quench of x (B, N, 3) Å, forces eV/Å,
+        certainly reaches (its harmonic Newton step lands within tolerance / 4), else -1."""
+        miss, nearest = self.harmonic.newton_miss(x, forces).min(-1)
+        return torch.where(miss < self.tolerance / 4, self._minimum_class[nearest], -1)
 
     def member(self, name: str) -> Callable[[np.ndarray | torch.Tensor], np.ndarray]:
         k = self.names.index(name)

@@ -23,6 +23,7 @@ from alflow.dataset import LabelStore
 from alflow.examples import DATA, write_example
 from alflow.potential import AseCalculatorPotential
 from alflow.sampling.cvs import Planarity
+from alflow.states import quench
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,9 @@ def test_states_are_minima_classes_not_cv_regions(tmp_path, minima):
     x = np.stack([buckled, pyramid])
     inst = Planarity()(torch.as_tensor(x)).numpy()
     assert inst[0] > 0.1  # a planarity region of the configuration would call it 3D
-    assert states.assign(x).tolist() == [0, 1]
+    assert states.assign(x).tolist() == [0, 1]  # quenches stopped by the certificate
+    full, _, ok = quench(pot, x)  # ... as the full quench classes them
+    assert ok.all() and states.classes.assign(full).tolist() == [0, 1]
     np.testing.assert_allclose(Planarity()(torch.as_tensor(states.minima)).numpy()[0], 0,
                                atol=1e-3)
 
