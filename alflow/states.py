@@ -6,6 +6,8 @@
   minimum's energy within ``energy_tolerance`` eV); other minima belong to none (-1).
   A quench stops as soon as a cheap certificate says where it goes (:class:`HarmonicBasins`).
 - :class:`CVStates`: a state is a region low <= cv(x) < high of a collective variable.
+- :class:`MinimumCVStates`: a state is every minimum whose CV lies in [low, high) (e.g. all
+  planar isomers): a configuration belongs to the state of the minimum its quench reaches.
 - :func:`wall`: the hard-wall restriction (no atom farther than ``radius`` Å from the centre
   of mass), as a predicate on positions.
 
@@ -255,6 +257,58 @@ class CVStates:
         return lambda x: self.assign(x) == k
 
 
+class MinimumCVStates:
+    """States as classes of minima: name -> (cv, low, high). A configuration belongs to the
+    state whose region holds the CV of the minimum its quench (on ``potential``) reaches, -1
+    if none does or the quench did not converge. Exact for properties that are sharp at
+    minima (planarity is 0 for planar isomers to within the quench's precision), where a CV
+    region of the configuration itself would cut through basins at finite temperature.
+    ``references``: name -> a structure (N, 3) Å of the state; ``minima`` are their quenches.
+    A quench stops early when the Newton step of a reference minimum's harmonic model lands
+    within ``tolerance`` / 4 Å of it (:class:`HarmonicBasins`, the certificate of
+    :class:`BasinStates`): that minimum's class is then the answer.
+    """
+
+    def __init__(self, potential: Potential,
+                 regions: Mapping[str, tuple[Callable[[torch.Tensor], torch.Tensor], float,
+                                             float]],
+                 references: Mapping[str, np.ndarray], fmax: float = 5e-4,
+                 max_steps: int = 3000, tolerance: float = 0.05):
+        self.potential = potential
+        self.classes = CVStates(regions)
+        self.names = self.classes.names
+        self.fmax, self.max_steps = fmax, max_steps
+        refs = np.stack([np.asarray(references[n], dtype=float) for n in self.names])
+        self.minima, self.energies, _ = quench(potential, refs, fmax=fmax / 10,
+                                               max_steps=4 * max_steps)
+        wrong = [n for k, n in enumerate(self.names)
+                 if self.classes.assign(self.minima[k:k + 1])[0] != k]
+        if wrong:
+            log.warning("the reference of state(s) %s quenches to a minimum outside the state",
+                        wrong)
+        self._minimum_class = torch.as_tensor(self.classes.assign(self.minima))
+        self.harmonic = HarmonicBasins(potential, self.minima)
+        self.tolerance = tolerance
+
+    def assign(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """State index (B,) of configurations (B, N, 3) Å, -1 for none."""
+        if len(x) == 0:
+            return np.zeros(0, dtype=np.int64)
+        minima, _, ok, captured = _quench(self.potential, x, self.fmax, self.max_steps,
+                                          capture=self.certain_state)
+        return np.where(captured >= 0, captured, np.where(ok, self.classes.assign(minima), -1))
+
+    def certain_state(self, x: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
+        """(B,) state of the reference minimum the quench of x (B, N, 3) Å, forces eV/Å,
+        certainly reaches (its harmonic Newton step lands within tolerance / 4), else -1."""
+        miss, nearest = self.harmonic.newton_miss(x, forces).min(-1)
+        return torch.where(miss < self.tolerance / 4, self._minimum_class[nearest], -1)
+
+    def member(self, name: str) -> Callable[[np.ndarray | torch.Tensor], np.ndarray]:
+        k = self.names.index(name)
+        return lambda x: self.assign(x) == k
+
+
 def wall(radius: float, masses: np.ndarray | None = None
          ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Predicate (B, N, 3) -> (B,) bool: every atom within ``radius`` Å of the centre of mass
@@ -270,5 +324,5 @@ def wall(radius: float, masses: np.ndarray | None = None
     return inside
 
 
-__all__ = ["BasinStates", "CVStates", "HarmonicBasins", "kabsch_rotations", "quench",
-           "sorted_distances", "wall"]
+__all__ = ["BasinStates", "CVStates", "HarmonicBasins", "MinimumCVStates", "kabsch_rotations",
+           "quench", "sorted_distances", "wall"]

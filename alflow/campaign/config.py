@@ -27,10 +27,12 @@ class StateDefinition(StrictModel):
     """How a configuration is assigned to a state.
 
     ``basin``: it belongs to the state whose reference minimum a local minimisation (quench,
-    on the current potential) reaches; ``cv``: a collective variable lies in [low, high).
+    on the current potential) reaches; ``cv``: a collective variable lies in [low, high);
+    ``minimum_cv``: the CV of the minimum its quench reaches lies in [low, high) (a state of
+    many minima, e.g. every planar isomer).
     """
 
-    kind: Literal["basin", "cv"] = "basin"
+    kind: Literal["basin", "cv", "minimum_cv"] = "basin"
     reference: str | None = Field(
         None, description="basin: file of the minimum (default: the state's first structure)")
     match_tolerance: float = Field(0.05, gt=0, description="basin: Å RMS of sorted pair "
@@ -42,9 +44,9 @@ class StateDefinition(StrictModel):
 
     @model_validator(mode="after")
     def _kind(self) -> StateDefinition:
-        if self.kind == "cv" and (self.cv is None or self.low is None or self.high is None):
-            raise ValueError("a 'cv' state needs cv, low and high")
-        if self.kind == "cv" and self.high <= self.low:  # type: ignore[operator]
+        if self.kind != "basin" and (self.cv is None or self.low is None or self.high is None):
+            raise ValueError(f"a {self.kind!r} state needs cv, low and high")
+        if self.kind != "basin" and self.high <= self.low:  # type: ignore[operator]
             raise ValueError(f"high ({self.high}) must exceed low ({self.low})")
         return self
 

@@ -119,7 +119,8 @@ def _rhat(traces: np.ndarray) -> float:
 
 
 def state_sets(potential, system: System, cfg_states: dict[str, Any]):
-    """The state definition (alflow.states) for every state: basin or CV region."""
+    """The state definition (alflow.states) for every state: basin, CV region or CV class of
+    minima."""
     from alflow.states import BasinStates, CVStates
 
     kinds = {d.definition.kind for d in cfg_states.values()}
@@ -138,17 +139,21 @@ def state_sets(potential, system: System, cfg_states: dict[str, Any]):
         # left 11 % (pbp) and 20 % (coh) of lj7's 18 K basin frames in no state, which moved
         # ΔF by +0.3 kT (tests/test_campaign_config.py::test_campaign_basins_are_full_quench_basins)
         return BasinStates(potential, refs, tolerance=tol)
-    if kinds == {"cv"}:
+    if kinds in ({"cv"}, {"minimum_cv"}):
         from pydantic import TypeAdapter
 
         from alflow.sampling.cvs import CVConfig, make_cv
+        from alflow.states import MinimumCVStates
 
         n = len(system.numbers)
         cv = TypeAdapter(CVConfig)
-        return CVStates({s: (make_cv(cv.validate_python(st.definition.cv), n),
-                             st.definition.low, st.definition.high)
-                         for s, st in cfg_states.items()})
-    raise ValueError("states must all be basins or all CV regions")
+        regions = {s: (make_cv(cv.validate_python(st.definition.cv), n), st.definition.low,
+                       st.definition.high) for s, st in cfg_states.items()}
+        if kinds == {"cv"}:
+            return CVStates(regions)
+        refs = {s: system.structures[s][0].positions for s in cfg_states}
+        return MinimumCVStates(potential, regions, refs)
+    raise ValueError("states must all be basins, all CV regions or all CV classes of minima")
 
 
 def _pipeline_config(sampler: SamplerConfig, n_bootstrap: int) -> dict[str, Any]:

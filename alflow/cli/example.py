@@ -11,7 +11,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("example")
     def example(
-        name: Annotated[str, typer.Argument(help="lj7, ag6-emt or ag6-pyscf")],
+        name: Annotated[str, typer.Argument(help="lj7, ag6-emt, ag6-xtb or ag6-pyscf")],
         directory: Annotated[Path, typer.Argument(help="directory to write into")],
         force: Annotated[bool, typer.Option("--force", help="overwrite campaign.yaml")] = False,
     ) -> None:

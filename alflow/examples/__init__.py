@@ -4,6 +4,8 @@ structures into ``DIR/structures/``.
 - ``lj7``: the 7-atom Lennard-Jones argon cluster at 18 K (minutes on a laptop);
 - ``ag6-emt``: Ag6 octahedron vs bicapped tetrahedron on ASE's EMT (a cheap stand-in oracle
   with EMT's two lowest minima; EMT has no planar Ag6 minimum);
+- ``ag6-xtb``: Ag6 at 300 K on GFN1-xTB (tblite): every planar isomer vs every 3D one
+  (states as classes of quench minima by planarity); a quantum-chemical oracle in milliseconds;
 - ``ag6-pyscf``: Ag6 at 300 K with PBE/def2-SVP (the real one; hours on a cluster).
 """
 
@@ -23,6 +25,7 @@ EXAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "ag6-emt": ("ag6-emt.yaml", "ag6_emt.extxyz",
                 {"octahedron.xyz": "octahedron",
                  "bicapped_tetrahedron.xyz": "bicapped_tetrahedron"}),
+    "ag6-xtb": ("ag6-xtb.yaml", "ag6_xtb.extxyz", {"planar.xyz": "planar", "3d.xyz": "3d"}),
     "ag6-pyscf": ("ag6-pyscf.yaml", "ag6.extxyz", {"planar.xyz": "planar",
                                                    "pyramid.xyz": "pyramid"}),
 }
@@ -42,10 +45,11 @@ def write_example(name: str, directory: str | Path, overwrite: bool = False) -> 
         raise InputError(f"{', '.join(map(str, existing))} exist(s); choose an empty directory "
                          "(or --force to overwrite them)")
     (out / "structures").mkdir(parents=True, exist_ok=True)
-    frames = {a.info.get("state"): a for a in read(DATA / data, index=":")}
-    for dst, state in files.items():
-        atoms = frames[state].copy()
-        atoms.info = {"state": state}
-        write(out / "structures" / dst, atoms, format="extxyz")
+    frames = read(DATA / data, index=":")
+    for dst, state in files.items():  # every frame of the state, in the data file's order
+        images = [a.copy() for a in frames if a.info.get("state") == state]
+        for atoms in images:
+            atoms.info = {"state": state}
+        write(out / "structures" / dst, images, format="extxyz")
     shutil.copyfile(HERE / yaml_name, target)
     return target

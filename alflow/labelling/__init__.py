@@ -1,6 +1,7 @@
 """Labelling: configurations -> DFT (or oracle) energies and forces, many at once.
 
-- :func:`make_labeller` builds a labeller from a shorthand (``pyscf:pbe/def2-svp``, ``ase:emt``,
+- :func:`make_labeller` builds a labeller from a shorthand (``pyscf:pbe/def2-svp``, ``xtb:gfn1``,
+  ``ase:emt``,
   ``ase:lj(sigma=3.405, epsilon=0.0103, rc=34.05)``), a :class:`LabellerConfig` or a dict.
 - :func:`label_many` labels a batch, skipping stored keys and storing each label as it
   finishes; ``python -m alflow.labelling.batch`` is the MPI driver.
@@ -37,6 +38,10 @@ def make_labeller(method: str | LabellerConfig | Mapping[str, Any] = DEFAULT_MET
         from alflow.labelling.ase_calc import AseLabeller
 
         return AseLabeller(config)
+    if config.backend == "xtb":
+        from alflow.labelling.xtb import XtbLabeller
+
+        return XtbLabeller(config)
     from alflow.labelling.pyscf import PyscfLabeller
 
     return PyscfLabeller(config)

@@ -11,6 +11,7 @@ drivers call once per composition before spending any compute.
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import platform
 import socket
@@ -30,12 +31,14 @@ from alflow.structures import config_key, min_distance
 log = logging.getLogger(__name__)
 
 Rung = Literal["diis", "level_shift", "smearing", "newton"]
+XtbRung = Literal["scf", "iterations", "guess", "temperature"]
 
 
 class LabellerConfig(StrictModel):
     """How to label: backend and its settings (units: Å, Hartree where stated)."""
 
-    backend: Literal["pyscf", "ase"] = Field("pyscf", description="pyscf (DFT) or ase")
+    backend: Literal["pyscf", "ase", "xtb"] = Field(
+        "pyscf", description="pyscf (DFT), ase or xtb (GFN-xTB through tblite)")
     # -- PySCF DFT
     functional: str = Field("pbe", description="exchange-correlation functional (libxc name)")
     basis: str = Field("def2-svp", description="orbital basis set (PySCF name)")
@@ -52,7 +55,7 @@ class LabellerConfig(StrictModel):
     grid_response: bool = Field(True, description="include the grid-weight derivative in the "
                                                   "forces (forces = exact gradient of E)")
     conv_tol: float = Field(1e-9, gt=0, description="SCF energy convergence, Hartree")
-    max_cycle: int = Field(100, ge=1, description="SCF iterations per ladder rung")
+    max_cycle: int = Field(100, ge=1, description="SCF iterations per ladder rung (PySCF, xTB)")
     scf_ladder: list[Rung] = Field(
         ["diis", "level_shift", "smearing", "newton"],
         description="SCF strategies tried in order until one converges")
@@ -64,6 +67,19 @@ class LabellerConfig(StrictModel):
     calculator: str = Field("emt", description="ASE calculator: emt, lj, morse, or a dotted "
                                                "import path 'package.module.Class'")
     ase_kwargs: dict[str, Any] = Field({}, description="keyword arguments of the calculator")
+    # -- GFN-xTB (tblite)
+    xtb_method: Literal["gfn1", "gfn2"] = Field("gfn1", description="GFN1-xTB or GFN2-xTB")
+    electronic_temperature: float = Field(300.0, gt=0, description="Fermi smearing "
+                                          "temperature of the xTB SCF, K")
+    accuracy: float = Field(1.0, gt=0, description="tblite accuracy (smaller: tighter)")
+    xtb_ladder: list[XtbRung] = Field(
+        ["scf", "iterations", "guess", "temperature"],
+        description="xTB SCF retries in order: scf (max_cycle iterations), iterations "
+                    "(4 x max_cycle), guess (EEQ charges instead of SAD), temperature "
+                    "(retry_temperature)")
+    retry_temperature: float = Field(3000.0, gt=0, description="electronic temperature of "
+                                     "the 'temperature' rung, K (the label is then that "
+                                     "temperature's free energy)")
     # -- common
     min_distance: float = Field(0.5, ge=0, description="reject configurations with two atoms "
                                                        "closer than this, Å")
@@ -73,7 +89,7 @@ class LabellerConfig(StrictModel):
     threads: int | None = Field(None, ge=1, description="OpenMP threads for one label; None: "
                                                         "OMP_NUM_THREADS / PySCF default")
 
-    @field_validator("scf_ladder")
+    @field_validator("scf_ladder", "xtb_ladder")
     @classmethod
     def _ladder(cls, v: list[str]) -> list[str]:
         if not v:
@@ -87,6 +103,8 @@ class LabellerConfig(StrictModel):
         """Short method name, e.g. ``pyscf:pbe/def2-svp`` or ``ase:emt``."""
         if self.backend == "pyscf":
             return f"pyscf:{self.functional.lower()}/{self.basis.lower()}"
+        if self.backend == "xtb":
+            return f"xtb:{self.xtb_method}"
         args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.ase_kwargs.items()))
         return f"ase:{self.calculator}({args})" if args else f"ase:{self.calculator}"
 
@@ -118,6 +136,12 @@ class Labeller(Protocol):
 
 def versions() -> dict[str, str]:
     """Versions of the codes a label depends on."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    # read once per process: the metadata look-ups take milliseconds, an xTB label about ten
     from importlib.metadata import PackageNotFoundError, version
 
     import ase
@@ -133,6 +157,10 @@ def versions() -> dict[str, str]:
 
         out["pyscf"] = pyscf.__version__
     except ImportError:  # pragma: no cover - pyscf is a dependency
+        pass
+    try:
+        out["tblite"] = version("tblite")
+    except PackageNotFoundError:  # pragma: no cover - tblite is a dependency
         pass
     return out
 
@@ -248,9 +276,33 @@ def _parse_kwargs(text: str, method: str) -> dict[str, Any]:
     return out
 
 
-METHOD_HELP = ("methods are written 'pyscf:XC/BASIS' (e.g. pyscf:pbe/def2-svp), 'ase:emt', "
+METHOD_HELP = ("methods are written 'pyscf:XC/BASIS' (e.g. pyscf:pbe/def2-svp), "
+               "'xtb:gfn1', 'xtb:gfn2(charge=0, multiplicity=1, electronic_temperature=300)', "
+               "'ase:emt', "
                "'ase:lj(sigma=3.405, epsilon=0.0103, rc=34.05)', 'ase:morse' or "
                "'ase:package.module.Class(arg=value)'")
+
+
+XTB_ARGS = {"charge": "charge", "multiplicity": "spin",
+            "electronic_temperature": "electronic_temperature", "accuracy": "accuracy",
+            "max_iterations": "max_cycle", "threads": "threads"}
+
+
+def xtb_shorthand_fields(args: dict[str, Any], method: str) -> dict[str, Any]:
+    """LabellerConfig fields of the arguments of ``xtb:gfnN(...)``: ``multiplicity`` M gives
+    ``spin`` = M - 1, ``max_iterations`` gives ``max_cycle``; others keep their names."""
+    out: dict[str, Any] = {}
+    for name, value in args.items():
+        if name not in XTB_ARGS:
+            raise ConfigError(f"method {method!r}: {name}: unknown xTB option; expected one "
+                              f"of {', '.join(XTB_ARGS)}")
+        if name == "multiplicity":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"method {method!r}: multiplicity: expected an integer "
+                                  f">= 1 (2S + 1), got {value!r}")
+            value -= 1
+        out[XTB_ARGS[name]] = value
+    return out
 
 
 def parse_method(method: str, **overrides: Any) -> LabellerConfig:
@@ -276,6 +328,13 @@ def parse_method(method: str, **overrides: Any) -> LabellerConfig:
                 raise ConfigError(f"method {method!r}: unbalanced parenthesis")
             fields["ase_kwargs"] = _parse_kwargs(args[:-1], method)
         fields.update(backend="ase", calculator=name.strip())
+    elif backend == "xtb" and rest:
+        name, paren, args = rest.partition("(")
+        if paren and not args.endswith(")"):
+            raise ConfigError(f"method {method!r}: unbalanced parenthesis")
+        fields.update(backend="xtb", xtb_method=name.strip().lower())
+        fields.update(xtb_shorthand_fields(_parse_kwargs(args[:-1], method) if paren else {},
+                                           method))
     else:
         raise ConfigError(f"unknown labelling method {method!r}: {METHOD_HELP}")
     fields.update(overrides)

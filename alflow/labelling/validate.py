@@ -5,8 +5,8 @@ driver, :func:`~alflow.labelling.label_many`, ``alflow spectrum``, a campaign's 
 at load time): the config's fields (pydantic), the backend's own names (a PySCF functional
 through libxc's parser; the basis, the ECP and the auxiliary basis loaded for each element
 of the structures; an ASE calculator class and its keyword arguments) and each composition
-(spin against the electron count, elements a calculator knows). Nothing runs an SCF; a
-problem raises :class:`~alflow.errors.ConfigError` naming the field.
+(spin against the electron count, elements a calculator or an xTB method knows). Nothing
+runs an SCF; a problem raises :class:`~alflow.errors.ConfigError` naming the field.
 """
 
 from __future__ import annotations

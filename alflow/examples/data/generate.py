@@ -13,6 +13,8 @@
 - ``ag6_emt.extxyz``: the two lowest minima of Ag6 on ASE's EMT, octahedron (Oh) and bicapped
   tetrahedron (C2v, a trigonal bipyramid with a capped face), relaxed with EMT. EMT has no planar
   Ag6 minimum: the D3h triangle and the C5v pyramid above relax to the bicapped tetrahedron.
+- ``ag6_xtb.extxyz``: Ag6 D3h triangle (state ``planar``), C2v bicapped tetrahedron and C5v
+  pentagonal pyramid (state ``3d``) relaxed with GFN1-xTB (tblite, BFGS to 1e-4 eV/Å).
 Each frame's ``info`` has ``state`` (the isomer's name) and ``point_group``.
 """
 
@@ -148,6 +150,26 @@ def main() -> None:
         print(f"ag6 (EMT) {state}: {atoms.info['energy_ev']:.4f} eV")
         frames.append(atoms)
     write(HERE / "ag6_emt.extxyz", frames, format="extxyz")
+    write_ag6_xtb()
+
+
+def write_ag6_xtb() -> None:
+    """``ag6_xtb.extxyz``: the D3h triangle, the C5v pyramid and the C2v bicapped tetrahedron
+    (the 3D minimum the pyramid turns into at 300 K) relaxed with GFN1-xTB."""
+    from alflow.labelling import make_labeller
+
+    calc = LabellerCalculator(make_labeller("xtb:gfn1"))
+    frames = []
+    # the 3d state's first structure (its reference for the flows' MD) is the most populated
+    # 3D minimum at 300 K
+    for atoms, state, pg in [(ag6_planar(), "planar", "D3h"),
+                             (ag6_bicapped_tetrahedron(), "3d", "C2v"),
+                             (ag6_pyramid(), "3d", "C5v")]:
+        atoms = relax(atoms, calc, fmax=1e-4)
+        atoms.info.update(state=state, point_group=pg, method="xtb:gfn1")
+        print(f"ag6 (GFN1-xTB) {state}: {atoms.info['energy_ev']:.4f} eV")
+        frames.append(atoms)
+    write(HERE / "ag6_xtb.extxyz", frames, format="extxyz")
 
 
 if __name__ == "__main__":
