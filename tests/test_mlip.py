@@ -342,3 +342,30 @@ def test_lbfgs_polish_lowers_the_loss_far_below_adam(tmp_path):
     assert ev["kept"] and ev["iterations"] > 10
     assert ev["val_after"] < 0.3 * ev["val_before"], ev
     assert out["val"]["loss"] == pytest.approx(ev["val_after"], rel=1e-9)
+
+
+def test_mace_import_leaves_torch_load_safe(tmp_path):
+    """mace sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD for its whole process on import; building a
+    MACE model must put it back, so a later torch.load keeps refusing to unpickle objects."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, pickle, torch\n"
+        "from alflow.mlip import MLIPConfig\n"
+        "from alflow.mlip.model import build_model\n"
+        f"build_model(MLIPConfig(backend='mace', dtype='float64', cutoff=4.5), {STATS!r})\n"
+        "assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ\n"
+        f"p = {str(tmp_path / 'obj.pt')!r}\n"
+        "torch.save({'f': os.getcwd}, p)\n"
+        "try:\n"
+        "    torch.load(p)\n"
+        "except pickle.UnpicklingError:\n"
+        "    print('refused')\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "refused"

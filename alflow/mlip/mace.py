@@ -8,6 +8,8 @@ Forces come from autograd of the energy (MACE is called with ``compute_force=Fal
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -15,6 +17,8 @@ from torch import nn
 from alflow.errors import ConfigError
 from alflow.mlip.config import MaceModelConfig
 from alflow.mlip.graph import DenseBatch, GraphBatch, dense_to_graph
+
+_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
 
 class MaceCore(nn.Module):
@@ -26,10 +30,17 @@ class MaceCore(nn.Module):
         import importlib
 
         # mace first: it makes e3nn's bundled constants loadable under torch>=2.6's
-        # torch.load(weights_only=True) default; importing e3nn.o3 first fails
+        # torch.load(weights_only=True) default (importing e3nn.o3 first fails) by setting
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD for the whole process; that switch is put back once
+        # e3nn has read its own constants, so no later load (nor a subprocess) inherits it.
+        before = os.environ.get(_NO_WEIGHTS_ONLY)
         from mace import modules
 
         o3 = importlib.import_module("e3nn.o3")
+        if before is None:
+            os.environ.pop(_NO_WEIGHTS_ONLY, None)
+        else:
+            os.environ[_NO_WEIGHTS_ONLY] = before
 
         self.n_species = len(atomic_numbers)
         try:
