@@ -12,7 +12,7 @@ from tiny_campaign import SMALL
 
 from alflow.campaign import steps
 from alflow.campaign.config import load_campaign
-from alflow.campaign.rundir import RunDir
+from alflow.campaign.rundir import create_run_dir
 from alflow.campaign.runner import execute
 from alflow.campaign.submit import inline_submitters
 from alflow.examples import write_example
@@ -52,8 +52,7 @@ def test_states_flows_steps_are_submitted_at_once(tmp_path: Path):
         threading.Thread(target=run, daemon=True).start()
         return fut
 
-    run = RunDir(tmp_path / "run")
-    run.root.mkdir()
+    run = create_run_dir(tmp_path / "run")
     status = execute(cfg, run, progress=False,
                      submitters={label: submit for label in cfg.executors.values()})
     assert sorted(submitted) == sorted(states)
