@@ -83,21 +83,23 @@ class ConsoleSink:
         self._logged: dict[str, float] = {}
 
     def _start(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._display = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TaskProgressColumn(),
+                                 TextColumn("{task.fields[count]}"),
                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), transient=True)
+                                 TextColumn("{task.fields[left]}"), transient=True)
         self._display.start()
+
+    @staticmethod
+    def _fields(bar: Bar) -> dict[str, str]:
+        """done/total, rate and time left of a counted bar (blank for an uncounted one)."""
+        if not bar.total:
+            return {"count": "", "rate": "", "left": ""}
+        left = ((bar.total - bar.done) / bar.rate) if bar.done else None
+        return {"count": f"{bar.done:g}/{bar.total:g} {bar.unit}",
+                "rate": f"{bar.rate:.3g} {bar.unit}/s",
+                "left": "" if left is None else f"{left:.0f} s left"}
 
     def update(self, bar: Bar) -> None:
         with self._lock:
@@ -109,13 +111,13 @@ class ConsoleSink:
                 return
             if self._display is None:
                 self._start()
-            rate = f"{bar.rate:.3g} {bar.unit}/s"
+            fields = self._fields(bar)
             task = self._tasks.get(bar.key)
             if task is None:
                 self._tasks[bar.key] = self._display.add_task(
-                    bar.name, total=bar.total, completed=bar.done, rate=rate)
+                    bar.name, total=bar.total, completed=bar.done, **fields)
             else:
-                self._display.update(task, total=bar.total, completed=bar.done, rate=rate)
+                self._display.update(task, total=bar.total, completed=bar.done, **fields)
 
     def close(self, bar: Bar) -> None:
         with self._lock:
