@@ -21,6 +21,7 @@ temperature scan read through :class:`RunLayout`. Documented in docs/campaign.md
       status.json          machine-readable status (``alflow status --json`` prints it)
       status.txt           the same for humans
       lock                 held (fcntl) by the driver writing this directory
+      progress/            the running steps' progress bars (JSON, alflow.progress)
       runinfo/             Parsl's logs
 
 This module is science-side (no campaign, no Parsl): observables import it freely.
@@ -86,6 +87,7 @@ class RunLayout:
     status_json = property(lambda self: self.root / "status.json")
     status_txt = property(lambda self: self.root / "status.txt")
     lock = property(lambda self: self.root / "lock")
+    progress = property(lambda self: self.root / "progress")
     spectra = property(lambda self: self.root / "spectra.h5")
     models_root = property(lambda self: self.root / "models")
     flows_root = property(lambda self: self.root / "flows")

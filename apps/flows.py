@@ -1,4 +1,4 @@
-"""Parsl apps: train a state's flow, run adaptive MCMC, estimate F and ΔF (executor ``gpu``).
+"""Parsl apps: train a flow, run adaptive MCMC, ΔF from two states' F (executor ``gpu``).
 
 Thin wrappers: each app imports alflow inside (workers need only alflow installed) and passes
 paths, arrays and plain dicts (validated configs) — nothing that needs a driver-side object.
@@ -14,32 +14,6 @@ from parsl import python_app
 
 
 @python_app(executors=["gpu"])
-def state_free_energy_app(potential: Any, name: str, references: dict[str, Any], numbers: Any,
-                          temperature_k: float, seed_samples: Any,
-                          config: dict[str, Any] | None = None,
-                          wall_radius: float | None = None, masses: Any = None,
-                          out_dir: str | None = None, seed: int = 0) -> dict[str, Any]:
-    """Train the flow of state ``name`` (+ adaptive MCMC) and estimate its F by importance
-    sampling in its quench basin (the basins of ``references`` on ``potential``). Returns
-    :meth:`StateResult.summary` plus ``free_energy`` (FreeEnergy.to_dict) and ``flow_dir``.
-    ``potential``: a Potential or an MLIP model directory (str)."""
-    import numpy as np
-
-    from alflow.flows.pipeline import state_free_energy
-    from alflow.states import BasinStates
-
-    if isinstance(potential, str):
-        from alflow.mlip import load_potential
-
-        potential = load_potential(potential, np.asarray(numbers))
-    states = BasinStates(potential, {k: np.asarray(v) for k, v in references.items()})
-    res = state_free_energy(potential, name, states, np.asarray(references[name]),
-                            np.asarray(numbers), temperature_k, np.asarray(seed_samples),
-                            config, wall_radius, masses, out_dir, seed)
-    return {**res.summary(), "free_energy": res.free_energy.to_dict(), "flow_dir": out_dir}
-
-
-@python_app(executors=["gpu"])
 def train_flow_app(flow_dir: str, samples: Any, config: dict[str, Any] | None = None,
                    nproc: int = 1, device: str = "cpu") -> dict[str, Any]:
     """(Re)train the generator saved in ``flow_dir`` on samples by forward KL; ``nproc`` > 1
@@ -47,6 +21,9 @@ def train_flow_app(flow_dir: str, samples: Any, config: dict[str, Any] | None = 
     import numpy as np
 
     from alflow.flows import BoltzmannGenerator, train_flow, train_flow_distributed
+    from alflow.threads import size_thread_pools
+
+    size_thread_pools()
 
     bg = BoltzmannGenerator.load(flow_dir)
     if nproc > 1:
@@ -69,6 +46,9 @@ def mcmc_app(potential: Any, numbers: Any, flow_dir: str | None, x0: Any, temper
     from alflow.flows import BoltzmannGenerator, train_flow
     from alflow.sampling.mcmc import adaptive_mcmc
     from alflow.states import wall
+    from alflow.threads import size_thread_pools
+
+    size_thread_pools()
 
     if isinstance(potential, str):
         from alflow.mlip import load_potential
@@ -85,7 +65,7 @@ def mcmc_app(potential: Any, numbers: Any, flow_dir: str | None, x0: Any, temper
 
 @python_app(executors=["cpu"])
 def delta_f_app(from_state: dict[str, Any], to_state: dict[str, Any]) -> dict[str, Any]:
-    """ΔF = F(to) − F(from) from two ``free_energy`` dicts of :func:`state_free_energy_app`."""
+    """ΔF = F(to) − F(from) from two ``free_energy`` dicts (FreeEnergy.to_dict)."""
     from alflow.estimate import FreeEnergy, delta_f
 
     return delta_f(FreeEnergy(**from_state), FreeEnergy(**to_state)).to_dict()

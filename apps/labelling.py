@@ -41,6 +41,9 @@ def label_task(fn, atoms: Atoms, config: LabellerConfig, tags: dict[str, Any] | 
                key: str | None = None) -> LabelRecord:
     """One label (``fn`` is :func:`alflow.labelling.label_one`, passed by reference so the
     worker imports alflow rather than unpickling a function body)."""
+    from alflow.threads import size_thread_pools
+
+    size_thread_pools()
     return fn(atoms, config, tags, key)
 
 

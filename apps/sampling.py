@@ -16,6 +16,9 @@ from parsl import python_app
 
 def _run(potential, structures, config, out=None, bias_in=None, bias_out=None):
     from alflow.exploration import run_exploration
+    from alflow.threads import size_thread_pools
+
+    size_thread_pools()
 
     return run_exploration(potential, structures, config, out, bias_in, bias_out)
 

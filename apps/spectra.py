@@ -20,6 +20,9 @@ from alflow.observables.tddft import TDDFTConfig, TDDFTResult
 @python_app(executors=["dft"])
 def tddft_app(fn, atoms: Atoms, config: TDDFTConfig) -> TDDFTResult:
     """One TDDFT calculation (``fn`` is :func:`alflow.observables.tddft.run_tddft`)."""
+    from alflow.threads import size_thread_pools
+
+    size_thread_pools()
     return fn(atoms, config)
 
 

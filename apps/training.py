@@ -29,6 +29,9 @@ def run_training(dataset: str, out_dir: str, config: dict[str, Any] | None = Non
     from alflow.dataset import LabelStore
     from alflow.errors import ConfigError
     from alflow.mlip import MLIPConfig, train_committee
+    from alflow.threads import size_thread_pools
+
+    size_thread_pools()
 
     cfg = validate_model(MLIPConfig, config or {}, "training app config")
     if launcher == "spawn":

@@ -2,32 +2,37 @@
 
 Figures:
 
-- the reference ΔF on the oracle surface (plain LJ), by direct counting of quench basins in
-  parallel-tempering MD (benchmarks/lj7_reference.py; independent of alflow's MLIPs, flows
-  and estimators);
-- the lj7 example campaign run for a fixed number of generations twice: ``uncertainty``
-  selection (trust window on the committee's force deviation, flow samples among the
-  candidates) and the ``random`` baseline (plain-MD frames, no stop at the trust level, no
-  flow candidates, picked uniformly at random); per generation the oracle calls so far
-  (every calculation, repeats included) and ΔF corrected to the oracle with its error;
-- oracle calls to reach ΔF within 0.1 kT of the reference: the calls made by the end of the
-  first generation from which every later ΔF stays within 0.1 kT (None: not reached);
-- orchestration overhead per generation: (wall − time inside tasks) / wall, the time inside
-  tasks being the union of the intervals during which at least one step or label ran.
+- **the lj7 example campaign** on the ``local-threads`` site, as the quickstart runs it (until
+  its convergence rule stops it): per generation the wall time, the time inside oracle
+  calls (union of the label tasks' intervals), the time inside any task, the orchestration
+  overhead (wall − time inside tasks) / wall, the CPU utilisation (CPU seconds of the
+  campaign's process tree — the driver, its worker processes and their children, sampled
+  every 0.5 s with psutil — divided by wall × cores), each step's time (seed MD, flow
+  training, MCMC, estimate per state; committee training; labels), oracle calls and ΔF
+  corrected to the oracle against the reference; then the total wall time, calls, ΔF;
+- **sites side by side** (``--sites``): generation 0 of the same campaign (with ``--quick``
+  its quick settings) on ``local-threads``, ``local-htex`` and ``slurm`` (the local one-node
+  Slurm: one non-exclusive block with a worker per core, every step on it), one site after
+  the other: each step's time and the generation's wall time. On ``slurm`` the workers are
+  not the driver's children; their CPU is counted from the processes whose command line
+  names the run directory (Parsl's worker pools) and their children;
+- **strategies** (``--strategies``): uncertainty selection against the ``random`` baseline,
+  a fixed number of generations each, oracle calls to reach ΔF within 0.1 kT of the
+  reference.
 
-    python benchmarks/campaign.py [--quick] [--generations N] [--out DIR]
+The reference ΔF (``benchmarks/lj7_reference.json``, the JSON line of a full
+``python benchmarks/lj7_reference.py`` run: parallel-tempering MD basin counts on the LJ
+oracle, independent of alflow's MLIPs, flows and estimators) is read unless
+``--reference FILE`` names another or ``--compute-reference`` recomputes it.
+
+    python benchmarks/campaign.py [--quick] [--sites local-threads,local-htex,slurm]
+                                  [--strategies] [--generations N] [--out DIR]
                                   [--reference FILE | --compute-reference]
 
-The reference is read from ``benchmarks/lj7_reference.json`` (the JSON line of a full
-``python benchmarks/lj7_reference.py`` run, 554 s) unless ``--reference FILE`` names another
-or ``--compute-reference`` recomputes it (with ``--quick``: the short, biased run). The two
-campaigns run at the same time in two processes (each runs its states' flows one after the
-other on the local-threads site: together they use two cores).
-
 ``--quick``: the example with a smaller committee training, MD, flows and MCMC, two
-generations; same figures (134-143 s measured on 2 cores shared at load 2-4.7, about 140 s
-of CPU: near 75 s on 2 idle cores). The last line of output is one JSON object with the
-figures.
+generations (a fixed number), the same figures. The machine's load (1-minute average) at the
+start and end is printed: figures taken on a shared machine are upper bounds of the times.
+The last line of output is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +59,10 @@ from lj7_reference import reference  # noqa: E402
 
 from alflow.campaign.config import KB_EV  # noqa: E402
 from alflow.campaign.rundir import read_lines  # noqa: E402
-from alflow.campaign.runner import start  # noqa: E402
 from alflow.examples import write_example  # noqa: E402
 
 TEMPERATURE_K = 18.0
+KT_EV = KB_EV * TEMPERATURE_K
 REFERENCE = Path(__file__).resolve().parent / "lj7_reference.json"
 # --quick: the example's campaign with a shorter committee training and smaller MD, flows
 # and MCMC (fewer bootstrap labels or epochs leave a committee so rough that the flows'
@@ -67,16 +74,23 @@ QUICK_SAMPLER = {"md_replicas": 4, "md_steps": 200, "samples": 300, "explore_sam
                  "mcmc": {"walkers": 16, "retrain_steps": 10, "iterations": 3,
                           "adapt_iterations": 1, "local_steps": 5, "global_steps": 2,
                           "step_size": 0.1, "train_every": 2, "train": {"steps": 5}},
-                 "anneal": {}}  # plain IS in quick mode: annealing costs ~30 % of a flows step
+                 "anneal": {}}
+# the local one-node Slurm: one block beside the driver (not exclusive) with a worker per core
+SLURM_SITE = {"kind": "slurm", "address": "127.0.0.1", "max_idletime": 600,
+              "slurm": {"exclusive": False, "walltime": "01:00:00"},
+              "classes": {"gpu": {"cores_per_worker": 1, "slurm": {"cores_per_node": None}}}}
 
 
-def campaign(out: Path, strategy: str, generations: int, quick: bool) -> Path:
-    """Write the lj7 example into ``out/strategy`` set up for the benchmark; its YAML path."""
-    path = write_example("lj7", out / strategy)
+# ----------------------------------------------------------------------------- campaigns
+def campaign(out: Path, name: str, quick: bool, generations: int | None = None,
+             strategy: str = "uncertainty", site: str = "local-threads") -> Path:
+    """Write the lj7 example into ``out/name`` set up for the benchmark; its YAML path.
+    ``generations``: a fixed number (no early stop); None: the example's own rule."""
+    path = write_example("lj7", out / name)
     data = yaml.safe_load(path.read_text())
-    # a fixed number of generations (no early stop) so both strategies get the same chances
-    data["convergence"].update(tolerance_kt=1e-9, generations=1, max_generations=generations,
-                               max_labels=100000)
+    if generations is not None:
+        data["convergence"].update(tolerance_kt=1e-9, generations=1,
+                                   max_generations=generations, max_labels=100000)
     data["selection"]["strategy"] = strategy
     if quick:
         data["mlip"].update(QUICK_MLIP)
@@ -86,110 +100,313 @@ def campaign(out: Path, strategy: str, generations: int, quick: bool) -> Path:
     if strategy == "random":  # plain MD frames only
         data["exploration"]["sampler"]["explore_samples"] = 0
         data["exploration"]["md"]["stop_at_trust_upper"] = False
+    data["site"] = site
+    if site.endswith("slurm.yaml"):  # every step on the one block
+        data["executors"] = {k: "gpu" for k in ("explore", "label", "train", "flows",
+                                                 "estimate")}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def figures(run: Path, kt: float) -> dict:
-    """Per generation: oracle calls so far, ΔF (corrected to the oracle when available) and
-    its error in kT, overhead fraction."""
+def slurm_site(out: Path) -> str:
+    """A site file for the local Slurm (see ``SLURM_SITE``) with a worker per core."""
+    import subprocess
+
+    cores = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True,
+                               check=True).stdout.split()[0].rstrip("+"))
+    site = json.loads(json.dumps(SLURM_SITE))
+    site["classes"]["gpu"]["slurm"]["cores_per_node"] = cores
+    site["classes"]["gpu"]["max_workers_per_node"] = cores
+    path = out / "slurm.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(site))
+    return str(path)
+
+
+def _run(path: str, run_dir: str) -> float:
+    """Child process: run the campaign; returns the epoch second it started."""
+    from alflow.campaign.runner import start
+
+    t = time.time()
+    start(path, run_dir, progress=False)
+    return t
+
+
+class TreeCPU:
+    """Samples the CPU seconds (user + system) of a process tree every ``period`` s: the
+    descendants of ``root`` plus processes whose command line names ``marker`` (and their
+    descendants). ``series``: (epoch s, cumulative CPU s)."""
+
+    def __init__(self, root: int, marker: str, period: float = 0.5):
+        self.root, self.marker, self.period = root, marker, period
+        self.last: dict[tuple[int, float], float] = {}  # (pid, create_time) -> CPU s
+        self.series: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _procs(self):
+        import psutil
+
+        found = {}
+        try:
+            top = [psutil.Process(self.root)]
+        except psutil.Error:
+            top = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if self.marker in " ".join(p.info["cmdline"] or []):
+                    top.append(p)
+            except psutil.Error:
+                continue
+        for p in top:
+            try:
+                for q in [p, *p.children(recursive=True)]:
+                    found[q.pid] = q
+            except psutil.Error:
+                continue
+        return found.values()
+
+    def sample(self) -> None:
+        import psutil
+
+        for p in self._procs():
+            try:
+                t = p.cpu_times()
+                self.last[(p.pid, p.create_time())] = t.user + t.system
+            except psutil.Error:
+                continue
+        self.series.append((time.time(), sum(self.last.values())))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self.sample()
+
+    def __enter__(self) -> TreeCPU:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def between(self, a: float, b: float) -> float:
+        """CPU seconds used between epoch ``a`` and ``b`` (interpolated)."""
+        if not self.series:
+            return float("nan")
+        t, c = np.array(self.series).T
+        return float(np.interp(b, t, c) - np.interp(a, t, c))
+
+
+def run_measured(path: Path, run_dir: Path) -> tuple[dict, TreeCPU]:
+    """Run a campaign in a child process while measuring its process tree's CPU."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        fut = pool.submit(_run, str(path), str(run_dir))
+        pid = next(iter(pool._processes))  # the child (no public accessor)
+        with TreeCPU(pid, str(run_dir)) as cpu:
+            t_start = fut.result()
+    return {"t_start": t_start}, cpu
+
+
+# ----------------------------------------------------------------------------- figures
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, -np.inf
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def _epoch(event: dict) -> float:
+    return datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+
+
+def generations(run: Path, cpu: TreeCPU | None, cores: int) -> list[dict]:
+    """Per generation of the run in ``run``: wall, oracle, tasks, overhead, CPU utilisation,
+    step times (s), oracle calls so far, ΔF (kT)."""
+    from alflow.dataset import LabelStore
+
+    events = read_lines(run / "events.jsonl")
+    t0 = _epoch(events[0]) - events[0]["elapsed_s"]  # epoch of elapsed 0 (±1 s)
     hist = json.loads((run / "status.json").read_text())["history"]
     journal = read_lines(run / "oracle_calls.jsonl")
-    calls = [sum(1 for j in journal if int(j["tags"].get("generation", 0)) <= h["generation"])
-             for h in hist]
+    labels: dict[int, list[tuple[float, float]]] = {}
+    for r in LabelStore(run / "dataset.h5", create=False).records(status=None):
+        p = r.provenance
+        if p.get("task_t0") is not None:
+            labels.setdefault(int(r.tags.get("generation", 0)), []).append(
+                (p["task_t0"], p["task_t1"]))
+    results = {f.stem.split("-", 1)[1][:16]: json.loads(f.read_text())
+               for f in (run / "results").glob("*.json")}
+    gen, steps, start = -1, {}, {}
+    for e in events:
+        if e["event"] == "generation_start":
+            gen = e["generation"]
+            start[gen] = t0 + e["elapsed_s"]
+        elif e["event"] in ("task_done", "task_cached") and e["key"] in results:
+            res = results[e["key"]]["result"]
+            name = e["task"] + (f" {res['state']}" if "state" in res else "")
+            steps.setdefault(gen, {})[name] = round(res["_t1"] - res["_t0"], 2)
+            for part in ("md_seconds", "train_seconds", "mcmc_seconds", "estimate_seconds"):
+                if res.get(part) is not None:
+                    steps[gen][f"{name} {part.removesuffix('_seconds')}"] = round(res[part], 2)
+    out = []
+    for d, h in zip([e for e in events if e["event"] == "decision"], hist, strict=False):
+        g = d["generation"]
+        a = start[g]
+        b = a + d["wall_s"]
+        corrected = h.get("corrected_ev") is not None
+        val = h["corrected_ev"] if corrected else h.get("value_ev")
+        err = h["corrected_error_ev"] if corrected else h.get("error_ev")
+        row = {"generation": g, "wall_s": round(d["wall_s"], 1),
+               "oracle_s": round(union_seconds(labels.get(g, [])), 2),
+               "task_s": round(d["task_s"], 1),
+               "overhead_fraction": round((d["wall_s"] - d["task_s"]) / d["wall_s"], 4),
+               "cpu_utilisation": None, "steps_s": steps.get(g, {}),
+               "labels_s": round(union_seconds(labels.get(g, [])), 2),
+               "calls": sum(1 for j in journal if int(j["tags"].get("generation", 0)) <= g),
+               "delta_f_kt": None if val is None else round(val / KT_EV, 4),
+               "error_kt": None if err is None else round(err / KT_EV, 4),
+               "corrected": corrected, "rhat": h.get("rhat")}
+        if cpu is not None:
+            row["cpu_utilisation"] = round(cpu.between(a, b) / (d["wall_s"] * cores), 3)
+        out.append(row)
+    return out
 
-    def kt_or_none(x: float | None) -> float | None:
-        return None if x is None else round(x / kt, 4)
 
-    corrected = [h.get("corrected_ev") is not None for h in hist]
-    values = [h["corrected_ev"] if c else h.get("value_ev") for h, c in zip(hist, corrected,
-                                                                           strict=True)]
-    errors = [h["corrected_error_ev"] if c else h.get("error_ev") for h, c in zip(
-        hist, corrected, strict=True)]
-    decisions = [e for e in read_lines(run / "events.jsonl") if e["event"] == "decision"]
-    overhead = [(d["wall_s"] - d["task_s"]) / d["wall_s"] for d in decisions if d["wall_s"] > 0]
-    return {"calls": calls, "delta_f_kt": [kt_or_none(v) for v in values],
-            "error_kt": [kt_or_none(e) for e in errors], "corrected": corrected,
-            "model_delta_f_kt": [kt_or_none(h.get("value_ev")) for h in hist],
-            "rhat": [h.get("rhat") for h in hist],
-            "wall_s": [d["wall_s"] for d in decisions],
-            "overhead_fraction": [round(o, 4) for o in overhead]}
+def print_generations(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'gen':>3} {'wall s':>8} {'oracle s':>8} {'overhead':>8} {'CPU util':>8} "
+          f"{'calls':>5} {'ΔF kT':>16}")
+    for r in rows:
+        df = "—" if r["delta_f_kt"] is None else f"{r['delta_f_kt']:.3f} ± {r['error_kt']:.3f}"
+        cpu = "—" if r["cpu_utilisation"] is None else f"{100 * r['cpu_utilisation']:.0f} %"
+        print(f"{r['generation']:>3} {r['wall_s']:>8.1f} {r['oracle_s']:>8.2f} "
+              f"{100 * r['overhead_fraction']:>7.2f}% {cpu:>8} {r['calls']:>5} {df:>16}")
+        for k, v in r["steps_s"].items():
+            print(f"      {k:<28} {v:>8.2f} s")
 
 
-def calls_to_reach(fig: dict, target_kt: float, tol_kt: float = 0.1) -> int | None:
-    """Oracle calls by the end of the first generation from which ΔF stays within ``tol_kt``
-    of ``target_kt`` (None if the last generation is not within it)."""
-    vals = fig["delta_f_kt"]
-    for i in range(len(vals)):
-        if all(v is not None and abs(v - target_kt) <= tol_kt for v in vals[i:]):
-            return fig["calls"][i]
-    return None
+def print_sites(table: dict[str, dict]) -> None:
+    names = sorted({k for t in table.values() for k in t["steps_s"]})
+    sites = list(table)
+    print("\ngeneration 0, step times (s) per site")
+    print(f"{'step':<28}" + "".join(f"{s:>15}" for s in sites))
+    for n in ["wall", "oracle", "cpu utilisation", *names]:
+        cells = []
+        for s in sites:
+            t = table[s]
+            v = {"wall": t["wall_s"], "oracle": t["oracle_s"],
+                 "cpu utilisation": t["cpu_utilisation"]}.get(n, t["steps_s"].get(n))
+            cells.append(f"{'—' if v is None else v:>15}")
+        print(f"{n:<28}" + "".join(cells))
 
 
-def run_strategy(out: Path, strategy: str, generations: int, quick: bool, kt: float,
-                 reference_kt: float) -> dict:
-    """Run one strategy's campaign (in its own process: one Parsl DataFlowKernel each) and
-    return its figures."""
-    path = campaign(out, strategy, generations, quick)
-    t = time.perf_counter()
-    start(path, out / strategy / "run", progress=False)
-    fig = figures(out / strategy / "run", kt)
-    fig["seconds"] = round(time.perf_counter() - t, 1)
-    fig["calls_to_0.1kT"] = calls_to_reach(fig, reference_kt)
-    final = fig["delta_f_kt"][-1]
-    fig["final_off_kt"] = None if final is None else round(final - reference_kt, 4)
-    return fig
+# ----------------------------------------------------------------------------- main
+def _reference(args: argparse.Namespace) -> dict:
+    if args.compute_reference:
+        return reference(**(REFERENCE_QUICK if args.quick else {}))
+    try:
+        return json.loads(args.reference.read_text().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError) as err:
+        sys.exit(f"--reference {args.reference}: not the JSON line of lj7_reference.py "
+                 f"({err})")
+
+
+def _strategies(out: Path, gens: int, quick: bool, ref_kt: float) -> dict:
+    """Uncertainty selection vs the random baseline, both at once (two processes)."""
+    def figures(run: Path) -> dict:
+        rows = generations(run, None, 1)
+        vals = [r["delta_f_kt"] for r in rows]
+        reach = None
+        for i in range(len(vals)):
+            if all(v is not None and abs(v - ref_kt) <= 0.1 for v in vals[i:]):
+                reach = rows[i]["calls"]
+                break
+        return {"calls": [r["calls"] for r in rows], "delta_f_kt": vals,
+                "error_kt": [r["error_kt"] for r in rows], "calls_to_0.1kT": reach}
+
+    paths = {s: campaign(out, f"strategy-{s}", quick, gens, strategy=s)
+             for s in ("uncertainty", "random")}
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futs = [pool.submit(_run, str(p), str(p.parent / "run")) for p in paths.values()]
+        for f in futs:
+            f.result()
+    return {s: figures(p.parent / "run") for s, p in paths.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sites", default="", help="comma-separated sites for the side-by-side "
+                    "generation 0 (local-threads, local-htex, slurm)")
+    ap.add_argument("--strategies", action="store_true",
+                    help="also compare uncertainty selection with the random baseline")
     ap.add_argument("--generations", type=int, default=None,
-                    help="generations per campaign (default 2 with --quick, else 5)")
+                    help="a fixed number of generations (default: the example's rule; "
+                         "2 with --quick)")
     ap.add_argument("--out", type=Path, default=None, help="run directories (default: a tmp dir)")
     ap.add_argument("--reference", type=Path, default=REFERENCE,
-                    help="JSON line of an earlier `python benchmarks/lj7_reference.py` run "
-                         f"(default: {REFERENCE.name}, the full run)")
+                    help=f"JSON line of lj7_reference.py (default: {REFERENCE.name})")
     ap.add_argument("--compute-reference", action="store_true",
                     help="compute the reference now (with --quick: the short run)")
     args = ap.parse_args()
-    gens = args.generations or (2 if args.quick else 5)
     out = args.out or Path(tempfile.mkdtemp(prefix="alflow-bench-campaign-"))
-    kt = KB_EV * TEMPERATURE_K
+    cores = len(os.sched_getaffinity(0))
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    if args.compute_reference:
-        ref = reference(**(REFERENCE_QUICK if args.quick else {}))
-    else:
-        try:
-            ref = json.loads(args.reference.read_text().strip().splitlines()[-1])
-        except (OSError, ValueError, IndexError) as err:
-            sys.exit(f"--reference {args.reference}: not the JSON line of lj7_reference.py "
-                     f"({err})")
+    ref = _reference(args)
+    ref_kt = ref["delta_f_kt"]
     print("reference", json.dumps(ref), flush=True)
-    # the uncertainty campaign in a child process, the baseline in this one, at the same time
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        job = pool.submit(run_strategy, out, "uncertainty", gens, args.quick, kt,
-                          ref["delta_f_kt"])
-        baseline = run_strategy(out, "random", gens, args.quick, kt, ref["delta_f_kt"])
-        res = {"uncertainty": job.result(), "random": baseline}
-    for strategy, fig in res.items():
-        print(strategy, json.dumps(fig), flush=True)
-    overhead = [o for s in res.values() for o in s["overhead_fraction"]]
-    summary = {
-        "system": "lj7", "temperature_k": TEMPERATURE_K, "quick": args.quick,
-        "generations": gens,
-        "reference_delta_f_kt": round(ref["delta_f_kt"], 4),
-        "reference_error_kt": round(ref["error_kt"], 4),
-        "reference": f"parallel-tempering MD basin counts on the LJ oracle ({ref['chains']} "
-                     f"chains x {ref['steps']} steps, {ref['frames']} frames)",
-        "oracle_calls_to_0.1kT": {s: r["calls_to_0.1kT"] for s, r in res.items()},
-        "oracle_calls_total": {s: r["calls"][-1] if r["calls"] else 0 for s, r in res.items()},
-        "final_delta_f_kt": {s: r["delta_f_kt"][-1] for s, r in res.items()},
-        "final_error_kt": {s: r["error_kt"][-1] for s, r in res.items()},
-        "overhead_fraction_mean": round(float(np.mean(overhead)), 4) if overhead else None,
-        "overhead_fraction_max": round(float(np.max(overhead)), 4) if overhead else None,
-        "seconds": round(time.perf_counter() - t0, 1), "load_average": list(os.getloadavg()),
-        "runs": str(out)}
+    gens = args.generations or (2 if args.quick else None)
+
+    path = campaign(out, "example", args.quick, gens)
+    t = time.perf_counter()
+    _, cpu = run_measured(path, path.parent / "run")
+    wall = time.perf_counter() - t
+    rows = generations(path.parent / "run", cpu, cores)
+    status = json.loads((path.parent / "run" / "status.json").read_text())
+    print_generations(f"lj7 example on local-threads ({cores} cores): {wall:.1f} s, "
+                      f"converged: {status['converged']} ({status['stop_reason']})", rows)
+    total_cpu = cpu.series[-1][1] if cpu.series else float("nan")
+    last = rows[-1] if rows else {}
+    example = {"wall_s": round(wall, 1), "converged": status["converged"],
+               "generations": len(rows), "oracle_calls": status["oracle_calls"],
+               "delta_f_kt": last.get("delta_f_kt"), "error_kt": last.get("error_kt"),
+               "off_reference_kt": None if last.get("delta_f_kt") is None
+               else round(last["delta_f_kt"] - ref_kt, 4),
+               "cpu_utilisation": round(total_cpu / (wall * cores), 3),
+               "oracle_s": round(sum(r["oracle_s"] for r in rows), 2),
+               "overhead_fraction_max": max((r["overhead_fraction"] for r in rows),
+                                            default=None),
+               "per_generation": rows}
+
+    sites = {}
+    for site in [s for s in args.sites.split(",") if s]:
+        name = slurm_site(out) if site == "slurm" else site
+        p = campaign(out, f"site-{site}", args.quick, 1, site=name)
+        t = time.perf_counter()
+        _, c = run_measured(p, p.parent / "run")
+        r = generations(p.parent / "run", c, cores)[0]
+        r["driver_wall_s"] = round(time.perf_counter() - t, 1)
+        sites[site] = r
+    if sites:
+        print_sites(sites)
+
+    strategies = _strategies(out, gens or 3, args.quick, ref_kt) if args.strategies else None
+    if strategies:
+        for s, f in strategies.items():
+            print(s, json.dumps(f))
+    load1 = os.getloadavg()[0]
+    print(f"\nload average (1 min) {load0:.2f} at the start, {load1:.2f} at the end")
+    summary = {"system": "lj7", "temperature_k": TEMPERATURE_K, "quick": args.quick,
+               "cores": cores, "reference_delta_f_kt": round(ref_kt, 4),
+               "reference_error_kt": round(ref["error_kt"], 4), "example": example,
+               "sites": {s: {k: v for k, v in r.items() if k != "calls"}
+                         for s, r in sites.items()},
+               "strategies": strategies, "seconds": round(time.perf_counter() - t0, 1),
+               "load_average": [round(load0, 2), round(load1, 2)], "runs": str(out)}
     print(json.dumps(summary))
 
 

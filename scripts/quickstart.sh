@@ -8,9 +8,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 run_dir="${1:-runs/lj7}"
-bash scripts/setup.sh
+# setup once per version of the dependencies (pyproject.toml): a set-up environment starts at once
+stamp="${ALFLOW_VENV:-.venv}/.alflow-setup-$(sha256sum pyproject.toml | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+  bash scripts/setup.sh
+  touch "$stamp"
+fi
 # shellcheck disable=SC1091
-source .venv/bin/activate
+source "${ALFLOW_VENV:-.venv}/bin/activate"
 if [[ -f "$run_dir/run/campaign.yaml" ]]; then
   alflow resume "$run_dir/run"
 else

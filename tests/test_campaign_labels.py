@@ -14,6 +14,7 @@ from alflow.campaign.generation import Context, label_batch
 from alflow.campaign.labels import ingest_pending, label_task
 from alflow.campaign.rundir import DriverLock, EventLog, RunDir, oracle_calls, read_lines
 from alflow.campaign.runner import config_hash
+from alflow.campaign.submit import inline_submitters
 from alflow.campaign.system import bootstrap_positions, build_system
 from alflow.campaign.tasks import Tasks
 from alflow.dataset import LabelStore
@@ -32,7 +33,8 @@ def _context(tmp_path: Path, min_distance: float, retries: int) -> Context:
     run.root.mkdir()
     events = EventLog(run.events)
     return Context(cfg, run, build_system(cfg), LabelStore(run.dataset),
-                   Tasks(Checkpoint(run.results), events, retries, inline=True), events,
+                   Tasks(Checkpoint(run.results), events, retries,
+                         inline_submitters(cfg.executors.values())), events,
                    config_hash(cfg))
 
 

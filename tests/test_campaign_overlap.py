@@ -24,7 +24,10 @@ def _one_generation(tmp: Path) -> Path:
     data["convergence"]["max_generations"] = 1
     # enough flow training and samples that both states have samples inside them
     data["exploration"]["sampler"].update(samples=SAMPLES, train={"steps": TRAIN_STEPS})
-    data["site"] = "local-threads"  # one "gpu" thread: the states' flows run one after another
+    # one "gpu" thread: the states' flows run one after another
+    site = tmp / "one-gpu-thread.yaml"
+    site.write_text("kind: local-threads\nclasses: {gpu: {max_threads: 1}}\n")
+    data["site"] = str(site)
     path.write_text(yaml.safe_dump(data))
     return path
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -28,14 +27,16 @@ from typing import Any
 import numpy as np
 
 from alflow.campaign import steps
+from alflow.campaign.checkpoint import task_key
 from alflow.campaign.config import CampaignConfig
 from alflow.campaign.labels import clear_pending, in_training, label_task
 from alflow.campaign.pause import pause_point
 from alflow.campaign.rundir import EventLog, RunDir
 from alflow.campaign.system import System, bootstrap_positions
-from alflow.campaign.tasks import TaskFailed, Tasks, in_background, parsl_app
+from alflow.campaign.tasks import TaskFailed, Tasks, in_background
 from alflow.dataset import LabelStore
 from alflow.labelling import label_many
+from alflow.progress import track
 from alflow.seeds import step_seed
 from alflow.select import select
 
@@ -53,7 +54,6 @@ class Context:
     tasks: Tasks
     events: EventLog
     cfg_hash: str
-    on_label: Callable[[int, int], None] | None = None  # (done, total) progress callback
 
 
 def training_keys(store: LabelStore, generation: int) -> list[str]:
@@ -79,17 +79,10 @@ def label_batch(ctx: Context, positions: np.ndarray, tags: list[dict[str, Any]],
     done = [0]
     new = [0]
 
-    def submit(fn, a, config, t, key):  # label_many's unit of work -> our journalled task
-        if ctx.tasks.inline:
-            from concurrent.futures import Future
+    on_executor = ctx.tasks.submit_fn(executor)
 
-            f: Future = Future()
-            try:
-                f.set_result(label_task(a, config, t, key, run_root, cfg.retries))
-            except Exception as err:  # noqa: BLE001
-                f.set_exception(err)
-            return f
-        return parsl_app(label_task, executor)(a, config, t, key, run_root, cfg.retries)
+    def submit(fn, a, config, t, key):  # label_many's unit of work -> our journalled task
+        return on_executor(label_task, a, config, t, key, run_root, cfg.retries)
 
     def on_result(i, rec, cached):
         done[0] += 1
@@ -101,14 +94,16 @@ def label_batch(ctx: Context, positions: np.ndarray, tags: list[dict[str, Any]],
                             **{"generation": generation, **rec.tags})
             if new[0] == 2:
                 pause_point("label", generation, run_root)
-        if ctx.on_label:
-            ctx.on_label(done[0], len(atoms))
+        bar.set(done[0])
 
     todo_atoms, todo_tags = atoms, tags
     records: list = []
+    purpose = tags[0].get("purpose", "") if tags else ""
     for attempt in range(cfg.retries + 1):
-        recs = label_many(todo_atoms, lcfg, ctx.store, todo_tags, submit=submit,
-                          on_result=on_result, commit_interval_s=0.0)
+        done[0] = 0
+        with track(f"gen {generation} {purpose} labels", len(todo_atoms), "label") as bar:
+            recs = label_many(todo_atoms, lcfg, ctx.store, todo_tags, submit=submit,
+                              on_result=on_result, commit_interval_s=0.0)
         clear_pending(ctx.run.pending, [r.key for r in recs])
         lost = [i for i, r in enumerate(recs) if r.provenance.get("lost")]
         records += [r for r in recs if not r.provenance.get("lost")]
@@ -131,91 +126,115 @@ def _existing_positions(store: LabelStore, generation: int) -> np.ndarray | None
 def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[str, Any]:
     """Run generation ``g`` (``prev``: the previous generation's summary) and return its
     summary (model, flows, ΔF, corrections, counts)."""
-    cfg, tasks, ev = ctx.cfg, ctx.tasks, ctx.events
-    ex = cfg.executors
-    names = list(cfg.system.states)
-    ev.emit("generation_start", generation=g)
+    ctx.events.emit("generation_start", generation=g)
     base = {"config": ctx.cfg_hash, "generation": g}
+    pos, tags, sel_counts = (_bootstrap(ctx) if g == 0 else
+                             _explore_and_select(ctx, g, prev, base))
+    recs = label_batch(ctx, pos, tags, g) if len(tags) else []
+    model_dir, model_key = _train(ctx, g, prev, base)
+    per_state, rw, flow_keys = _flows_and_corrections(ctx, g, model_dir, model_key, base)
+    summary = steps.summarise(ctx.cfg, g, per_state, rw)
+    summary.update(model_dir=model_dir, model_key=model_key,
+                   flow_dirs={s: per_state[s].get("flow_dir") for s in per_state},
+                   flow_keys=flow_keys, selection=sel_counts,
+                   labels_failed_this_generation=sum(r.status != "ok" for r in recs),
+                   labels_total=len(ctx.store))
+    ctx.events.emit("generation_done", generation=g, **{k: summary.get(k) for k in (
+        "value_ev", "error_ev", "correction_ev", "correction_error_ev", "rhat",
+        "labels_total")})
+    return summary
 
-    # 1. candidates --------------------------------------------------------------------------
-    if g == 0:
-        b = cfg.exploration.bootstrap
-        pos, states = bootstrap_positions(ctx.system, b.displaced, b.displacement,
-                                          step_seed(cfg.seed, "bootstrap"))
-        tags = [{"state": s, "generation": 0, "purpose": "bootstrap"} for s in states]
-        sel_counts = {"candidates": len(pos), "selected": len(pos)}
-    else:
-        handles = {s: tasks.submit("explore", {**base, "state": s, "model": prev["model_key"],
-                                               "flows": prev.get("flow_keys", {}).get(s)},
-                                   steps.explore, prev["model_dir"],
-                                   prev.get("flow_dirs", {}).get(s), ctx.system, s,
-                                   cfg.exploration, cfg.temperature_k, cfg.selection.trust_upper,
-                                   step_seed(cfg.seed, "explore", g, names.index(s)),
-                                   executor=ex["explore"]) for s in names}
-        cand_pos, cand_fd, cand_state, cand_cv = [], [], [], []
-        for s, h in handles.items():
-            try:
-                _, arr = tasks.result(h)
-            except TaskFailed as err:
-                ev.emit("state_skipped", generation=g, state=s, step="explore", error=str(err))
-                continue
-            cand_pos.append(arr["positions"])
-            cand_fd.append(arr["force_dev"])
-            cand_cv.append(arr["cv"])
-            cand_state += [s] * len(arr["positions"])
-        if not cand_pos:
-            raise TaskFailed(f"generation {g}: exploration failed for every state")
-        sel_key = {**base, "explore": [h.key for h in handles.values()]}
-        from alflow.campaign.checkpoint import task_key
 
-        skey = task_key("select", sel_key)
-        stored = ctx.tasks.checkpoint.load("select", skey)
-        if stored is None:
-            allpos = np.concatenate(cand_pos)
-            sel = select(allpos, np.concatenate(cand_fd), cand_state, cfg.selection,
-                         cv=np.concatenate(cand_cv), existing=_existing_positions(ctx.store, g),
-                         seed=step_seed(cfg.seed, "select", g))
-            chosen = allpos[sel.indices]
-            chosen_states = [cand_state[i] for i in sel.indices]
-            ctx.tasks.checkpoint.save("select", skey, {"counts": sel.counts,
-                                                       "states": chosen_states},
-                                      {"positions": chosen.reshape(-1, *allpos.shape[1:])})
-            ev.emit("selected", generation=g, **sel.counts)
-            stored = ctx.tasks.checkpoint.load("select", skey)
-        js, arr = stored
-        pos, states, sel_counts = arr.get("positions", np.zeros((0,))), js["states"], js["counts"]
-        tags = [{"state": s, "generation": g, "purpose": "explore"} for s in states]
+def _bootstrap(ctx: Context) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, int]]:
+    """Generation 0's configurations to label: the user's structures and random
+    displacements of them (positions, tags, selection counts)."""
+    b = ctx.cfg.exploration.bootstrap
+    pos, states = bootstrap_positions(ctx.system, b.displaced, b.displacement,
+                                      step_seed(ctx.cfg.seed, "bootstrap"))
+    tags = [{"state": s, "generation": 0, "purpose": "bootstrap"} for s in states]
+    return pos, tags, {"candidates": len(pos), "selected": len(pos)}
 
-    # 2. label -------------------------------------------------------------------------------
-    recs = label_batch(ctx, pos, tags, g) if len(states) else []
-    n_failed = sum(r.status != "ok" for r in recs)
 
-    # 3. train the committee (warm start) ----------------------------------------------------
+def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[str, Any]
+                        ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, int]]:
+    """Explore every state at once on the previous committee (and flows), then select what
+    to label (alflow.select; checkpointed): positions, tags, selection counts."""
+    cfg, tasks = ctx.cfg, ctx.tasks
+    names = list(cfg.system.states)
+    handles = {s: tasks.submit("explore", {**base, "state": s, "model": prev["model_key"],
+                                           "flows": prev.get("flow_keys", {}).get(s)},
+                               steps.explore, prev["model_dir"],
+                               prev.get("flow_dirs", {}).get(s), ctx.system, s,
+                               cfg.exploration, cfg.temperature_k, cfg.selection.trust_upper,
+                               step_seed(cfg.seed, "explore", g, names.index(s)),
+                               executor=cfg.executors["explore"]) for s in names}
+    cand_pos, cand_fd, cand_state, cand_cv = [], [], [], []
+    for s, h in handles.items():
+        try:
+            _, arr = tasks.result(h)
+        except TaskFailed as err:
+            ctx.events.emit("state_skipped", generation=g, state=s, step="explore",
+                            error=str(err))
+            continue
+        cand_pos.append(arr["positions"])
+        cand_fd.append(arr["force_dev"])
+        cand_cv.append(arr["cv"])
+        cand_state += [s] * len(arr["positions"])
+    if not cand_pos:
+        raise TaskFailed(f"generation {g}: exploration failed for every state")
+    skey = task_key("select", {**base, "explore": [h.key for h in handles.values()]})
+    stored = tasks.checkpoint.load("select", skey)
+    if stored is None:
+        allpos = np.concatenate(cand_pos)
+        sel = select(allpos, np.concatenate(cand_fd), cand_state, cfg.selection,
+                     cv=np.concatenate(cand_cv), existing=_existing_positions(ctx.store, g),
+                     seed=step_seed(cfg.seed, "select", g))
+        chosen = allpos[sel.indices]
+        chosen_states = [cand_state[i] for i in sel.indices]
+        tasks.checkpoint.save("select", skey, {"counts": sel.counts, "states": chosen_states},
+                              {"positions": chosen.reshape(-1, *allpos.shape[1:])})
+        ctx.events.emit("selected", generation=g, **sel.counts)
+        stored = tasks.checkpoint.load("select", skey)
+    js, arr = stored
+    tags = [{"state": s, "generation": g, "purpose": "explore"} for s in js["states"]]
+    return arr.get("positions", np.zeros((0,))), tags, js["counts"]
+
+
+def _train(ctx: Context, g: int, prev: dict[str, Any] | None, base: dict[str, Any]
+           ) -> tuple[str, str]:
+    """Train this generation's committee, warm-started from the previous one: its model
+    directory and checkpoint key."""
+    cfg = ctx.cfg
     data = keys_hash(training_keys(ctx.store, g))
-    h = tasks.submit("train", {**base, "data": data, "mlip": cfg.mlip,
-                               "init": prev["model_key"] if prev else None},
-                     steps.train, str(ctx.run.dataset), str(ctx.run.models(g)), cfg.mlip,
-                     prev["model_dir"] if prev else None, step_seed(cfg.seed, "train", g), g,
-                     str(ctx.run.root),
-                     executor=ex["train"])
-    tjs, _ = tasks.result(h)
-    model_dir, model_key = tjs["model_dir"], h.key
+    h = ctx.tasks.submit("train", {**base, "data": data, "mlip": cfg.mlip,
+                                   "init": prev["model_key"] if prev else None},
+                         steps.train, str(ctx.run.dataset), str(ctx.run.models(g)), cfg.mlip,
+                         prev["model_dir"] if prev else None, step_seed(cfg.seed, "train", g),
+                         g, str(ctx.run.root), executor=cfg.executors["train"])
+    js, _ = ctx.tasks.result(h)
+    return js["model_dir"], h.key
 
-    # 4. flows + free energies per state (parallel) ------------------------------------------
+
+def _flows_and_corrections(ctx: Context, g: int, model_dir: str, model_key: str,
+                           base: dict[str, Any]
+                           ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, str]]:
+    """Every state's flows step at once on the new committee; the oracle labels of a state's
+    Boltzmann samples (its correction to the oracle) are submitted as soon as that state's
+    step returns, so they run while other states' steps do. Returns the states' results (in
+    the states' order), their oracle/model energies and their checkpoint keys."""
+    cfg, tasks = ctx.cfg, ctx.tasks
+    names = list(cfg.system.states)
     sp = cfg.exploration.sampler
     md_for_flows = {"replicas": sp.md_replicas, "steps": sp.md_steps,
                     "record_every": sp.md_record_every, "dt_fs": cfg.exploration.md.dt_fs,
                     "friction_per_fs": cfg.exploration.md.friction_per_fs}
     fh = {s: tasks.submit("flows", {**base, "state": s, "model": model_key,
-                                    "sampler": cfg.exploration.sampler.model_dump()},
+                                    "sampler": sp.model_dump()},
                           steps.flows, model_dir, ctx.system, s, str(ctx.run.flows(g, s)),
-                          cfg.exploration.sampler, md_for_flows, cfg.temperature_k,
-                          cfg.system.states,
+                          sp, md_for_flows, cfg.temperature_k, cfg.system.states,
                           cfg.estimate.reweight_samples, cfg.estimate.bootstrap,
                           step_seed(cfg.seed, "flows", g, names.index(s)),
-                          executor=ex["flows"]) for s in names}
-    # 5. oracle labels of Boltzmann samples (the correction of ΔF to the oracle), submitted
-    # for each state as soon as its flows step returns: they run while other states train
+                          executor=cfg.executors["flows"]) for s in names}
     per_state: dict[str, dict[str, Any]] = {}
     rw_jobs: dict[str, Future] = {}
     last: Future | None = None
@@ -223,24 +242,16 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
         try:
             js, arr = tasks.result(fh[s])
         except TaskFailed as err:
-            ev.emit("state_skipped", generation=g, state=s, step="flows", error=str(err))
+            ctx.events.emit("state_skipped", generation=g, state=s, step="flows",
+                            error=str(err))
             continue
         per_state[s] = js
         # one reweighting batch after the other: a configuration two states share is
         # labelled once (the later batch finds it in the store)
         rw_jobs[s] = last = in_background(_reweight_state, ctx, g, s, arr, after=last)
     rw = {s: out for s, job in rw_jobs.items() if (out := job.result()) is not None}
-    per_state = {s: per_state[s] for s in names if s in per_state}  # the states' order
-    summary = steps.summarise(cfg, g, per_state, rw)
-    summary.update(model_dir=model_dir, model_key=model_key,
-                   flow_dirs={s: per_state[s].get("flow_dir") for s in per_state},
-                   flow_keys={s: fh[s].key for s in per_state},
-                   selection=sel_counts, labels_failed_this_generation=n_failed,
-                   labels_total=len(ctx.store))
-    ev.emit("generation_done", generation=g, **{k: summary.get(k) for k in (
-        "value_ev", "error_ev", "correction_ev", "correction_error_ev", "rhat",
-        "labels_total")})
-    return summary
+    per_state = {s: per_state[s] for s in names if s in per_state}
+    return per_state, rw, {s: fh[s].key for s in per_state}
 
 
 def _reweight_state(ctx: Context, g: int, state: str, arrays: dict[str, np.ndarray]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,13 @@ from alflow.campaign.rundir import (
     write_status,
 )
 from alflow.campaign.status import public_status, stored_status, warnings
+from alflow.campaign.submit import ProcessPool, Submit, inline_submitters, parsl_submitters
 from alflow.campaign.system import build_system
 from alflow.campaign.tasks import TaskFailed, Tasks
 from alflow.config import read_yaml, validate_model
 from alflow.dataset import LabelStore
 from alflow.errors import AlflowError, ConfigError, InputError
+from alflow.progress import Board, ConsoleSink, set_sink
 
 log = logging.getLogger(__name__)
 
@@ -67,41 +69,6 @@ def load_run_config(run_dir: str | Path) -> CampaignConfig:
                          "when a run starts); start it again with alflow run CAMPAIGN.yaml "
                          f"--dir {run.root}")
     return validate_model(CampaignConfig, read_yaml(run.config), source=str(run.config))
-
-
-class Progress:
-    """Rich progress in a terminal, plain log lines otherwise."""
-
-    def __init__(self, enabled: bool | None = None):
-        self.rich = sys.stderr.isatty() if enabled is None else enabled
-        self._p = None
-        self._task = None
-
-    def __enter__(self) -> Progress:
-        if self.rich:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(),
-                               MofNCompleteColumn(), transient=False)
-            self._p.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-    def step(self, text: str) -> None:
-        if self._p is not None:
-            if self._task is None:
-                self._task = self._p.add_task(text, total=None)
-            self._p.update(self._task, description=text, completed=0, total=None)
-        log.info(text)
-
-    def labels(self, done: int, total: int) -> None:
-        if self._p is not None and self._task is not None:
-            self._p.update(self._task, completed=done, total=total)
-        elif done == total or done % max(total // 4, 1) == 0:
-            log.info("labels %d/%d", done, total)
 
 
 def _history_entry(summary: dict[str, Any]) -> dict[str, Any]:
@@ -146,29 +113,36 @@ def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
 
 
 @contextlib.contextmanager
-def _parsl(cfg: CampaignConfig, run: RunDir, inline: bool, tasks: Tasks,
-           warn: Callable[[str], None]) -> Iterator[None]:
-    """The Parsl session of the campaign's site; sets the torch threads of steps on executors
-    inside the driver process (``tasks.torch_threads``). On a ``slurm`` site with the driver in
-    a Slurm job, a :class:`~alflow.campaign.blocks.BlockWatch` reports blocks that cannot start
-    beside the driver's job through ``warn``."""
+def _executors(cfg: CampaignConfig, run: RunDir, inline: bool, progress_dir: str,
+               warn: Callable[[str], None]) -> Iterator[dict[str, Submit]]:
+    """The executor map of the campaign's site (:mod:`alflow.campaign.submit`) inside its
+    Parsl session, its workers' progress bars in ``progress_dir``; ``inline``: every step
+    called in the driver. On a ``slurm`` site with the driver in a Slurm job, a
+    :class:`~alflow.campaign.blocks.BlockWatch` reports blocks that cannot start beside the
+    driver's job through ``warn``."""
     if inline:
-        yield
+        yield inline_submitters(cfg.executors.values())
         return
+    from parsl.executors import ThreadPoolExecutor
+
     from alflow.campaign import sites
     from alflow.campaign.blocks import BlockWatch
-    from alflow.campaign.tasks import in_process_threads
 
     site = sites.load_site_model(cfg.site)
     pcfg = sites.build_config(site, run.root)
     check_executors(cfg, {e.label for e in pcfg.executors})
-    tasks.torch_threads = in_process_threads(list(pcfg.executors))
     driver_job = os.environ.get("ALFLOW_DRIVER_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(sites.parsl_session(pcfg))
-        if site.kind == "slurm" and driver_job:
-            stack.enter_context(BlockWatch(driver_job, str(run.root / "runinfo"), warn))
-        yield
+    in_driver = any(isinstance(e, ThreadPoolExecutor) for e in pcfg.executors)
+    pool = ProcessPool().start() if in_driver else None
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(sites.parsl_session(pcfg))
+            if site.kind == "slurm" and driver_job:
+                stack.enter_context(BlockWatch(driver_job, str(run.root / "runinfo"), warn))
+            yield parsl_submitters(pcfg.executors, pool, progress_dir)
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _warner(run: RunDir, events: EventLog) -> Callable[[str], None]:
@@ -207,9 +181,11 @@ def resume(run_dir: str | Path, site: str | None = None, **kw: Any) -> dict[str,
 
 
 def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
-            progress: bool | None = None) -> dict[str, Any]:
+            progress: bool | None = None,
+            submitters: Mapping[str, Submit] | None = None) -> dict[str, Any]:
     """Run generations until the convergence rule stops the campaign; returns the status.
-    ``run`` is a directory alflow created (``create_run_dir`` / ``open_run_dir``)."""
+    ``run`` is a directory alflow created (``create_run_dir`` / ``open_run_dir``);
+    ``submitters``: an executor map to run the steps with instead of the site's (tests)."""
     open_run_dir(run.root)  # never write into a directory without the marker
     with DriverLock(run.lock):
         save_config(cfg, run)
@@ -222,18 +198,22 @@ def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
             events.emit("labels_recovered", count=n)
         system = build_system(cfg)
         checkpoint = Checkpoint(run.results)
-        tasks = Tasks(checkpoint, events, cfg.retries, inline=inline)
         history: list[dict[str, Any]] = []
         status = build_status(cfg, run, store, history, "running", False)
         write_status(run, status)
-        ctx = Context(cfg, run, system, store, tasks, events, config_hash(cfg))
         t_start = time.monotonic()
-        with Progress(progress) as prog, _parsl(cfg, run, inline, tasks, _warner(run, events)):
-            ctx.on_label = prog.labels
+        console = ConsoleSink(progress)
+        set_sink(console)  # the driver's own bars (labels; steps run inline)
+        shutil.rmtree(run.progress, ignore_errors=True)  # bars of a dead run's workers
+        executors = (contextlib.nullcontext(submitters) if submitters is not None else
+                     _executors(cfg, run, inline, str(run.progress), _warner(run, events)))
+        with Board(run.progress, console), executors as submit_map:
+            tasks = Tasks(checkpoint, events, cfg.retries, submit_map)
+            ctx = Context(cfg, run, system, store, tasks, events, config_hash(cfg))
             prev = None
             g = 0
             while True:
-                prog.step(f"generation {g}")
+                log.info("generation %d", g)
                 t_gen, epoch_gen = time.monotonic(), time.time()
                 try:
                     summary = run_generation(ctx, g, prev)

@@ -37,8 +37,12 @@ def radius_of_gyration(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
 
 def train(dataset: str, out_dir: str, mlip: dict[str, Any], init_from: str | None, seed: int,
           generation: int, run_root: str) -> Result:
-    """Train the committee of ``generation`` on its labels, warm-started from ``init_from``."""
+    """Train the committee of ``generation`` on its labels, warm-started from ``init_from``;
+    its members train at once in processes of their own, one per core the step was given
+    (nothing else of the generation runs meanwhile)."""
     from alflow.mlip import MLIPConfig, train_committee
+    from alflow.progress import track
+    from alflow.threads import cores_given
 
     pause_point("train", generation, run_root)
     t0 = time.time()
@@ -46,8 +50,13 @@ def train(dataset: str, out_dir: str, mlip: dict[str, Any], init_from: str | Non
     atoms = [r.to_atoms() for r in store.records(status="ok") if in_training(r.tags, generation)]
     config = MLIPConfig(**{"seed": seed, **mlip})
     # an interrupted attempt left member checkpoints in out_dir: train_committee resumes them
-    path = train_committee(atoms, Path(out_dir), config,
-                           init_from=Path(init_from) if init_from else None)
+    nproc = min(config.committee_size, cores_given())
+    if nproc > 1 and config.parallel == "auto":
+        config = config.model_copy(update={"parallel": "members"})
+    with track(f"gen {generation}: train committee ({config.committee_size} members, "
+               f"{len(atoms)} labels)"):
+        path = train_committee(atoms, Path(out_dir), config, nproc=nproc,
+                               init_from=Path(init_from) if init_from else None)
     return {"model_dir": str(path), "n_train": len(atoms),
             "_t0": t0, "_t1": time.time()}, {}
 
@@ -66,6 +75,7 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     candidate positions (M, N, 3), their force deviation (M,) eV/Å, energy (M,) eV and a
     CV (radius of gyration, Å) for stratified selection."""
     from alflow.mlip import load_potential
+    from alflow.progress import track
     from alflow.sampling.explore import ExploreConfig
     from alflow.sampling.explore import explore as run_md
 
@@ -82,7 +92,8 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     starts = [system.atoms(x) for x in _starts(system, state, md.replicas, None)]
     for a in starts:
         a.set_masses(system.masses)
-    traj, _ = run_md(pot, starts, config)
+    with track(f"{state}: explore MD", md.steps, "step") as bar:
+        traj, _ = run_md(pot, starts, config, callback=lambda step, _active: bar.set(step))
     valid = traj.valid.reshape(-1)
     pos = np.asarray(traj.positions, dtype=float).reshape(-1, *traj.positions.shape[-2:])
     fd = np.asarray(traj.force_dev, dtype=float).reshape(-1)
@@ -174,87 +185,71 @@ def _pipeline_config(sampler: SamplerConfig, n_bootstrap: int) -> dict[str, Any]
     return out
 
 
+def _seed_md(potential, system: System, reference: np.ndarray, md_cfg: dict[str, Any],
+             temperature_k: float, seed: int, state: str) -> tuple[np.ndarray, float, int]:
+    """Langevin MD from the state's minimum on ``potential`` (with the wall): the flow's seed
+    samples (B, N, 3) Å after a 20 % burn-in, the energy R-hat of the replicas and the number
+    of frames recorded."""
+    from alflow.progress import track
+    from alflow.sampling.langevin import run_langevin
+
+    x0 = np.repeat(np.asarray(reference)[None], md_cfg["replicas"], 0)
+    with track(f"{state}: seed MD", md_cfg["steps"], "step") as bar:
+        traj = run_langevin(with_wall(potential, system), x0, system.masses, temperature_k,
+                            md_cfg["dt_fs"], md_cfg["steps"], md_cfg["friction_per_fs"],
+                            record_every=md_cfg["record_every"], seed=seed,
+                            callback=lambda step, _active: bar.set(step))
+    burn = traj.n_frames // 5
+    frames = np.asarray(traj.positions[burn:])  # (F, R, N, 3)
+    data = frames.reshape(-1, *frames.shape[2:])
+    data = data[np.isfinite(data.reshape(len(data), -1)).all(1)]
+    if len(data) < 10:
+        raise RuntimeError(f"state {state}: only {len(data)} usable MD frames")
+    return data, _rhat(np.asarray(traj.energy[burn:])), int(frames.shape[0] * frames.shape[1])
+
+
 def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: SamplerConfig,
           md_cfg: dict[str, Any], temperature_k: float, cfg_states: dict[str, Any],
           n_reweight: int, n_bootstrap: int, seed: int) -> Result:
     """For one state on the committee of this generation: MD from the state's minimum gives
-    seed samples; alflow.flows.pipeline.state_free_energy trains a flow on them, runs adaptive
-    MCMC (MALA + flow independence Metropolis–Hastings restricted to the state, retraining the
-    flow on the walkers), retrains, and estimates the state's free energy by importance
-    sampling of flow samples restricted to the state and the wall (without a ``mcmc``
-    section: the flow trained on the MD seeds alone, then the same estimate). ``n_reweight``
-    Boltzmann samples of the potential in the state (:func:`_boltzmann_picks`) go to the
-    correction to the oracle."""
-    from alflow.flows.anneal import AnnealConfig
-    from alflow.flows.estimate import flow_free_energy
-    from alflow.flows.generator import BoltzmannGenerator
-    from alflow.flows.model import FlowConfig
+    seed samples (:func:`_seed_md`); :func:`alflow.flows.pipeline.state_free_energy` trains a
+    flow on them, runs adaptive MCMC with it (unless ``sampler.mcmc`` is off) and estimates
+    the state's free energy. ``n_reweight`` Boltzmann samples of the potential in the state
+    (:func:`_boltzmann_picks`) go to the correction to the oracle."""
     from alflow.flows.pipeline import StateSamplerConfig, state_free_energy
-    from alflow.flows.train import train_flow
     from alflow.mlip import load_potential
-    from alflow.sampling.langevin import run_langevin
-    from alflow.seeds import flow_estimate_seed
-    from alflow.states import wall
 
     t0 = time.time()
     pot = load_potential(model_dir, system.numbers)
     states = state_sets(pot, system, cfg_states)
     k = states.names.index(state)
-    ref = states.minima[k] if hasattr(states, "minima") else \
-        system.structures[state][0].positions
-    x0 = np.repeat(np.asarray(ref)[None], md_cfg["replicas"], 0)
-    traj = run_langevin(with_wall(pot, system), x0, system.masses, temperature_k,
-                        md_cfg["dt_fs"], md_cfg["steps"], md_cfg["friction_per_fs"],
-                        record_every=md_cfg["record_every"], seed=seed)
-    burn = traj.n_frames // 5
-    frames = np.asarray(traj.positions[burn:])  # (F, R, N, 3)
-    f, r = frames.shape[:2]
-    md_rhat = _rhat(np.asarray(traj.energy[burn:]))
+    ref = np.asarray(states.minima[k] if hasattr(states, "minima") else
+                     system.structures[state][0].positions)
+    data, md_rhat, md_frames = _seed_md(pot, system, ref, md_cfg, temperature_k, seed, state)
     t_md = time.time() - t0
-    data = frames.reshape(-1, *frames.shape[2:])
-    data = data[np.isfinite(data.reshape(len(data), -1)).all(1)]
-    if len(data) < 10:
-        raise RuntimeError(f"state {state}: only {len(data)} usable MD frames")
     # MD seeds may leave the basin: the MCMC's flow moves and the estimate keep to the state
     cfg = StateSamplerConfig(**_pipeline_config(sampler, n_bootstrap))
-    mcmc = None
-    if cfg.mcmc:
-        res = state_free_energy(pot, state, states, np.asarray(ref), system.numbers,
-                                temperature_k, data, cfg, wall_radius=system.wall_radius,
-                                masses=system.masses, out_dir=out_dir, seed=seed)
-        fe, smp, mcmc, train_s = res.free_energy, res.samples, res.mcmc, res.train_seconds
-        bg = res.generator
-        t_est = res.extra.get("estimate_seconds")
-    else:  # the flow trained on the MD seeds alone
-        bg = BoltzmannGenerator.build(np.asarray(ref), system.numbers,
-                                      FlowConfig(**{"seed": seed, **sampler.flow}), samples=data)
-        train_s = train_flow(bg, data, pot, temperature_k,
-                             {"seed": seed, **sampler.train}).get("seconds")
-        bg.save(out_dir)
-        restrict = wall(system.wall_radius, system.masses) if system.wall_radius else None
-        t_est = time.time()
-        fe, smp = flow_free_energy(bg, pot, temperature_k, sampler.samples,
-                                   member=states.member(state), restrict=restrict,
-                                   seed=flow_estimate_seed(seed, mcmc=False),
-                                   n_bootstrap=n_bootstrap, return_samples=True,
-                                   anneal=AnnealConfig(**sampler.anneal), label=f"state {state}")
-        t_est = time.time() - t_est
-    _save_flow_samples(smp, state, out_dir, bg.symmetry_number, temperature_k)
-    rhat, acc, mcmc_rhat = md_rhat, None, None
+    res = state_free_energy(pot, state, states, ref, system.numbers, temperature_k, data, cfg,
+                            wall_radius=system.wall_radius, masses=system.masses,
+                            out_dir=out_dir, seed=seed)
+    fe, mcmc = res.free_energy, res.mcmc
+    _save_flow_samples(res.samples, state, out_dir, res.generator.symmetry_number,
+                       temperature_k)
+    rhat, mcmc_rhat = md_rhat, None
     if mcmc is not None:
         vals = [v for v in mcmc.rhat.values() if v is not None and np.isfinite(v)]
         mcmc_rhat = max(vals) if vals else None
         rhat = mcmc_rhat if mcmc_rhat is not None else md_rhat
-        acc = mcmc.global_acceptance
-    rw_x, rw_e = _boltzmann_picks(smp, mcmc, n_reweight, np.random.default_rng(seed))
+    rw_x, rw_e = _boltzmann_picks(res.samples, mcmc, n_reweight, np.random.default_rng(seed))
     return ({"state": state, "flow_dir": str(out_dir), "f_ev": fe.f_ev, "err_ev": fe.err_ev,
              "ess_fraction": fe.ess_fraction, **fe.extra, "rhat": rhat, "md_rhat": md_rhat,
-             "mcmc_rhat": mcmc_rhat, "acceptance": acc,
+             "mcmc_rhat": mcmc_rhat, "acceptance": mcmc.global_acceptance if mcmc else None,
              "local_acceptance": mcmc.local_acceptance if mcmc else None,
-             "md_frames_used": int(len(data)), "md_frames": int(f * r),
-             "train_seconds": train_s, "md_seconds": t_md,
+             "md_frames_used": int(len(data)), "md_frames": md_frames,
+             "train_seconds": res.train_seconds, "md_seconds": t_md,
              "mcmc_seconds": mcmc.seconds - mcmc.train_seconds if mcmc else None,
-             "estimate_seconds": t_est, "_t0": t0, "_t1": time.time()},
+             "estimate_seconds": res.extra.get("estimate_seconds"),
+             "_t0": t0, "_t1": time.time()},
             {"reweight_positions": rw_x, "reweight_model_energy": rw_e, "md_samples": data})
 
 

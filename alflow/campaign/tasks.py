@@ -1,6 +1,6 @@
-"""Submitting campaign steps as Parsl apps, with checkpointing, retries and events.
+"""Submitting campaign steps to their executors, with checkpointing, retries and events.
 
-``Tasks.submit`` returns a handle at once (the app runs on its executor, concurrently with
+``Tasks.submit`` returns a handle at once (the step runs on its executor, concurrently with
 everything else submitted); ``Tasks.result`` waits for it, retries a failed task up to
 ``retries`` times (each failure is recorded in the event log), and stores the result under
 the hash of the task's inputs. A task whose result is already stored is not run again.
@@ -9,11 +9,8 @@ Step functions return ``(json_dict, arrays_dict)``; ``_t0``/``_t1`` in the dict 
 seconds, taken inside the worker) mark the time spent inside the step, from which
 :meth:`Tasks.busy_seconds` gives the orchestration overhead (wall time not inside any task).
 
-Steps on executors that run inside the driver process (Parsl ``ThreadPoolExecutor``, the
-``local-threads`` site) share its cores: each such step sets torch's intra-op threads to its
-share (:func:`in_process_threads`, :func:`run_step`). Measured on 2 shared cores (load ≈ 3.6):
-training the lj7 committee took 4 s with 1 intra-op thread and 100 s with 2 (OpenMP teams
-oversubscribed by the other busy threads and processes).
+Where and how a step runs (Parsl apps, worker processes, inline calls) is the injected
+executor map (:mod:`alflow.campaign.submit`); this module knows only Futures.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ import numpy as np
 
 from alflow.campaign.checkpoint import Checkpoint, task_key
 from alflow.campaign.rundir import EventLog
+from alflow.campaign.submit import Submit, submitter
 from alflow.errors import AlflowError
 
 log = logging.getLogger(__name__)
@@ -56,13 +54,6 @@ class Handle:
     t_submit: float = field(default_factory=time.monotonic)
 
 
-def parsl_app(fn: Callable, executor: str) -> Any:
-    """The Parsl app of ``fn`` on ``executor`` (see :mod:`apps.campaign`)."""
-    from apps.campaign import app
-
-    return app(fn, executor)
-
-
 def in_background(fn: Callable[..., Any], *args: Any, after: Future | None = None) -> Future:
     """Run ``fn(*args)`` in a daemon thread of the driver once ``after`` (if given) is done,
     whatever its outcome; returns the Future of its result. Daemon: a driver stopped by
@@ -81,51 +72,16 @@ def in_background(fn: Callable[..., Any], *args: Any, after: Future | None = Non
     return fut
 
 
-def run_step(fn: Callable[..., Result], threads: int | None, *args: Any,
-             **kwargs: Any) -> Result:
-    """Run the step ``fn`` in a worker, with ``threads`` torch intra-op threads (None: as
-    set). Under OpenMP the setting belongs to the calling thread, so a step sets it in the
-    worker thread that runs it. ``_t0`` of the result becomes the time this task started in
-    the worker (the step's own imports are time inside the task, not orchestration)."""
-    t0 = time.time()
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    js, arrays = fn(*args, **kwargs)
-    if "_t0" in js:
-        js["_t0"] = min(float(js["_t0"]), t0)
-    return js, arrays
-
-
-def in_process_threads(executors: list[Any], cores: int | None = None) -> dict[str, int]:
-    """Torch intra-op threads per step for the executors that run inside the driver process
-    (Parsl ``ThreadPoolExecutor``): the driver's cores (``cores``, default its CPU affinity)
-    divided by the tasks all of them may run at once, at least 1. Executor label -> threads;
-    other executors (their own worker processes) are not listed."""
-    from parsl.executors import ThreadPoolExecutor
-
-    local = [e for e in executors if isinstance(e, ThreadPoolExecutor)]
-    if cores is None:
-        import os
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-            (os.cpu_count() or 1)
-    share = max(1, cores // max(1, sum(int(e.max_threads or 1) for e in local)))
-    return {e.label: share for e in local}
-
-
 class Tasks:
-    """Runs steps through Parsl (or inline with ``inline=True``), checkpointed by input hash."""
+    """Runs steps through the executor map ``submitters`` (label -> ``submit(fn, *args) ->
+    Future``, :mod:`alflow.campaign.submit`), checkpointed by input hash."""
 
     def __init__(self, checkpoint: Checkpoint, events: EventLog, retries: int,
-                 inline: bool = False, torch_threads: dict[str, int] | None = None):
+                 submitters: Mapping[str, Submit]):
         self.checkpoint = checkpoint
         self.events = events
         self.retries = retries
-        self.inline = inline
-        # executor label -> torch intra-op threads of a step on it (in-process executors)
-        self.torch_threads = dict(torch_threads or {})
+        self.submitters = dict(submitters)
         self.running: dict[str, Handle] = {}
         self.intervals: list[tuple[float, float]] = []  # (start, end) epoch s inside tasks
 
@@ -153,16 +109,11 @@ class Tasks:
 
     def _launch(self, h: Handle) -> None:
         h.t_submit = time.monotonic()
-        if self.inline:
-            fut: Future = Future()
-            try:
-                fut.set_result(h.fn(*h.args, **h.kwargs))
-            except Exception as err:  # noqa: BLE001 - recorded by result()
-                fut.set_exception(err)
-            h.future = fut
-        else:
-            h.future = parsl_app(run_step, h.executor)(h.fn, self.torch_threads.get(h.executor),
-                                                       *h.args, **h.kwargs)
+        h.future = self.submit_fn(h.executor)(h.fn, *h.args, **h.kwargs)
+
+    def submit_fn(self, executor: str) -> Submit:
+        """The ``submit`` of ``executor`` (labels go through it too)."""
+        return submitter(self.submitters, executor)
 
     def submit(self, name: str, inputs: dict[str, Any], fn: Callable[..., Result], *args: Any,
                executor: str = "cpu", **kwargs: Any) -> Handle:

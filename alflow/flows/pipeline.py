@@ -12,9 +12,11 @@ MCMC walkers when asked).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,13 +27,14 @@ from pydantic import Field
 
 from alflow.config import StrictModel
 from alflow.errors import InputError
-from alflow.estimate import DeltaF, FreeEnergy, delta_f
+from alflow.estimate import DeltaF, FreeEnergy, OverlapWarning, delta_f
 from alflow.flows.anneal import AnnealConfig
 from alflow.flows.estimate import FlowSamples, flow_bar_free_energy, flow_free_energy
 from alflow.flows.generator import BoltzmannGenerator
 from alflow.flows.model import FlowConfig
 from alflow.flows.train import TrainConfig, train_flow
 from alflow.potential import Potential
+from alflow.progress import track
 from alflow.sampling.mcmc import MCMCConfig, MCMCResult, adaptive_mcmc
 from alflow.seeds import flow_estimate_seed, flow_stage_seed
 from alflow.states import BasinStates, CVStates, wall
@@ -80,6 +83,24 @@ class StateResult:
                 "local_acceptance": (self.mcmc.local_acceptance if self.mcmc else None),
                 "rhat": (self.mcmc.rhat if self.mcmc else {}),
                 "train_seconds": self.train_seconds, **fe.extra, **self.extra}
+
+
+@contextlib.contextmanager
+def _is_diagnostics(quiet: bool) -> Iterator[None]:
+    """Silence the importance-sampling estimate's warnings (Pareto k̂, low ESS) when
+    ``quiet``."""
+    if not quiet:
+        yield
+        return
+    est = logging.getLogger("alflow.estimate")
+    level = est.level
+    est.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OverlapWarning)
+            yield
+    finally:
+        est.setLevel(level)
 
 
 def state_free_energy(potential: Potential, name: str, states: BasinStates | CVStates,
@@ -131,10 +152,12 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
         if restrict is not None:
             x0 = x0[restrict(torch.as_tensor(x0)).numpy()]
         mc = cfg.mcmc_config.model_copy(update={"seed": seed})
-        result_mcmc = adaptive_mcmc(potential, bg, x0, temperature_k, mc, restrict=restrict,
-                                    member=lambda y: torch.as_tensor(member(y)),
-                                    train_samples=seeds,
-                                    retrain=lambda d, c: train_flow(bg, d, config=c))
+        with track(f"{name}: MCMC ({mc.iterations} iterations, {len(x0)} walkers)"):
+            result_mcmc = adaptive_mcmc(potential, bg, x0, temperature_k, mc,
+                                        restrict=restrict,
+                                        member=lambda y: torch.as_tensor(member(y)),
+                                        train_samples=seeds,
+                                        retrain=lambda d, c: train_flow(bg, d, config=c))
         train_s += result_mcmc.train_seconds
         target = result_mcmc.positions  # (T, W, N, 3)
         if cfg.retrain_steps and target.size:
@@ -156,21 +179,27 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
         train_flow(bg, data, potential, temperature_k, config=tc)
         train_s += time.perf_counter() - t0
     t0 = time.perf_counter()
-    fe, samples = flow_free_energy(bg, potential, temperature_k, cfg.samples, member=member,
-                                   restrict=restrict, seed=flow_estimate_seed(seed, cfg.mcmc),
-                                   n_bootstrap=cfg.bootstrap, return_samples=True,
-                                   anneal=cfg.anneal, label=f"state {name}")
+    bar_estimate = cfg.estimator == "bar" and target is not None and target.size > 0
+    with track(f"{name}: estimate F ({cfg.estimator})"):
+        # with BAR the estimate, the flow-only importance sampling is a diagnostic (its
+        # ESS and k̂ are stored): its heavy-tail warnings would only alarm
+        with _is_diagnostics(quiet=bar_estimate):
+            fe, samples = flow_free_energy(bg, potential, temperature_k, cfg.samples,
+                                           member=member, restrict=restrict,
+                                           seed=flow_estimate_seed(seed, cfg.mcmc),
+                                           n_bootstrap=cfg.bootstrap, return_samples=True,
+                                           anneal=cfg.anneal, label=f"state {name}")
+        fe.extra.setdefault("flow_ess_fraction", fe.ess_fraction)
+        if bar_estimate:
+            fb = flow_bar_free_energy(bg, potential, temperature_k, target, cfg.samples,
+                                      member=member, restrict=restrict,
+                                      seed=flow_stage_seed(seed, "bar"),
+                                      n_bootstrap=cfg.bootstrap,
+                                      samples=None if cfg.anneal.levels else samples)
+            fb.extra = {**fe.extra, **fb.extra, "is_f_ev": fe.f_ev, "is_err_ev": fe.err_ev}
+            fb.ess_fraction, fb.ess = fe.ess_fraction, fe.ess
+            fe = fb
     extra["estimate_seconds"] = time.perf_counter() - t0
-    fe.extra.setdefault("flow_ess_fraction", fe.ess_fraction)
-    if cfg.estimator == "bar" and target is not None and target.size:
-        fb = flow_bar_free_energy(bg, potential, temperature_k, target, cfg.samples,
-                                  member=member, restrict=restrict,
-                                  seed=flow_stage_seed(seed, "bar"),
-                                  n_bootstrap=cfg.bootstrap,
-                                  samples=None if cfg.anneal.levels else samples)
-        fb.extra = {**fe.extra, **fb.extra, "is_f_ev": fe.f_ev, "is_err_ev": fe.err_ev}
-        fb.ess_fraction, fb.ess = fe.ess_fraction, fe.ess
-        fe = fb
     if out_dir is not None:
         bg.save(out_dir)
     return StateResult(name, fe, bg, result_mcmc, samples, train_s, extra)

@@ -25,6 +25,7 @@ from alflow.config import StrictModel
 from alflow.errors import InputError
 from alflow.flows.generator import BoltzmannGenerator
 from alflow.potential import Potential
+from alflow.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -119,23 +120,25 @@ def train_flow(bg: BoltzmannGenerator, samples: np.ndarray | None = None,
     t0 = time.perf_counter()
     hist: dict[str, Any] = {"loss": []}
     bg.flow.train()
-    for step in range(cfg.steps):
-        zb = None
-        if z_data is not None:
-            idx = torch.randint(0, len(z_data), (min(cfg.batch_size, len(z_data)),),
-                                generator=g, device=dev)
-            zb = z_data[idx]
-        loss, terms = model(zb, cfg.reverse_batch, w, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(bg.flow.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"flow training diverged at step {step}")
-        if step % 50 == 0 or step == cfg.steps - 1:
-            hist["loss"].append(float(loss.detach()))
-            log.debug("step %d loss %.4f %s", step, float(loss.detach()), terms)
+    with track("flow training", cfg.steps, "step", enabled=info.is_main) as bar:
+        for step in range(cfg.steps):
+            zb = None
+            if z_data is not None:
+                idx = torch.randint(0, len(z_data), (min(cfg.batch_size, len(z_data)),),
+                                    generator=g, device=dev)
+                zb = z_data[idx]
+            loss, terms = model(zb, cfg.reverse_batch, w, g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(bg.flow.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"flow training diverged at step {step}")
+            if step % 50 == 0 or step == cfg.steps - 1:
+                hist["loss"].append(float(loss.detach()))
+                log.debug("step %d loss %.4f %s", step, float(loss.detach()), terms)
+            bar.advance()
     bg.flow.eval()
     hist["seconds"] = time.perf_counter() - t0
     hist["steps"] = cfg.steps
