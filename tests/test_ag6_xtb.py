@@ -95,9 +95,15 @@ def test_tiny_ag6_xtb_campaign_runs_end_to_end(tmp_path):
     assert set(status["history"][0]["states"]) == {"planar", "3d"}
     assert np.isfinite(status["delta_f"]["value_ev"])
     recs = list(LabelStore(run / "dataset.h5", create=False).records(status=None))
-    assert recs and all(r.status == "ok" for r in recs)
+    # a tiny committee's flow may propose overlapping atoms for the oracle correction: those
+    # are refused (and retried, like any failure) and recorded; every other label is computed
+    refused = [r for r in recs if r.status != "ok"]
+    assert all(r.tags["purpose"] == "reweight" and r.provenance["attempt_reasons"][0]
+               .startswith("rejected: atoms") for r in refused)
+    assert [r for r in recs if r.tags["purpose"] == "bootstrap"]
+    assert all(r.status == "ok" for r in recs if r.tags["purpose"] != "reweight")
     assert {r.method["name"] for r in recs} == {"xtb:gfn1"}
-    assert status["oracle_calls"] == len(recs)
+    assert status["oracle_calls"] == sum(r.provenance["attempts"] for r in recs)
     # a stored label is GFN1-xTB's energy of its configuration (eV)
     atoms = LabelStore(run / "dataset.h5", create=False).read_atoms(status="ok")[0]
     ref = atoms.copy()
