@@ -26,6 +26,7 @@ from alflow.campaign.checkpoint import atomic_write_text
 from alflow.campaign.rundir import append_line
 from alflow.dataset import LabelRecord, LabelStore
 from alflow.labelling import LabellerConfig, make_labeller
+from alflow.runlayout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,12 @@ def label_task(atoms: Atoms, config: LabellerConfig, tags: dict[str, Any], key: 
     oracle calculation and leave the record in ``labels/pending`` (see the module docstring).
     """
     t0 = time.time()
-    run = Path(run_root)
+    run = RunLayout(run_root)
     lab = make_labeller(config)
     attempts = []
     for attempt in range(retries + 1):
         res = lab.label(atoms)
-        append_line(run / "oracle_calls.jsonl",
+        append_line(run.oracle_journal,
                     {"key": key, "attempt": attempt, "status": res.status,
                      "reason": res.reason[:200], "pid": os.getpid(),
                      "host": socket.gethostname(), "tags": tags})
@@ -80,7 +81,7 @@ def label_task(atoms: Atoms, config: LabellerConfig, tags: dict[str, Any], key: 
     prov["task_t0"], prov["task_t1"] = t0, time.time()  # epoch s: the orchestration overhead
     rec = LabelRecord.from_atoms(atoms, key, res.status, res.energy, res.forces, res.reason,
                                  lab.method_info, prov, tags)
-    atomic_write_text(run / "labels" / "pending" / f"{key}.json",
+    atomic_write_text(run.pending / f"{key}.json",
                       json.dumps(record_to_json(rec)))
     return rec
 
