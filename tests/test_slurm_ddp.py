@@ -14,6 +14,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.cluster import Octahedron
 from ase.io import write
 from parsl import bash_app
+from parsl.app.errors import BashExitFailure
 from slurm_support import require_slurm, site_overrides
 
 from alflow.campaign.sites import load_site, parsl_session
@@ -27,7 +28,7 @@ import torch
 import torch.distributed as dist
 torch.set_num_threads(1)
 from ase.io import read
-from alflow.distributed import init_from_env
+from alflow.distributed import finish, init_from_env
 from alflow.mlip import MLIPConfig, train_committee
 info = init_from_env("cpu")            # the process group torchrun's environment describes
 seen = {"rank": dist.get_rank(), "world": dist.get_world_size(), "backend": dist.get_backend(),
@@ -35,6 +36,7 @@ seen = {"rank": dist.get_rank(), "world": dist.get_world_size(), "backend": dist
 cfg = MLIPConfig.model_validate_json(open(sys.argv[2]).read())
 train_committee(read(sys.argv[1], ":"), sys.argv[3], cfg)
 json.dump(seen, open(sys.argv[4] + f".{seen['rank']}", "w"))
+finish()   # no rank exits while a peer is still in a collective (gloo would abort it)
 """
 
 
@@ -75,10 +77,14 @@ def test_two_process_gloo_ddp_training_inside_a_slurm_job(tmp_path):
         "classes.gpu": {"max_workers_per_node": 1, "slurm": {"cores_per_node": 2}}}))
     err = tmp_path / "ddp.err"
     with parsl_session(site):
-        rc = torchrun_train(str(tmp_path / "train.py"), str(tmp_path / "frames.extxyz"),
-                            str(tmp_path / "cfg.json"), str(tmp_path / "ddp"),
-                            str(tmp_path / "seen"), stdout=str(tmp_path / "ddp.out"),
-                            stderr=str(err)).result(timeout=300)
+        fut = torchrun_train(str(tmp_path / "train.py"), str(tmp_path / "frames.extxyz"),
+                             str(tmp_path / "cfg.json"), str(tmp_path / "ddp"),
+                             str(tmp_path / "seen"), stdout=str(tmp_path / "ddp.out"),
+                             stderr=str(err))
+        try:
+            rc = fut.result(timeout=300)
+        except BashExitFailure as exc:
+            pytest.fail(f"{exc}; torchrun's stderr:\n{err.read_text()[-4000:]}")
     assert rc == 0, err.read_text()[-3000:]
     seen = [json.loads((tmp_path / f"seen.{r}").read_text()) for r in (0, 1)]
     assert [s["rank"] for s in seen] == [0, 1]
