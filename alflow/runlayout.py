@@ -89,6 +89,7 @@ class RunLayout:
     lock = property(lambda self: self.root / "lock")
     progress = property(lambda self: self.root / "progress")
     spectra = property(lambda self: self.root / "spectra.h5")
+    spectra_site = property(lambda self: self.root / "spectra-runinfo")
     models_root = property(lambda self: self.root / "models")
     flows_root = property(lambda self: self.root / "flows")
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from alflow.campaign.rundir import append_line
+from alflow.runlayout import RunLayout
 
 ENV = "ALFLOW_PAUSE_AT"
 
@@ -21,7 +22,7 @@ def pause_point(point: str, generation: int, run_root: str | Path) -> None:
     """Sleep forever if ``ALFLOW_PAUSE_AT`` names this point and generation."""
     if os.environ.get(ENV) != f"{point}:{generation}":
         return
-    append_line(Path(run_root) / "events.jsonl",
+    append_line(RunLayout(run_root).events,
                 {"event": "paused", "point": point, "generation": generation,
                  "pid": os.getpid(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     while True:

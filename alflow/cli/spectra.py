@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from alflow.errors import InputError
+from alflow.runlayout import RunLayout
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +47,8 @@ def register(app: typer.Typer) -> None:
         from alflow.observables.tddft import TDDFTConfig
 
         open_run_dir(run_dir)  # spectra.h5 goes there: only into a directory alflow created
-        cfg_yaml = run_dir / "campaign.yaml"
+        layout = RunLayout(run_dir)
+        cfg_yaml = layout.config
         import yaml
 
         camp = yaml.safe_load(cfg_yaml.read_text()) if cfg_yaml.exists() else {}
@@ -63,7 +65,7 @@ def register(app: typer.Typer) -> None:
             lab = parse_method(oracle.get("method", "pyscf:pbe/def2-svp"),
                                **(oracle.get("options") or {}))
             config = TDDFTConfig.from_labeller(lab, **over)
-        store = SpectrumStore(run_dir / "spectra.h5")
+        store = SpectrumStore(layout.spectra)
         console = Console(stderr=True)
         site = site or (camp or {}).get("site")
         with _parsl_session(None if inline else site, run_dir) as submit:
@@ -87,13 +89,13 @@ def register(app: typer.Typer) -> None:
         for col in ("state", "samples", "ESS", "peaks (eV)", "complete below (eV)",
                     "samples to <5% L1"):
             table.add_column(col)
-        for name, _, avg in state_spectra(run_dir / "spectra.h5", names, width=width):
+        for name, _, avg in state_spectra(layout.spectra, names, width=width):
             table.add_row(name, str(avg.n_samples), f"{avg.ess:.1f}",
                           ", ".join(f"{p:.2f}" for p in avg.peaks_ev[:5]),
                           f"{avg.complete_below_ev:.2f}",
                           str(avg.samples_to_converge or "not reached"))
         console.print(table)
-        console.print(f"stored in {run_dir / 'spectra.h5'}; `alflow report {run_dir}` draws them")
+        console.print(f"stored in {layout.spectra}; `alflow report {run_dir}` draws them")
 
 
 @contextlib.contextmanager
@@ -108,7 +110,7 @@ def _parsl_session(site: str | None, run_dir: Path) -> Iterator[Any]:
     from alflow.campaign.sites import load_site
     from apps.spectra import tddft_app
 
-    pcfg = load_site(site, run_dir / "spectra-runinfo")
+    pcfg = load_site(site, RunLayout(run_dir).spectra_site)
     if "dft" not in {e.label for e in pcfg.executors}:
         raise InputError(f"site {site!r} has no executor labelled 'dft' for the TDDFT tasks")
     dfk = parsl.load(pcfg)
