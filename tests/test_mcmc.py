@@ -223,3 +223,25 @@ def test_late_state_checks_sample_the_state_exactly():
     assert abs(x.var() / var - 1) < 0.15, (x.var(), var)
     for k in ("local_acceptance", "global_acceptance", "left_state"):
         assert abs(getattr(res, k) - getattr(now, k)) < 0.03, k
+
+
+def test_quench_basin_checks_ride_along_and_keep_walkers_in_their_basin():
+    """lj7 (plain LJ) at 40 K, MALA blocks that often leave the shallow capped-octahedron
+    basin: with the quench checks answered during the next iteration's MALA steps, every
+    production walker quenches to the state's minimum, and the rejected blocks are counted."""
+    from lj7_structures import COH, NUMBERS, PBP
+
+    from alflow.potential import LennardJones
+    from alflow.states import BasinStates
+
+    pot = LennardJones(NUMBERS)
+    states = BasinStates(pot, {"pbp": PBP - PBP.mean(0), "coh": COH - COH.mean(0)})
+    x0 = np.repeat(states.minima[1][None], 12, 0)
+    check = states.checker("coh")
+    cfg = {"iterations": 8, "adapt_iterations": 2, "local_steps": 15, "global_steps": 0,
+           "step_size": 0.12}
+    res = adaptive_mcmc(pot, None, x0, 40.0, cfg, restrict=wall(8.5125), member=check)
+    assert res.positions.shape == (6, 12, 7, 3)
+    assert (states.assign(res.positions.reshape(-1, 7, 3)) == 1).all()
+    assert res.left_state > 0.02, res.left_state
+    assert check.fire.force_evals > 0 and len(check.fire) == 0
