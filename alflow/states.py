@@ -58,53 +58,157 @@ def _quench(potential: Potential, x: np.ndarray | torch.Tensor, fmax: float, max
 def _fire(potential: Potential, x0: torch.Tensor, fmax: float, max_steps: int, dt0: float,
           dt_max: float, max_step: float, capture: Capture | None
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    x = x0.to(torch.float64).clone()
-    b = x.shape[0]
-    v = torch.zeros_like(x)
-    dt = torch.full((b, 1, 1), dt0, dtype=torch.float64)
-    alpha = torch.full_like(dt, 0.1)
-    n_pos = torch.zeros((b, 1, 1), dtype=torch.int64)
-    active = torch.ones(b, dtype=torch.bool)
-    energy = torch.zeros(b, dtype=torch.float64)
-    captured = torch.full((b,), -1, dtype=torch.int64)
-    for step in range(max_steps):
-        idx = active.nonzero().squeeze(1)
-        out = evaluate(potential, x[idx])
-        f = out.forces.double()
-        energy[idx] = out.energy.double()
-        done = f.norm(dim=-1).amax(-1) < fmax
-        if capture is not None and step % 2 == 0:  # every other step: a certificate costs
-            # about as much as a call of a cheap potential (EMT) and fires a step later
-            state = torch.as_tensor(capture(x[idx], f), dtype=torch.int64)
-            captured[idx] = torch.where(done, -1, state)
-            done |= state >= 0
-        if done.any():
-            active[idx[done]] = False
-            keep = ~done
-            idx, f = idx[keep], f[keep]
-        if len(idx) == 0:
-            break
-        vi, dti, ai, ni = v[idx], dt[idx], alpha[idx], n_pos[idx]
-        p = (f * vi).sum((1, 2), keepdim=True)
-        fn = f.norm(dim=(1, 2), keepdim=True).clamp_min(1e-300)
-        vn = vi.norm(dim=(1, 2), keepdim=True)
-        vi = (1 - ai) * vi + ai * f / fn * vn
-        up = p > 0
-        ni = torch.where(up, ni + 1, torch.zeros_like(ni))
-        grow = up & (ni > 5)
-        dti = torch.where(grow, (dti * 1.1).clamp_max(dt_max), torch.where(up, dti, dti * 0.5))
-        ai = torch.where(grow, ai * 0.99, torch.where(up, ai, torch.full_like(ai, 0.1)))
-        vi = torch.where(up, vi, torch.zeros_like(vi))
-        vi = vi + dti * f
-        dx = dti * vi
-        norm = dx.norm(dim=-1, keepdim=True).amax(1, keepdim=True)
-        dx = dx * (max_step / norm).clamp_max(1.0)
-        x[idx] = x[idx] + dx
-        v[idx], dt[idx], alpha[idx], n_pos[idx] = vi, dti, ai, ni
-    if active.any():
-        idx = active.nonzero().squeeze(1)
-        energy[idx] = evaluate(potential, x[idx]).energy.double()
-    return x.numpy(), energy.numpy(), (~active).numpy(), captured.numpy()
+    fire = Fire(fmax, max_steps, dt0, dt_max, max_step, capture)
+    ids = fire.submit(x0)
+    fire.drain(potential)
+    return fire.results(ids)
+
+
+class Fire:
+    """Resumable batched FIRE (:func:`quench`): configurations join at any time
+    (:meth:`submit`), each moves one step per :meth:`advance` given the energies and forces at
+    :meth:`positions` (so its force calls can ride along another batch's, e.g. MCMC steps) and
+    leaves once converged (largest atomic force below ``fmax`` eV/Å), captured (``capture``,
+    asked of all pending configurations every ``capture_every`` calls, names the state its
+    quench certainly reaches) or after ``max_steps``. A configuration's path does not depend
+    on the others in the batch (only when a certificate is asked does)."""
+
+    def __init__(self, fmax: float = 5e-4, max_steps: int = 3000, dt0: float = 0.5,
+                 dt_max: float = 5.0, max_step: float = 0.1, capture: Capture | None = None,
+                 capture_every: int = 2):
+        self.fmax, self.max_steps, self.dt0 = fmax, max_steps, dt0
+        self.dt_max, self.max_step, self.capture = dt_max, max_step, capture
+        self.capture_every = capture_every
+        self._ids = torch.zeros(0, dtype=torch.int64)
+        self._x = self._v = None
+        self._dt = self._alpha = self._n_pos = self._step = None
+        self._next = 0
+        self._calls = 0
+        self.force_evals = 0
+        # results by id: minimum (N, 3), energy, converged (or captured), captured state
+        self._done: dict[int, tuple[np.ndarray, float, bool, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def submit(self, x: torch.Tensor | np.ndarray, energy: torch.Tensor | None = None,
+               forces: torch.Tensor | None = None) -> torch.Tensor:
+        """Queue configurations (B, N, 3) Å; returns their ids (B,). With their energies (B,)
+        eV and forces (B, N, 3) eV/Å (already known, e.g. at an MCMC state) the first step is
+        taken at once, without a force call."""
+        x = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x,
+                                       dtype=float)).clone()
+        b = len(x)
+        ids = torch.arange(self._next, self._next + b)
+        self._next += b
+        if b == 0:
+            return ids
+        new = {"_x": x, "_v": torch.zeros_like(x),
+               "_dt": torch.full((b, 1, 1), self.dt0, dtype=torch.float64),
+               "_alpha": torch.full((b, 1, 1), 0.1, dtype=torch.float64),
+               "_n_pos": torch.zeros((b, 1, 1), dtype=torch.int64),
+               "_step": torch.zeros(b, dtype=torch.int64)}
+        start = len(self._ids)
+        if self._x is None:
+            for k, v in new.items():
+                setattr(self, k, v)
+        else:
+            for k, v in new.items():
+                setattr(self, k, torch.cat([getattr(self, k), v]))
+        self._ids = torch.cat([self._ids, ids])
+        if forces is not None and energy is not None:
+            self._advance(torch.arange(start, start + b), energy.detach().double(),
+                          forces.detach().double())
+        return ids
+
+    def positions(self) -> torch.Tensor:
+        """(P, N, 3) Å: the pending configurations whose energies and forces the next
+        :meth:`advance` takes."""
+        return self._x if self._x is not None else torch.zeros(0)
+
+    def advance(self, energy: torch.Tensor, forces: torch.Tensor) -> None:
+        """One step of every pending configuration, given its energy (P,) eV and forces
+        (P, N, 3) eV/Å at :meth:`positions`."""
+        if len(self._ids):
+            self.force_evals += len(self._ids)
+            self._advance(torch.arange(len(self._ids)), energy.detach().double(),
+                          forces.detach().double())
+
+    def drain(self, potential: Potential) -> None:
+        """Step every pending configuration on ``potential`` until none is left."""
+        while len(self._ids):
+            out = evaluate(potential, self.positions())
+            self.advance(out.energy, out.forces)
+
+    def resolved(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: these configurations have left the queue."""
+        return torch.tensor([int(i) in self._done for i in ids], dtype=torch.bool)
+
+    def results(self, ids: torch.Tensor, pop: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Minima (B, N, 3) Å, energies (B,) eV, converged (B,), captured state (B,) (-1:
+        none) of resolved configurations (forgotten unless ``pop`` is False)."""
+        get = self._done.pop if pop else self._done.__getitem__
+        rows = [get(int(i)) for i in ids]
+        if not rows:
+            shape = (0, *self._x.shape[1:]) if self._x is not None else (0, 0, 3)
+            return (np.zeros(shape), np.zeros(0), np.zeros(0, dtype=bool),
+                    np.zeros(0, dtype=np.int64))
+        m, e, ok, c = zip(*rows, strict=True)
+        return np.stack(m), np.array(e), np.array(ok, dtype=bool), np.array(c, dtype=np.int64)
+
+    def _advance(self, idx: torch.Tensor, energy: torch.Tensor, f: torch.Tensor) -> None:
+        x = self._x[idx]
+        step = self._step[idx]
+        done = f.norm(dim=-1).amax(-1) < self.fmax
+        captured = torch.full((len(idx),), -1, dtype=torch.int64)
+        self._calls += 1
+        if self.capture is not None and self._calls % self.capture_every == 1 % \
+                self.capture_every:  # every other step by default: a certificate costs
+            # about as much as a call of a cheap potential (EMT) and fires a step later; all
+            # pending configurations at once (its cost is per call)
+            ask = ~done
+            if ask.any():
+                state = torch.as_tensor(self.capture(x[ask], f[ask]), dtype=torch.int64)
+                captured[ask] = state
+                done[ask] |= state >= 0
+        out_of_steps = ~done & (step + 1 >= self.max_steps)
+        finished = done | out_of_steps
+        if finished.any():
+            xf, ef = x[finished].numpy(), energy[finished].numpy()
+            okf = done[finished].numpy()
+            cf = captured[finished].numpy()
+            for j, i in enumerate(self._ids[idx[finished]].tolist()):
+                self._done[i] = (xf[j], float(ef[j]), bool(okf[j]), int(cf[j]))
+        move = idx[~finished]
+        f = f[~finished]
+        if len(move):
+            vi, dti, ai, ni = self._v[move], self._dt[move], self._alpha[move], \
+                self._n_pos[move]
+            p = (f * vi).sum((1, 2), keepdim=True)
+            fn = f.norm(dim=(1, 2), keepdim=True).clamp_min(1e-300)
+            vn = vi.norm(dim=(1, 2), keepdim=True)
+            vi = (1 - ai) * vi + ai * f / fn * vn
+            up = p > 0
+            ni = torch.where(up, ni + 1, torch.zeros_like(ni))
+            grow = up & (ni > 5)
+            dti = torch.where(grow, (dti * 1.1).clamp_max(self.dt_max),
+                              torch.where(up, dti, dti * 0.5))
+            ai = torch.where(grow, ai * 0.99, torch.where(up, ai, torch.full_like(ai, 0.1)))
+            vi = torch.where(up, vi, torch.zeros_like(vi))
+            vi = vi + dti * f
+            dx = dti * vi
+            norm = dx.norm(dim=-1, keepdim=True).amax(1, keepdim=True)
+            dx = dx * (self.max_step / norm).clamp_max(1.0)
+            self._x[move] = self._x[move] + dx
+            self._v[move], self._dt[move], self._alpha[move], self._n_pos[move] = \
+                vi, dti, ai, ni
+            self._step[move] += 1
+        if finished.any():
+            keep = torch.ones(len(self._ids), dtype=torch.bool)
+            keep[idx[finished]] = False
+            for k in ("_ids", "_x", "_v", "_dt", "_alpha", "_n_pos", "_step"):
+                setattr(self, k, getattr(self, k)[keep])
 
 
 def sorted_distances(x: np.ndarray) -> np.ndarray:
@@ -204,11 +308,19 @@ class BasinStates:
         goes (:meth:`certain_state`)."""
         if len(x) == 0:
             return np.zeros(0, dtype=np.int64)
-        capture = self.certain_state if self.energy_tolerance is None else None
         minima, energies, ok, captured = _quench(self.potential, x, self.fmax, self.max_steps,
-                                                 capture=capture)
-        return np.where(captured >= 0, captured,
-                        np.where(ok, self.match(minima, energies), -1))
+                                                 capture=self._capture())
+        return self.classify(minima, energies, ok, captured)
+
+    def _capture(self) -> Capture | None:
+        return self.certain_state if self.energy_tolerance is None else None
+
+    def classify(self, minima: np.ndarray, energies: np.ndarray, ok: np.ndarray,
+                 captured: np.ndarray) -> np.ndarray:
+        """State index (B,) from quench results (:meth:`Fire.results`)."""
+        if len(minima) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.where(captured >= 0, captured, np.where(ok, self.match(minima, energies), -1))
 
     def certain_state(self, x: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
         """(B,) state whose minimum the quench of x (B, N, 3) Å, forces eV/Å, certainly
@@ -232,6 +344,10 @@ class BasinStates:
         """Predicate x -> (B,) bool: in the basin of state ``name``."""
         k = self.names.index(name)
         return lambda x: self.assign(x) == k
+
+    def checker(self, name: str) -> QuenchCheck:
+        """Incremental membership of state ``name`` (:class:`QuenchCheck`)."""
+        return QuenchCheck(self, self.names.index(name))
 
 
 class CVStates:
@@ -294,8 +410,18 @@ class MinimumCVStates:
         """State index (B,) of configurations (B, N, 3) Å, -1 for none."""
         if len(x) == 0:
             return np.zeros(0, dtype=np.int64)
-        minima, _, ok, captured = _quench(self.potential, x, self.fmax, self.max_steps,
-                                          capture=self.certain_state)
+        minima, energies, ok, captured = _quench(self.potential, x, self.fmax, self.max_steps,
+                                                 capture=self._capture())
+        return self.classify(minima, energies, ok, captured)
+
+    def _capture(self) -> Capture:
+        return self.certain_state
+
+    def classify(self, minima: np.ndarray, energies: np.ndarray, ok: np.ndarray,
+                 captured: np.ndarray) -> np.ndarray:
+        """State index (B,) from quench results (:meth:`Fire.results`)."""
+        if len(minima) == 0:
+            return np.zeros(0, dtype=np.int64)
         return np.where(captured >= 0, captured, np.where(ok, self.classes.assign(minima), -1))
 
     def certain_state(self, x: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
@@ -307,6 +433,55 @@ class MinimumCVStates:
     def member(self, name: str) -> Callable[[np.ndarray | torch.Tensor], np.ndarray]:
         k = self.names.index(name)
         return lambda x: self.assign(x) == k
+
+    def checker(self, name: str) -> QuenchCheck:
+        """Incremental membership of state ``name`` (:class:`QuenchCheck`)."""
+        return QuenchCheck(self, self.names.index(name))
+
+
+class QuenchCheck:
+    """Membership of state ``k`` of quench-basin states (:class:`BasinStates`,
+    :class:`MinimumCVStates`) answered incrementally: :meth:`submit` queues configurations on
+    a :class:`Fire` whose force calls the caller may join to its own (``fire.positions()``,
+    ``fire.advance``) or run alone (:meth:`drain`); :meth:`status` says 1 (inside), −1
+    (outside) or 0 (pending). Each answer is that of ``states.assign``."""
+
+    def __init__(self, states: BasinStates | MinimumCVStates, k: int):
+        self.states, self.k = states, k
+        # riding along MALA steps, a FIRE step costs no force call: certificates every 4th
+        self.fire = Fire(states.fmax, states.max_steps, capture=states._capture(),
+                         capture_every=4)
+        self._status: dict[int, int] = {}
+        self.submissions = self.submitted = 0  # calls and configurations, for accounting
+
+    def submit(self, x: torch.Tensor, energy: torch.Tensor | None = None,
+               forces: torch.Tensor | None = None) -> torch.Tensor:
+        """Queue configurations (B, N, 3) Å (with their energies eV and forces eV/Å when
+        known: the quench's first step is then free); returns their ids (B,)."""
+        self.submissions += 1
+        self.submitted += len(x)
+        return self.fire.submit(x, energy, forces)
+
+    def status(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B,) int8: 1 inside the state, −1 outside, 0 still quenching."""
+        new = [i for i in ids.tolist() if i not in self._status]
+        if new:
+            done = [i for i, r in zip(new, self.fire.resolved(torch.tensor(new)).tolist(),
+                                      strict=True) if r]
+            if done:
+                state = self.states.classify(*self.fire.results(torch.tensor(done)))
+                self._status.update(zip(done, np.where(state == self.k, 1, -1).tolist(),
+                                        strict=True))
+        return torch.tensor([self._status.get(i, 0) for i in ids.tolist()], dtype=torch.int8)
+
+    def drain(self) -> None:
+        """Finish every pending quench on the states' potential."""
+        self.fire.drain(self.states.potential)
+
+    def forget(self, ids: torch.Tensor) -> None:
+        """Drop the answers of ``ids`` (their configurations are no longer needed)."""
+        for i in ids.tolist():
+            self._status.pop(i, None)
 
 
 def wall(radius: float, masses: np.ndarray | None = None
@@ -324,5 +499,5 @@ def wall(radius: float, masses: np.ndarray | None = None
     return inside
 
 
-__all__ = ["BasinStates", "CVStates", "HarmonicBasins", "MinimumCVStates", "kabsch_rotations",
-           "quench", "sorted_distances", "wall"]
+__all__ = ["BasinStates", "CVStates", "Fire", "HarmonicBasins", "MinimumCVStates", "QuenchCheck",
+           "kabsch_rotations", "quench", "sorted_distances", "wall"]

@@ -14,14 +14,19 @@ The campaign's configuration of :func:`alflow.sampling.mcmc.adaptive_mcmc`, as
   (octahedron, bicapped tetrahedron) by quench basin, the same flow and MCMC settings.
 
 A walker-step is one MALA step or one flow move of one walker; the rate excludes the flow's
-retraining (``MCMCResult.train_seconds``) and counts every state check. Also printed: the
-configurations handed to the state check (``membership_calls``) and the force evaluations
-spent on quenching them (``quench_force_evals``). ``--quick`` trains the flows 100 steps
-instead of 300 and runs 6 production iterations instead of 30 (same figures). The code under
-test is whatever ``alflow`` imports: run with ``PYTHONPATH`` at another checkout to measure
-it. The last line is one JSON object.
+retraining (``MCMCResult.train_seconds``, and its CPU time for the rate per CPU second) and
+counts every state check. Also printed: the configurations handed to the state check
+(``membership_calls``) and the force evaluations spent on quenching them
+(``quench_force_evals``). ``--quick`` trains the flows 50 steps instead of 300 and runs 6
+production iterations instead of 30 (same figures).
 
-    python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt] [--work DIR]
+Each system runs on the ``--baseline`` revision (default fe69844, the MCMC before late state
+checks; its ``alflow`` extracted with ``git archive``) and then on this checkout, each in a
+fresh process, one right after the other, and the ratio of their rates is printed (by wall
+time and by CPU time: on a shared machine the second is the steadier). ``--baseline none``
+measures this checkout only (whatever ``alflow`` imports). The last line is one JSON object.
+
+    python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt] [--work DIR] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import inspect
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -56,6 +62,7 @@ from alflow.states import BasinStates, wall  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "alflow" / "examples" / "data"
 LJ7_WALL = 8.5125  # Å
+BASELINE = "fe69844"  # the MCMC before late state checks
 
 
 class Counted:
@@ -135,7 +142,7 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
     mc["step_size"] = step_size
     sampler = _example()["exploration"]["sampler"]
     restrict = wall(wall_radius, masses) if wall_radius else None
-    per_state, steps, seconds = {}, 0, 0.0
+    per_state, steps, seconds, cpu_seconds = {}, 0, 0.0, 0.0
     for k, s in enumerate(states.names):
         x_min = states.minima[k]
         tr = run_langevin(pot, np.repeat(x_min[None], 16, 0), masses, t_k, 5.0, 300, 0.01,
@@ -146,7 +153,7 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
         torch.manual_seed(k)
         bg = BoltzmannGenerator.build(x_min, pot.numbers, FlowConfig(**sampler["flow"]),
                                       samples=seeds)
-        train = {**sampler["train"], "seed": k, **({"steps": 100} if quick else {})}
+        train = {**sampler["train"], "seed": k, **({"steps": 50} if quick else {})}
         train_flow(bg, seeds, config=train)
         x0 = seeds[np.random.default_rng(k).choice(len(seeds), walkers)]
         calls = [0, 0]
@@ -160,18 +167,34 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
             finally:
                 counted.in_check = False
 
+        # the state check answered during the next MALA steps, where the code has it
+        checker = states.checker(s) if hasattr(states, "checker") else None
         counted.configs = counted.check_configs = 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         # the flow is retrained during adaptation, as in the pipeline (older code retrains
         # inside adaptive_mcmc and has no ``retrain`` argument)
-        retrain = ({"retrain": lambda d, c, bg=bg: train_flow(bg, d, config=c)}
+        train_cpu = [0.0]
+
+        def retrain_flow(d, c, bg=bg, train_cpu=train_cpu):
+            c1 = time.process_time()
+            train_flow(bg, d, config=c)
+            train_cpu[0] += time.process_time() - c1
+
+        retrain = ({"retrain": retrain_flow}
                    if "retrain" in inspect.signature(adaptive_mcmc).parameters else {})
         res = adaptive_mcmc(counted, bg, x0, t_k, {**mc, "seed": k}, restrict=restrict,
-                            member=member, train_samples=seeds, **retrain)
+                            member=member if checker is None else checker,
+                            train_samples=seeds, **retrain)
         wall_s = time.perf_counter() - t0
+        cpu_s = time.process_time() - c0
+        if checker is not None:
+            calls = [checker.submissions, checker.submitted]
+            counted.check_configs = checker.fire.force_evals
         n = walkers * mc["iterations"] * (mc["local_steps"] + mc["global_steps"])
         sec = wall_s - res.train_seconds
+        cpu = cpu_s - train_cpu[0]
         per_state[s] = {"walker_steps_per_s": round(n / sec, 1), "seconds": round(sec, 2),
+                        "walker_steps_per_cpu_s": round(n / cpu, 1), "cpu_seconds": round(cpu, 2),
                         "membership_calls": calls[0], "membership_configs": calls[1],
                         "quench_force_evals": counted.check_configs,
                         "force_evals": counted.configs,
@@ -180,12 +203,15 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
                         "left_state": round(res.left_state, 4)}
         steps += n
         seconds += sec
-        print(f"{name}/{s}: {n / sec:8.1f} walker-steps/s ({n} in {sec:.1f} s); state checks: "
+        cpu_seconds += cpu
+        print(f"{name}/{s}: {n / sec:8.1f} walker-steps/s ({n} in {sec:.1f} s, "
+              f"{n / cpu:.1f} per CPU s); state checks: "
               f"{calls[0]} calls, {calls[1]} configurations, {counted.check_configs} quench "
               f"force evaluations; acceptance MALA {res.local_acceptance:.2f}, flow "
               f"{res.global_acceptance:.2f}; blocks left the state {res.left_state:.3f}",
               flush=True)
     return {"walker_steps_per_s": round(steps / seconds, 1),
+            "walker_steps_per_cpu_s": round(steps / cpu_seconds, 1),
             "membership_calls": sum(v["membership_calls"] for v in per_state.values()),
             "membership_configs": sum(v["membership_configs"] for v in per_state.values()),
             "quench_force_evals": sum(v["quench_force_evals"] for v in per_state.values()),
@@ -211,12 +237,59 @@ def bench_ag6_emt(work: Path, quick: bool) -> dict:
                       0.05)
 
 
+def _baseline_tree(rev: str, work: Path) -> Path:
+    """The package at git revision ``rev`` of this checkout, extracted under ``work``."""
+    out = work / f"baseline-{rev}"
+    if not (out / "alflow").is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "alflow"],
+                             capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=tar, check=True)
+    return out
+
+
+def _child(system: str, tree: Path, args: argparse.Namespace, tag: str) -> dict:
+    """This benchmark on one system in a fresh process importing alflow from ``tree``."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, __file__, "--systems", system, "--work", str(args.work),
+           "--baseline", "none"] + (["--quick"] if args.quick else [])
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if res.returncode:
+        sys.exit(f"{tag} run of {system} failed:\n{res.stderr[-3000:]}")
+    lines = res.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        print(f"{tag:>9} {line}", flush=True)
+    return json.loads(lines[-1])[system]
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Each system on the baseline revision and on this checkout, one after the other (same
+    machine state), and the ratios of their walker-step rates (wall and CPU time)."""
+    base = _baseline_tree(args.baseline, args.work)
+    out: dict = {}
+    for system in args.systems.split(","):
+        load = os.getloadavg()[0]
+        old = _child(system, base, args, args.baseline)
+        new = _child(system, ROOT, args, "this")
+        ratio = new["walker_steps_per_s"] / old["walker_steps_per_s"]
+        cpu_ratio = new["walker_steps_per_cpu_s"] / old["walker_steps_per_cpu_s"]
+        print(f"{system}: {new['walker_steps_per_s']:.0f} vs {old['walker_steps_per_s']:.0f} "
+              f"walker-steps/s at {args.baseline}: x{ratio:.2f} (per CPU second "
+              f"{new['walker_steps_per_cpu_s']:.0f} vs {old['walker_steps_per_cpu_s']:.0f}: "
+              f"x{cpu_ratio:.2f}); load {load:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
+        out[system] = {**new, "baseline": old, "ratio": round(ratio, 2),
+                       "cpu_ratio": round(cpu_ratio, 2)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer production iterations")
     ap.add_argument("--systems", default="lj7,ag6_emt")
     ap.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-mcmc"),
-                    help="cache of the trained lj7 committee")
+                    help="cache of the trained lj7 committee and of the baseline's code")
+    ap.add_argument("--baseline", default=BASELINE,
+                    help="git revision to compare with ('none': this checkout only)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
@@ -225,8 +298,14 @@ def main() -> None:
     print(f"# alflow from {Path(alflow.__file__).parent}; load {os.getloadavg()[0]:.2f}",
           flush=True)
     t0 = time.perf_counter()
-    benches = {"lj7": bench_lj7, "ag6_emt": bench_ag6_emt}
-    out: dict = {n: benches[n](args.work, args.quick) for n in args.systems.split(",")}
+    if "lj7" in args.systems:
+        lj7_committee(args.work, args.quick)  # trained once, before any timing
+    if args.baseline != "none":
+        out = compare(args)
+        out["baseline_revision"] = args.baseline
+    else:
+        benches = {"lj7": bench_lj7, "ag6_emt": bench_ag6_emt}
+        out = {n: benches[n](args.work, args.quick) for n in args.systems.split(",")}
     out["quick"] = args.quick
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["load_average"] = round(os.getloadavg()[0], 2)

@@ -77,3 +77,30 @@ def test_newton_miss_is_zero_for_harmonic_forces_and_rotation_invariant():
     assert float(basins.newton_miss(far, evaluate(pot, far).forces)) > 0.05
     r = kabsch_rotations(xr - xr.mean(-2, keepdim=True), torch.as_tensor(m))
     assert torch.allclose(torch.linalg.det(r), torch.ones(4, dtype=r.dtype))
+
+
+def test_quench_check_answers_as_assign_whenever_configurations_join():
+    """Configurations queued at different times (half with their forces, whose first FIRE
+    step is then free), stepped a few times along with another batch's force calls and then
+    drained, get the answers of ``assign`` (each quench's path is its own)."""
+    pot, refs, temps, dt = _system("ag6_emt")
+    states = BasinStates(pot, {s: a.positions - a.positions.mean(0) for s, a in refs.items()})
+    m = states.minima[1]
+    tr = run_langevin(pot, np.repeat(m[None], 8, 0), refs["octahedron"].get_masses(),
+                      temps[1], dt, 150, 0.01, record_every=10, seed=3)
+    x = torch.as_tensor(np.asarray(tr.positions[3:]).reshape(-1, *m.shape))
+    expect = states.assign(x) == 1
+    assert 0 < expect.sum() < len(x)  # hot frames: some left the basin
+    check = states.checker("bicapped_tetrahedron")
+    half = len(x) // 2
+    out = evaluate(pot, x[:half])
+    first = check.submit(x[:half], out.energy, out.forces)
+    for _ in range(7):  # riding along: the caller evaluates its batch and the pending ones
+        batch = torch.cat([x[half:], check.fire.positions()])
+        out = evaluate(pot, batch)
+        check.fire.advance(out.energy[len(x) - half:], out.forces[len(x) - half:])
+    second = check.submit(x[half:])
+    assert (check.status(torch.cat([first, second])) == 0).any()
+    check.drain()
+    got = check.status(torch.cat([first, second]))
+    np.testing.assert_array_equal(got.numpy(), np.where(expect, 1, -1))

@@ -152,12 +152,13 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
         if restrict is not None:
             x0 = x0[restrict(torch.as_tensor(x0)).numpy()]
         mc = cfg.mcmc_config.model_copy(update={"seed": seed})
-        with track(f"{name}: MCMC ({mc.iterations} iterations, {len(x0)} walkers)"):
-            result_mcmc = adaptive_mcmc(potential, bg, x0, temperature_k, mc,
-                                        restrict=restrict,
-                                        member=lambda y: torch.as_tensor(member(y)),
-                                        train_samples=seeds,
-                                        retrain=lambda d, c: train_flow(bg, d, config=c))
+        # quench-basin states answer the walkers' checks during the next MALA steps
+        check = states.checker(name) if hasattr(states, "checker") else \
+            (lambda y: torch.as_tensor(member(y)))
+        result_mcmc = adaptive_mcmc(potential, bg, x0, temperature_k, mc, restrict=restrict,
+                                    member=check, train_samples=seeds,
+                                    retrain=lambda d, c: train_flow(bg, d, config=c),
+                                    label=f"{name}: MCMC ({len(x0)} walkers)")
         train_s += result_mcmc.train_seconds
         target = result_mcmc.positions  # (T, W, N, 3)
         if cfg.retrain_steps and target.size:

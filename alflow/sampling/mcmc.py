@@ -14,17 +14,28 @@ its k-step block, and rejecting the block's endpoints outside the state leaves t
 target invariant. Without it, walkers that step over a shallow barrier sample the neighbouring
 state. The flow's proposals do not depend on the walkers, so all ``global_steps`` × W of an
 iteration are drawn and their energies evaluated in one batch (no forces: only the walkers
-that end on a proposal need them, one more call); the chain of flow moves is run once assuming
-unchecked points lie in the state, the MALA block ends and the proposals it accepted are
-checked in one batched call, and the chain is rerun only if one of them lies outside (the
-result is the chain that checks every accepted proposal: exact).
+that end on a proposal need them, one more call); the chain of flow moves needs the state of
+the proposals it accepts only (:mod:`alflow.sampling.checks`).
+
+The checks are answered late, without changing the chain (speculative execution): each
+iteration is first run taking its unanswered checks to be inside, and the walkers go on from
+there; the quenches of its block ends (their first FIRE step free: the MALA forces are known)
+and accepted proposals ride along the next iteration's MALA force calls
+(:class:`~alflow.states.QuenchCheck`), and when they are answered the iteration is redone
+with the answers (the flow chain rerun, newly accepted proposals checked at once). Where that
+changes a walker's iteration, its speculative next iteration is void and it goes on from the
+exact one. The kept path of every walker is the exact chain's: up to the first wrong guess it
+used the same random numbers as the exact chain would, and after it fresh ones, independent of
+the past (the guess being wrong is decided by the past alone). Every walker runs the same
+number of answered iterations; walkers wait for each other at retrainings and where the
+adaptation ends.
 
 Two phases, as in flowMC: during the first ``adapt_iterations`` the step size adapts and the
 flow is retrained (``retrain``, forward KL) on the walkers seen so far (and on
 ``train_samples``, e.g. the seeds); afterwards both are frozen, so the production chains are a
 time-homogeneous Markov chain that leaves the target invariant. Every step is a tensor
-operation on all W walkers at once: one potential call per MALA step, one per batch of flow
-proposals, one state check per iteration.
+operation on all W walkers at once: one potential call per MALA step (with the pending
+quenches), one per batch of flow proposals, one for the forces of the walkers the flow moved.
 """
 
 from __future__ import annotations
@@ -43,12 +54,11 @@ from pydantic import Field
 from alflow.config import StrictModel
 from alflow.errors import InputError
 from alflow.potential import Potential, evaluate
+from alflow.progress import start as start_progress
+from alflow.sampling.checks import Check, Predicate, as_check, statuses
 from alflow.sampling.diagnostics import ess_bulk, split_rhat
 
 log = logging.getLogger(__name__)
-
-Predicate = Callable[[torch.Tensor], torch.Tensor]
-
 
 class MCMCConfig(StrictModel):
     """Adaptive MCMC options."""
@@ -132,23 +142,32 @@ def _log_q(flow: Any | None, x: torch.Tensor) -> torch.Tensor | None:
 
 
 def _mala_block(potential: Potential, w: _Walkers, steps: int, h: float, beta: float,
-                allowed: Predicate, gen: torch.Generator) -> tuple[_Walkers, int]:
+                allowed: Predicate, gen: torch.Generator, ride: Any | None = None
+                ) -> tuple[_Walkers, torch.Tensor]:
     """``steps`` MALA steps of width h Å on every walker at once (one potential call per
-    step); returns the walkers at the block's end (log_q not updated) and the accepted count."""
+    step); returns the walkers at the block's end (log_q not updated) and the accepted count
+    per walker (W,). ``ride``: a :class:`~alflow.states.Fire` whose pending quenches take one
+    step in each of these calls (their configurations join the batch)."""
     x, e, f = w.x, w.e, w.f
-    n_acc = 0
+    n_acc = torch.zeros(x.shape[0], dtype=torch.int64)
     c = 0.5 * h**2 * beta
+    w_n = x.shape[0]
     for _ in range(steps):
         mu = x + c * f
         y = mu + h * torch.randn(x.shape, dtype=x.dtype, generator=gen)
-        ey, fy = _evaluate(potential, y)
+        if ride is not None and len(ride):
+            ey, fy = _evaluate(potential, torch.cat([y, ride.positions().to(y.dtype)]))
+            ride.advance(ey[w_n:], fy[w_n:])
+            ey, fy = ey[:w_n], fy[:w_n]
+        else:
+            ey, fy = _evaluate(potential, y)
         log_fwd = -((y - mu) ** 2).sum((1, 2)) / (2 * h**2)
         log_bwd = -((x - y - c * fy) ** 2).sum((1, 2)) / (2 * h**2)
         log_a = _log_target(ey, beta, allowed(y)) + beta * e + log_bwd - log_fwd
         acc = torch.log(torch.rand(x.shape[0], dtype=x.dtype, generator=gen)) < log_a
         a3 = acc[:, None, None]
         x, e, f = torch.where(a3, y, x), torch.where(acc, ey, e), torch.where(a3, fy, f)
-        n_acc += int(acc.sum())
+        n_acc += acc
     return _Walkers(x, e, f, w.log_q), n_acc
 
 
@@ -164,6 +183,11 @@ class _FlowProposals:
     log_q: torch.Tensor
     lt: torch.Tensor
     log_u: torch.Tensor
+
+    def keep(self, cols: torch.Tensor) -> _FlowProposals:
+        """The proposals of walkers ``cols`` (bool (W,) or indices)."""
+        return _FlowProposals(self.y[:, cols], self.e[:, cols], self.log_q[:, cols],
+                              self.lt[:, cols], self.log_u[:, cols])
 
 
 def _draw_flow_proposals(potential: Potential, flow: Any, g: int, w_n: int, beta: float,
@@ -191,40 +215,6 @@ def _imh_chain(p: _FlowProposals, lt_current: torch.Tensor, status: torch.Tensor
     return take
 
 
-def _check_states(member: Predicate | None, start: _Walkers, end: _Walkers, beta: float,
-                  proposals: _FlowProposals | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact state restriction with batched checks. Returns block_out (W,) (the MALA block
-    ended outside the state: rejected) and take (g, W) (the flow proposals the chain accepts).
-
-    The chain of flow moves is first run assuming unchecked proposals lie inside; the block
-    ends and the proposals it accepts are checked in one ``member`` call; if one of them is
-    outside, the chain is rerun with that knowledge (rarely: flow samples of a state mostly
-    lie in it). The result is the chain that checks every accepted proposal."""
-    w_n = end.x.shape[0]
-    g = 0 if proposals is None else proposals.lt.shape[0]
-    moved = (end.x != start.x).flatten(1).any(1) if member is not None else \
-        torch.zeros(w_n, dtype=torch.bool)
-    block_out = torch.zeros(w_n, dtype=torch.bool)
-    status = torch.full((g, w_n), 0 if member is not None else 1, dtype=torch.int8)
-    if proposals is not None:
-        lt_start = -beta * start.e - start.log_q
-        lt_end = -beta * end.e - end.log_q
-    while True:
-        take = torch.zeros((g, w_n), dtype=torch.bool)
-        if proposals is not None:
-            take = _imh_chain(proposals, torch.where(block_out, lt_start, lt_end), status)
-        need = take & (status == 0)
-        if not (moved.any() or need.any()):
-            return block_out, take
-        configs = end.x[moved] if proposals is None else \
-            torch.cat([end.x[moved], proposals.y[need]])
-        inside = torch.as_tensor(member(configs), dtype=torch.bool)
-        n_b = int(moved.sum())
-        block_out[moved] = ~inside[:n_b]
-        status[need] = torch.where(inside[n_b:], 1, -1).to(torch.int8)
-        moved = torch.zeros_like(moved)  # block ends are known from now on
-
-
 def _apply_flow_moves(potential: Potential, w: _Walkers, p: _FlowProposals,
                       take: torch.Tensor) -> _Walkers:
     """Walkers after the accepted flow moves (each walker's last accepted proposal); forces
@@ -240,6 +230,109 @@ def _apply_flow_moves(potential: Potential, w: _Walkers, p: _FlowProposals,
     f = w.f.clone()
     f[moved] = _evaluate(potential, x[moved])[1]
     return _Walkers(x, e, f, lq)
+
+
+@dataclass
+class _Round:
+    """The iteration that walkers ``idx`` (A,) ran in one round, before its state checks
+    are all answered: the walkers at its start and at the end of its MALA block (A,), the
+    accepted MALA steps (A,), the flow proposals (g, A), the check tickets of the block ends
+    (A,) and of the proposals (g, A) (−1: not asked), and the iteration as run assuming every
+    unanswered check is inside: block rejected (A,), proposals taken (g, A), walkers after it
+    (A,)."""
+
+    idx: torch.Tensor
+    iteration: torch.Tensor
+    start: _Walkers
+    end: _Walkers
+    n_acc: torch.Tensor
+    props: _FlowProposals | None
+    block_id: torch.Tensor
+    prop_id: torch.Tensor
+    block_out: torch.Tensor | None = None
+    take: torch.Tensor | None = None
+    result: _Walkers | None = None
+
+    def chain(self, check: Check | None, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block rejected (A,) and proposals taken (g, A) by the answers known so far
+        (unanswered: taken to be inside)."""
+        block_out = statuses(check, self.block_id) < 0
+        if self.props is None:
+            return block_out, torch.zeros((0, len(self.idx)), dtype=torch.bool)
+        lt = torch.where(block_out, -beta * self.start.e - self.start.log_q,
+                         -beta * self.end.e - self.end.log_q)
+        return block_out, _imh_chain(self.props, lt, statuses(check, self.prop_id))
+
+    def ask(self, check: Check | None, take: torch.Tensor) -> bool:
+        """Submit the taken proposals not asked yet; False if there were none."""
+        new = take & (self.prop_id < 0)
+        if check is None or not new.any():
+            return False
+        self.prop_id[new] = check.submit(self.props.y[new], self.props.e[new])
+        return True
+
+    def outcome(self, potential: Potential, block_out: torch.Tensor, take: torch.Tensor,
+                rows: torch.Tensor) -> _Walkers:
+        """Walkers ``rows`` (bool (A,)) after the iteration with these decisions."""
+        w = _select(self.end, rows).where(block_out[rows], _select(self.start, rows))
+        if self.props is None:
+            return w
+        return _apply_flow_moves(potential, w, self.props.keep(rows), take[:, rows])
+
+
+def _select(w: _Walkers, rows: torch.Tensor) -> _Walkers:
+    return _Walkers(w.x[rows], w.e[rows], w.f[rows], None if w.log_q is None else w.log_q[rows])
+
+
+def _assign(w: _Walkers, idx: torch.Tensor, new: _Walkers) -> None:
+    """Write walkers ``new`` into rows ``idx`` of ``w`` (in place)."""
+    w.x[idx], w.e[idx], w.f[idx] = new.x, new.e, new.f
+    if w.log_q is not None and new.log_q is not None:
+        w.log_q[idx] = new.log_q
+
+
+def _speculate(potential: Potential, rnd: _Round, check: Check | None, beta: float) -> None:
+    """Run the round's iteration assuming unanswered checks are inside, and ask the checks
+    it needs: the block ends that moved and the proposals it takes (again while answers that
+    come at once, e.g. a predicate's, change the chain)."""
+    moved = (rnd.end.x != rnd.start.x).flatten(1).any(1)
+    if check is not None and moved.any():
+        rnd.block_id[moved] = check.submit(rnd.end.x[moved], rnd.end.e[moved],
+                                           rnd.end.f[moved])
+    if rnd.props is not None:  # first ask what the chain takes if all is inside: a
+        # predicate then answers block ends and proposals in one call
+        lt = -beta * rnd.end.e - rnd.end.log_q
+        rnd.ask(check, _imh_chain(rnd.props, lt, torch.zeros_like(rnd.prop_id)))
+    while True:
+        block_out, take = rnd.chain(check, beta)
+        if rnd.props is None or not rnd.ask(check, take):
+            break
+    rnd.block_out, rnd.take = block_out, take
+    rnd.result = rnd.outcome(potential, block_out, take, torch.ones_like(moved))
+
+
+def _settle(potential: Potential, rnd: _Round, check: Check | None, beta: float
+            ) -> tuple[_Walkers, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Answer every check the round's iteration needs (finishing the pending quenches) and
+    return the walkers after the exact iteration (A,), which of them differ from the
+    speculation (A,: their later work is void), the blocks rejected (A,) and the proposals
+    taken (g, A)."""
+    while True:
+        if check is not None:
+            check.drain()
+        block_out, take = rnd.chain(check, beta)
+        if rnd.props is None or not rnd.ask(check, take):
+            break
+    changed = (block_out != rnd.block_out) | (take != rnd.take).any(0)
+    result = rnd.result
+    if changed.any():
+        result = _Walkers(result.x.clone(), result.e.clone(), result.f.clone(),
+                          None if result.log_q is None else result.log_q.clone())
+        _assign(result, changed.nonzero().squeeze(1),
+                rnd.outcome(potential, block_out, take, changed))
+    if check is not None:
+        check.forget(torch.cat([rnd.block_id, rnd.prop_id.flatten()]))
+    return result, changed, block_out, take
 
 
 def _diagnostics(energies: np.ndarray, cvs: dict[str, np.ndarray]
@@ -264,30 +357,42 @@ def _start(potential: Potential, flow: Any | None, x0: np.ndarray | torch.Tensor
     return _Walkers(x, e, f, _log_q(flow, x))
 
 
+def _barriers(cfg: MCMCConfig) -> list[int]:
+    """Iteration counts every walker reaches before any goes on: each retraining, the end
+    of the adaptation (h and the flow freeze there) and the end."""
+    out = {t for t in range(cfg.train_every, cfg.adapt_iterations + 1, cfg.train_every)}
+    out |= {cfg.adapt_iterations, cfg.iterations}
+    return sorted(t for t in out if 0 < t <= cfg.iterations)
+
+
 def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch.Tensor,
                   temperature_k: float, config: MCMCConfig | dict[str, Any] | None = None,
-                  restrict: Predicate | None = None, member: Predicate | None = None,
+                  restrict: Predicate | None = None, member: Predicate | Check | None = None,
                   cvs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
                   train_samples: np.ndarray | None = None,
-                  retrain: Retrain | None = None) -> MCMCResult:
+                  retrain: Retrain | None = None, label: str = "MCMC") -> MCMCResult:
     """Run flow-assisted MCMC from walkers x0 (W, N, 3) Å at ``temperature_k`` K.
 
     ``flow``: anything with ``sample(n, generator) -> (x, log q_x, valid)`` and
     ``log_prob(x) -> log q_x``, e.g. a :class:`~alflow.flows.BoltzmannGenerator` (None: MALA
     only). ``restrict`` (cheap predicate, every proposal, e.g. :func:`alflow.states.wall`)
-    and ``member`` (the state, e.g. its quench basin; see the module doc) return (B,) bool.
+    and ``member`` (the state: a predicate (B,) bool, or a check answered later such as
+    :meth:`alflow.states.BasinStates.checker`; see the module doc).
     ``cvs``: name -> function (B, N, 3) -> (B,) recorded for R-hat/ESS (default: the energy).
     ``retrain(data (S, N, 3) Å, config)`` retrains the flow during adaptation (e.g.
     ``lambda d, c: train_flow(bg, d, config=c)``; None: the flow stays as it is), with
     ``config`` = ``MCMCConfig.train`` plus a seed; ``train_samples`` (S, N, 3) Å:
     configurations of the target (e.g. the MD seeds the flow was first trained on) joined to
     the walkers for every retraining; without them the flow is retrained on the few walkers
-    seen so far and forgets the seeds (overfits).
+    seen so far and forgets the seeds (overfits). Progress (iterations) is reported as
+    ``label`` (:mod:`alflow.progress`).
     """
     cfg = config if isinstance(config, MCMCConfig) else MCMCConfig(**(config or {}))
     beta = 1.0 / (kB * temperature_k)
     gen = torch.Generator().manual_seed(cfg.seed)
     allowed = restrict or (lambda y: torch.ones(y.shape[0], dtype=torch.bool))
+    check = as_check(member)
+    ride = getattr(check, "fire", None)
     w = _start(potential, flow, x0, allowed)
     w_n = w.x.shape[0]
     g_n = cfg.global_steps if flow is not None else 0
@@ -295,54 +400,80 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
     t0 = time.perf_counter()
     train_s = 0.0
     pool: list[np.ndarray] = []
-    frames, energies = [], []
+    frames: list[list[np.ndarray]] = [[] for _ in range(w_n)]
+    energies: list[list[float]] = [[] for _ in range(w_n)]
     cv_fns = dict(cvs or {})
-    cv_vals: dict[str, list[np.ndarray]] = {k: [] for k in cv_fns}
+    cv_vals: dict[str, list[list[float]]] = {k: [[] for _ in range(w_n)] for k in cv_fns}
     counts = {"local": [0, 0], "global": [0, 0], "left": 0}
     hist: dict[str, list[float]] = {"step_size": [], "local_acceptance": [],
                                     "global_acceptance": []}
-    for it in range(cfg.iterations):
-        adapting = it < cfg.adapt_iterations
-        end, n_acc = _mala_block(potential, w, cfg.local_steps, h, beta, allowed, gen)
-        if cfg.local_steps:
-            end.log_q = _log_q(flow, end.x)
-        props = (_draw_flow_proposals(potential, flow, g_n, w_n, beta, allowed, gen)
-                 if g_n else None)
-        block_out, take = _check_states(member, w, end, beta, props)
-        w = end.where(block_out, w)
-        if props is not None:
-            w = _apply_flow_moves(potential, w, props, take)
-        n_gacc = int(take.sum())
-        counts["left"] += int(block_out.sum())
-        rate_l = n_acc / max(1, cfg.local_steps * w_n)
-        rate_g = n_gacc / max(1, g_n * w_n)
-        if adapting and cfg.local_steps:
-            h = float(h * np.exp(0.5 * (rate_l - cfg.target_accept)))
-        if not adapting:
-            counts["local"][0] += n_acc
-            counts["local"][1] += cfg.local_steps * w_n
-            counts["global"][0] += n_gacc
-            counts["global"][1] += g_n * w_n
-        hist["step_size"].append(h)
-        hist["local_acceptance"].append(rate_l)
-        hist["global_acceptance"].append(rate_g)
-        if adapting:
-            pool.append(w.x.numpy().copy())
-            if retrain is not None and flow is not None and (it + 1) % cfg.train_every == 0:
-                t1 = time.perf_counter()
-                retrain(_training_data(pool, train_samples, cfg.max_train_samples),
-                        {"seed": cfg.seed + it, **cfg.train})
-                w.log_q = _log_q(flow, w.x)
-                train_s += time.perf_counter() - t1
-        else:
-            frames.append(w.x.numpy().copy())
-            energies.append(w.e.numpy().copy())
-            for k, fn in cv_fns.items():
-                cv_vals[k].append(np.asarray(fn(w.x).detach(), dtype=float))
-        log.debug("iteration %d h=%.4f local %.2f global %.2f", it, h, rate_l, rate_g)
-    pos = np.array(frames) if frames else np.zeros((0, *w.x.shape))
-    en = np.array(energies) if energies else np.zeros((0, w_n))
-    cv_arr = {k: np.array(v) for k, v in cv_vals.items()}
+    done = torch.zeros(w_n, dtype=torch.int64)  # iterations answered, per walker
+    barriers = _barriers(cfg)
+    limit = barriers.pop(0)
+    prev: _Round | None = None
+    bar = start_progress(label, total=cfg.iterations, unit="it")
+    try:
+        while True:
+            busy = torch.zeros(w_n, dtype=torch.int64)
+            if prev is not None:
+                busy[prev.idx] = 1
+            active = (done + busy < limit).nonzero().squeeze(1)
+            rnd = None
+            if len(active):
+                adapting = limit <= cfg.adapt_iterations
+                ws = _select(w, active)
+                end, n_acc = _mala_block(potential, ws, cfg.local_steps, h, beta, allowed,
+                                         gen, ride)
+                if cfg.local_steps:
+                    end.log_q = _log_q(flow, end.x)
+                props = (_draw_flow_proposals(potential, flow, g_n, len(active), beta,
+                                              allowed, gen) if g_n else None)
+                rnd = _Round(active, done[active] + busy[active], ws, end, n_acc, props,
+                             torch.full((len(active),), -1, dtype=torch.int64),
+                             torch.full((g_n, len(active)), -1, dtype=torch.int64))
+                rate_l = float(n_acc.sum()) / max(1, cfg.local_steps * len(active))
+                if adapting and cfg.local_steps:  # by the share of walkers that moved: a
+                    # round that redoes a few walkers' iterations adapts h that much less
+                    h = float(h * np.exp(0.5 * (rate_l - cfg.target_accept)
+                                         * len(active) / w_n))
+                hist["step_size"].append(h)
+                hist["local_acceptance"].append(rate_l)
+            if prev is not None:
+                result, changed, block_out, take = _settle(potential, prev, check, beta)
+                _record(prev, result, block_out, take, cfg, g_n, counts, pool, frames,
+                        energies, cv_fns, cv_vals)
+                done[prev.idx] += 1
+                bar.advance(len(prev.idx) / w_n)
+                void = prev.idx[changed]
+                _assign(w, void, _select(result, changed))
+                if rnd is not None and len(void):  # their work of this round is void
+                    keep = ~torch.isin(rnd.idx, void)
+                    rnd = _keep_round(rnd, keep) if keep.any() else None
+            if rnd is not None:  # its checks are asked after the last round's are answered:
+                # they ride along the next round's MALA steps
+                _speculate(potential, rnd, check, beta)
+                hist["global_acceptance"].append(float(rnd.take.sum())
+                                                 / max(1, g_n * len(rnd.idx)))
+                _assign(w, rnd.idx, rnd.result)
+            prev = rnd
+            if prev is None and bool((done >= limit).all()):
+                if (limit <= cfg.adapt_iterations and limit % cfg.train_every == 0
+                        and retrain is not None and flow is not None):
+                    t1 = time.perf_counter()
+                    retrain(_training_data(pool, train_samples, cfg.max_train_samples),
+                            {"seed": cfg.seed + limit - 1, **cfg.train})
+                    w.log_q = _log_q(flow, w.x)
+                    train_s += time.perf_counter() - t1
+                if not barriers:
+                    break
+                limit = barriers.pop(0)
+            log.debug("round: %d walkers, h=%.4f", 0 if rnd is None else len(rnd.idx), h)
+    finally:
+        bar.close()
+    pos = np.array(frames) if frames[0] else np.zeros((0, *w.x.shape))
+    pos = pos.swapaxes(0, 1) if frames[0] else pos
+    en = np.array(energies).T if energies[0] else np.zeros((0, w_n))
+    cv_arr = {k: np.array(v).T for k, v in cv_vals.items()}
     rhat, ess = _diagnostics(en, cv_arr)
     loc, glob = counts["local"], counts["global"]
     return MCMCResult(pos, en, cv_arr, loc[0] / max(1, loc[1]),
@@ -350,6 +481,39 @@ def adaptive_mcmc(potential: Potential, flow: Any | None, x0: np.ndarray | torch
                       rhat, ess, time.perf_counter() - t0, train_s, hist,
                       counts["left"] / max(1, w_n * cfg.iterations) if cfg.local_steps
                       else 0.0)
+
+
+def _keep_round(rnd: _Round, keep: torch.Tensor) -> _Round:
+    """The round's walkers where keep (A,) is True (before its speculation)."""
+    return _Round(rnd.idx[keep], rnd.iteration[keep], _select(rnd.start, keep),
+                  _select(rnd.end, keep), rnd.n_acc[keep],
+                  None if rnd.props is None else rnd.props.keep(keep), rnd.block_id[keep],
+                  rnd.prop_id[:, keep])
+
+
+def _record(rnd: _Round, result: _Walkers, block_out: torch.Tensor, take: torch.Tensor,
+            cfg: MCMCConfig, g_n: int, counts: dict, pool: list[np.ndarray],
+            frames: list[list[np.ndarray]], energies: list[list[float]],
+            cv_fns: Mapping[str, Callable], cv_vals: dict[str, list[list[float]]]) -> None:
+    """Book the answered iterations of a round: acceptance counts of production iterations,
+    rejected blocks, the adaptation's pool, production frames, energies and CVs."""
+    counts["left"] += int(block_out.sum())
+    prod = rnd.iteration >= cfg.adapt_iterations
+    counts["local"][0] += int(rnd.n_acc[prod].sum())
+    counts["local"][1] += cfg.local_steps * int(prod.sum())
+    counts["global"][0] += int(take[:, prod].sum())
+    counts["global"][1] += g_n * int(prod.sum())
+    if (~prod).any():
+        pool.append(result.x[~prod].numpy().copy())
+    if not prod.any():
+        return
+    x = result.x[prod]
+    cv = {k: np.asarray(fn(x).detach(), dtype=float) for k, fn in cv_fns.items()}
+    for j, i in enumerate(rnd.idx[prod].tolist()):
+        frames[i].append(x[j].numpy().copy())
+        energies[i].append(float(result.e[prod][j]))
+        for k in cv_fns:
+            cv_vals[k][i].append(float(cv[k][j]))
 
 
 def _training_data(pool: list[np.ndarray], train_samples: np.ndarray | None,
