@@ -43,8 +43,8 @@ from scipy.optimize import brentq
 from alflow.periodic import energy_forces_stress
 from alflow.solids.crystals import crystal
 from alflow.solids.harmonic import einstein_free_energy, site_spring
-from alflow.solids.lj import lattice_pairs, lj_energy
-from alflow.solids.md import autograd_forces, langevin_fixed_com
+from alflow.solids.lj import lattice_pairs, lj_energy, lj_energy_forces
+from alflow.solids.md import ForceFn, autograd_forces, langevin_fixed_com
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -85,14 +85,16 @@ class TIResult:
 
 
 def frenkel_ladd(energy: Energy, sites: np.ndarray, cell: np.ndarray, kt: float,
-                 spring: float | None = None, n_lambda: int = 8, n_steps: int = 2000,
+                 forces: ForceFn | None = None, spring: float | None = None,
+                 n_lambda: int = 8, n_steps: int = 2000,
                  n_equil: int = 400, dt: float = 0.005, friction: float = 2.0,
                  mass: float = 1.0, copies: int = 2, every: int = 5, n_blocks: int = 8,
                  seed: int = 0) -> TIResult:
     """Helmholtz free energy per atom of the crystal with lattice ``sites`` (N, 3) in ``cell``
     (3, 3) at temperature ``kt`` (energy units), by Einstein-crystal integration.
 
-    ``energy`` is batched and differentiable, (B, N, 3) -> (B,). Runs ``n_lambda`` Gauss–
+    ``energy`` is batched and differentiable, (B, N, 3) -> (B,); ``forces(x)`` -> (energies,
+    forces) may give both faster (default: autograd of ``energy``). Runs ``n_lambda`` Gauss–
     Legendre nodes × ``copies`` independent replicas in one batch for ``n_equil`` + ``n_steps``
     Langevin steps of ``dt`` (time unit of the energy, length and ``mass`` units), sampling
     every ``every`` steps.
@@ -111,18 +113,18 @@ def frenkel_ladd(energy: Energy, sites: np.ndarray, cell: np.ndarray, kt: float,
     lam_nodes, w = 0.5 * (nodes + 1), 0.5 * weights
     lam = torch.tensor(np.repeat(lam_nodes, copies), dtype=torch.float64)[:, None, None]
 
-    def forces(x):
-        e, f = autograd_forces(energy)(x)
-        u = x - x0
-        fl = lam * f - (1 - lam) * 2 * k * u
-        return e, fl
+    potential = autograd_forces(energy) if forces is None else forces
+
+    def mixed(x):
+        e, f = potential(x)
+        return e, lam * f - (1 - lam) * 2 * k * (x - x0)
 
     def observe(x, e):
         return e - u0 - k * (x - x0).square().sum((-1, -2))
 
     gen = torch.Generator().manual_seed(seed)
     start = x0.expand(len(lam), n, 3).clone()
-    run = langevin_fixed_com(forces, start, kt, dt, n_steps, friction=friction, mass=mass,
+    run = langevin_fixed_com(mixed, start, kt, dt, n_steps, friction=friction, mass=mass,
                              n_equil=n_equil, every=every, observe=observe, generator=gen)
     obs = run.observables.numpy().reshape(-1, n_lambda, copies)
     mean = obs.mean((0, 2))
@@ -179,7 +181,7 @@ def nvt_pressure(structure: str, n_atoms: int, density: float, kt: float,
 
     def forces(x):
         pairs.check(x)
-        return autograd_forces(lambda y: lj_energy(y, cell, pairs))(x)
+        return lj_energy_forces(x, cell, pairs)
 
     def observe(x, e):
         _, _, s = energy_forces_stress(lambda y, c: lj_energy(y, c, pairs), x, cells)
@@ -208,8 +210,12 @@ def gibbs_lj(structure: str, n_atoms: int, kt: float, pressure: float, cutoff: f
     slope, icpt = np.polyfit(v, p, 1)
     v_star = (pressure - icpt) / slope
     atoms, pairs, cell = _lj_model(structure, n_atoms, 1 / v_star, cutoff)
+    def forces(x):
+        pairs.check(x)
+        return lj_energy_forces(x, cell, pairs)
+
     ti = frenkel_ladd(lambda y: lj_energy(y, cell, pairs), atoms.positions, atoms.cell.array,
-                      kt, n_steps=steps, seed=seed)
+                      kt, forces=forces, n_steps=steps, seed=seed)
     # V* carries the error of the pressure fit; dG/dV* = 0 at the true V*, so it adds only
     # second order and is left out.
     return Gibbs(structure, ti.free_energy_per_atom + pressure * v_star, ti.err, v_star, kt,
