@@ -5,10 +5,11 @@ API (what other modules and benchmarks call):
 * :func:`frenkel_ladd` ``(energy, sites, cell, kt, ...) -> TIResult``: Helmholtz free energy
   per atom A/N at fixed volume, with its error bar, for any batched differentiable energy
   ``energy(x (B, N, 3)) -> (B,)``.
-* :func:`delta_g` ``(n_atoms, kt, pressure, ...) -> DeltaG``: ΔG = G(hcp) − G(fcc) per atom of
-  Lennard-Jones crystals (reduced units, :mod:`alflow.solids.lj`) at (T*, P*), with error
-  (fields ``delta_g_per_atom``, ``err``; ``fcc``/``hcp`` the per-phase :class:`Gibbs`).
-  :func:`gibbs_lj` gives one phase.
+* :func:`delta_g` ``(n_atoms, kt, pressure, ..., model=None) -> DeltaG``: ΔG = G(hcp) −
+  G(fcc) per atom at (T, P), with error (fields ``delta_g_per_atom``, ``err``, ``units``;
+  ``fcc``/``hcp`` the per-phase :class:`Gibbs`): Lennard-Jones crystals in reduced units
+  (:mod:`alflow.solids.lj`) by default, ``model=emt_model("Cu")`` for EMT copper (eV, Å).
+  :func:`gibbs` (:func:`gibbs_lj`) gives one phase.
 
 Path: U_λ = λU + (1 − λ)U_E for λ ∈ [0, 1], U_E = U(sites) + k Σ|x_i − site_i|², sampled by
 Langevin dynamics with the centre of mass fixed (:mod:`alflow.solids.md`). Then
@@ -136,7 +137,67 @@ def frenkel_ladd(energy: Energy, sites: np.ndarray, cell: np.ndarray, kt: float,
                     lam_nodes.tolist(), mean.tolist(), errs.tolist(), k, volume, kt, n)
 
 
-# ------------------------------------------------------------------ Lennard-Jones G(T, P)
+# ------------------------------------------------------------------ G(T, P) of a crystal model
+@dataclass
+class Built:
+    """A crystal and its energy: ``atoms`` (perfect lattice), ``energy_cell(x (B, N, 3),
+    cell (3, 3) or (B, 3, 3))`` -> (B,) differentiable in both, optional faster
+    ``forces(x)`` -> (energies, forces) at the crystal's cell (checks the pair-list skin)."""
+
+    atoms: object
+    energy_cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    forces: ForceFn | None = None
+
+
+@dataclass
+class CrystalModel:
+    """A potential with its units: ``build(structure, n_atoms, density)`` -> :class:`Built`;
+    ``dt``, ``friction`` and ``mass`` for the Langevin dynamics; ``density_guess`` brackets the
+    static density search (×0.6 to ×1.6); ``scales`` the densities (× static) of the pressure
+    fit; ``units`` the energy unit's name."""
+
+    build: Callable[[str, int, float], Built]
+    dt: float
+    friction: float
+    mass: float
+    density_guess: float
+    scales: tuple[float, ...]
+    units: str
+
+
+def lj_model(cutoff: float = 2.5) -> CrystalModel:
+    """Lennard-Jones crystals in reduced units (:mod:`alflow.solids.lj`), r_c = ``cutoff``."""
+    def build(structure: str, n_atoms: int, density: float) -> Built:
+        atoms = crystal(structure, n_atoms, density)
+        pairs = lattice_pairs(atoms.positions, atoms.cell.array, cutoff, skin=0.6)
+        cell = torch.tensor(atoms.cell.array, dtype=torch.float64)
+
+        def forces(x):
+            pairs.check(x)
+            return lj_energy_forces(x, cell, pairs)
+
+        return Built(atoms, lambda x, c: lj_energy(x, c, pairs), forces)
+    return CrystalModel(build, dt=0.005, friction=2.0, mass=1.0, density_guess=1.0,
+                        scales=(0.985, 0.97, 0.955), units="epsilon")
+
+
+def emt_model(symbol: str = "Cu") -> CrystalModel:
+    """EMT crystals of one element in eV, Å, amu, ASE time (:mod:`alflow.solids.emt`):
+    2 fs steps, friction 0.01/fs."""
+    from ase import units
+    from ase.data import atomic_masses, atomic_numbers
+
+    from alflow.solids.emt import LatticeEMT
+
+    def build(structure: str, n_atoms: int, density: float) -> Built:
+        atoms = crystal(structure, n_atoms, density, symbol=symbol)
+        emt = LatticeEMT(atoms)
+        return Built(atoms, emt.energy_cell, autograd_forces(emt.energy))
+    return CrystalModel(build, dt=2 * units.fs, friction=0.01 / units.fs,
+                        mass=float(atomic_masses[atomic_numbers[symbol]]),
+                        density_guess=0.085, scales=(1.0, 0.99, 0.98), units="eV")
+
+
 @dataclass
 class Gibbs:
     """G/N ± err of one crystal at (kt, pressure); ``volume_per_atom`` V*/N where ⟨P⟩ = P,
@@ -152,99 +213,104 @@ class Gibbs:
     pressure_fit: list[tuple[float, float, float]] = field(default_factory=list)
 
 
-def _lj_model(structure: str, n_atoms: int, density: float, cutoff: float):
-    atoms = crystal(structure, n_atoms, density)
-    pairs = lattice_pairs(atoms.positions, atoms.cell.array, cutoff, skin=0.6)
-    cell = torch.tensor(atoms.cell.array, dtype=torch.float64)
-    return atoms, pairs, cell
+def _pressure(built: Built, x: torch.Tensor) -> torch.Tensor:
+    """Virial pressure (B,) of positions (B, N, 3) at the built crystal's cell."""
+    cell = torch.tensor(built.atoms.cell.array, dtype=x.dtype).expand(len(x), 3, 3)
+    _, _, s = energy_forces_stress(built.energy_cell, x, cell)
+    return -torch.diagonal(s, dim1=-2, dim2=-1).sum(-1) / 3
 
 
 def static_density(structure: str, pressure: float, cutoff: float = 2.5,
-                   n_atoms: int = 108) -> float:
-    """ρ* at which the perfect lattice's pressure −dU/dV equals ``pressure`` (P*)."""
+                   n_atoms: int = 108, model: CrystalModel | None = None) -> float:
+    """Density at which the perfect lattice's pressure −dU/dV equals ``pressure`` (default
+    model: LJ with r_c = ``cutoff``)."""
+    model = lj_model(cutoff) if model is None else model
+
     def p_static(rho):
-        atoms, pairs, cell = _lj_model(structure, n_atoms, rho, cutoff)
-        x = torch.tensor(atoms.positions)[None]
-        _, _, s = energy_forces_stress(lambda y, c: lj_energy(y, c, pairs), x, cell[None])
-        return -float(torch.diagonal(s[0]).sum()) / 3 - pressure
-    return brentq(p_static, 0.5, 2.0, xtol=1e-10)
+        built = model.build(structure, n_atoms, rho)
+        return float(_pressure(built, torch.tensor(built.atoms.positions)[None])[0]) - pressure
+    g = model.density_guess
+    return brentq(p_static, 0.6 * g, 1.6 * g, xtol=1e-10 * g)
 
 
 def nvt_pressure(structure: str, n_atoms: int, density: float, kt: float,
                  cutoff: float = 2.5, n_steps: int = 1000, n_equil: int = 200,
-                 copies: int = 2, seed: int = 0) -> tuple[float, float]:
-    """⟨P*⟩ ± err of the LJ crystal at ρ*, T* (virial plus ρkT, centre of mass fixed)."""
-    atoms, pairs, cell = _lj_model(structure, n_atoms, density, cutoff)
-    x0 = torch.tensor(atoms.positions)
-    volume = abs(float(torch.linalg.det(cell)))
-    cells = cell.expand(copies, 3, 3)
-
-    def forces(x):
-        pairs.check(x)
-        return lj_energy_forces(x, cell, pairs)
-
-    def observe(x, e):
-        _, _, s = energy_forces_stress(lambda y, c: lj_energy(y, c, pairs), x, cells)
-        return -torch.diagonal(s, dim1=-2, dim2=-1).sum(-1) / 3
-
+                 copies: int = 2, seed: int = 0, model: CrystalModel | None = None
+                 ) -> tuple[float, float]:
+    """⟨P⟩ ± err of the crystal at ``density``, ``kt`` (virial plus ρk_BT, centre of mass
+    fixed; default model LJ with r_c = ``cutoff``, reduced units)."""
+    model = lj_model(cutoff) if model is None else model
+    built = model.build(structure, n_atoms, density)
+    x0 = torch.tensor(built.atoms.positions)
+    volume = built.atoms.get_volume()
+    forces = built.forces or autograd_forces(
+        lambda y: built.energy_cell(y, torch.tensor(built.atoms.cell.array)))
     gen = torch.Generator().manual_seed(seed)
-    run = langevin_fixed_com(forces, x0.expand(copies, -1, -1), kt, 0.005, n_steps,
-                             n_equil=n_equil, every=5, observe=observe, generator=gen)
+    run = langevin_fixed_com(forces, x0.expand(copies, -1, -1), kt, model.dt, n_steps,
+                             friction=model.friction, mass=model.mass, n_equil=n_equil,
+                             every=5, observe=lambda x, e: _pressure(built, x), generator=gen)
     p = run.observables.numpy() + n_atoms * kt / volume
     return float(p.mean()), block_error(p)
 
 
-def gibbs_lj(structure: str, n_atoms: int, kt: float, pressure: float, cutoff: float = 2.5,
-             quick: bool = False, seed: int = 0) -> Gibbs:
-    """G/N (ε) of an LJ ``structure`` crystal of ``n_atoms`` at T* = ``kt``, P* =
-    ``pressure``; ``quick`` uses shorter runs (larger error bars)."""
+def gibbs(model: CrystalModel, structure: str, n_atoms: int, kt: float, pressure: float,
+          quick: bool = False, seed: int = 0) -> Gibbs:
+    """G/N of a ``structure`` crystal of ``n_atoms`` at ``kt``, ``pressure`` (the model's
+    units); ``quick`` uses shorter runs (larger error bars)."""
     steps = 600 if quick else 2000
-    rho0 = static_density(structure, pressure, cutoff, n_atoms)
+    rho0 = static_density(structure, pressure, n_atoms=n_atoms, model=model)
     fit = []
-    for scale in (0.985, 0.97, 0.955):  # thermal expansion lowers the density
+    for scale in model.scales:  # thermal expansion lowers the density
         rho = rho0 * scale
-        p, e = nvt_pressure(structure, n_atoms, rho, kt, cutoff, n_steps=steps // 2,
-                            seed=seed + len(fit))
+        p, e = nvt_pressure(structure, n_atoms, rho, kt, n_steps=steps // 2,
+                            seed=seed + len(fit), model=model)
         fit.append((1 / rho, p, e))
     v, p, _ = map(np.array, zip(*fit, strict=True))
     slope, icpt = np.polyfit(v, p, 1)
     v_star = (pressure - icpt) / slope
-    atoms, pairs, cell = _lj_model(structure, n_atoms, 1 / v_star, cutoff)
-    def forces(x):
-        pairs.check(x)
-        return lj_energy_forces(x, cell, pairs)
-
-    ti = frenkel_ladd(lambda y: lj_energy(y, cell, pairs), atoms.positions, atoms.cell.array,
-                      kt, forces=forces, n_steps=steps, seed=seed)
+    built = model.build(structure, n_atoms, 1 / v_star)
+    cell = torch.tensor(built.atoms.cell.array)
+    ti = frenkel_ladd(lambda y: built.energy_cell(y, cell), built.atoms.positions,
+                      built.atoms.cell.array, kt, forces=built.forces, n_steps=steps,
+                      dt=model.dt, friction=model.friction, mass=model.mass, seed=seed)
     # V* carries the error of the pressure fit; dG/dV* = 0 at the true V*, so it adds only
     # second order and is left out.
     return Gibbs(structure, ti.free_energy_per_atom + pressure * v_star, ti.err, v_star, kt,
                  pressure, ti, fit)
 
 
+def gibbs_lj(structure: str, n_atoms: int, kt: float, pressure: float, cutoff: float = 2.5,
+             quick: bool = False, seed: int = 0) -> Gibbs:
+    """G/N (ε) of an LJ crystal at T* = ``kt``, P* = ``pressure`` (reduced units)."""
+    return gibbs(lj_model(cutoff), structure, n_atoms, kt, pressure, quick, seed)
+
+
 @dataclass
 class DeltaG:
-    """ΔG = G(hcp) − G(fcc) per atom (ε) ± err at (kt, pressure), the two phases' results."""
+    """ΔG = G(hcp) − G(fcc) per atom ± err at (kt, pressure) in ``units``; both phases."""
 
     delta_g_per_atom: float
     err: float
     n_atoms: int
     kt: float
     pressure: float
-    cutoff: float
+    units: str
     fcc: Gibbs
     hcp: Gibbs
 
 
 def delta_g(n_atoms: int = 108, kt: float = 0.3, pressure: float = 0.0, cutoff: float = 2.5,
-            quick: bool = False, seed: int = 0) -> DeltaG:
-    """ΔG(hcp − fcc) per atom of LJ crystals (reduced units) at T* = ``kt``, P* = ``pressure``
-    from Einstein-crystal integration of each phase (both of ``n_atoms`` atoms)."""
-    fcc = gibbs_lj("fcc", n_atoms, kt, pressure, cutoff, quick, seed)
-    hcp = gibbs_lj("hcp", n_atoms, kt, pressure, cutoff, quick, seed + 1000)
+            quick: bool = False, seed: int = 0, model: CrystalModel | None = None) -> DeltaG:
+    """ΔG(hcp − fcc) per atom from Einstein-crystal integration of each phase (both of
+    ``n_atoms`` atoms) at ``kt``, ``pressure``. Default model: LJ with r_c = ``cutoff`` in
+    reduced units; ``model=emt_model("Cu")`` for EMT copper (kt in eV, pressure in eV/Å³)."""
+    model = lj_model(cutoff) if model is None else model
+    fcc = gibbs(model, "fcc", n_atoms, kt, pressure, quick, seed)
+    hcp = gibbs(model, "hcp", n_atoms, kt, pressure, quick, seed + 1000)
     return DeltaG(hcp.g_per_atom - fcc.g_per_atom, math.hypot(fcc.err, hcp.err), n_atoms, kt,
-                  pressure, cutoff, fcc, hcp)
+                  pressure, model.units, fcc, hcp)
 
 
-__all__ = ["DeltaG", "Gibbs", "TIResult", "block_error", "delta_g", "frenkel_ladd",
-           "gibbs_lj", "nvt_pressure", "static_density"]
+__all__ = ["Built", "CrystalModel", "DeltaG", "Gibbs", "TIResult", "block_error", "delta_g",
+           "emt_model", "frenkel_ladd", "gibbs", "gibbs_lj", "lj_model", "nvt_pressure",
+           "static_density"]
