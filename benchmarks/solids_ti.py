@@ -25,32 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from alflow.solids.crystals import crystal  # noqa: E402
-from alflow.solids.einstein import delta_g, emt_model  # noqa: E402
-from alflow.solids.harmonic import harmonic_free_energy, hessian  # noqa: E402
-from alflow.solids.lj import lattice_pairs, lj_energy  # noqa: E402
-
-
-def harmonic_g(structure: str, n_atoms: int, volume_per_atom: float, kt: float,
-               pressure: float, cutoff: float) -> float:
-    """G/N (ε) of the harmonic crystal at the same volume: A_harm/N + P V/N."""
-    atoms = crystal(structure, n_atoms, 1 / volume_per_atom)
-    pairs = lattice_pairs(atoms.positions, atoms.cell.array, cutoff, skin=0.0)
-    cell = torch.tensor(atoms.cell.array)
-
-    def energy(y):
-        return lj_energy(y, cell, pairs)
-
-    eig = np.linalg.eigvalsh(hessian(energy, atoms.positions))
-    u0 = float(energy(torch.tensor(atoms.positions)[None])[0])
-    a = harmonic_free_energy(eig, u0, kt, atoms.get_volume(), n_atoms)
-    return a / n_atoms + pressure * volume_per_atom
+from alflow.solids.einstein import delta_g, harmonic_gibbs  # noqa: E402
+from alflow.solids.models import emt_model, lj_model  # noqa: E402
 
 
 def ti_figures(n_atoms: int = 32, kt: float = 0.3, pressure: float = 0.0, cutoff: float = 2.5,
@@ -58,8 +39,8 @@ def ti_figures(n_atoms: int = 32, kt: float = 0.3, pressure: float = 0.0, cutoff
     """ΔG(hcp − fcc) per atom (ε) ± ti_err of LJ crystals and the per-phase parts."""
     t0 = time.time()
     r = delta_g(n_atoms, kt, pressure, cutoff, quick=quick, seed=seed)
-    harm = {p.structure: harmonic_g(p.structure, n_atoms, p.volume_per_atom, kt, pressure,
-                                    cutoff) for p in (r.fcc, r.hcp)}
+    harm = {p.structure: harmonic_gibbs(lj_model(cutoff), p.structure, n_atoms,
+                                        p.volume_per_atom, kt, pressure) for p in (r.fcc, r.hcp)}
     return {"n_atoms": n_atoms, "kt": kt, "pressure": pressure, "cutoff": cutoff,
             "units": "epsilon", "ti_delta_g_per_atom": round(r.delta_g_per_atom, 6),
             "ti_err": round(r.err, 6),

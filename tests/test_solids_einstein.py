@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from alflow.solids.crystals import crystal
-from alflow.solids.einstein import block_error, frenkel_ladd
+from alflow.solids.einstein import block_error, delta_g, frenkel_ladd, harmonic_gibbs
 from alflow.solids.harmonic import einstein_free_energy, harmonic_free_energy, hessian
 from alflow.solids.lj import lattice_pairs, lj_energy, lj_energy_forces
+from alflow.solids.models import lj_model
 
 # fcc, 4 atoms at ρ* = 1; r_c = 2.4 σ lies between neighbour shells (2.24 σ, 2.51 σ), so the
 # lattice's harmonic limit is smooth
@@ -88,3 +89,18 @@ def test_block_error_of_white_noise_is_its_standard_error():
     assert block_error(x) == pytest.approx(2.0 / np.sqrt(x.size), rel=0.35)
     with pytest.raises(ValueError, match="blocks"):
         block_error(np.ones(5))
+
+
+def test_gibbs_difference_of_tiny_lj_crystals_matches_their_harmonic_limit():
+    """The whole G(T, P) path (static density, NVT pressure fit, integration) on 4-atom fcc
+    and hcp cells at T* = 0.02, P* = 0.5, r_c = 2.3 σ (between neighbour shells)."""
+    r = delta_g(n_atoms=4, kt=0.02, pressure=0.5, cutoff=2.3, quick=True, seed=1)
+    assert r.units == "epsilon" and 0 < r.err < 2e-3
+    for phase in (r.fcc, r.hcp):
+        v = [p[0] for p in phase.pressure_fit]
+        assert min(v) - 0.01 < phase.volume_per_atom < max(v) + 0.01
+    model = lj_model(2.3)
+    harm = [harmonic_gibbs(model, p.structure, 4, p.volume_per_atom, 0.02, 0.5)
+            for p in (r.fcc, r.hcp)]
+    assert abs(r.delta_g_per_atom - (harm[1] - harm[0])) < 3 * r.err + 2e-4
+    assert abs(r.fcc.g_per_atom - harm[0]) < 3 * r.fcc.err + 2e-4

@@ -8,7 +8,8 @@ API (what other modules and benchmarks call):
 * :func:`delta_g` ``(n_atoms, kt, pressure, ..., model=None) -> DeltaG``: ΔG = G(hcp) −
   G(fcc) per atom at (T, P), with error (fields ``delta_g_per_atom``, ``err``, ``units``;
   ``fcc``/``hcp`` the per-phase :class:`Gibbs`): Lennard-Jones crystals in reduced units
-  (:mod:`alflow.solids.lj`) by default, ``model=emt_model("Cu")`` for EMT copper (eV, Å).
+  (:mod:`alflow.solids.lj`) by default, ``model=emt_model("Cu")``
+  (:mod:`alflow.solids.models`) for EMT copper (eV, Å).
   :func:`gibbs` (:func:`gibbs_lj`) gives one phase.
 
 Path: U_λ = λU + (1 − λ)U_E for λ ∈ [0, 1], U_E = U(sites) + k Σ|x_i − site_i|², sampled by
@@ -25,9 +26,10 @@ doubling the nodes (tests/test_solids_einstein.py). The spring k defaults to the
 atom feels moved alone from its site, so that U_E resembles U near the lattice.
 
 Gibbs free energy: G(T, P) = A(T, V*) + PV*, V* the volume whose NVT pressure ⟨P⟩ is P
-(linear fit of ⟨P⟩ over three volumes around the static-lattice volume at P, cell scaled
-isotropically, hcp at ideal c/a). This drops terms O(ln N / N) per atom from the volume
-fluctuations, equal for both phases to leading order. Free energies take the thermal
+(linear fit of ⟨P⟩ at the static lattice's volume V₀ at P and at V₀ + ΔV, V₀ + 1.5ΔV, ΔV the
+expansion that relieves the thermal pressure at V₀ along the static dP/dV, at least 0.5 % of
+V₀; cell scaled isotropically, hcp at ideal c/a). This drops terms O(ln N / N) per atom from
+the volume fluctuations, equal for both phases to leading order. Free energies take the thermal
 wavelength Λ = 1 length unit (cancels in ΔG at equal T and N).
 """
 
@@ -42,10 +44,14 @@ import torch
 from scipy.optimize import brentq
 
 from alflow.periodic import energy_forces_stress
-from alflow.solids.crystals import crystal
-from alflow.solids.harmonic import einstein_free_energy, site_spring
-from alflow.solids.lj import lattice_pairs, lj_energy, lj_energy_forces
+from alflow.solids.harmonic import (
+    einstein_free_energy,
+    harmonic_free_energy,
+    hessian,
+    site_spring,
+)
 from alflow.solids.md import ForceFn, autograd_forces, langevin_fixed_com
+from alflow.solids.models import Built, CrystalModel, lj_model
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -139,66 +145,6 @@ def frenkel_ladd(energy: Energy, sites: np.ndarray, cell: np.ndarray, kt: float,
 
 # ------------------------------------------------------------------ G(T, P) of a crystal model
 @dataclass
-class Built:
-    """A crystal and its energy: ``atoms`` (perfect lattice), ``energy_cell(x (B, N, 3),
-    cell (3, 3) or (B, 3, 3))`` -> (B,) differentiable in both, optional faster
-    ``forces(x)`` -> (energies, forces) at the crystal's cell (checks the pair-list skin)."""
-
-    atoms: object
-    energy_cell: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    forces: ForceFn | None = None
-
-
-@dataclass
-class CrystalModel:
-    """A potential with its units: ``build(structure, n_atoms, density)`` -> :class:`Built`;
-    ``dt``, ``friction`` and ``mass`` for the Langevin dynamics; ``density_guess`` brackets the
-    static density search (×0.6 to ×1.6); ``scales`` the densities (× static) of the pressure
-    fit; ``units`` the energy unit's name."""
-
-    build: Callable[[str, int, float], Built]
-    dt: float
-    friction: float
-    mass: float
-    density_guess: float
-    scales: tuple[float, ...]
-    units: str
-
-
-def lj_model(cutoff: float = 2.5) -> CrystalModel:
-    """Lennard-Jones crystals in reduced units (:mod:`alflow.solids.lj`), r_c = ``cutoff``."""
-    def build(structure: str, n_atoms: int, density: float) -> Built:
-        atoms = crystal(structure, n_atoms, density)
-        pairs = lattice_pairs(atoms.positions, atoms.cell.array, cutoff, skin=0.6)
-        cell = torch.tensor(atoms.cell.array, dtype=torch.float64)
-
-        def forces(x):
-            pairs.check(x)
-            return lj_energy_forces(x, cell, pairs)
-
-        return Built(atoms, lambda x, c: lj_energy(x, c, pairs), forces)
-    return CrystalModel(build, dt=0.005, friction=2.0, mass=1.0, density_guess=1.0,
-                        scales=(0.985, 0.97, 0.955), units="epsilon")
-
-
-def emt_model(symbol: str = "Cu") -> CrystalModel:
-    """EMT crystals of one element in eV, Å, amu, ASE time (:mod:`alflow.solids.emt`):
-    2 fs steps, friction 0.01/fs."""
-    from ase import units
-    from ase.data import atomic_masses, atomic_numbers
-
-    from alflow.solids.emt import LatticeEMT
-
-    def build(structure: str, n_atoms: int, density: float) -> Built:
-        atoms = crystal(structure, n_atoms, density, symbol=symbol)
-        emt = LatticeEMT(atoms)
-        return Built(atoms, emt.energy_cell, autograd_forces(emt.energy))
-    return CrystalModel(build, dt=2 * units.fs, friction=0.01 / units.fs,
-                        mass=float(atomic_masses[atomic_numbers[symbol]]),
-                        density_guess=0.085, scales=(1.0, 0.99, 0.98), units="eV")
-
-
-@dataclass
 class Gibbs:
     """G/N ± err of one crystal at (kt, pressure); ``volume_per_atom`` V*/N where ⟨P⟩ = P,
     ``pressure_fit`` the (V/N, ⟨P⟩, err) points fitted; ``ti`` the Frenkel–Ladd result at V*."""
@@ -258,13 +204,25 @@ def gibbs(model: CrystalModel, structure: str, n_atoms: int, kt: float, pressure
     """G/N of a ``structure`` crystal of ``n_atoms`` at ``kt``, ``pressure`` (the model's
     units); ``quick``: 600 steps × 2 copies per λ node instead of 2000 × 4."""
     steps, copies = (600, 2) if quick else (2000, 4)
-    rho0 = static_density(structure, pressure, n_atoms=n_atoms, model=model)
-    fit = []
-    for scale in model.scales:  # thermal expansion lowers the density
-        rho = rho0 * scale
-        p, e = nvt_pressure(structure, n_atoms, rho, kt, n_steps=steps // 2, copies=copies,
+    v0 = 1 / static_density(structure, pressure, n_atoms=n_atoms, model=model)
+
+    def measure(v):
+        p, e = nvt_pressure(structure, n_atoms, 1 / v, kt, n_steps=steps // 2, copies=copies,
                             seed=seed + len(fit), model=model)
-        fit.append((1 / rho, p, e))
+        fit.append((v, p, e))
+        return p
+
+    fit: list[tuple[float, float, float]] = []
+    # the thermal pressure at the static volume, relieved along the static lattice's
+    # dP/dV, predicts the expansion; fit through the static volume and two beyond it
+    thermal = measure(v0) - pressure
+    h = 1e-3 * v0
+    built = [model.build(structure, n_atoms, 1 / v) for v in (v0 - h, v0 + h)]
+    dp_dv = float(sum(sign * _pressure(b, torch.tensor(b.atoms.positions)[None])[0]
+                      for sign, b in zip((-1, 1), built, strict=True))) / (2 * h)
+    dv = max(thermal / -dp_dv, 0.005 * v0)
+    measure(v0 + dv)
+    measure(v0 + 1.5 * dv)
     v, p, _ = map(np.array, zip(*fit, strict=True))
     slope, icpt = np.polyfit(v, p, 1)
     v_star = (pressure - icpt) / slope
@@ -278,6 +236,22 @@ def gibbs(model: CrystalModel, structure: str, n_atoms: int, kt: float, pressure
     # second order and is left out.
     return Gibbs(structure, ti.free_energy_per_atom + pressure * v_star, ti.err, v_star, kt,
                  pressure, ti, fit)
+
+
+def harmonic_gibbs(model: CrystalModel, structure: str, n_atoms: int, volume_per_atom: float,
+                   kt: float, pressure: float) -> float:
+    """G/N of the harmonic crystal (the model's Hessian at its lattice) at the same volume:
+    A_harm/N + P V/N, the reference that isolates the anharmonic part of :func:`gibbs`."""
+    built = model.build(structure, n_atoms, 1 / volume_per_atom)
+    cell = torch.tensor(built.atoms.cell.array)
+
+    def energy(y):
+        return built.energy_cell(y, cell)
+
+    eig = np.linalg.eigvalsh(hessian(energy, built.atoms.positions))
+    u0 = float(energy(torch.tensor(built.atoms.positions)[None])[0])
+    a = harmonic_free_energy(eig, u0, kt, built.atoms.get_volume(), n_atoms)
+    return a / n_atoms + pressure * volume_per_atom
 
 
 def gibbs_lj(structure: str, n_atoms: int, kt: float, pressure: float, cutoff: float = 2.5,
@@ -312,6 +286,5 @@ def delta_g(n_atoms: int = 108, kt: float = 0.3, pressure: float = 0.0, cutoff: 
                   pressure, model.units, fcc, hcp)
 
 
-__all__ = ["Built", "CrystalModel", "DeltaG", "Gibbs", "TIResult", "block_error", "delta_g",
-           "emt_model", "frenkel_ladd", "gibbs", "gibbs_lj", "lj_model", "nvt_pressure",
-           "static_density"]
+__all__ = ["DeltaG", "Gibbs", "TIResult", "block_error", "delta_g", "frenkel_ladd", "gibbs",
+           "gibbs_lj", "harmonic_gibbs", "nvt_pressure", "static_density"]
