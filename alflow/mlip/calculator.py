@@ -6,9 +6,11 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from alflow.mlip.committee import Committee, committee_stats
 from alflow.mlip.graph import DenseBatch
+from alflow.mlip.stress import committee_stress
 from alflow.potential import PotentialOutput
 
 
@@ -16,9 +18,11 @@ class CommitteeCalculator(Calculator):
     """ASE calculator of a committee: ``results`` holds energy (eV, committee mean), forces
     (eV/Å), force_dev (eV/Å, max over atoms of the committee force std), energy_std (eV) and
     energies (M,) of the members. Finite clusters use all pairs, periodic cells a
-    neighbour list."""
+    neighbour list; a cell periodic in all three directions also gets stress (eV/Å³, committee
+    mean, ASE's Voigt order and sign) and stresses (M, 6) of the members."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "force_dev", "energy_std"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "force_dev",
+                              "energy_std"]
 
     def __init__(self, committee: Committee, **kwargs):
         super().__init__(**kwargs)
@@ -29,7 +33,14 @@ class CommitteeCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         a = self.atoms
         c = self.committee
-        if a.pbc.any():
+        stress = None
+        if a.pbc.all():
+            g = c.graph([a.positions], a.numbers, a.cell.array, a.pbc).to(c.device, c.dtype)
+            e, f, s = committee_stress(c.members, g)
+            f = f[:, None]
+            stress = np.array([full_3x3_to_voigt_6_stress(m) for m in
+                               s[:, 0].detach().cpu().double().numpy()])
+        elif a.pbc.any():
             e, f = c.predict_graph(c.graph([a.positions], a.numbers, a.cell.array, a.pbc))
             f = f[:, None]
         else:
@@ -40,6 +51,9 @@ class CommitteeCalculator(Calculator):
                         "forces": fm[0].detach().cpu().double().numpy(),
                         "force_dev": float(fd[0]), "energy_std": float(es[0]),
                         "energies": e[:, 0].detach().cpu().numpy()}
+        if stress is not None:
+            self.results["stress"] = stress.mean(0)
+            self.results["stresses"] = stress
 
 
 class CommitteePotential:
