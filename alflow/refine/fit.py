@@ -32,8 +32,13 @@ from alflow.refine.config import RefineConfig
 from alflow.refine.dynamics import Box, State, lattice_start, nve, nvt
 from alflow.refine.gradients import segment_gradient
 from alflow.refine.potential import TrainableLJ
-from alflow.refine.reweight import Ensemble, ess_fraction, log_weights, make_ensemble, \
-    weighted_average
+from alflow.refine.reweight import (
+    Ensemble,
+    ess_fraction,
+    log_weights,
+    make_ensemble,
+    weighted_average,
+)
 from alflow.refine.targets import rdf_grid, read_table
 
 log = logging.getLogger(__name__)

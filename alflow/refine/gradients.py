@@ -85,7 +85,7 @@ def segment_gradient(model: TrainableLJ, box: Box, start: State, dt_fs: float, s
         grads = _adjoint(model, (x, v, f), cut, steps, cot, leaves, inv_m, dt, cell, pairs)
     else:
         raise ValueError(f"method must be 'adjoint' or 'direct', got {method!r}")
-    return SegmentGradient(float(loss), grads, frames_x.detach(), frames_v.detach())
+    return SegmentGradient(float(loss.detach()), grads, frames_x.detach(), frames_v.detach())
 
 
 def _zeros_if_none(grads, like: list[torch.Tensor]) -> list[torch.Tensor]:
