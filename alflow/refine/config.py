@@ -128,7 +128,10 @@ class OptimiserConfig(StrictModel):
     """Adam on the logarithms of the trainable parameters (they stay positive)."""
 
     iterations: int = Field(40, ge=1)
-    learning_rate: float = Field(0.02, gt=0, description="step in log(parameter)")
+    learning_rate: float = Field(0.03, gt=0, description="first step in log(parameter)")
+    final_learning_rate: float = Field(0.003, gt=0, description="the step at the last "
+                                       "iteration (exponential decay from learning_rate)")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam's momentum (first-moment decay)")
     min_ess_fraction: float = Field(0.5, gt=0, le=1, description="resimulate when the "
                                     "reweighting's effective sample size falls below this "
                                     "fraction of the samples")

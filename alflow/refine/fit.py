@@ -71,7 +71,8 @@ def load_targets(cfg: RefineConfig) -> Targets:
                 diffusion_weight=cfg.targets.diffusion_weight)
     if cfg.targets.rdf is not None:
         r, g = read_table(cfg.targets.rdf.file, ("r_angstrom", "g"))
-        r, g = rdf_grid(r, g, cfg.system.box_a / 2, cfg.targets.rdf.width_a)
+        r, g = rdf_grid(r, g, cfg.system.box_a / 2, cfg.targets.rdf.width_a,
+                        cfg.targets.rdf.file)
         t.rdf_r, t.rdf_g = torch.as_tensor(r), torch.as_tensor(g)
         t.rdf_width, t.rdf_weight = cfg.targets.rdf.width_a, cfg.targets.rdf.weight
     if cfg.targets.vdos is not None:
@@ -235,13 +236,18 @@ class Refinement:
         return ev
 
 
-def refine(cfg: RefineConfig, progress: Callable[[int, Evaluation], None] | None = None
+def refine(cfg: RefineConfig,
+           progress: Callable[[int, dict[str, float], Evaluation], None] | None = None
            ) -> dict:
-    """Run the refinement of ``cfg``; returns the result document (see docs/refine.md)."""
+    """Run the refinement of ``cfg``; returns the result document (see docs/refine.md).
+    ``progress(iteration, parameters, evaluation)`` is called after each evaluation."""
     ref = Refinement(cfg)
     model = ref.model
     initial = model.values()
-    opt = torch.optim.Adam(model.leaves(), lr=cfg.optimiser.learning_rate)
+    oc = cfg.optimiser
+    opt = torch.optim.Adam(model.leaves(), lr=oc.learning_rate, betas=(oc.beta1, 0.9))
+    decay = (oc.final_learning_rate / oc.learning_rate) ** (1 / max(1, oc.iterations - 1))
+    schedule = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
     history, before = [], None
     for it in range(cfg.optimiser.iterations):
         values = model.values()
@@ -254,11 +260,12 @@ def refine(cfg: RefineConfig, progress: Callable[[int, Evaluation], None] | None
                         "parameters": values, "ess_fraction": ev.ess,
                         "simulations": ref.simulations})
         if progress is not None:
-            progress(it, ev)
+            progress(it, values, ev)
         opt.zero_grad()
         for leaf, g in zip(model.leaves(), ev.grads, strict=True):
             leaf.grad = g.detach().clone()
         opt.step()
+        schedule.step()
     after = ref.evaluate(resimulate=True, with_gradient=False)
     return result_document(cfg, ref, initial, history, before, after)
 
@@ -298,3 +305,16 @@ def result_document(cfg: RefineConfig, ref: Refinement, initial: dict, history: 
         "not_computed": {"ir": "no dipole model for this potential"},
         "config": cfg.model_dump(mode="json"),
     }
+
+
+def measure(cfg: RefineConfig, rdf_r: np.ndarray | None = None, rdf_width: float = 0.05
+            ) -> dict[str, Estimate]:
+    """Observables at the parameters of ``cfg`` (its targets are not used): g(r) at
+    ``rdf_r`` Å if given, and the NVE self-diffusion coefficient, with standard errors.
+    The simulation is the one a refinement runs: equilibration, NVT sampling, NVE segments."""
+    targets = Targets(diffusion=None)
+    if rdf_r is not None:
+        targets.rdf_r = torch.as_tensor(np.asarray(rdf_r, dtype=float))
+        targets.rdf_g, targets.rdf_width = torch.zeros_like(targets.rdf_r), rdf_width
+    ref = Refinement(cfg, targets)
+    return ref.evaluate(with_gradient=False).estimates

@@ -54,14 +54,14 @@ def write_table(path: str | Path, columns: tuple[str, str], x: np.ndarray,
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def rdf_grid(r: np.ndarray, g: np.ndarray, r_max: float, width: float
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of a g(r) target a box can compute: r in (0, r_max − 3·width] Å.
+def rdf_grid(r: np.ndarray, g: np.ndarray, r_max: float, width: float,
+             source: str | Path = "the g(r) target") -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a g(r) target a box can compute: r in (0, r_max − 4·width] Å.
 
     Raises InputError when fewer than 3 rows remain."""
-    keep = (r > 0) & (r <= r_max - 3 * width)
+    keep = (r > 0) & (r <= r_max - 4 * width)
     if keep.sum() < 3:
-        raise InputError(f"the g(r) target has {int(keep.sum())} points below "
-                         f"{r_max - 3 * width:.3f} Å (half the box less the smoothing); "
+        raise InputError(f"{source}: {int(keep.sum())} points below "
+                         f"{r_max - 4 * width:.3f} Å (half the box less 4 smoothing widths); "
                          "use more atoms")
     return r[keep], g[keep]
