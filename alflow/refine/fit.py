@@ -28,6 +28,7 @@ import torch
 from ase import units
 
 from alflow.refine import observables as obs
+from alflow.refine import sensitivity
 from alflow.refine.config import RefineConfig
 from alflow.refine.dynamics import Box, State, lattice_start, nve, nvt
 from alflow.refine.gradients import segment_gradient
@@ -215,6 +216,47 @@ class Refinement:
                           md.record_every, md.skin_a)
             loss(x, v)
 
+    def jacobians(self, ev: Evaluation) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """∂(observable)/∂(log θ) (M, P) and standard errors (M,) at the current parameters,
+        for g(r) (by reweighting the current samples) and the self-diffusion coefficient
+        (through the last ``gradient_steps`` of new NVE segments: truncated, so biased)."""
+        out = {}
+        leaves = self.model.leaves()
+        if self.targets.rdf_r is not None:
+            with torch.enable_grad():
+                g, err = weighted_average(self.ensemble, "rdf", log_weights(self.model,
+                                                                            self.ensemble))
+                rows = [torch.stack(torch.autograd.grad(g[b], leaves, retain_graph=True))
+                        for b in range(g.shape[0])]
+            out["rdf"] = (torch.stack(rows).numpy(), err.numpy())
+        md = self.md
+        time_ps = None
+
+        def d_loss(x, v):
+            nonlocal time_ps
+            time_ps = torch.arange(x.shape[0], dtype=x.dtype) * md.dt_fs * md.record_every * 1e-3
+            return obs.diffusion_from_msd(x, time_ps).mean()
+
+        seg = segment_gradient(self.model, self.box, self.state, md.dt_fs, md.segment_steps,
+                               md.record_every, d_loss, md.gradient_steps, md.gradient,
+                               md.skin_a)
+        d_err = ev.estimates["diffusion_coefficient_A2_per_ps"].error
+        out["diffusion_coefficient_A2_per_ps"] = (
+            torch.stack(seg.grads).numpy()[None, :], np.atleast_1d(d_err))
+        return out
+
+    def sensitivity(self, ev: Evaluation) -> dict:
+        """What each target (and all of them together) determines; see
+        :mod:`alflow.refine.sensitivity`."""
+        jac = self.jacobians(ev)
+        names = self.model.trainable
+        fishers = {k: sensitivity.fisher(j, e) for k, (j, e) in jac.items()}
+        out = {k: sensitivity.report(f, names) for k, f in fishers.items()}
+        used = [k for k in fishers if k == "rdf" or self.targets.diffusion is not None]
+        if len(used) > 1:
+            out["all_targets"] = sensitivity.report(sum(fishers[k] for k in used), names)
+        return out
+
     def evaluate(self, resimulate: bool = False, with_gradient: bool = True) -> Evaluation:
         """All loss terms at the current parameters; simulates when needed (see module)."""
         if resimulate or self.ensemble is None or self.targets.dynamical:
@@ -267,7 +309,9 @@ def refine(cfg: RefineConfig,
         opt.step()
         schedule.step()
     after = ref.evaluate(resimulate=True, with_gradient=False)
-    return result_document(cfg, ref, initial, history, before, after)
+    doc = result_document(cfg, ref, initial, history, before, after)
+    doc["sensitivity"] = ref.sensitivity(after)
+    return doc
 
 
 def result_document(cfg: RefineConfig, ref: Refinement, initial: dict, history: list,
