@@ -113,7 +113,8 @@ class TargetsConfig(StrictModel):
 
     @model_validator(mode="after")
     def _some(self) -> TargetsConfig:
-        if self.rdf is None and self.diffusion_coefficient_A2_per_ps is None and self.vdos is None:
+        if self.rdf is None and self.diffusion_coefficient_A2_per_ps is None \
+                and self.vdos is None:
             raise ValueError("give at least one target: rdf, "
                              "diffusion_coefficient_A2_per_ps or vdos")
         return self
@@ -125,9 +126,14 @@ class TargetsConfig(StrictModel):
 
 
 class OptimiserConfig(StrictModel):
-    """Adam on the logarithms of the trainable parameters (they stay positive)."""
+    """The optimiser, on the logarithms of the trainable parameters (they stay positive):
+    Adam on the loss's gradient, or Gauss–Newton (Levenberg–Marquardt) on the residuals'
+    Jacobian, which follows the narrow ε–σ valley of g(r) in a few iterations."""
 
+    method: Literal["adam", "gauss-newton"] = "adam"
     iterations: int = Field(40, ge=1)
+    max_step: float = Field(0.05, gt=0, description="Gauss–Newton: largest change of a "
+                            "log-parameter per iteration")
     learning_rate: float = Field(0.03, gt=0, description="first step in log(parameter)")
     final_learning_rate: float = Field(0.003, gt=0, description="the step at the last "
                                        "iteration (exponential decay from learning_rate)")
@@ -148,6 +154,9 @@ class RefineConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cutoff(self) -> RefineConfig:
+        if self.optimiser.method == "gauss-newton" and self.targets.vdos is not None:
+            raise ValueError("optimiser.method gauss-newton fits rdf and "
+                             "diffusion_coefficient_A2_per_ps; use adam with a vdos target")
         half = self.system.box_a / 2
         if self.potential.cutoff_a > half:
             raise ValueError(f"potential.cutoff_a ({self.potential.cutoff_a} Å) exceeds half "

@@ -136,6 +136,7 @@ class Refinement:
         self.ensemble: Ensemble | None = None
         self.simulations = 0
         self.equilibrated = False
+        self.damping = 1.0  # Levenberg–Marquardt
 
     # ------------------------------------------------------------ simulation
     def simulate(self) -> None:
@@ -216,7 +217,8 @@ class Refinement:
                           md.record_every, md.skin_a)
             loss(x, v)
 
-    def jacobians(self, ev: Evaluation) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def jacobians(self, ev: Evaluation, diffusion: bool = True
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """∂(observable)/∂(log θ) (M, P) and standard errors (M,) at the current parameters,
         for g(r) (by reweighting the current samples) and the self-diffusion coefficient
         (through the last ``gradient_steps`` of new NVE segments: truncated, so biased)."""
@@ -229,6 +231,8 @@ class Refinement:
                 rows = [torch.stack(torch.autograd.grad(g[b], leaves, retain_graph=True))
                         for b in range(g.shape[0])]
             out["rdf"] = (torch.stack(rows).numpy(), err.numpy())
+        if not diffusion:
+            return out
         md = self.md
         time_ps = None
 
@@ -244,6 +248,66 @@ class Refinement:
         out["diffusion_coefficient_A2_per_ps"] = (
             torch.stack(seg.grads).numpy()[None, :], np.atleast_1d(d_err))
         return out
+
+    def residuals(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray, int]:
+        """Scaled residuals r (their squares sum to the rdf and diffusion loss terms), their
+        Jacobian in log θ, and how many leading rows are g(r)'s."""
+        t = self.targets
+        jac = self.jacobians(ev, diffusion=t.diffusion is not None)
+        res, rows, n_static = [], [], 0
+        if t.rdf_r is not None:
+            scale = np.sqrt(t.rdf_weight / len(t.rdf_r))
+            res.append(scale * (ev.estimates["rdf"].value - t.rdf_g.numpy()))
+            rows.append(scale * jac["rdf"][0])
+            n_static = len(t.rdf_r)
+        if t.diffusion is not None:
+            scale = np.sqrt(t.diffusion_weight) / t.diffusion
+            d = float(ev.estimates["diffusion_coefficient_A2_per_ps"].value)
+            res.append(np.atleast_1d(scale * (d - t.diffusion)))
+            rows.append(scale * jac["diffusion_coefficient_A2_per_ps"][0])
+        return np.concatenate(res), np.concatenate(rows), n_static
+
+    def trial_loss(self, step: np.ndarray, r: np.ndarray, j: np.ndarray, n_static: int
+                   ) -> float | None:
+        """The loss after ``step``: g(r) reweighted to the new parameters, the dynamical
+        residuals linearised; None when the reweighting's effective sample size is too low
+        to tell."""
+        leaves = self.model.leaves()
+        with torch.no_grad():
+            for leaf, d in zip(leaves, step, strict=True):
+                leaf += float(d)
+            try:
+                r_new = r + j @ step
+                if n_static:
+                    logw = log_weights(self.model, self.ensemble)
+                    if ess_fraction(logw) < self.cfg.optimiser.min_ess_fraction:
+                        return None
+                    g, _ = weighted_average(self.ensemble, "rdf", logw)
+                    scale = np.sqrt(self.targets.rdf_weight / len(self.targets.rdf_r))
+                    r_new[:n_static] = scale * (g.numpy() - self.targets.rdf_g.numpy())
+                return float(r_new @ r_new)
+            finally:
+                for leaf, d in zip(leaves, step, strict=True):
+                    leaf -= float(d)
+
+    def levenberg_marquardt_step(self, ev: Evaluation, max_step: float, tries: int = 6
+                                 ) -> np.ndarray:
+        """A Levenberg–Marquardt step in log θ on the rdf and diffusion residuals, each
+        component capped at ``max_step``; the damping grows until the trial loss falls
+        (:meth:`trial_loss`) and shrinks after a success."""
+        r, j, n_static = self.residuals(ev)
+        jtj, grad, loss = j.T @ j, j.T @ r, float(r @ r)
+        for _ in range(tries):
+            a = jtj + self.damping * np.diag(np.diag(jtj)) + 1e-300 * np.eye(len(grad))
+            step = np.clip(-np.linalg.solve(a, grad), -max_step, max_step)
+            trial = self.trial_loss(step, r, j, n_static)
+            if trial is None:
+                return step
+            if trial < loss:
+                self.damping = max(self.damping / 3, 1e-6)
+                return step
+            self.damping *= 4
+        return step
 
     def sensitivity(self, ev: Evaluation) -> dict:
         """What each target (and all of them together) determines; see
@@ -303,6 +367,12 @@ def refine(cfg: RefineConfig,
                         "simulations": ref.simulations})
         if progress is not None:
             progress(it, values, ev)
+        if oc.method == "gauss-newton":
+            step = ref.levenberg_marquardt_step(ev, oc.max_step)
+            with torch.no_grad():
+                for leaf, d in zip(model.leaves(), step, strict=True):
+                    leaf += float(d)
+            continue
         opt.zero_grad()
         for leaf, g in zip(model.leaves(), ev.grads, strict=True):
             leaf.grad = g.detach().clone()
