@@ -138,6 +138,9 @@ class OptimiserConfig(StrictModel):
     final_learning_rate: float = Field(0.003, gt=0, description="the step at the last "
                                        "iteration (exponential decay from learning_rate)")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam's momentum (first-moment decay)")
+    average_last: int = Field(0, ge=0, description="fitted parameters: the geometric mean "
+                              "of the last this many iterates (0: the last iterate); their "
+                              "spread is reported")
     min_ess_fraction: float = Field(0.5, gt=0, le=1, description="resimulate when the "
                                     "reweighting's effective sample size falls below this "
                                     "fraction of the samples")
@@ -154,6 +157,9 @@ class RefineConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cutoff(self) -> RefineConfig:
+        if self.optimiser.average_last > self.optimiser.iterations:
+            raise ValueError(f"optimiser.average_last ({self.optimiser.average_last}) exceeds "
+                             f"optimiser.iterations ({self.optimiser.iterations})")
         if self.optimiser.method == "gauss-newton" and self.targets.vdos is not None:
             raise ValueError("optimiser.method gauss-newton fits rdf and "
                              "diffusion_coefficient_A2_per_ps; use adam with a vdos target")

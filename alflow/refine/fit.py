@@ -190,13 +190,13 @@ class Refinement:
                 np.asarray(float(d.detach())), np.asarray(float(d_err)))
             if t.diffusion is not None:
                 term = t.diffusion_weight * ((d - t.diffusion) / t.diffusion) ** 2
-                ev.terms["diffusion_coefficient_A2_per_ps"] = float(term)
+                ev.terms["diffusion_coefficient_A2_per_ps"] = float(term.detach())
                 total = total + term
             if t.vdos is not None:
                 c = obs.vacf(v, max(2, x.shape[0] // 2))
                 spec, spec_err = obs.mean_and_error(obs.vdos(c, dt_ps, t.vdos_freq).T)
                 term = t.vdos_weight * torch.trapezoid((spec - t.vdos) ** 2, t.vdos_freq)
-                ev.terms["vdos"] = float(term)
+                ev.terms["vdos"] = float(term.detach())
                 ev.estimates["vdos"] = Estimate(spec.detach().numpy(), spec_err.numpy())
                 total = total + term
             return total
@@ -378,8 +378,17 @@ def refine(cfg: RefineConfig,
             leaf.grad = g.detach().clone()
         opt.step()
         schedule.step()
+    spread = None
+    if oc.average_last:
+        iterates = [h["parameters"] for h in history[1:]] + [model.values()]
+        logs = np.log([[p[n] for n in model.trainable] for p in iterates[-oc.average_last:]])
+        model.set_values(dict(zip(model.trainable, np.exp(logs.mean(0)), strict=True)))
+        spread = dict(zip(model.trainable, logs.std(0, ddof=1) if len(logs) > 1
+                          else np.zeros(len(model.trainable)), strict=True))
     after = ref.evaluate(resimulate=True, with_gradient=False)
     doc = result_document(cfg, ref, initial, history, before, after)
+    if spread is not None:
+        doc["parameter_relative_spread"] = {k: float(v) for k, v in spread.items()}
     doc["sensitivity"] = ref.sensitivity(after)
     return doc
 
