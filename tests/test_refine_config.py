@@ -4,13 +4,12 @@ file; target paths are relative to the YAML file."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from test_cli_errors import alflow
 
-from alflow.cli import main
 from alflow.refine.config import load_config
 
 EXAMPLE = """\
@@ -21,14 +20,6 @@ targets:
   rdf: {file: rdf.csv}                       # columns r_angstrom,g (header line), pairs of all atoms
   diffusion_coefficient_A2_per_ps: 0.19      # NVE self-diffusion after NVT equilibration
 """  # noqa: E501
-
-
-def alflow(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["alflow", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out, out.err
 
 
 @pytest.fixture()

@@ -65,7 +65,7 @@ def _fd(loss, start, h=1e-7) -> np.ndarray:
         for s in (h, -h):
             shift = [0.0, 0.0]
             shift[k] = s
-            x, v, _ = nve(_model(shift), BOX, start, DT, STEPS, EVERY)
+            x, v, _, _ = nve(_model(shift), BOX, start, DT, STEPS, EVERY)
             vals.append(float(loss(x, v)))
         out.append((vals[0] - vals[1]) / (2 * h))
     return np.array(out)
@@ -96,7 +96,7 @@ def test_adjoint_equals_direct_backpropagation(start, k):
 def test_reweighted_rdf_gradient_equals_finite_differences_and_ess(start):
     model = _model()
     r = torch.linspace(3.0, 5.0, 9, dtype=torch.float64)
-    x, _, _ = nve(model, BOX, start, DT, 60, 20)
+    x, _, _, _ = nve(model, BOX, start, DT, 60, 20)
     frames = x[1:]
     flat = frames.reshape(-1, BOX.n_atoms, 3)
     cell = BOX.cell(1)[0]

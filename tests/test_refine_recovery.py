@@ -9,14 +9,13 @@ deterministic."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from test_cli_errors import alflow
 
-from alflow.cli import main
 from alflow.refine.config import RefineConfig
 from alflow.refine.fit import Refinement, Targets, measure
 from alflow.refine.targets import write_table
@@ -38,6 +37,16 @@ def _config(**md) -> dict:
     }
 
 
+def _refine(tmp_path, cfg: dict, monkeypatch, capsys) -> tuple[dict, str]:
+    """Run ``alflow refine`` on ``cfg`` written to tmp_path: (result.json, stdout)."""
+    path = tmp_path / "refine.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc, out, err = alflow(monkeypatch, capsys, "refine", str(path), "--out",
+                          str(tmp_path / "fit"))
+    assert rc == 0, out + err
+    return json.loads((tmp_path / "fit" / "result.json").read_text()), out
+
+
 def test_refine_recovers_argon_epsilon_and_sigma_from_rdf(tmp_path, monkeypatch, capsys):
     edge = (N / RHO) ** (1 / 3)
     r = np.arange(2.8, edge / 2 - 4 * WIDTH - 0.01, 0.05)
@@ -47,15 +56,7 @@ def test_refine_recovers_argon_epsilon_and_sigma_from_rdf(tmp_path, monkeypatch,
     cfg["potential"].update(epsilon_ev=EPS * 1.12, sigma_a=SIG * 0.88)
     cfg["targets"] = {"rdf": {"file": "rdf.csv", "width_a": WIDTH}}
     cfg["optimiser"] = {"method": "gauss-newton", "iterations": 10, "average_last": 4}
-    path = tmp_path / "refine.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    monkeypatch.setattr(sys, "argv", ["alflow", "refine", str(path), "--out",
-                                      str(tmp_path / "fit")])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr().out
-    assert (exc.value.code or 0) == 0, out
-    doc = json.loads((tmp_path / "fit" / "result.json").read_text())
+    doc, out = _refine(tmp_path, cfg, monkeypatch, capsys)
     p = doc["parameters"]
     assert p["epsilon_ev"] == pytest.approx(EPS, rel=0.02), out
     assert p["sigma_a"] == pytest.approx(SIG, rel=0.02), out
@@ -91,15 +92,7 @@ def test_dynamical_targets_run_through_the_cli_with_adam(tmp_path, monkeypatch, 
     cfg = _tiny(tmp_path, rdf={"file": "rdf.csv", "width_a": 0.1},
                 diffusion_coefficient_A2_per_ps=0.2, vdos={"file": "vdos.csv"})
     cfg["optimiser"] = {"iterations": 2}
-    path = tmp_path / "refine.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    monkeypatch.setattr(sys, "argv", ["alflow", "refine", str(path), "--out",
-                                      str(tmp_path / "fit")])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr().out
-    assert (exc.value.code or 0) == 0, out
-    doc = json.loads((tmp_path / "fit" / "result.json").read_text())
+    doc, out = _refine(tmp_path, cfg, monkeypatch, capsys)
     assert len(doc["loss"]) == 2 and doc["simulations"] == 3   # every iteration + after
     terms = doc["iterations"][0]["terms"]
     assert set(terms) == {"rdf", "diffusion_coefficient_A2_per_ps", "vdos"}

@@ -122,20 +122,22 @@ def vv_step(model: TrainableLJ, x: torch.Tensor, v: torch.Tensor, f: torch.Tenso
 
 
 def nve(model: TrainableLJ, box: Box, start: State, dt_fs: float, steps: int,
-        record_every: int, skin: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, State]:
+        record_every: int, skin: float = 1.0, keep: int = 0
+        ) -> tuple[torch.Tensor, torch.Tensor, State, State]:
     """Velocity-Verlet frames without a graph: positions and velocities (F, R, N, 3) at steps
-    0, record_every, ..., and the end state."""
+    0, record_every, ..., the end state, and the state at step ``keep``."""
     x, v = start.positions.detach(), start.velocities.detach()
     cell = box.cell(x.shape[0], x.dtype)
     pairs = VerletList(model.cutoff, skin)
     inv_m = (1.0 / box.masses(x.dtype))[:, None]
     dt = dt_fs * units.fs
     f = forces(model, x, cell, pairs, False).detach()
-    xs, vs = [x], [v]
+    xs, vs, kept = [x], [v], State(x, v)
     for step in range(1, steps + 1):
-        x, v, f = vv_step(model, x, v, f, inv_m, dt, cell, pairs)
-        x, v, f = x.detach(), v.detach(), f.detach()
+        x, v, f = (t.detach() for t in vv_step(model, x, v, f, inv_m, dt, cell, pairs))
+        if step == keep:
+            kept = State(x, v)
         if step % record_every == 0:
             xs.append(x)
             vs.append(v)
-    return torch.stack(xs), torch.stack(vs), State(x, v)
+    return torch.stack(xs), torch.stack(vs), State(x, v), kept

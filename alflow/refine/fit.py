@@ -213,7 +213,7 @@ class Refinement:
                                    md.gradient_steps, md.gradient, md.skin_a)
             ev.add_grads(seg.grads)
         else:
-            x, v, _ = nve(self.model, self.box, self.state, md.dt_fs, md.segment_steps,
+            x, v, _, _ = nve(self.model, self.box, self.state, md.dt_fs, md.segment_steps,
                           md.record_every, md.skin_a)
             loss(x, v)
 

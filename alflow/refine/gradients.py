@@ -27,7 +27,7 @@ import torch
 from ase import units
 
 from alflow.periodic import VerletList
-from alflow.refine.dynamics import Box, State, forces, vv_step
+from alflow.refine.dynamics import Box, State, forces, nve, vv_step
 from alflow.refine.potential import TrainableLJ
 
 FrameLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -53,25 +53,17 @@ def segment_gradient(model: TrainableLJ, box: Box, start: State, dt_fs: float, s
     ``gradient_steps`` steps (see the module docstring)."""
     if not 1 <= gradient_steps <= steps:
         raise ValueError(f"gradient_steps must be in [1, {steps}], got {gradient_steps}")
+    if method not in ("adjoint", "direct"):
+        raise ValueError(f"method must be 'adjoint' or 'direct', got {method!r}")
     cut = steps - gradient_steps
-    x, v = start.positions.detach(), start.velocities.detach()
-    cell = box.cell(x.shape[0], x.dtype)
+    xs, vs, end, at_cut = nve(model, box, start, dt_fs, steps, record_every, skin, keep=cut)
+    rec = list(range(0, steps + 1, record_every))
+    cell = box.cell(xs.shape[1], xs.dtype)
     pairs = VerletList(model.cutoff, skin)
-    inv_m = (1.0 / box.masses(x.dtype))[:, None]
+    inv_m = (1.0 / box.masses(xs.dtype))[:, None]
     dt = dt_fs * units.fs
-    f = forces(model, x, cell, pairs, False).detach()
-    xs, vs, rec = [x], [v], [0]
-    at_cut = (x, v)
-    for step in range(1, steps + 1):
-        x, v, f = (t.detach() for t in vv_step(model, x, v, f, inv_m, dt, cell, pairs))
-        if step == cut:
-            at_cut = (x, v)
-        if step % record_every == 0:
-            xs.append(x)
-            vs.append(v)
-            rec.append(step)
-    frames_x = torch.stack(xs).requires_grad_(True)
-    frames_v = torch.stack(vs).requires_grad_(True)
+    frames_x = xs.clone().requires_grad_(True)
+    frames_v = vs.clone().requires_grad_(True)
     with torch.enable_grad():
         loss = frame_loss(frames_x, frames_v)
         gx, gv = torch.autograd.grad(loss, (frames_x, frames_v), allow_unused=True)
@@ -80,11 +72,12 @@ def segment_gradient(model: TrainableLJ, box: Box, start: State, dt_fs: float, s
     cot = {s: (gx[i], gv[i]) for i, s in enumerate(rec) if s > cut}
     leaves = model.leaves()
     if method == "direct":
-        grads = _direct(model, at_cut, cut, steps, cot, leaves, inv_m, dt, cell, pairs)
-    elif method == "adjoint":
-        grads = _adjoint(model, (x, v, f), cut, steps, cot, leaves, inv_m, dt, cell, pairs)
+        grads = _direct(model, (at_cut.positions, at_cut.velocities), cut, steps, cot, leaves,
+                        inv_m, dt, cell, pairs)
     else:
-        raise ValueError(f"method must be 'adjoint' or 'direct', got {method!r}")
+        f = forces(model, end.positions, cell, pairs, False).detach()
+        grads = _adjoint(model, (end.positions, end.velocities, f), cut, steps, cot, leaves,
+                         inv_m, dt, cell, pairs)
     return SegmentGradient(float(loss.detach()), grads, frames_x.detach(), frames_v.detach())
 
 
