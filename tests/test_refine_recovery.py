@@ -1,10 +1,12 @@
-"""Recovery: g(r) simulated with argon's ε = 0.0103 eV and σ = 3.405 Å; ``alflow refine``
-started 12 % off in both (ε too large, σ too small) recovers both within 2 %.
+"""Recovery: g(r) simulated with argon's ε = 0.0103 eV and σ = 3.405 Å, then ``alflow refine``
+started 12 % off in both (ε too large, σ too small).
 
-The state point is a dense fluid (ρ = 0.015 Å⁻³, 150 K) where g(r) carries information on ε
-as well as σ (in the denser triple-point liquid ε and σ are nearly degenerate in g(r): see
-docs/refine.md); the fit is Gauss–Newton on the reweighted g(r). Fixed seeds: the run is
-deterministic."""
+What g(r) determines sets what a short run can recover: σ to a fraction of a percent, ε only
+to several percent (ε and σ errors are anti-correlated, −0.95 at this state point and −0.99 in
+the triple-point liquid; the sensitivity report measures it, docs/refine.md). So the test
+asserts σ within 2 % and ε within 10 % when both are fitted, and ε within 2 % when σ is
+known. The state point is a dense fluid (ρ = 0.015 Å⁻³, 150 K), where g(r) carries more
+information on ε than the triple-point liquid. Fixed seeds: the runs are deterministic."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def _config(**md) -> dict:
         "potential": {"kind": "lj", "epsilon_ev": EPS, "sigma_a": SIG, "cutoff_a": RC,
                       "trainable": ["epsilon_ev", "sigma_a"]},
         "md": {"dt_fs": 10.0, "replicas": 16, "equilibration_steps": 300,
-               "reequilibration_steps": 100, "sample_steps": 1600, "sample_every": 10,
+               "reequilibration_steps": 100, "sample_steps": 1200, "sample_every": 10,
                "segment_steps": 100, "record_every": 5, "gradient_steps": 20, "seed": 7, **md},
         "targets": {"diffusion_coefficient_A2_per_ps": 1.0},
     }
@@ -47,19 +49,19 @@ def _refine(tmp_path, cfg: dict, monkeypatch, capsys) -> tuple[dict, str]:
     return json.loads((tmp_path / "fit" / "result.json").read_text()), out
 
 
-def test_refine_recovers_argon_epsilon_and_sigma_from_rdf(tmp_path, monkeypatch, capsys):
+def test_refine_recovers_argon_sigma_and_epsilon_from_rdf(tmp_path, monkeypatch, capsys):
     edge = (N / RHO) ** (1 / 3)
     r = np.arange(2.8, edge / 2 - 4 * WIDTH - 0.01, 0.05)
     target = measure(RefineConfig.model_validate(_config()), r, WIDTH)["rdf"]
     write_table(tmp_path / "rdf.csv", ("r_angstrom", "g"), r, target.value)
-    cfg = _config(seed=11, sample_steps=400)
+    cfg = _config(seed=11, sample_steps=300)
     cfg["potential"].update(epsilon_ev=EPS * 1.12, sigma_a=SIG * 0.88)
     cfg["targets"] = {"rdf": {"file": "rdf.csv", "width_a": WIDTH}}
-    cfg["optimiser"] = {"method": "gauss-newton", "iterations": 10, "average_last": 4}
+    cfg["optimiser"] = {"method": "gauss-newton", "iterations": 7, "average_last": 3}
     doc, out = _refine(tmp_path, cfg, monkeypatch, capsys)
     p = doc["parameters"]
-    assert p["epsilon_ev"] == pytest.approx(EPS, rel=0.02), out
     assert p["sigma_a"] == pytest.approx(SIG, rel=0.02), out
+    assert p["epsilon_ev"] == pytest.approx(EPS, rel=0.10), out
     rdf = doc["observables"]["rdf"]
     before = np.mean((np.asarray(rdf["before"]["value"]) - rdf["target"]) ** 2)
     after = np.mean((np.asarray(rdf["after"]["value"]) - rdf["target"]) ** 2)
@@ -67,11 +69,18 @@ def test_refine_recovers_argon_epsilon_and_sigma_from_rdf(tmp_path, monkeypatch,
     assert np.all(np.asarray(rdf["after"]["error"]) >= 0)
     d = doc["observables"]["diffusion_coefficient_A2_per_ps"]
     assert d["after"]["value"] > 0 and d["after"]["error"] > 0
-    # g(r) fixes σ far better than ε (the sensitivity report says so)
-    se = doc["sensitivity"]["rdf"]["relative_standard_error"]
-    assert se["sigma_a"] < se["epsilon_ev"]
+    # g(r) fixes σ far better than ε, with anti-correlated errors
+    sens = doc["sensitivity"]["rdf"]
+    se = sens["relative_standard_error"]
+    assert se["sigma_a"] < 0.2 * se["epsilon_ev"] and sens["correlation"] < -0.8
     assert (tmp_path / "fit" / "loss.png").stat().st_size > 0
     assert (tmp_path / "fit" / "observables.png").stat().st_size > 0
+    # with σ known, g(r) fixes ε
+    cfg["potential"].update(sigma_a=SIG, trainable=["epsilon_ev"])
+    cfg["optimiser"] = {"method": "gauss-newton", "iterations": 5, "average_last": 2}
+    doc, out = _refine(tmp_path, cfg, monkeypatch, capsys)
+    assert doc["parameters"]["epsilon_ev"] == pytest.approx(EPS, rel=0.02), out
+    assert doc["parameters"]["sigma_a"] == SIG
 
 
 def _tiny(tmp_path, **targets) -> dict:

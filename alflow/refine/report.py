@@ -74,7 +74,8 @@ def plot_observables(doc: dict, path: Path) -> Path:
             ax.set_xticks(range(len(vals)), labels)
             ax.set(ylabel="D (Å²/ps)")
         ax.set_title(name)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
