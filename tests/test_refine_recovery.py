@@ -110,6 +110,8 @@ def test_dynamical_targets_run_through_the_cli_with_adam(tmp_path, monkeypatch, 
     dirs = doc["sensitivity"]["diffusion_coefficient_A2_per_ps"]["directions"]
     assert [d["determined"] for d in dirs] == [True, False]
     assert doc["not_computed"]["ir"]
+    gk = doc["observables"]["diffusion_coefficient_A2_per_ps"]["green_kubo"]
+    assert gk["after"]["value"] > 0 and gk["before"]["error"] > 0
 
 
 def test_low_effective_sample_size_triggers_a_new_simulation(tmp_path):
