@@ -154,8 +154,11 @@ class Refinement:
         values = {}
         if self.targets.rdf_r is not None:
             x = frames.reshape(-1, *frames.shape[2:])
-            values["rdf"] = obs.rdf(x, self.cell.expand(x.shape[0], 3, 3), self.targets.rdf_r,
-                                    self.targets.rdf_width)
+            chunk = 16  # the kernel is (pairs, radii) per chunk of frames
+            values["rdf"] = torch.cat([
+                obs.rdf(x[i:i + chunk], self.cell.expand(len(x[i:i + chunk]), 3, 3),
+                        self.targets.rdf_r, self.targets.rdf_width)
+                for i in range(0, len(x), chunk)])
         self.ensemble = make_ensemble(self.model, frames, self.cell, self.box.kt, values)
         log.info("simulation %d: %d NVT frames at %s", self.simulations, frames.shape[0]
                  * frames.shape[1], self.model.values())
