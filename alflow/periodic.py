@@ -129,3 +129,32 @@ def energy_forces_stress(energy: EnergyFn, positions: torch.Tensor, cell: torch.
         gx, gs = torch.autograd.grad(e.sum(), (x, strain), create_graph=create_graph)
     volume = torch.linalg.det(cell).abs()
     return (e if create_graph else e.detach()), -gx, gs / volume[:, None, None]
+
+
+class VerletList:
+    """A :class:`PairList` with a skin, rebuilt (outside the gradient) once an atom has moved
+    more than ``skin / 2`` Å from where it was at the last build.
+
+    ``skin`` is reduced to what the cell allows (cutoff + skin at most half its smallest
+    width); with no room left the list is rebuilt at every call.
+    """
+
+    def __init__(self, cutoff: float, skin: float = 1.0):
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        self._pairs: PairList | None = None
+        self._ref: torch.Tensor | None = None
+        self.builds = 0
+
+    def __call__(self, positions: torch.Tensor, cell: torch.Tensor) -> PairList:
+        """The pairs of ``positions`` (B, N, 3) Å in ``cell`` (B, 3, 3) Å, rebuilt if stale."""
+        x = positions.detach()
+        if self._pairs is not None and self._ref is not None and self._ref.shape == x.shape:
+            moved = minimum_image(x - self._ref, cell.detach()).norm(dim=-1).max()
+            if float(moved) < 0.5 * self._pairs.skin:
+                return self._pairs
+        room = float(perpendicular_widths(cell.detach()).min()) / 2 - self.cutoff
+        skin = min(self.skin, max(0.0, room - 1e-9))
+        self._pairs = pair_list(x, cell.detach(), self.cutoff, skin)
+        self._ref = x.clone()
+        self.builds += 1
+        return self._pairs

@@ -27,6 +27,7 @@ from alflow.cli import (  # noqa: E402
     example,
     label,
     md,
+    refine,
     report,
     run,
     spectra,
@@ -35,7 +36,8 @@ from alflow.cli import (  # noqa: E402
     train,
 )
 
-for _verb in (label, data, train, evaluate, md, example, run, status, report, spectrum, spectra):
+for _verb in (label, data, train, evaluate, md, example, run, status, report, spectrum, spectra,
+              refine):
     _verb.register(app)
 
 
