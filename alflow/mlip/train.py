@@ -236,7 +236,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
     if info.world_size > 1:  # ranks start together: no rank's set-up counts as step time
         torch.distributed.barrier()
     t_start = time.perf_counter()
-    samples, step_s = 0, 0.0
+    samples, step_s, step_cpu = 0, 0.0, 0.0
     while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
         epoch = st["epoch"]
         perm = np.random.default_rng([seed, epoch]).permutation(train_idx)
@@ -244,7 +244,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
         net.train()
         for gb in _slices(perm, cfg.batch_size):
             n_cfg, n_at = len(gb), float(n_atoms[gb].sum())
-            t_step = time.perf_counter()
+            t_step, c_step = time.perf_counter(), time.process_time()
             batch, tgt = batcher(gb[info.rank::info.world_size])
             factor = fault(st["step"], tgt) if fault is not None else None
             _, ok = train_step(net, model, opt, batch, tgt, cfg, info, n_cfg, n_at, factor)
@@ -254,6 +254,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
             st["step"] += 1
             samples += n_cfg
             step_s += time.perf_counter() - t_step
+            step_cpu += time.process_time() - c_step
         if not diverged:
             val = evaluate_loss(net, batcher, val_idx if len(val_idx) else train_idx, cfg, info,
                                 n_atoms)
@@ -308,7 +309,8 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
            "steps": st["step"], "best_val_loss": st["best_val"], "val": final,
            "rollbacks": st["rollbacks"], "events": st["events"], "n_train": int(len(train_idx)),
            "n_val": int(len(val_idx)), "seconds": time.perf_counter() - t_start,
-           "samples_per_s": samples / max(step_s, 1e-9), "train_loop_s": t_loop,
+           "samples_per_s": samples / max(step_s, 1e-9), "step_cpu_s": step_cpu,
+           "train_loop_s": t_loop,
            "history": st["history"], "done": True}
     if info.is_main:
         write_json(out, member_dir / "member.json")
