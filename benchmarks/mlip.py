@@ -295,8 +295,9 @@ def main() -> None:
     ap.add_argument("--epochs", default=None, help="epochs per size, e.g. 300,100")
     ap.add_argument("--ddp-batch", default="64,256",
                     help="global batches of the DDP figures, e.g. 64,256")
-    ap.add_argument("--ddp-rounds", type=int, default=2,
-                    help="interleaved rounds of the 1- and 2-process DDP runs")
+    ap.add_argument("--ddp-rounds", type=int, default=None,
+                    help="interleaved rounds of the 1- and 2-process DDP runs (default: 1 "
+                         "with --quick, else 3)")
     ap.add_argument("--accuracy-only", action="store_true",
                     help="skip the throughput and DDP figures")
     a = ap.parse_args()
@@ -385,7 +386,8 @@ def main() -> None:
     label_s = round(time.perf_counter() - t0, 1)
     res["ddp"] = {**ddp_scaling(ddp_set, work, a.device, epochs=2 if a.quick else 4,
                                 batches=tuple(int(v) for v in a.ddp_batch.split(",")),
-                                rounds=a.ddp_rounds, all_threads=not a.quick),
+                                rounds=a.ddp_rounds or (1 if a.quick else 3),
+                                all_threads=not a.quick),
                   "label_s": label_s}
     print(f"ddp: {res['ddp']}", flush=True)
     res["wall_s"] = round(time.perf_counter() - t_start, 1)
