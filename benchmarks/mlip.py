@@ -10,18 +10,23 @@ Figures (the last line of output is one JSON object):
   ``load_potential``), on ``--device``: the batch in one call, and each model's best over
   calls of 128, 256 and 1024 configurations (MACE is faster in smaller calls);
 * DDP scaling: training samples per second of one member on 2000 labelled configurations
-  (random displacements of the two isomers), global batch 64 (``--ddp-batch``): time inside
-  training steps (including the gradient all-reduce) and the wall time of the epochs (with
-  validation and checkpoints), for 1 process with 1 thread, 1 process with all cores'
-  threads, and 2 processes (gloo on CPU, NCCL on CUDA) with cores/2 threads each, every one a
-  fresh process started by ``alflow.distributed.spawn``; efficiency =
-  rate(2 processes) / (2 rate(1 process, 1 thread)), the speed-up over 1 process using
-  all cores, the rate against two independent one-thread trainings run at the same time
-  (the ceiling two processes have on the machine at that moment: DDP's own cost), and the
-  rank count ``parallel: auto`` chooses from its probe of a few steps.
+  (random displacements of the two isomers) at global batches 64 and 256 (``--ddp-batch``;
+  the 2 processes' per-rank work is half of it): time inside training steps (including the
+  gradient all-reduce) and the wall time of the epochs (with validation and checkpoints),
+  for 1 process with 1 thread and 2 processes (gloo on CPU, NCCL on CUDA) with cores/2
+  threads each, interleaved over ``--ddp-rounds`` rounds with the load average before each
+  run, every one a fresh process started by ``alflow.distributed.spawn``;
+  efficiency = rate(2 processes) / (2 rate(1 process, 1 thread)) at the same global batch
+  (the same weights either way), per round and the median (``efficiency``: steps, the
+  largest batch), also per CPU second of the busiest rank's steps (``cpu``: the work DDP
+  adds, duplicated per-step work and the all-reduce, without the waits a loaded machine
+  adds); at the largest batch also 1 process with all cores' threads (not with
+  ``--quick``), two independent one-thread trainings run at the same time (the ceiling two
+  processes have on the machine at that moment: DDP's own cost is the 2-process rate
+  against their sum), and the rank count ``parallel: auto`` chooses from its probe.
 
-``--quick`` runs the same figures at 50 training configurations and fewer epochs (< 2 min).
-Data: MD frames (ASE Langevin on EMT, 300 K and 700 K) and random displacements (0.1 and
+``--quick`` runs the same figures at 50 training configurations and fewer epochs.
+Data: MD frames (ASE Langevin on EMT, 300 K and 700 K) and random displacements (0.05 and
 0.1 Å) of both isomers from ``alflow/examples/data/ag6.extxyz``, labelled through
 ``alflow.labelling.label_many(..., "ase:emt")``.
 """
@@ -206,55 +211,75 @@ def ddp_data(n: int, seed: int = 2) -> LabelledData:
 
 
 def _ddp_rates(info, job) -> dict:
+    """Samples/s inside steps, over the epochs' wall time, and per CPU second of the busiest
+    rank's steps (what the ranks would deliver each on a core of its own, waiting aside)."""
     from alflow.mlip.train import train_member
 
     out = train_member(info, **job)
     n = len(job["train_idx"]) * out["epochs"]
-    return {"steps": out["samples_per_s"], "epochs": n / out["train_loop_s"]}
+    cpu = torch.tensor([out["step_cpu_s"]], dtype=torch.float64)
+    if info.world_size > 1:
+        torch.distributed.all_reduce(cpu, op=torch.distributed.ReduceOp.MAX)
+    return {"steps": out["samples_per_s"], "epochs": n / out["train_loop_s"],
+            "cpu": n / max(float(cpu), 1e-9)}
 
 
 def ddp_scaling(data: LabelledData, workdir: Path, device: str, epochs: int,
-                batch: int = 64) -> dict:
+                batches: tuple[int, ...] = (64, 256), rounds: int = 2,
+                all_threads: bool = True) -> dict:
     """Samples/s of one member's training in fresh processes (each pays its own start-up,
-    e.g. oneDNN kernel generation, inside the first steps): 1 process with 1 thread and with
-    every core's thread, 2 processes with their share of the cores each."""
-    from alflow.distributed import spawn, threads_per_process
-    from alflow.mlip.data import fit_statistics
-
-    cfg = MLIPConfig(epochs=epochs, batch_size=batch, patience=1000, device=device)
-    stats = fit_statistics(data, cfg.cutoff)
-    n, n_val = len(data), max(16, len(data) // 20)
-    job = dict(data=data, train_idx=np.arange(n - n_val), val_idx=np.arange(n - n_val, n),
-               cfg=cfg, stats=stats, seed=1, data_key="bench")
-    cores = threads_per_process(1)
-    res: dict = {"n_train": n - n_val, "global_batch": batch, "epochs": epochs, "cores": cores}
-    per_rank = threads_per_process(2)
-    for key, nproc, threads in (("1x1", 1, 1), (f"1x{cores}", 1, cores),
-                                (f"2x{per_rank}", 2, per_rank)):
-        res[key] = spawn(_ddp_rates, nproc, {**job, "member_dir": str(workdir / f"ddp_{key}")},
-                         device=device, threads=threads)
-    # the ceiling two processes have on this machine now: two independent 1-thread trainings
-    # (no communication) at the same time; DDP's own cost is r2 against their sum
+    e.g. oneDNN kernel generation, inside the first steps), per global batch: 1 process with
+    1 thread and 2 processes with their share of the cores each, interleaved over ``rounds``
+    (the order alternates; the load average is recorded before each run), then, at the
+    largest batch, 1 process with every core's threads (if ``all_threads``), two
+    independent 1-thread trainings at the same time and the ``parallel: auto`` probe."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(2) as pool:
-        futs = [pool.submit(spawn, _ddp_rates, 1, {**job, "member_dir": str(workdir / f"ind{k}")},
-                            device=device, threads=per_rank) for k in range(2)]
-        ind = [f.result() for f in futs]
-    res["2_independent"] = {w: round(ind[0][w] + ind[1][w], 1) for w in ("steps", "epochs")}
-
+    from alflow.distributed import spawn, threads_per_process
+    from alflow.mlip.data import fit_statistics
     from alflow.mlip.ranks import choose_ranks
 
-    ranks, probe = choose_ranks(job, 2, device)  # what `parallel: auto` would train with
+    n, n_val = len(data), max(16, len(data) // 20)
+    cores, per_rank = threads_per_process(1), threads_per_process(2)
+    res: dict = {"n_train": n - n_val, "epochs": epochs, "cores": cores,
+                 "threads_per_rank": per_rank}
+
+    def job(batch: int) -> dict:
+        cfg = MLIPConfig(epochs=epochs, batch_size=batch, patience=1000, device=device)
+        return dict(data=data, train_idx=np.arange(n - n_val), val_idx=np.arange(n - n_val, n),
+                    cfg=cfg, stats=fit_statistics(data, cfg.cutoff), seed=1, data_key="bench")
+
+    def run(batch: int, nproc: int, threads: int, tag: str) -> dict:
+        load = os.getloadavg()[0]
+        out = spawn(_ddp_rates, nproc, {**job(batch), "member_dir": str(workdir / tag)},
+                    device=device, threads=threads)
+        return {**{k: round(v, 1) for k, v in out.items()}, "load": round(load, 1)}
+
+    for batch in batches:
+        runs: dict[str, list] = {"1x1": [], "2x": []}
+        for r in range(rounds):
+            order = [("1x1", 1, 1), ("2x", 2, per_rank)]
+            for key, nproc, threads in order if r % 2 == 0 else order[::-1]:
+                runs[key].append(run(batch, nproc, threads, f"ddp_{batch}_{key}_{r}"))
+        res[f"batch_{batch}"] = dict(runs)
+        for w in ("steps", "epochs", "cpu"):
+            eff = [round(b[w] / (2 * a[w]), 3) for a, b in zip(runs["1x1"], runs["2x"],
+                                                               strict=True)]
+            res[f"batch_{batch}"][f"efficiency_{w}"] = eff
+            res[f"batch_{batch}"][f"efficiency_{w}_median"] = float(np.median(eff))
+    big = max(batches)
+    res["efficiency"] = res[f"batch_{big}"]["efficiency_steps_median"]
+    res["efficiency_batch"] = big
+    if all_threads:
+        res[f"1x{cores}"] = run(big, 1, cores, "ddp_threads")
+    # the ceiling two processes have on this machine now: two independent 1-thread trainings
+    # (no communication) at the same time; DDP's own cost is the 2-rank rate against their sum
+    with ThreadPoolExecutor(2) as pool:
+        ind = list(pool.map(lambda k: run(big, 1, per_rank, f"ind{k}"), range(2)))
+    res["2_independent"] = {w: round(ind[0][w] + ind[1][w], 1)
+                            for w in ("steps", "epochs", "cpu")}
+    ranks, probe = choose_ranks(job(big), 2, device)  # what `parallel: auto` would train with
     res["auto"] = {"ranks": ranks, "probe_samples_per_s": probe}
-    r2 = res[f"2x{per_rank}"]
-    for what in ("steps", "epochs"):
-        res[f"efficiency_{what}"] = round(r2[what] / (2 * res["1x1"][what]), 3)
-        res[f"speedup_vs_1x{cores}_{what}"] = round(r2[what] / res[f"1x{cores}"][what], 3)
-        res[f"vs_independent_{what}"] = round(r2[what] / res["2_independent"][what], 3)
-    for k, v in res.items():
-        if isinstance(v, dict) and k not in ("auto", "2_independent"):
-            res[k] = {a: round(b, 1) for a, b in v.items()}
     return res
 
 
@@ -268,7 +293,11 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--sizes", default=None, help="training sizes, e.g. 200,1000")
     ap.add_argument("--epochs", default=None, help="epochs per size, e.g. 300,100")
-    ap.add_argument("--ddp-batch", type=int, default=64, help="global batch of the DDP figures")
+    ap.add_argument("--ddp-batch", default="64,256",
+                    help="global batches of the DDP figures, e.g. 64,256")
+    ap.add_argument("--ddp-rounds", type=int, default=None,
+                    help="interleaved rounds of the 1- and 2-process DDP runs (default: 1 "
+                         "with --quick, else 3)")
     ap.add_argument("--accuracy-only", action="store_true",
                     help="skip the throughput and DDP figures")
     a = ap.parse_args()
@@ -356,7 +385,9 @@ def main() -> None:
     ddp_set = ddp_data(2000)
     label_s = round(time.perf_counter() - t0, 1)
     res["ddp"] = {**ddp_scaling(ddp_set, work, a.device, epochs=2 if a.quick else 4,
-                                batch=a.ddp_batch),
+                                batches=tuple(int(v) for v in a.ddp_batch.split(",")),
+                                rounds=a.ddp_rounds or (1 if a.quick else 3),
+                                all_threads=not a.quick),
                   "label_s": label_s}
     print(f"ddp: {res['ddp']}", flush=True)
     res["wall_s"] = round(time.perf_counter() - t_start, 1)

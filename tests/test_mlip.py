@@ -330,6 +330,37 @@ def test_huber_loss_is_squared_below_delta_and_linear_above():
         MLIPConfig(loss="l1")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_optimizer_steps_as_plain_amsgrad_adam(dtype):
+    """make_optimizer's (fused, where torch has the kernel) AMSGrad Adam moves the weights
+    as torch's reference implementation does, with weight decay, over several steps."""
+    from alflow.mlip.train import make_optimizer
+
+    cfg = MLIPConfig(dtype=dtype, lr=3e-3, weight_decay=1e-3)
+    stats = {"atomic_numbers": [47], "e0": [0.0], "scale": 1.0, "shift": 0.0,
+             "avg_num_neighbors": 4.0}
+    torch.manual_seed(3)
+    models = [build_model(cfg, stats) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [make_optimizer(models[0], cfg),
+            torch.optim.Adam(models[1].parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             amsgrad=True, foreach=False, fused=False)]
+    assert opts[0].defaults["amsgrad"]
+    x = torch.tensor(np.random.default_rng(0).normal(0, 1.6, (4, 5, 3)),
+                     dtype=getattr(torch, dtype))
+    for step in range(4):
+        for m, opt in zip(models, opts, strict=True):
+            opt.zero_grad()
+            e = m(DenseBatch(x * (1 + 0.05 * step), torch.zeros(5, dtype=torch.long)))
+            (e**2).sum().backward()
+            opt.step()
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    a, b = models[0].state_dict(), models[1].state_dict()
+    init = build_model(cfg, stats).state_dict()
+    assert max(float((a[k] - init[k]).abs().max()) for k in a) > 1e-3  # steps were taken
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < tol
+
+
 def test_lbfgs_polish_lowers_the_loss_far_below_adam(tmp_path):
     """Full-batch L-BFGS after a short Adam run: the validation loss falls several-fold
     (minibatch Adam stops at its noise floor), and the polished model is what best.pt holds."""

@@ -12,7 +12,7 @@ from alflow.config import StrictModel
 class BuiltinModelConfig(StrictModel):
     """Hyperparameters of the built-in invariant message-passing model (see model.py)."""
 
-    features: int = Field(32, ge=1, description="node feature channels")
+    features: int = Field(16, ge=1, description="node feature channels")
     n_rbf: int = Field(8, ge=1, description="Bessel radial basis functions")
     layers: int = Field(2, ge=1, description="interaction (message-passing) layers")
     radial_hidden: int = Field(32, ge=1, description="hidden width of the radial filter MLP")

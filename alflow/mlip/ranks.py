@@ -19,13 +19,14 @@ import torch
 from alflow.distributed import DistInfo, all_reduce_sum, spawn
 from alflow.mlip.data import Batcher
 from alflow.mlip.model import build_model
-from alflow.mlip.train import _slices, batch_loss, ddp_wrap
+from alflow.mlip.train import _slices, ddp_wrap, make_optimizer, train_step
 
 log = logging.getLogger(__name__)
 
 
 def probe_rate(info: DistInfo, job: dict, steps: int, warmup: int = 2) -> float:
-    """Training samples/s of ``steps`` Adam steps (after ``warmup`` steps) of a fresh model
+    """Training samples/s of ``steps`` training steps (:func:`~alflow.mlip.train.train_step`,
+    after ``warmup`` steps) of a fresh model
     on the data of a member ``job`` (the keyword arguments of ``train_member``); nothing is
     written. Every rank returns the rate of the ranks' mean step time (steps are in
     lockstep)."""
@@ -36,7 +37,7 @@ def probe_rate(info: DistInfo, job: dict, steps: int, warmup: int = 2) -> float:
     batcher = Batcher(job["data"], stats["atomic_numbers"], model.e0.tolist(), cfg.cutoff,
                       getattr(torch, cfg.dtype), info.device)
     n_atoms = np.array([len(z) for z in job["data"].numbers], dtype=float)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = make_optimizer(model, cfg)
     perm = np.random.default_rng(job["seed"]).permutation(job["train_idx"])
     batches = _slices(perm, cfg.batch_size)[:warmup + steps]
     if info.world_size > 1:
@@ -45,10 +46,7 @@ def probe_rate(info: DistInfo, job: dict, steps: int, warmup: int = 2) -> float:
     for k, gb in enumerate(batches):
         t0 = time.perf_counter()
         batch, tgt = batcher(gb[info.rank::info.world_size])
-        loss, _ = batch_loss(net, batch, tgt, cfg, len(gb), float(n_atoms[gb].sum()))
-        opt.zero_grad(set_to_none=True)
-        (loss * info.world_size).backward()
-        opt.step()
+        train_step(net, model, opt, batch, tgt, cfg, info, len(gb), float(n_atoms[gb].sum()))
         if k >= min(warmup, len(batches) - 1):
             seconds += time.perf_counter() - t0
             samples += len(gb)

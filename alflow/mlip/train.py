@@ -109,8 +109,42 @@ def ddp_wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     # memory layout, which DDP reports as a mismatch
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
     dev = info.device
+    # gradients are views into the all-reduce buckets: no copy in or out of them per step
     return DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-               **{sync: False})
+               gradient_as_bucket_view=True, **{sync: False})
+
+
+def make_optimizer(model: torch.nn.Module, cfg: MLIPConfig) -> torch.optim.Optimizer:
+    """The training's AMSGrad Adam, fused into one kernel per step where torch offers it
+    (CPU and CUDA): every DDP rank repeats the optimizer step, so its cost is work that
+    data parallelism does not divide."""
+    kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "amsgrad": True}
+    try:
+        return torch.optim.Adam(model.parameters(), fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without the kernel
+        return torch.optim.Adam(model.parameters(), **kw)
+
+
+def train_step(net: torch.nn.Module, model: torch.nn.Module, opt: torch.optim.Optimizer,
+               batch, tgt: Targets, cfg: MLIPConfig, info: DistInfo, n_cfg: int,
+               n_atoms: float, factor: float | None = None) -> tuple[torch.Tensor, bool]:
+    """One optimizer step on this rank's share of a global batch of ``n_cfg``
+    configurations (``n_atoms`` atoms): loss, backward (with DDP the step's only
+    collective), gradient clipping, then the step unless the loss or gradient is not
+    finite. Returns (this rank's loss, whether the step was taken)."""
+    loss, _ = batch_loss(net, batch, tgt, cfg, n_cfg, n_atoms)
+    if factor is not None:
+        loss = loss * factor
+    opt.zero_grad(set_to_none=True)
+    (loss * info.world_size).backward()
+    # the all-reduced gradient is the same on every rank: a non-finite loss on any rank
+    # makes it non-finite, so every rank takes the same decision without another collective
+    norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), cfg.clip_grad if cfg.clip_grad is not None else math.inf)
+    ok = bool(torch.isfinite(norm)) and (info.world_size > 1 or bool(torch.isfinite(loss)))
+    if ok:
+        opt.step()
+    return loss, ok
 
 
 def _slices(idx: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -180,8 +214,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
     batcher = Batcher(data, stats["atomic_numbers"], model.e0.tolist(), cfg.cutoff, dtype, dev)
     n_atoms = np.array([len(z) for z in data.numbers], dtype=float)
     net = ddp_wrap(model, info)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                           amsgrad=True)
+    opt = make_optimizer(model, cfg)
     sched = _scheduler(opt, cfg)
     st: dict[str, Any] = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "rollbacks": 0,
                           "step": 0, "history": [], "events": []}
@@ -203,7 +236,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
     if info.world_size > 1:  # ranks start together: no rank's set-up counts as step time
         torch.distributed.barrier()
     t_start = time.perf_counter()
-    samples, step_s = 0, 0.0
+    samples, step_s, step_cpu = 0, 0.0, 0.0
     while st["epoch"] < cfg.epochs and st["bad_epochs"] < cfg.patience:
         epoch = st["epoch"]
         perm = np.random.default_rng([seed, epoch]).permutation(train_idx)
@@ -211,27 +244,17 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
         net.train()
         for gb in _slices(perm, cfg.batch_size):
             n_cfg, n_at = len(gb), float(n_atoms[gb].sum())
-            t_step = time.perf_counter()
+            t_step, c_step = time.perf_counter(), time.process_time()
             batch, tgt = batcher(gb[info.rank::info.world_size])
             factor = fault(st["step"], tgt) if fault is not None else None
-            loss, _ = batch_loss(net, batch, tgt, cfg, n_cfg, n_at)
-            if factor is not None:
-                loss = loss * factor
-            opt.zero_grad(set_to_none=True)
-            (loss * info.world_size).backward()  # the step's only collective (DDP)
-            # the all-reduced gradient is the same on every rank: a non-finite loss on any
-            # rank makes it non-finite, so every rank takes the same decision without
-            # another collective
-            norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.clip_grad if cfg.clip_grad is not None else math.inf)
-            if not (bool(torch.isfinite(norm)) and (info.world_size > 1
-                                                     or bool(torch.isfinite(loss)))):
+            _, ok = train_step(net, model, opt, batch, tgt, cfg, info, n_cfg, n_at, factor)
+            if not ok:
                 diverged, reason = True, "NaN/inf loss or gradient"
                 break
-            opt.step()
             st["step"] += 1
             samples += n_cfg
             step_s += time.perf_counter() - t_step
+            step_cpu += time.process_time() - c_step
         if not diverged:
             val = evaluate_loss(net, batcher, val_idx if len(val_idx) else train_idx, cfg, info,
                                 n_atoms)
@@ -286,7 +309,8 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
            "steps": st["step"], "best_val_loss": st["best_val"], "val": final,
            "rollbacks": st["rollbacks"], "events": st["events"], "n_train": int(len(train_idx)),
            "n_val": int(len(val_idx)), "seconds": time.perf_counter() - t_start,
-           "samples_per_s": samples / max(step_s, 1e-9), "train_loop_s": t_loop,
+           "samples_per_s": samples / max(step_s, 1e-9), "step_cpu_s": step_cpu,
+           "train_loop_s": t_loop,
            "history": st["history"], "done": True}
     if info.is_main:
         write_json(out, member_dir / "member.json")
@@ -524,4 +548,5 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
 
 
 __all__ = ["TrainingDiverged", "atomic_save", "batch_loss", "config_hash", "ddp_wrap",
-           "evaluate_loss", "huber", "train_committee", "train_member"]
+           "evaluate_loss", "huber", "make_optimizer", "train_committee", "train_member",
+           "train_step"]
