@@ -292,6 +292,8 @@ def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.n
         if (s + 1) % record_every == 0:
             frames.append(x.copy())
             plan.append(pl.copy())
+        if (s + 1) % max(steps // 10, 1) == 0:
+            print(f"  umbrella MD step {s + 1}/{steps}, {Oracle.calls} calls", flush=True)
     return np.array(frames), np.array(plan), float(np.mean(acc)) if acc else float("nan")
 
 
