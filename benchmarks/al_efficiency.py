@@ -64,9 +64,11 @@ QUICK = {
     "lj7": {"mlip": QUICK_MLIP, "exploration": {"md": QUICK_MD, "sampler": QUICK_SAMPLER},
             "estimate": {"bootstrap": 100}},
     "ag6_xtb": {"mlip": {"epochs": 60, "committee_size": 2},
-                "exploration": {"md": {"replicas": 4, "steps": 400},
-                                "sampler": {"md_replicas": 8, "md_steps": 800,
-                                            "samples": 1000, "explore_samples": 100}},
+                "exploration": {"md": {"replicas": 4, "steps": 300},
+                                "sampler": {"md_replicas": 8, "md_steps": 600,
+                                            "samples": 500, "explore_samples": 100,
+                                            "flow": {"layers": 4, "hidden": 32},
+                                            "train": {"steps": 200, "batch_size": 128}}},
                 "estimate": {"bootstrap": 100}},
 }
 
