@@ -1,21 +1,37 @@
-"""Reference ΔF = F(3d) − F(planar) of Ag6 on GFN1-xTB at 300 K, by direct counting on the
-oracle itself: parallel-tempering Langevin MD and the class of the minimum every 300 K frame
-quenches to.
+"""Reference ΔF = F(3d) − F(planar) of Ag6 on GFN1-xTB at 300 K on the oracle itself, with
+tblite, numpy and pymbar only (none of alflow's MLIPs, flows or estimators).
 
-Independent of alflow's MLIPs, flows and estimators (tblite and numpy only): ``chains``
-independent chains of replicas at geometrically spaced temperatures (300 K ... ``t_max``)
-exchange neighbouring configurations (Metropolis on the energy difference, velocities
-rescaled); BAOAB Langevin, 5 fs, friction 0.01/fs, every force a GFN1-xTB calculation (one
-tblite calculator per replica, restarted from its previous density). Frames of the 300 K
-replica are quenched on GFN1-xTB (FIRE to 5e-3 eV/Å) and assigned as the ag6-xtb example
-defines its states: ``planar`` if the minimum's planarity (RMS distance of the atoms from
-their best-fit plane) is below 0.1 Å, ``3d`` otherwise; frames beyond the hard wall (8 Å from
-the centre of mass; a soft wall beyond it keeps the dynamics finite) or whose quench does not
-converge count for neither. ΔF = −kT ln(n_3d / n_planar), error by bootstrap over chains.
-Also printed: each distinct minimum reached (energy eV, planarity Å, 300 K population), the
+States as the ag6-xtb example defines them: a frame is quenched on GFN1-xTB (FIRE to 5e-3
+eV/Å) and is ``planar`` if the minimum's planarity (RMS distance of the atoms from their
+best-fit plane) is below 0.1 Å, ``3d`` otherwise; frames beyond the hard wall (8 Å from the
+centre of mass; a soft wall beyond it keeps the dynamics finite) or whose quench does not
+converge count for neither. Every force is a GFN1-xTB calculation (one tblite calculator per
+replica, restarted from its previous density); BAOAB Langevin, 5 fs, friction 0.01/fs.
+
+``--method umbrella`` (default): umbrella sampling along the planarity p of the
+configuration. ``windows`` harmonic biases ½ k (p − c)² (centres c from 0 to ``--p-max``
+Å, k ``--k-bias`` eV/Å²), one replica per window at 300 K, neighbouring windows exchanging
+configurations every 10 steps (Metropolis on the bias energies: no oracle calls; it carries
+configurations past barriers orthogonal to p). MBAR (pymbar) on every recorded frame's p
+gives each frame its unbiased 300 K weight; every ``quench_every``-th frame is quenched and
+ΔF = −ln(Σ_3d w / Σ_planar w) kT. Unbiased (given enough sampling) although p separates the
+states only in part: the class comes from the quench, the CV only makes the rare planar
+state frequent. Error:
+bootstrap over 10 contiguous time blocks (the same blocks in every window). Also printed: the
+free-energy profile along p.
+
+``--method tempering``: ``chains`` independent chains of replicas at geometrically spaced
+temperatures (300 K ... ``t_max``) exchanging neighbouring configurations; frames of the
+300 K replica quenched and counted, ΔF = −kT ln(n_3d / n_planar), error by bootstrap over
+chains. Planar ↔ 3D crossings are rare: it does not converge in affordable time
+(docs/campaign.md).
+
+Both print each distinct minimum reached (energy eV, planarity Å, 300 K population), the
 exchange acceptance, GFN1-xTB calls and their mean cost.
 
-    python benchmarks/ag6_xtb_reference.py [--quick] [--chains N --steps N]  # last line: JSON
+    python benchmarks/ag6_xtb_reference.py [--quick] [--method umbrella|tempering]
+        [--windows N --steps N --quench-every N --p-max Å --k-bias eV/Å²] [--chains N]
+    # last line: JSON
 """
 
 from __future__ import annotations

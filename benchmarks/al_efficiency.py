@@ -97,9 +97,14 @@ def write_campaign(out: Path, system: str, strategy: str, seed: int, generations
 
 
 def _run(path: str, run_dir: str) -> str | None:
-    """Child process: run one campaign; None or the error that stopped it."""
+    """Child process: run one campaign (unless ``run_dir`` holds it finished: a rerun with
+    the same ``--out`` recomputes the figures only); None or the error that stopped it."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from alflow.campaign.runner import start
+
+    status = Path(run_dir) / "status.json"
+    if status.exists() and json.loads(status.read_text()).get("state") == "finished":
+        return None
 
     try:
         start(path, run_dir, progress=False)
@@ -226,9 +231,14 @@ def main() -> None:
             else None}
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    jobs = {(sy, st, seed): write_campaign(out / sy / f"{st}-seed{seed}", sy, st, seed, gens,
-                                           args.quick)
-            for sy in systems for st in names for seed in range(seeds)}
+    jobs = {}
+    for sy in systems:
+        for st in names:
+            for seed in range(seeds):
+                d = out / sy / f"{st}-seed{seed}"
+                jobs[(sy, st, seed)] = (d / "campaign.yaml" if (d / "run" / "status.json")
+                                        .exists() else write_campaign(d, sy, st, seed, gens,
+                                                                      args.quick))
     errors: dict[tuple, str | None] = {}
     with ProcessPoolExecutor(args.workers,
                              mp_context=multiprocessing.get_context("spawn")) as pool:
