@@ -88,13 +88,16 @@ def planarity(x: np.ndarray) -> float:
     return float(np.sqrt(max(np.linalg.eigvalsh(d.T @ d / len(x))[0], 0.0)))
 
 
-def quench(oracle: Oracle, x: np.ndarray, fmax: float = 5e-3, steps: int = 600
-           ) -> tuple[np.ndarray, float, bool]:
-    """FIRE (unit masses) of x (N, 3) Å on GFN1-xTB: minimum, its energy eV, converged."""
+def quench(oracle: Oracle, x: np.ndarray, fmax: float = 5e-3, steps: int = 600,
+           deadline: float = np.inf) -> tuple[np.ndarray, float, bool]:
+    """FIRE (unit masses) of x (N, 3) Å on GFN1-xTB: minimum, its energy eV, converged
+    (False also when stopped at ``deadline``, time.perf_counter())."""
     x = x.copy()
     v = np.zeros_like(x)
     dt, alpha, n_up = 0.5, 0.1, 0
     for _ in range(steps):
+        if time.perf_counter() > deadline:
+            break
         e, f = oracle(x)
         if np.linalg.norm(f, axis=-1).max() < fmax:
             return x, e, True
@@ -112,19 +115,29 @@ def quench(oracle: Oracle, x: np.ndarray, fmax: float = 5e-3, steps: int = 600
     return x, oracle(x)[0], False
 
 
-def classify(frames: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+def classify(frames: np.ndarray, numbers: np.ndarray, order: np.ndarray | None = None,
+             deadline: float = np.inf) -> tuple[np.ndarray, list[dict]]:
     """Quench every frame (..., N, 3) Å on GFN1-xTB: its class (0 planar, 1 3d, -1 beyond the
     wall or not converged; shape frames.shape[:-2]) and the distinct minima reached, each with
-    the indices of the frames that reached it."""
+    the indices of the frames that reached it. ``order``: the frames' flat indices in the
+    order to quench them; at ``deadline`` (time.perf_counter()) the rest stay unquenched
+    (-2)."""
     lead = frames.shape[:-2]
     q = Oracle(numbers, frames.reshape(-1, *frames.shape[-2:])[0])
-    label = np.full(lead, -1)
+    label = np.full(lead, -2)
     minima: list[dict] = []
-    for idx in np.ndindex(*lead):
+    flat = np.arange(int(np.prod(lead))) if order is None else order
+    for idx in (np.unravel_index(i, lead) for i in flat):
+        if time.perf_counter() > deadline:
+            break
+        label[idx] = -1
         x = frames[idx]
         if np.linalg.norm(x - x.mean(0), axis=-1).max() > WALL:
             continue
-        m, em, ok = quench(q, x)
+        m, em, ok = quench(q, x, deadline=deadline)
+        if time.perf_counter() > deadline:
+            label[idx] = -2
+            break
         if not ok:
             continue
         p = planarity(m)
@@ -252,14 +265,15 @@ def planarity_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
 
 def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.ndarray,
              k_bias: float, steps: int, record_every: int, exchange_every: int = 10,
-             dt_fs: float = 5.0, friction_per_fs: float = 0.01, seed: int = 0
-             ) -> tuple[np.ndarray, np.ndarray, float]:
+             dt_fs: float = 5.0, friction_per_fs: float = 0.01, seed: int = 0,
+             deadline: float = np.inf) -> tuple[np.ndarray, np.ndarray, float]:
     """Hamiltonian replica exchange of umbrella windows along planarity: one BAOAB Langevin
     replica per window (bias ½ k_bias (p − centre)², k_bias eV/Å², centres (K,) Å) at 300 K,
     neighbours exchanging configurations (Metropolis on the bias energies; no oracle calls).
     A window starts from the start whose planarity lies nearest its centre (``starts``:
     planarity Å -> positions). Returns the recorded frames (F, K, N, 3) Å and their planarity
-    (F, K) Å (index k: the window's bias) and the exchange acceptance."""
+    (F, K) Å (index k: the window's bias) and the exchange acceptance; stops early at
+    ``deadline`` (time.perf_counter())."""
     rng = np.random.default_rng(seed)
     kw = len(centres)
     mass = atomic_masses[numbers][None, :, None]
@@ -310,6 +324,9 @@ def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.n
             plan.append(pl.copy())
         if (s + 1) % max(steps // 10, 1) == 0:
             print(f"  umbrella MD step {s + 1}/{steps}, {Oracle.calls} calls", flush=True)
+        if time.perf_counter() > deadline:
+            print(f"  umbrella MD stopped at step {s + 1} (time budget)", flush=True)
+            break
     return np.array(frames), np.array(plan), float(np.mean(acc)) if acc else float("nan")
 
 
@@ -338,6 +355,10 @@ def mbar_delta_f(plan: np.ndarray, label: np.ndarray, centres: np.ndarray, k_bia
         return float(-np.log(n3 / n0)) if n3 > 0 and n0 > 0 else float("nan")
 
     rows = np.arange(nf)
+    if nf < 2:
+        raise SystemExit(f"umbrella: {nf} frame(s) after the burn-in: nothing to analyse "
+                         "(more steps or a longer --budget-minutes)")
+    blocks = min(blocks, nf)
     f_k, logw = solve(rows)
     value = dfk(logw, label)
     rng = np.random.default_rng(seed)
@@ -359,10 +380,13 @@ def mbar_delta_f(plan: np.ndarray, label: np.ndarray, centres: np.ndarray, k_bia
 
 def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
                        record_every: int, quench_every: int, burn_fraction: float = 0.2,
-                       blocks: int = 10, seed: int = 0, n_bootstrap: int = 200) -> dict:
+                       blocks: int = 10, seed: int = 0, n_bootstrap: int = 200,
+                       budget_minutes: float | None = None) -> dict:
     """ΔF = F(3d) − F(planar) (kT and eV) at 300 K by umbrella sampling along planarity
     (replica exchange between windows), MBAR and the quench class of every
-    ``quench_every``-th recorded frame."""
+    ``quench_every``-th recorded frame. With ``budget_minutes``, the MD stops at 60 % of it
+    and the quenches (all windows of a recorded time at once, the times in random order) at
+    90 %: what is done is analysed."""
     from alflow.examples import DATA
 
     t0 = time.perf_counter()
@@ -370,16 +394,20 @@ def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
     numbers = read(DATA / "ag6_xtb.extxyz", "0").numbers
     starts = {planarity(x): x for x in mins.values()}
     centres = np.linspace(0.0, p_max, windows)
+    budget = np.inf if budget_minutes is None else 60.0 * budget_minutes
     frames, plan, acc = umbrella(starts, numbers, centres, k_bias, steps, record_every,
-                                 seed=seed)
+                                 seed=seed, deadline=t0 + 0.6 * budget)
     md_s, md_calls = time.perf_counter() - t0, Oracle.calls
     burn = int(burn_fraction * len(frames))
     frames, plan = frames[burn:], plan[burn:]
-    label = np.full(plan.shape, -1)
+    label = np.full(plan.shape, -2)
     sub = np.arange(0, len(frames), quench_every)
-    label[sub], minima = classify(frames[sub], numbers)
+    order = (np.random.default_rng(seed).permutation(len(sub))[:, None] * windows
+             + np.arange(windows)[None]).reshape(-1)
+    label[sub], minima = classify(frames[sub], numbers, order, deadline=t0 + 0.9 * budget)
     for mm in minima:  # frame indices into the full arrays
         mm["_idx"] = [(sub[i], k) for i, k in mm["_idx"]]
+    quenched = int((label > -2).sum())
     q_s = time.perf_counter() - t0 - md_s
     est = mbar_delta_f(plan, label, centres, k_bias, blocks, n_bootstrap, seed)
     _populations(minima, label, est["weights"])
@@ -389,10 +417,11 @@ def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
     return {"method": "umbrella", "delta_f_kt": _num(value), "error_kt": _num(error),
             "delta_f_ev": _num(value * kt), "error_ev": _num(error * kt),
             "temperature_k": T_K, "windows": windows, "centres_a": centres.round(3).tolist(),
-            "k_bias_ev_per_a2": k_bias, "steps": steps, "ps_per_window": steps * 5.0 / 1000,
-            "frames": int(plan.size), "quenched": int(len(sub) * windows),
+            "k_bias_ev_per_a2": k_bias, "steps": steps,
+            "ps_per_window": (burn + len(frames)) * record_every * 5.0 / 1000,
+            "frames": int(plan.size), "quenched": quenched,
             "planar": int((label == 0).sum()), "3d": int((label == 1).sum()),
-            "neither": int(len(sub) * windows - (label >= 0).sum()),
+            "neither": int((label == -1).sum()), "budget_minutes": budget_minutes,
             "exchange_acceptance": round(acc, 3), "bootstrap_blocks": blocks,
             "bootstrap_failed": est["bootstrap_failed"], "profile_kt": est["profile"],
             "minima": sorted(minima, key=lambda m: m["energy_ev"]),
@@ -426,6 +455,8 @@ def main() -> None:
     ap.add_argument("--p-max", type=float, default=1.2, help="umbrella: last centre, Å")
     ap.add_argument("--k-bias", type=float, default=15.0, help="umbrella: eV/Å²")
     ap.add_argument("--quench-every", type=int, help="umbrella: quench every n-th frame")
+    ap.add_argument("--budget-minutes", type=float, help="umbrella: stop the MD at 60 %% "
+                    "and the quenches at 90 %% of this wall time, and analyse what is done")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -434,7 +465,8 @@ def main() -> None:
     if args.method == "umbrella":
         cfg = dict(UMBRELLA_QUICK if args.quick else UMBRELLA_FULL)
         cfg.update({k: v for k, v in given.items() if v and k in cfg})
-        out = umbrella_reference(**cfg, p_max=args.p_max, k_bias=args.k_bias, seed=args.seed)
+        out = umbrella_reference(**cfg, p_max=args.p_max, k_bias=args.k_bias, seed=args.seed,
+                                 budget_minutes=args.budget_minutes)
     else:
         cfg = dict(QUICK if args.quick else FULL)
         cfg.update({k: v for k, v in given.items() if v and k in cfg})
