@@ -19,8 +19,11 @@ The rule (DP-GEN's, made explicit and stratified):
 ``strategy`` chooses what the candidates are and how they are ranked; every strategy keeps
 the sanity, dedup and budget rules (``benchmarks/al_efficiency.py`` compares them):
 
-- ``uncertainty`` (alflow's own): every candidate (plain MD frames and flow proposals),
-  the trust window, stratified as above;
+- ``uncertainty`` (alflow's own): plain MD frames and the flow proposals whose committee
+  energy lies at most ``boltzmann_window_kt`` above the highest energy of the state's MD
+  frames (the MD at the campaign temperature samples the committee's Boltzmann
+  distribution: a proposal far above all of it carries no Boltzmann weight and its label
+  does not improve the free energy), the trust window, stratified as above;
 - ``md_frames``: the same rule on plain MD frames only (what DP-GEN and psiflow do);
 - ``lowest_energy``: flow proposals only, the ``energy_fraction`` of each state's proposals
   with the lowest committee energy, lowest first (the seed rule of the reference Ag6 work);
@@ -56,6 +59,9 @@ class SelectionConfig(StrictModel):
     cv_bins: int = Field(4, ge=1, description="quantile bins of the CV within a state")
     energy_fraction: float = Field(0.25, gt=0, le=1, description="lowest_energy: share of "
                                    "each state's flow proposals eligible, lowest energy first")
+    boltzmann_window_kt: float | None = Field(
+        3.0, ge=0, description="uncertainty: kT above the highest MD-frame energy of the "
+        "state beyond which a flow proposal is not a candidate; null: no limit")
 
     @model_validator(mode="after")
     def _window(self) -> SelectionConfig:
@@ -117,15 +123,16 @@ def _cv_bins(cv: np.ndarray, nbins: int) -> np.ndarray:
 def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence[str],
            config: SelectionConfig, cv: np.ndarray | None = None,
            existing: np.ndarray | None = None, seed: int = 0,
-           from_flow: np.ndarray | None = None, energy: np.ndarray | None = None
-           ) -> Selection:
+           from_flow: np.ndarray | None = None, energy: np.ndarray | None = None,
+           kt_ev: float | None = None) -> Selection:
     """Choose candidates to label.
 
     positions (M, N, 3) Å; force_dev (M,) eV/Å (needed by ``uncertainty`` and
     ``md_frames``); states (M,) state name per candidate; cv (M,) optional collective
     variable; existing (K, N, 3) Å already labelled configurations (dedup against them);
     from_flow (M,) bool, True for a flow proposal, False for a plain MD frame (None: all MD);
-    energy (M,) committee energy, eV (needed by ``lowest_energy``).
+    energy (M,) committee energy, eV (needed by ``lowest_energy``; with ``kt_ev``, the
+    thermal energy in eV, ``uncertainty`` applies ``boltzmann_window_kt`` to it).
     """
     pos = np.asarray(positions, dtype=float)
     m = len(pos)
@@ -133,15 +140,27 @@ def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence
     if len(states) != m:
         raise ValueError(f"states has {len(states)} entries for {m} candidates")
     strategy = config.strategy
-    counts = {"candidates": m, "other_origin": 0, "outside_trust": 0,
-              "above_energy_fraction": 0, "unsane": 0, "duplicate": 0, "over_budget": 0,
-              "selected": 0}
+    counts = {"candidates": m, "other_origin": 0, "above_boltzmann_window": 0,
+              "outside_trust": 0, "above_energy_fraction": 0, "unsane": 0, "duplicate": 0,
+              "over_budget": 0, "selected": 0}
     if m == 0:
         return Selection(np.zeros(0, dtype=int), counts)
     flow = np.zeros(m, bool) if from_flow is None else np.asarray(from_flow, dtype=bool)
     ok = flow.copy() if strategy == "lowest_energy" else (~flow if strategy in (
         "md_frames", "random") else np.ones(m, dtype=bool))
     counts["other_origin"] = int((~ok).sum())
+    if (strategy == "uncertainty" and config.boltzmann_window_kt is not None
+            and energy is not None and kt_ev is not None):
+        en = np.asarray(energy, dtype=float)
+        far = np.zeros(m, dtype=bool)
+        for s in set(states.tolist()):
+            mine = states == s
+            md = en[mine & ~flow & np.isfinite(en)]
+            if len(md):  # without MD frames of the state there is no Boltzmann scale
+                top = md.max() + config.boltzmann_window_kt * kt_ev
+                far |= mine & flow & ~(en <= top)
+        counts["above_boltzmann_window"] = int((ok & far).sum())
+        ok &= ~far
     fd = np.zeros(m)
     if strategy in ("uncertainty", "md_frames"):
         if force_dev is None:

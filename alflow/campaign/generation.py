@@ -191,7 +191,8 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
         sel = select(allpos, np.concatenate(cand_fd), cand_state, cfg.selection,
                      cv=np.concatenate(cand_cv), existing=_existing_positions(ctx.store, g),
                      seed=step_seed(cfg.seed, "select", g),
-                     from_flow=np.concatenate(cand_flow), energy=np.concatenate(cand_en))
+                     from_flow=np.concatenate(cand_flow), energy=np.concatenate(cand_en),
+                     kt_ev=cfg.kt_ev)
         chosen = allpos[sel.indices]
         chosen_states = [cand_state[i] for i in sel.indices]
         tasks.checkpoint.save("select", skey, {"counts": sel.counts, "states": chosen_states},
