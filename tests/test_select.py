@@ -134,3 +134,27 @@ def test_strategies_need_their_inputs_and_keep_states_apart():
     assert len(select(pos, fd, states, cfg, energy=en).indices) == 0
     with pytest.raises(ValueError, match="energy_fraction"):
         SelectionConfig(energy_fraction=0.0)
+
+
+def test_uncertainty_keeps_flow_proposals_within_the_boltzmann_window():
+    """A flow proposal far above every MD frame of its state (no Boltzmann weight) is not a
+    candidate of ``uncertainty``, however uncertain; one inside the window is; MD frames
+    always are; without kT or energies no window applies."""
+    pos, flow, fd, _ = _mixed(n_md=10, n_flow=10)
+    kt = 0.025  # eV
+    en = np.r_[np.linspace(0.0, 0.2, 10), np.full(10, 0.2 + 2.0 * kt)]  # flow: 2 kT above
+    en[[10, 11]] = 0.2 + 4.0 * kt  # these two: 4 kT above the highest MD frame
+    fd = fd.copy()
+    fd[[10, 11]] = 0.45  # the most uncertain of all
+    cfg = SelectionConfig(trust_lower=0.05, trust_upper=0.5, budget=40, cv_bins=1,
+                          dedup_threshold=0.0)
+    sel = select(pos, fd, ["a"] * 20, cfg, from_flow=flow, energy=en, kt_ev=kt)
+    assert sorted(sel.indices.tolist()) == [i for i in range(20) if i not in (10, 11)]
+    assert sel.counts["above_boltzmann_window"] == 2
+    wide = cfg.model_copy(update={"boltzmann_window_kt": 5.0})
+    assert len(select(pos, fd, ["a"] * 20, wide, from_flow=flow, energy=en, kt_ev=kt)
+               .indices) == 20
+    off = cfg.model_copy(update={"boltzmann_window_kt": None})
+    assert select(pos, fd, ["a"] * 20, off, from_flow=flow, energy=en, kt_ev=kt
+                  ).indices[:2].tolist() == [10, 11]
+    assert len(select(pos, fd, ["a"] * 20, cfg, from_flow=flow).indices) == 20
