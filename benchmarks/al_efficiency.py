@@ -144,6 +144,37 @@ def run_figures(run: Path, kt_ev: float, reference_kt: float) -> dict:
             "calls_to_target": calls_to_target(calls, vals, errs, corr, reference_kt)}
 
 
+def picks(run: Path, kt_ev: float) -> dict:
+    """What a run labelled by selection (every generation after the first): how many picks,
+    the share that were flow proposals, and the median of each pick's committee energy above
+    the highest energy of its state's MD frames, kT (negative: inside the MD range)."""
+    from alflow.select import fingerprint
+
+    explored: dict[str, list[tuple[str, dict]]] = {}
+    for j in (run / "results").glob("explore-*.json"):
+        explored.setdefault("all", []).append(
+            (json.loads(j.read_text())["result"]["state"], dict(np.load(j.with_suffix(".npz")))))
+    flow, above = [], []
+    for j in (run / "results").glob("select-*.json"):
+        res = json.loads(j.read_text())["result"]
+        npz = j.with_suffix(".npz")
+        chosen = np.load(npz)["positions"] if npz.exists() else np.zeros((0,))
+        for x, state in zip(chosen, res["states"], strict=True):
+            for st, a in explored.get("all", []):
+                if st != state:
+                    continue
+                d = np.abs(fingerprint(a["positions"]) - fingerprint(x)).max(-1)
+                i = int(d.argmin())
+                if d[i] > 1e-9:
+                    continue
+                md = a["energy"][~a["from_flow"]]
+                flow.append(bool(a["from_flow"][i]))
+                above.append(float((a["energy"][i] - md.max()) / kt_ev) if len(md) else np.nan)
+                break
+    return {"picks": len(flow), "flow_share": round(float(np.mean(flow)), 3) if flow else None,
+            "median_above_md_kt": round(float(np.nanmedian(above)), 2) if above else None}
+
+
 def summary(runs: list[dict]) -> dict:
     """Median and range of calls to target over seeds (a run that never reaches it counts
     as infinitely many: the median is null when half or more never do)."""
@@ -265,6 +296,10 @@ def main() -> None:
                            "calls_to_target": None, "error": str(err)}
                 fig["seed"] = seed
                 fig["failed"] = errors[(sy, st, seed)]
+                try:
+                    fig["labelled"] = picks(run, kt_ev)
+                except (OSError, ValueError, KeyError) as err:
+                    fig["labelled"] = {"error": str(err)}
                 runs.append(fig)
             strat[st] = {**summary(runs), "runs_detail": runs}
         results[sy] = {"reference_kt": round(ref_kt, 4),
@@ -281,6 +316,12 @@ def main() -> None:
                     for r in s["runs_detail"]]
             print(f"  {st:<14} median {s['median']}  range {s['range']}  per seed "
                   f"{s['calls_to_target']}  final ΔF {last}")
+            for r in s["runs_detail"]:
+                lab = r.get("labelled", {})
+                print(f"      seed {r['seed']}: ΔF {r['delta_f_kt']} ± {r['error_kt']} kT at "
+                      f"{r['calls']} calls; selected {lab.get('picks')}, flow proposals "
+                      f"{lab.get('flow_share')}, median energy above the state's MD frames "
+                      f"{lab.get('median_above_md_kt')} kT")
     print(f"\nplot {out / 'al_efficiency.png'}; load average (1 min) {load0:.2f} at the start, "
           f"{load1:.2f} at the end; {time.perf_counter() - t0:.0f} s")
     line = {sy: {"reference_kt": res["reference_kt"],
