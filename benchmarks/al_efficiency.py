@@ -114,10 +114,12 @@ def _run(path: str, run_dir: str) -> str | None:
 
 
 def calls_to_target(calls: list[int], values: list[float | None], errors: list[float | None],
-                    corrected: list[bool], reference_kt: float) -> int | None:
+                    corrected: list[bool], reference_kt: float | None) -> int | None:
     """Oracle calls at the first generation from which on every generation's ΔF is corrected
     to the oracle, within ``TARGET_KT`` of ``reference_kt`` and has an error bar of at most
     ``TARGET_KT`` (kT); None if no such generation."""
+    if reference_kt is None:
+        return None
     ok = [c and v is not None and e is not None and abs(v - reference_kt) <= TARGET_KT
           and e <= TARGET_KT for v, e, c in zip(values, errors, corrected, strict=True)]
     for i in range(len(ok)):
@@ -126,7 +128,7 @@ def calls_to_target(calls: list[int], values: list[float | None], errors: list[f
     return None
 
 
-def run_figures(run: Path, kt_ev: float, reference_kt: float) -> dict:
+def run_figures(run: Path, kt_ev: float, reference_kt: float | None) -> dict:
     """One run's trajectory (oracle calls, ΔF kT, error kT per generation) and its figure."""
     rows = generations(run, None, 1)
     # generations() converts with lj7's kT: take ΔF from status.json in this system's kT
@@ -200,8 +202,10 @@ def plot(results: dict, path: Path) -> None:
     for ax, system in zip(axes[0], systems, strict=True):
         res = results[system]
         ref = res["reference_kt"]
-        ax.axhspan(ref - TARGET_KT, ref + TARGET_KT, color="0.85", label="reference ± 0.1 kT")
-        ax.axhline(ref, color="k", lw=0.8)
+        if ref is not None:
+            ax.axhspan(ref - TARGET_KT, ref + TARGET_KT, color="0.85",
+                       label="reference ± 0.1 kT")
+            ax.axhline(ref, color="k", lw=0.8)
         for name, st in res["strategies"].items():
             for i, run in enumerate(st["runs_detail"]):
                 pts = [(c, v, e) for c, v, e in zip(run["calls"], run["delta_f_kt"],
@@ -214,9 +218,10 @@ def plot(results: dict, path: Path) -> None:
                             capsize=2, alpha=0.8, label=name if i == 0 else None)
         ax.set_xlabel("oracle calls")
         ax.set_ylabel("ΔF corrected to the oracle (kT)")
-        ax.set_title(f"{system}: reference {ref:.2f} kT")
-        lo, hi = ref - 3, ref + 3
-        ax.set_ylim(lo, hi)
+        ax.set_title(f"{system}: reference {ref:.2f} kT" if ref is not None
+                     else f"{system}: no reference")
+        if ref is not None:
+            ax.set_ylim(ref - 3, ref + 3)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -224,12 +229,19 @@ def plot(results: dict, path: Path) -> None:
 
 
 def _reference(system: str, path: Path) -> dict:
+    """The reference's JSON line; without the file, no reference (the runs still give their
+    ΔF against oracle calls, calls to target are null); a file that is not one: exit 2."""
+    if not path.exists():
+        print(f"{system}: no reference ({path} does not exist): calls to target are null",
+              flush=True)
+        return {"delta_f_kt": None}
     try:
         ref = json.loads(path.read_text().strip().splitlines()[-1])
         float(ref["delta_f_kt"])
     except (OSError, ValueError, IndexError, KeyError, TypeError) as err:
-        sys.exit(f"{system} reference {path}: not the JSON line of its reference benchmark "
-                 f"({err})")
+        print(f"{system} reference {path}: not the JSON line of its reference benchmark "
+              f"({err})", file=sys.stderr)
+        sys.exit(2)
     return ref
 
 
@@ -249,10 +261,11 @@ def main() -> None:
     names = [s for s in args.strategies.split(",") if s]
     for s in systems:
         if s not in SYSTEMS:
-            sys.exit(f"--systems: unknown system {s!r} (expected {', '.join(SYSTEMS)})")
+            ap.error(f"--systems: unknown system {s!r} (expected {', '.join(SYSTEMS)})")
     for s in names:
         if s not in STRATEGIES:
-            sys.exit(f"--strategies: unknown strategy {s!r} (expected {', '.join(STRATEGIES)})")
+            ap.error(f"--strategies: unknown strategy {s!r} (expected "
+                     f"{', '.join(STRATEGIES)})")
     seeds = args.seeds or (2 if args.quick else 5)
     gens = args.generations or (3 if args.quick else 5)
     out = args.out or Path(tempfile.mkdtemp(prefix="alflow-al-efficiency-"))
@@ -282,7 +295,7 @@ def main() -> None:
     from alflow.campaign.config import KB_EV
 
     for sy in systems:
-        ref_kt = float(refs[sy]["delta_f_kt"])
+        ref_kt = refs[sy]["delta_f_kt"]
         kt_ev = KB_EV * float(refs[sy].get("temperature_k", 300.0 if sy == "ag6_xtb" else 18.0))
         strat = {}
         for st in names:
@@ -302,13 +315,13 @@ def main() -> None:
                     fig["labelled"] = {"error": str(err)}
                 runs.append(fig)
             strat[st] = {**summary(runs), "runs_detail": runs}
-        results[sy] = {"reference_kt": round(ref_kt, 4),
+        results[sy] = {"reference_kt": None if ref_kt is None else round(ref_kt, 4),
                        "reference_error_kt": refs[sy].get("error_kt"), "strategies": strat}
     (out / "al_efficiency.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "al_efficiency.png")
     load1 = os.getloadavg()[0]
     for sy, res in results.items():
-        print(f"\n{sy}: reference {res['reference_kt']:.3f} kT; oracle calls until ΔF stays "
+        print(f"\n{sy}: reference {res['reference_kt']} kT; oracle calls until ΔF stays "
               f"within {TARGET_KT} kT with error ≤ {TARGET_KT} kT ({seeds} seeds, {gens} "
               "generations)")
         for st, s in res["strategies"].items():
@@ -328,6 +341,8 @@ def main() -> None:
                  "strategies": {st: {k: v for k, v in s.items() if k != "runs_detail"}
                                 for st, s in res["strategies"].items()}}
             for sy, res in results.items()}
+    for sy in SYSTEMS:  # both keys, null for a system not run
+        line.setdefault(sy, None)
     line.update(quick=args.quick, seeds=seeds, generations=gens,
                 seconds=round(time.perf_counter() - t0, 1),
                 load_average=[round(load0, 2), round(load1, 2)], runs=str(out))
