@@ -165,6 +165,18 @@ def _populations(minima: list[dict], label: np.ndarray, weight: np.ndarray) -> N
         mm["state"] = "planar" if mm["planarity_a"] < PLANAR else "3d"
 
 
+def baoab(x: np.ndarray, v: np.ndarray, f: np.ndarray, mass: np.ndarray, dt: float,
+          c1: float, noise: np.ndarray, rng: np.random.Generator, forces) -> None:
+    """One BAOAB Langevin step, in place: x Å, v, f eV/Å (ASE units); ``c1`` the friction
+    factor exp(−γ dt), ``noise`` sqrt(1 − c1²) sqrt(kT/m); ``forces()`` refreshes f from x."""
+    v += 0.5 * dt * f / mass
+    x += 0.5 * dt * v
+    v[...] = c1 * v + noise * rng.normal(size=x.shape)
+    x += 0.5 * dt * v
+    forces()
+    v += 0.5 * dt * f / mass
+
+
 def parallel_tempering(starts: np.ndarray, numbers: np.ndarray, chains: int, steps: int,
                        temps: np.ndarray, record_every: int, exchange_every: int = 10,
                        dt_fs: float = 5.0, friction_per_fs: float = 0.01, seed: int = 0
@@ -195,12 +207,7 @@ def parallel_tempering(starts: np.ndarray, numbers: np.ndarray, chains: int, ste
     forces()
     frames, acc = [], []
     for s in range(steps):
-        v += 0.5 * dt * f / mass
-        x += 0.5 * dt * v
-        v = c1 * v + c2 * sig * rng.normal(size=x.shape)
-        x += 0.5 * dt * v
-        forces()
-        v += 0.5 * dt * f / mass
+        baoab(x, v, f, mass, dt, c1, c2 * sig, rng, forces)
         if (s + 1) % exchange_every == 0:
             for i in range((s // exchange_every) % 2, k - 1, 2):
                 ok = np.log(rng.random(chains)) < (beta[i] - beta[i + 1]) * (e[:, i]
@@ -299,12 +306,7 @@ def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.n
     forces()
     frames, plan, acc = [], [], []
     for s in range(steps):
-        v += 0.5 * dt * f / mass
-        x += 0.5 * dt * v
-        v = c1 * v + c2 * sig * rng.normal(size=x.shape)
-        x += 0.5 * dt * v
-        forces()
-        v += 0.5 * dt * f / mass
+        baoab(x, v, f, mass, dt, c1, c2 * sig, rng, forces)
         if (s + 1) % exchange_every == 0:
             for i in range((s // exchange_every) % 2, kw - 1, 2):
                 a, b = centres[i], centres[i + 1]
