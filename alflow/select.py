@@ -16,8 +16,20 @@ The rule (DP-GEN's, made explicit and stratified):
    and, within a state, round-robin across ``cv_bins`` quantile bins of a collective variable,
    taking the highest ``force_dev`` first in each bin.
 
-``strategy="random"`` is the baseline the benchmark compares against: sane, deduplicated
-frames drawn uniformly at random (no trust window, no stratification).
+``strategy`` chooses what the candidates are and how they are ranked; every strategy keeps
+the sanity, dedup and budget rules (``benchmarks/al_efficiency.py`` compares them):
+
+- ``uncertainty`` (alflow's own): plain MD frames and the flow proposals whose committee
+  energy lies at most ``boltzmann_window_kt`` above the highest energy of the state's MD
+  frames (the MD at the campaign temperature samples the committee's Boltzmann
+  distribution: a proposal far above all of it carries no Boltzmann weight and its label
+  does not improve the free energy), the trust window, stratified as above;
+- ``md_frames``: the same rule on plain MD frames only (what DP-GEN and psiflow do);
+- ``lowest_energy``: flow proposals only, the ``energy_fraction`` of each state's proposals
+  with the lowest committee energy, lowest first (the seed rule of the reference Ag6 work);
+  no trust window;
+- ``random``: plain MD frames drawn uniformly at random (no trust window, no
+  stratification).
 """
 
 from __future__ import annotations
@@ -35,14 +47,21 @@ from alflow.config import StrictModel
 class SelectionConfig(StrictModel):
     """Which explored configurations are sent to the oracle (see the module docstring)."""
 
-    strategy: Literal["uncertainty", "random"] = Field(
-        "uncertainty", description="uncertainty: trust window on force_dev; random: baseline")
+    strategy: Literal["uncertainty", "md_frames", "lowest_energy", "random"] = Field(
+        "uncertainty", description="uncertainty: trust window on all candidates; md_frames: "
+        "the same on plain MD frames only; lowest_energy: the lowest-energy flow proposals; "
+        "random: plain MD frames at random")
     trust_lower: float = Field(0.02, ge=0, description="eV/Å: below, the model is trusted")
     trust_upper: float = Field(0.5, gt=0, description="eV/Å: above, the frame is discarded")
     min_distance: float = Field(0.5, ge=0, description="Å: closest allowed pair")
     dedup_threshold: float = Field(0.01, ge=0, description="Å RMS of sorted pair distances")
     budget: int = Field(20, ge=0, description="labels per generation (all states)")
     cv_bins: int = Field(4, ge=1, description="quantile bins of the CV within a state")
+    energy_fraction: float = Field(0.25, gt=0, le=1, description="lowest_energy: share of "
+                                   "each state's flow proposals eligible, lowest energy first")
+    boltzmann_window_kt: float | None = Field(
+        3.0, ge=0, description="uncertainty: kT above the highest MD-frame energy of the "
+        "state beyond which a flow proposal is not a candidate; null: no limit")
 
     @model_validator(mode="after")
     def _window(self) -> SelectionConfig:
@@ -103,32 +122,65 @@ def _cv_bins(cv: np.ndarray, nbins: int) -> np.ndarray:
 
 def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence[str],
            config: SelectionConfig, cv: np.ndarray | None = None,
-           existing: np.ndarray | None = None, seed: int = 0) -> Selection:
+           existing: np.ndarray | None = None, seed: int = 0,
+           from_flow: np.ndarray | None = None, energy: np.ndarray | None = None,
+           kt_ev: float | None = None) -> Selection:
     """Choose candidates to label.
 
-    positions (M, N, 3) Å; force_dev (M,) eV/Å (None only with ``strategy="random"``);
-    states (M,) state name per candidate; cv (M,) optional collective variable;
-    existing (K, N, 3) Å already labelled configurations (dedup against them).
+    positions (M, N, 3) Å; force_dev (M,) eV/Å (needed by ``uncertainty`` and
+    ``md_frames``); states (M,) state name per candidate; cv (M,) optional collective
+    variable; existing (K, N, 3) Å already labelled configurations (dedup against them);
+    from_flow (M,) bool, True for a flow proposal, False for a plain MD frame (None: all MD);
+    energy (M,) committee energy, eV (needed by ``lowest_energy``; with ``kt_ev``, the
+    thermal energy in eV, ``uncertainty`` applies ``boltzmann_window_kt`` to it).
     """
     pos = np.asarray(positions, dtype=float)
     m = len(pos)
     states = np.asarray(list(states), dtype=object)
     if len(states) != m:
         raise ValueError(f"states has {len(states)} entries for {m} candidates")
-    counts = {"candidates": m, "outside_trust": 0, "unsane": 0, "duplicate": 0,
+    strategy = config.strategy
+    counts = {"candidates": m, "other_origin": 0, "above_boltzmann_window": 0,
+              "outside_trust": 0, "above_energy_fraction": 0, "unsane": 0, "duplicate": 0,
               "over_budget": 0, "selected": 0}
     if m == 0:
         return Selection(np.zeros(0, dtype=int), counts)
-    ok = np.ones(m, dtype=bool)
-    if config.strategy == "uncertainty":
+    flow = np.zeros(m, bool) if from_flow is None else np.asarray(from_flow, dtype=bool)
+    ok = flow.copy() if strategy == "lowest_energy" else (~flow if strategy in (
+        "md_frames", "random") else np.ones(m, dtype=bool))
+    counts["other_origin"] = int((~ok).sum())
+    if (strategy == "uncertainty" and config.boltzmann_window_kt is not None
+            and energy is not None and kt_ev is not None):
+        en = np.asarray(energy, dtype=float)
+        far = np.zeros(m, dtype=bool)
+        for s in set(states.tolist()):
+            mine = states == s
+            md = en[mine & ~flow & np.isfinite(en)]
+            if len(md):  # without MD frames of the state there is no Boltzmann scale
+                top = md.max() + config.boltzmann_window_kt * kt_ev
+                far |= mine & flow & ~(en <= top)
+        counts["above_boltzmann_window"] = int((ok & far).sum())
+        ok &= ~far
+    fd = np.zeros(m)
+    if strategy in ("uncertainty", "md_frames"):
         if force_dev is None:
-            raise ValueError("strategy 'uncertainty' needs force_dev")
+            raise ValueError(f"strategy {strategy!r} needs force_dev")
         fd = np.asarray(force_dev, dtype=float)
         inside = np.isfinite(fd) & (fd >= config.trust_lower) & (fd < config.trust_upper)
-        counts["outside_trust"] = int((~inside).sum())
+        counts["outside_trust"] = int((ok & ~inside).sum())
         ok &= inside
-    else:
-        fd = np.zeros(m)
+    elif strategy == "lowest_energy":
+        if energy is None:
+            raise ValueError("strategy 'lowest_energy' needs energy")
+        en = np.asarray(energy, dtype=float)
+        low = np.zeros(m, dtype=bool)
+        for s in set(states[ok].tolist()):
+            mine = ok & (states == s) & np.isfinite(en)
+            k = int(np.ceil(config.energy_fraction * mine.sum()))
+            low[np.flatnonzero(mine)[np.argsort(en[mine], kind="stable")[:k]]] = True
+        counts["above_energy_fraction"] = int((ok & ~low).sum())
+        ok &= low
+        fd = -en  # the ranking below takes the highest first: lowest energy first
     finite = np.all(np.isfinite(pos.reshape(m, -1)), axis=1)
     fps = np.zeros((m, pos.shape[1] * (pos.shape[1] - 1) // 2))
     fps[finite] = fingerprint(pos[finite])
@@ -138,14 +190,15 @@ def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence
 
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(ok)
-    # order within each (state, bin) queue: highest force deviation first, or random
-    order = rng.permutation(idx) if config.strategy == "random" else idx[np.argsort(-fd[idx],
-                                                                                    kind="stable")]
+    # order within each (state, bin) queue: highest force deviation (or lowest energy)
+    # first, or random
+    order = rng.permutation(idx) if strategy == "random" else idx[np.argsort(-fd[idx],
+                                                                             kind="stable")]
     queues: dict[str, list[list[int]]] = {}
     names = list(dict.fromkeys(states.tolist()))
     for s in names:
         members = [i for i in order if states[i] == s]
-        if config.strategy == "random" or cv is None:
+        if strategy in ("random", "lowest_energy") or cv is None:
             queues[s] = [members]
         else:
             cvs = np.asarray(cv, dtype=float)[members]

@@ -67,3 +67,94 @@ def test_random_baseline_ignores_trust_and_config_checks():
     assert len(sel.indices) == 5 and len(set(sel.indices.tolist())) == 5
     with pytest.raises(ValueError, match="trust_upper"):
         SelectionConfig(trust_lower=0.3, trust_upper=0.2)
+
+
+def _mixed(n_md=20, n_flow=20, seed=5):
+    """Candidates of one state: n_md MD frames then n_flow flow proposals, with force
+    deviations and energies that differ by origin."""
+    rng = np.random.default_rng(seed)
+    pos = np.array([_cluster(rng) for _ in range(n_md + n_flow)])
+    from_flow = np.r_[np.zeros(n_md, bool), np.ones(n_flow, bool)]
+    fd = rng.uniform(0.1, 0.4, n_md + n_flow)
+    energy = rng.normal(size=n_md + n_flow)
+    return pos, from_flow, fd, energy
+
+
+def test_each_strategy_picks_what_it_claims():
+    pos, flow, fd, en = _mixed()
+    n = len(pos)
+    states = ["a"] * n
+    base = {"trust_lower": 0.05, "trust_upper": 0.5, "budget": 6, "cv_bins": 1,
+            "dedup_threshold": 0.0}
+    fd_win = fd.copy()
+    fd_win[[0, 25]] = 0.9  # outside the trust window, one MD frame and one flow proposal
+
+    def pick(strategy, **kw):
+        cfg = SelectionConfig(strategy=strategy, **{**base, **kw})
+        return select(pos, fd_win, states, cfg, from_flow=flow, energy=en, seed=2)
+
+    # uncertainty: both origins, inside the window, highest force deviation first
+    sel = pick("uncertainty")
+    inside = np.flatnonzero(fd_win < 0.5)
+    assert sel.indices.tolist() == inside[np.argsort(-fd_win[inside])][:6].tolist()
+    assert flow[sel.indices].any() and (~flow[sel.indices]).any()
+    # md_frames: the same rule on MD frames only
+    sel = pick("md_frames")
+    md_in = np.flatnonzero(~flow & (fd_win < 0.5))
+    assert sel.indices.tolist() == md_in[np.argsort(-fd_win[md_in])][:6].tolist()
+    assert sel.counts["other_origin"] == 20 and sel.counts["outside_trust"] == 1
+    # lowest_energy: flow proposals only, the lowest quarter by energy, lowest first, any
+    # force deviation (the window does not apply)
+    sel = pick("lowest_energy", budget=20)
+    fl = np.flatnonzero(flow)
+    assert sel.indices.tolist() == fl[np.argsort(en[fl])][:5].tolist()  # ceil(0.25 * 20)
+    assert sel.counts["above_energy_fraction"] == 15
+    sel = pick("lowest_energy", budget=20, energy_fraction=0.5)
+    assert sel.indices.tolist() == fl[np.argsort(en[fl])][:10].tolist()
+    # random: MD frames only, any force deviation, not in force-deviation order
+    sels = [select(pos, fd_win, states, SelectionConfig(strategy="random", **base),
+                   from_flow=flow, seed=s).indices for s in range(5)]
+    assert all(not flow[s].any() and len(s) == 6 for s in sels)
+    assert len({tuple(sorted(s.tolist())) for s in sels}) > 1
+
+
+def test_strategies_need_their_inputs_and_keep_states_apart():
+    pos, flow, fd, en = _mixed()
+    states = ["a"] * 10 + ["b"] * 10 + ["a"] * 10 + ["b"] * 10
+    cfg = SelectionConfig(strategy="lowest_energy", budget=40, dedup_threshold=0.0)
+    with pytest.raises(ValueError, match="energy"):
+        select(pos, fd, states, cfg, from_flow=flow)
+    with pytest.raises(ValueError, match="force_dev"):
+        select(pos, None, states, SelectionConfig(strategy="md_frames"), from_flow=flow)
+    sel = select(pos, fd, states, cfg, from_flow=flow, energy=en)
+    for s, idx in (("a", np.arange(20, 30)), ("b", np.arange(30, 40))):
+        low = idx[np.argsort(en[idx])][:3]  # ceil(0.25 * 10) per state
+        assert sorted(i for i in sel.indices if states[i] == s) == sorted(low.tolist())
+    # without origins every candidate is an MD frame: lowest_energy finds nothing
+    assert len(select(pos, fd, states, cfg, energy=en).indices) == 0
+    with pytest.raises(ValueError, match="energy_fraction"):
+        SelectionConfig(energy_fraction=0.0)
+
+
+def test_uncertainty_keeps_flow_proposals_within_the_boltzmann_window():
+    """A flow proposal far above every MD frame of its state (no Boltzmann weight) is not a
+    candidate of ``uncertainty``, however uncertain; one inside the window is; MD frames
+    always are; without kT or energies no window applies."""
+    pos, flow, fd, _ = _mixed(n_md=10, n_flow=10)
+    kt = 0.025  # eV
+    en = np.r_[np.linspace(0.0, 0.2, 10), np.full(10, 0.2 + 2.0 * kt)]  # flow: 2 kT above
+    en[[10, 11]] = 0.2 + 4.0 * kt  # these two: 4 kT above the highest MD frame
+    fd = fd.copy()
+    fd[[10, 11]] = 0.45  # the most uncertain of all
+    cfg = SelectionConfig(trust_lower=0.05, trust_upper=0.5, budget=40, cv_bins=1,
+                          dedup_threshold=0.0)
+    sel = select(pos, fd, ["a"] * 20, cfg, from_flow=flow, energy=en, kt_ev=kt)
+    assert sorted(sel.indices.tolist()) == [i for i in range(20) if i not in (10, 11)]
+    assert sel.counts["above_boltzmann_window"] == 2
+    wide = cfg.model_copy(update={"boltzmann_window_kt": 5.0})
+    assert len(select(pos, fd, ["a"] * 20, wide, from_flow=flow, energy=en, kt_ev=kt)
+               .indices) == 20
+    off = cfg.model_copy(update={"boltzmann_window_kt": None})
+    assert select(pos, fd, ["a"] * 20, off, from_flow=flow, energy=en, kt_ev=kt
+                  ).indices[:2].tolist() == [10, 11]
+    assert len(select(pos, fd, ["a"] * 20, cfg, from_flow=flow).indices) == 20

@@ -168,7 +168,7 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
                                cfg.exploration, cfg.temperature_k, cfg.selection.trust_upper,
                                step_seed(cfg.seed, "explore", g, names.index(s)),
                                executor=cfg.executors["explore"]) for s in names}
-    cand_pos, cand_fd, cand_state, cand_cv = [], [], [], []
+    cand_pos, cand_fd, cand_state, cand_cv, cand_en, cand_flow = [], [], [], [], [], []
     for s, h in handles.items():
         try:
             _, arr = tasks.result(h)
@@ -179,6 +179,8 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
         cand_pos.append(arr["positions"])
         cand_fd.append(arr["force_dev"])
         cand_cv.append(arr["cv"])
+        cand_en.append(arr["energy"])
+        cand_flow.append(arr.get("from_flow", np.zeros(len(arr["positions"]), dtype=bool)))
         cand_state += [s] * len(arr["positions"])
     if not cand_pos:
         raise TaskFailed(f"generation {g}: exploration failed for every state")
@@ -188,7 +190,9 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
         allpos = np.concatenate(cand_pos)
         sel = select(allpos, np.concatenate(cand_fd), cand_state, cfg.selection,
                      cv=np.concatenate(cand_cv), existing=_existing_positions(ctx.store, g),
-                     seed=step_seed(cfg.seed, "select", g))
+                     seed=step_seed(cfg.seed, "select", g),
+                     from_flow=np.concatenate(cand_flow), energy=np.concatenate(cand_en),
+                     kt_ev=cfg.kt_ev)
         chosen = allpos[sel.indices]
         chosen_states = [cand_state[i] for i in sel.indices]
         tasks.checkpoint.save("select", skey, {"counts": sel.counts, "states": chosen_states},

@@ -72,8 +72,9 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
             exploration: ExplorationConfig, temperature_k: float, trust_upper: float,
             seed: int) -> Result:
     """Langevin MD (and flow MCMC when a flow exists) of one state on the committee; returns
-    candidate positions (M, N, 3), their force deviation (M,) eV/Å, energy (M,) eV and a
-    CV (radius of gyration, Å) for stratified selection."""
+    candidate positions (M, N, 3), their force deviation (M,) eV/Å, energy (M,) eV, whether
+    each is a flow proposal (M,) bool rather than an MD frame, and a CV (radius of gyration,
+    Å) for stratified selection."""
     from alflow.mlip import load_potential
     from alflow.progress import track
     from alflow.sampling.explore import ExploreConfig
@@ -100,6 +101,7 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     en = np.asarray(traj.energy, dtype=float).reshape(-1)
     keep = valid & np.all(np.isfinite(pos.reshape(len(pos), -1)), axis=1) & np.isfinite(fd)
     pos, fd, en = pos[keep], fd[keep], en[keep]
+    from_flow = np.zeros(len(pos), dtype=bool)
     if flow_dir is not None and exploration.sampler.explore_samples:
         # the previous generation's flow proposes configurations MD rarely visits
         from alflow.flows.generator import BoltzmannGenerator
@@ -115,8 +117,9 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
             pos = np.concatenate([pos, x[good].numpy()])
             fd = np.concatenate([fd, out.force_dev[good].double().numpy()])
             en = np.concatenate([en, out.energy[good].double().numpy()])
+            from_flow = np.concatenate([from_flow, np.ones(int(good.sum()), dtype=bool)])
     return ({"state": state, "frames": int(len(pos)), "_t0": t0, "_t1": time.time()},
-            {"positions": pos, "force_dev": fd, "energy": en,
+            {"positions": pos, "force_dev": fd, "energy": en, "from_flow": from_flow,
              "cv": radius_of_gyration(pos, system.masses)})
 
 

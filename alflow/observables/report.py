@@ -592,8 +592,10 @@ def _labels_table(data: ReportData) -> str:
             for r in sorted(data.labels, key=lambda r: r.generation)]
     n_rw = _config_value(data, "estimate", "reweight_samples")
     strategy = _config_value(data, "selection", "strategy") or "uncertainty"
-    how = ("at random among MD frames" if strategy == "random"
-           else "by the committee's force deviation (trust window)")
+    how = {"random": "at random among MD frames",
+           "md_frames": "among MD frames by the committee's force deviation (trust window)",
+           "lowest_energy": "as the lowest-energy flow proposals"}.get(
+        strategy, "by the committee's force deviation (trust window)")
     return _table(["generation", "selected", "labelled: selected",
                    "labelled: oracle-correction samples", "failed", "stored"], rows) + _notes([
         f"selected: configurations picked for labelling, {how} (generation 0: the given "

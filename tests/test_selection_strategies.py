@@ -1,0 +1,70 @@
+"""``selection.strategy`` in a campaign: the explore step marks flow proposals, and the
+select step labels what the strategy claims (here ``lowest_energy``: the lowest-energy
+quarter of each state's flow proposals, never an MD frame)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tiny_campaign import SMALL
+
+from alflow.campaign.config import load_campaign
+from alflow.campaign.runner import start
+from alflow.errors import ConfigError
+from alflow.examples import write_example
+from alflow.select import fingerprint
+
+
+def _campaign(tmp: Path, strategy: str) -> Path:
+    path = write_example("lj7", tmp)
+    data = yaml.safe_load(path.read_text())
+    for k, v in SMALL.items():
+        data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
+    data["exploration"]["sampler"]["explore_samples"] = 40
+    data["selection"].update(strategy=strategy, budget=6)
+    data["convergence"]["max_generations"] = 2
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _results(run: Path, name: str) -> list[tuple[dict, dict]]:
+    out = []
+    for j in sorted((run / "results").glob(f"{name}-*.json")):
+        npz = j.with_suffix(".npz")
+        arrays = dict(np.load(npz)) if npz.exists() else {}
+        out.append((json.loads(j.read_text())["result"], arrays))
+    return out
+
+
+def test_lowest_energy_labels_the_lowest_flow_proposals(tmp_path):
+    path = _campaign(tmp_path / "c", "lowest_energy")
+    run = tmp_path / "run"
+    start(path, run, progress=False)
+    explored = _results(run, "explore")
+    assert len(explored) == 2  # generation 1, both states
+    (sel_js, sel_arr), = _results(run, "select")
+    chosen = sel_arr["positions"]
+    assert 0 < len(chosen) <= 6
+    n_md = sum(int((~a["from_flow"]).sum()) for _, a in explored)
+    assert n_md > 0 and sel_js["counts"]["other_origin"] == n_md
+    for x, state in zip(chosen, sel_js["states"], strict=True):
+        js, a = next((js, a) for js, a in explored if js["state"] == state)
+        d = np.abs(fingerprint(a["positions"]) - fingerprint(x)).max(-1)
+        i = int(d.argmin())
+        assert d[i] < 1e-9 and a["from_flow"][i]  # a flow proposal of its state ...
+        flow_e = np.sort(a["energy"][a["from_flow"]])
+        cut = flow_e[int(np.ceil(0.25 * len(flow_e))) - 1]
+        assert a["energy"][i] <= cut + 1e-12  # ... in its lowest-energy quarter
+
+
+def test_unknown_strategy_is_a_config_error(tmp_path):
+    path = _campaign(tmp_path / "c", "lowest_energy")
+    data = yaml.safe_load(path.read_text())
+    data["selection"]["strategy"] = "best"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="selection.strategy"):
+        load_campaign(path)
