@@ -18,7 +18,6 @@ get a list of their own. Energies are therefore exact for any configuration.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
