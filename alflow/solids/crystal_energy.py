@@ -5,10 +5,11 @@ A :class:`LatticePairs` lists the directed pairs (i, j, n) — atom j in the ima
 integer lattice vector n — whose reference distance is below ``cutoff + skin``. A configuration
 (positions (B, N, 3) Å, cell (B, 3, 3) Å, rows the lattice vectors as in ASE) is evaluated on
 that list while it is provably complete: with m the largest displacement of an atom from its
-site (Å) and λ the smallest singular value of h₀⁻¹h (the strain of the cell), every unlisted
-pair is at least λ(cutoff + skin) − 2m away, so the list holds every pair within ``cutoff``
-whenever that bound exceeds ``cutoff``. Configurations outside that bound (rare in a crystal)
-get a list of their own. Energies are therefore exact for any configuration.
+site (Å), m' the second largest, and λ the smallest singular value of h₀⁻¹h (the strain of
+the cell), every unlisted pair is at least λ(cutoff + skin) − m − m' away, so the list holds
+every pair within ``cutoff`` whenever that bound exceeds ``cutoff``. Configurations outside
+that bound (rare in a crystal with the default skin) get a list of their own: energies are
+exact for any configuration.
 
 :class:`CrystalLennardJones` is :func:`alflow.periodic.lennard_jones_energy`'s potential
 (truncated at the cutoff, not shifted) with images; :class:`CrystalEMT` is
@@ -60,7 +61,7 @@ def _directed_pairs(frac: np.ndarray, cell: np.ndarray, radius: float
 
 
 def lattice_pairs(positions: np.ndarray, cell: np.ndarray, cutoff: float,
-                  skin: float = 0.5) -> LatticePairs:
+                  skin: float = 0.7) -> LatticePairs:
     """The pair list of the reference crystal ``positions`` (N, 3) Å in ``cell`` (3, 3) Å."""
     pos, h = np.asarray(positions, float), np.asarray(cell, float)
     if pos.ndim != 2 or pos.shape[1] != 3 or h.shape != (3, 3):
@@ -83,12 +84,13 @@ def _distances(positions: torch.Tensor, cell: torch.Tensor, pl: LatticePairs
     dfrac = frac - f0
     dfrac = dfrac - torch.round(dfrac.detach())  # displacement from the site, any image
     frac = f0 + dfrac
-    ds = frac[:, pl.j] + pl.shift.to(frac) - frac[:, pl.i]
-    r = (ds @ cell).norm(dim=-1)
+    pos = frac @ cell
+    r = (pos[:, pl.j] - pos[:, pl.i] + pl.shift.to(frac) @ cell).norm(dim=-1)
     with torch.no_grad():
-        m = (dfrac @ cell).norm(dim=-1).amax(-1)
+        top = (dfrac @ cell).norm(dim=-1).topk(min(2, frac.shape[1]), dim=-1).values
+        m2 = top.sum(-1) if top.shape[-1] == 2 else 2 * top[..., 0]
         lam = torch.linalg.svdvals(torch.linalg.inv(pl.cell0.to(cell)) @ cell)[..., -1]
-        ok = lam * (pl.cutoff + pl.skin) - 2 * m > pl.cutoff
+        ok = lam * (pl.cutoff + pl.skin) - m2 > pl.cutoff
     return r, ok
 
 
@@ -124,21 +126,26 @@ class _CrystalPotential:
 
 
 class CrystalLennardJones(_CrystalPotential):
-    """4ε[(σ/r)¹² − (σ/r)⁶] over pairs with r < cutoff (truncated, not shifted), all images.
+    """4ε[(σ/r)¹² − (σ/r)⁶] over pairs with r < cutoff, all images; truncated, and with
+    ``shift`` shifted to zero at the cutoff (ASE's ``LennardJones(smooth=False)``).
 
     ``epsilon`` eV, ``sigma`` Å, ``cutoff`` Å; ``positions`` (N, 3) and ``cell`` (3, 3) Å: the
     reference lattice the pair list is built on.
     """
 
     def __init__(self, numbers, positions: np.ndarray, cell: np.ndarray, epsilon: float = 1.0,
-                 sigma: float = 1.0, cutoff: float = 2.5, skin: float = 0.5):
+                 sigma: float = 1.0, cutoff: float = 2.5, skin: float = 0.7,
+                 shift: bool = False):
         self.epsilon, self.sigma, self.cutoff = float(epsilon), float(sigma), float(cutoff)
+        sc6 = (self.sigma / self.cutoff) ** 6
+        self.e_cut = 4 * self.epsilon * (sc6 * sc6 - sc6) if shift else 0.0
         super().__init__(numbers, positions, cell, skin)
 
     def _pair_energy(self, r: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         inside = r < self.cutoff
         sr6 = (self.sigma / torch.where(inside, r, torch.ones_like(r))) ** 6
-        e = torch.where(inside, 4 * self.epsilon * (sr6 * sr6 - sr6), torch.zeros_like(r))
+        e = torch.where(inside, 4 * self.epsilon * (sr6 * sr6 - sr6) - self.e_cut,
+                        torch.zeros_like(r))
         return 0.5 * e.sum(-1)  # every pair is listed in both directions
 
 
@@ -146,7 +153,7 @@ class CrystalEMT(_CrystalPotential):
     """ASE's EMT (``asap_cutoff=False``) of a periodic crystal, all images; elements as
     :class:`alflow.emt.EMT`. ``positions`` (N, 3), ``cell`` (3, 3) Å: the reference lattice."""
 
-    def __init__(self, numbers, positions: np.ndarray, cell: np.ndarray, skin: float = 0.5):
+    def __init__(self, numbers, positions: np.ndarray, cell: np.ndarray, skin: float = 0.7):
         self._emt = EMT(numbers)
         self.cutoff = self._emt.rc_list
         super().__init__(numbers, positions, cell, skin)
