@@ -168,6 +168,16 @@ def test_harmonic_crystal_helmholtz_exact():
     fb = crystal_bar_free_energy(coarse, target, T, xs, n=2000)
     assert abs(fb.total.f_ev - exact) < 4 * fb.total.err_ev + 1e-4
     assert fb.total.err_ev < fe.total.err_ev * 3
+    # training by samples: the normalisation from them, then a mixture of forward KL on the
+    # samples and reverse KL on the energy (train_flow)
+    coarse.fit_normalisation(xs)
+    fn = crystal_free_energy(coarse, target, T, n=4000, seed=5)
+    assert fn.total.ess_fraction > max(0.9, fe.total.ess_fraction + 0.1)
+    train_flow(coarse, xs, target, T, config=dict(forward_weight=0.5, steps=60, batch_size=250,
+                                                  reverse_batch=250, lr=1e-3))
+    ft = crystal_free_energy(coarse, target, T, n=4000, seed=6)
+    assert ft.total.ess_fraction > 0.5
+    assert abs(ft.total.f_ev - exact) < 4 * ft.total.err_ev + 1e-4
 
 
 def test_harmonic_crystal_gibbs_isotropic_exact_and_training_improves_it():

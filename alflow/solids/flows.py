@@ -271,6 +271,10 @@ class CrystalFlow(torch.nn.Module):
                               self.coords.reference[n:])
         return self.coords.forward(pack(torch.as_tensor(pos), torch.as_tensor(xt[:, n:])))[0]
 
+    def fit_normalisation(self, x: np.ndarray | torch.Tensor) -> None:
+        """Per-dimension mean and scale of the flow from packed samples (B, N + 3, 3)."""
+        self.flow.fit_normalisation(self.prepare(x))
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         z, logj = self.coords.forward(x)
         lp = self.flow.log_prob(z) - logj
