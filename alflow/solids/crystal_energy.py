@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from alflow.emt import EMT
+from alflow.emt import EMT, cohesive
 from alflow.errors import InputError
 
 
@@ -169,13 +169,7 @@ class CrystalEMT(_CrystalPotential):
         a = torch.exp(-p["_eta2"][j] * (r - beta * p["_s0"][j])) * chi * w
         n = len(self.numbers)
         sig1 = torch.zeros(r.shape[0], n, dtype=r.dtype).index_add(1, i, a)
-        lonely = sig1 <= 0.0
-        ds = -torch.log(torch.where(lonely, torch.ones_like(sig1), sig1 * p["_inv12g1"])) / (
-            beta * p["_eta2"])
-        lds = p["_lam"] * ds
-        e_c = p["_e0"] * (1.0 + lds) * torch.exp(-lds) + 6.0 * p["_v0"] * torch.exp(
-            -p["_kappa"] * ds)
-        e_c = torch.where(lonely, torch.zeros_like(e_c), e_c)
+        e_c, _, _ = cohesive(sig1, p)
         es = p["_nh"][i] * torch.exp(-p["_kappa"][j] * (r / beta - p["_s0"][j])) * chi * w
         eo = p["_nh"][j] * torch.exp(-p["_kappa"][i] * (r / beta - p["_s0"][i])) / chi * w
         return (e_c - p["_e0"]).sum(-1) + 0.5 * (es + eo).sum(-1)
