@@ -12,8 +12,9 @@ Systems and state points (classical, configurational; see alflow.solids.flows):
 - copper on ASE's EMT, T = 300 K, P = 0.
 
 The Einstein-crystal thermodynamic integration of the same crystals (``ti_delta_g_per_atom``,
-``ti_err``) comes from ``alflow.solids`` when it provides one; otherwise the fields are null
-and the reason is printed. Prints one line per phase and size, then one JSON line.
+``ti_err``) is :func:`alflow.solids.einstein.delta_g` at the same state point and N (its
+quick runs under ``--quick``); with ``--no-ti`` the fields are null and the reason printed.
+Prints one line per phase and size, then one JSON line.
 """
 
 from __future__ import annotations
@@ -91,22 +92,24 @@ def run_phase(system: str, phase: str, n: int, steps: int, n_samples: int, batch
 def einstein_ti(system: str, n: int, quick: bool) -> tuple[float | None, float | None, str]:
     """ΔG(hcp − fcc) per atom and its error from the Einstein-crystal TI of alflow.solids
     (Frenkel–Ladd at the same potential, state point and N), where it exists."""
-    if system != "lj":
-        return None, None, "the Einstein-crystal TI of alflow.solids covers Lennard-Jones only"
     try:
         from alflow.solids.einstein import delta_g
+        from alflow.solids.models import emt_model
     except ImportError as err:
         return None, None, f"alflow.solids.einstein (Einstein-crystal TI) not available: {err}"
-    r = delta_g(n, LJ["kt"], LJ["p"], LJ["cutoff"], quick=quick)
+    if system == "lj":
+        r = delta_g(n, LJ["kt"], LJ["p"], LJ["cutoff"], quick=quick)
+    else:
+        r = delta_g(n, kB * CU["t"], CU["p"], quick=quick, model=emt_model("Cu"))
     return float(r.delta_g_per_atom), float(r.err), ""
 
 
 def delta(system: str, n: int, steps: int, n_samples: int, batch: int, seed: int,
-          quick: bool) -> dict:
+          quick: bool, no_ti: bool) -> dict:
     res = {ph: run_phase(system, ph, n, steps, n_samples, batch, seed) for ph in ("fcc", "hcp")}
     dg = res["hcp"]["g_per_atom"] - res["fcc"]["g_per_atom"]
     err = math.hypot(res["hcp"]["err"], res["fcc"]["err"])
-    ti, ti_err, why = einstein_ti(system, n, quick)
+    ti, ti_err, why = (None, None, "--no-ti") if no_ti else einstein_ti(system, n, quick)
     if ti is None:
         print(f"{system}: ti_delta_g_per_atom null: {why}")
     else:
@@ -132,6 +135,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128, help="reverse-KL batch")
     ap.add_argument("--systems", default="lj,cu", help="lj, cu or both")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-ti", action="store_true", help="skip the Einstein-crystal TI "
+                    "(benchmarks/solids_ti.py gives it); its fields are then null")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if any(s not in REPEATS for s in sizes):
@@ -149,7 +154,8 @@ def main() -> None:
     for system in args.systems.split(","):
         if system not in names:
             raise SystemExit(f"--systems: expected lj and/or cu, got {system!r}")
-        by_size = [delta(system, n, steps, n_samples, args.batch, args.seed, args.quick)
+        by_size = [delta(system, n, steps, n_samples, args.batch, args.seed, args.quick,
+                         args.no_ti)
                    for n in sizes]
         out[names[system]] = by_size[0] if len(by_size) == 1 else {
             **by_size[-1], "sizes": {str(d["n_atoms"]): d for d in by_size}}
