@@ -32,6 +32,20 @@ def _cutoff() -> tuple[float, float, float]:
     return rc, acut, rc + 0.5
 
 
+def cohesive(sig1: torch.Tensor, p: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cohesive energy per atom (eV) from the neighbour density sum σ₁ (..., N), with the
+    neighbour-sphere radius shift ds (Å) and the atoms without neighbours (whose term is 0);
+    ``p``: :class:`EMT`'s per-atom parameters."""
+    lonely = sig1 <= 0.0
+    ds = -torch.log(torch.where(lonely, torch.ones_like(sig1), sig1 * p["_inv12g1"])) / (
+        beta * p["_eta2"])
+    lds = p["_lam"] * ds
+    e_c = p["_e0"] * (1.0 + lds) * torch.exp(-lds) + 6.0 * p["_v0"] * torch.exp(
+        -p["_kappa"] * ds)
+    return torch.where(lonely, torch.zeros_like(e_c), e_c), ds, lonely
+
+
 class EMT:
     """EMT energy of clusters with fixed ``numbers``: (B, N, 3) Å -> (B,) eV.
 
@@ -91,13 +105,8 @@ class EMT:
         # sigma1_i = sum_j exp(-eta2_j (r - beta s0_j)) chi_ij w_ij
         a = torch.exp(-p["_eta2"] * (r - beta * p["_s0"])) * chi * w
         sig1 = a.sum(-1)
-        lonely = sig1 <= 0.0  # no neighbour: the cohesive term vanishes
-        ds = -torch.log(torch.where(lonely, torch.ones_like(sig1), sig1 * p["_inv12g1"])) / (
-            beta * p["_eta2"])
+        e_c, ds, lonely = cohesive(sig1, p)
         lds = p["_lam"] * ds
-        e_c = p["_e0"] * (1.0 + lds) * torch.exp(-lds) + 6.0 * p["_v0"] * torch.exp(
-            -p["_kappa"] * ds)
-        e_c = torch.where(lonely, torch.zeros_like(e_c), e_c)
         # atomic-sphere correction, pair part: both directions of each ordered pair
         k_i, k_j = p["_kappa"][:, None], p["_kappa"][None, :]
         s0_i, s0_j = p["_s0"][:, None], p["_s0"][None, :]

@@ -1,0 +1,171 @@
+"""Gibbs free energies of fcc and hcp crystals from NPT flows (alflow.solids.flows).
+
+For each phase and cell size: the flow over lattice-site displacements and the full
+lower-triangular cell is whitened by the Laplace approximation of the NPT target (the harmonic
+crystal with its quasi-harmonic cell), trained by reverse KL on the enthalpy U + PV, and G is
+estimated by importance sampling (bootstrap error). ΔG = G(hcp) − G(fcc) per atom.
+
+Systems and state points (classical, configurational; see alflow.solids.flows):
+- Lennard-Jones in reduced units (ε = 1 eV, σ = 1 Å numerically; T* = kT/ε, P* = Pσ³/ε),
+  truncated at 2.5σ and shifted to zero there, T* = 0.3, P* = 0 (the state point and
+  potential of the Einstein-crystal TI, benchmarks/solids_ti.py);
+- copper on ASE's EMT, T = 300 K, P = 0.
+
+The Einstein-crystal thermodynamic integration of the same crystals (``ti_delta_g_per_atom``,
+``ti_err``) is :func:`alflow.solids.einstein.delta_g` at the same state point and N (its
+quick runs under ``--quick``); with ``--no-ti`` the fields are null and the reason printed.
+Prints one line per phase and size, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+
+import numpy as np
+import torch
+from ase.build import bulk
+from ase.units import kB
+
+from alflow.flows import FlowConfig, train_flow
+from alflow.solids.crystal_energy import CrystalEMT, CrystalLennardJones
+from alflow.solids.flows import CrystalFlow, Enthalpy, crystal_free_energy
+
+LJ = {"kt": 0.3, "p": 0.0, "rho": 1.09, "cutoff": 2.5, "units": "epsilon"}
+CU = {"t": 300.0, "p": 0.0, "a": 3.59, "units": "eV"}
+REPEATS = {32: ((2, 2, 2), (2, 2, 2)), 108: ((3, 3, 3), (3, 3, 3)),
+           256: ((4, 4, 4), (4, 4, 4))}  # fcc cubic cell; hcp orthorhombic cell (4 atoms)
+
+
+def crystal(symbol: str, phase: str, a_fcc: float, n: int):
+    """fcc (cubic cell) or ideal hcp (orthorhombic cell) of about n atoms, nearest-neighbour
+    distance a_fcc/√2."""
+    rep_fcc, rep_hcp = REPEATS[n]
+    if phase == "fcc":
+        return bulk(symbol, "fcc", a=a_fcc, cubic=True).repeat(rep_fcc)
+    a = a_fcc / math.sqrt(2)
+    at = bulk(symbol, "hcp", a=a, c=a * math.sqrt(8 / 3), orthorhombic=True)
+    return at.repeat(rep_hcp)
+
+
+def run_phase(system: str, phase: str, n: int, steps: int, n_samples: int, batch: int,
+              seed: int) -> dict:
+    if system == "lj":
+        at = crystal("Ar", phase, (4 / LJ["rho"]) ** (1 / 3), n)
+        pot = CrystalLennardJones(at.numbers, at.positions, at.cell[:], 1.0, 1.0,
+                                  LJ["cutoff"], shift=True)
+        t, p = LJ["kt"] / kB, LJ["p"]
+    else:
+        at = crystal("Cu", phase, CU["a"], n)
+        pot = CrystalEMT(at.numbers, at.positions, at.cell[:])
+        t, p = CU["t"], CU["p"]
+    target = Enthalpy(pot, p)
+    t0 = time.perf_counter()
+    cf = CrystalFlow.build(at.positions, at.cell[:], target, t, box="triangular",
+                           cfg=FlowConfig(layers=6, hidden=64, seed=seed))
+    harmonic = crystal_free_energy(cf, target, t, n=n_samples, seed=seed + 1)
+    t1 = time.perf_counter()
+    hist = train_flow(cf, potential=target, temperature_k=t,
+                      config=dict(forward_weight=0.0, steps=steps, reverse_batch=batch,
+                                  lr=1e-3, lr_final=1e-5, seed=seed))
+    fe = crystal_free_energy(cf, target, t, n=n_samples, seed=seed + 2)
+    kt = kB * t
+    out = {"n_atoms": len(at), "g_per_atom": fe.per_atom, "err": fe.err_per_atom,
+           "ess_fraction": fe.total.ess_fraction, "pareto_k": fe.total.extra["pareto_k"],
+           "harmonic_g_per_atom": harmonic.per_atom,
+           "harmonic_ess_fraction": harmonic.total.ess_fraction,
+           "volume_per_atom": fe.total.extra["mean_volume"] / len(at),
+           "train_seconds": hist["seconds"], "build_seconds": t1 - t0, "steps": steps,
+           "kt": kt}
+    print(f"{system} {phase} N={len(at)}: G/N = {fe.per_atom:.5f} ± {fe.err_per_atom:.5f}, "
+          f"ESS {fe.total.ess_fraction:.3f} (harmonic start {harmonic.total.ess_fraction:.3f}),"
+          f" V/N {out['volume_per_atom']:.4f}, training {hist['seconds']:.0f} s "
+          f"({steps} steps)", flush=True)
+    return out
+
+
+def einstein_ti(system: str, n: int, quick: bool) -> tuple[float | None, float | None, str]:
+    """ΔG(hcp − fcc) per atom and its error from the Einstein-crystal TI of alflow.solids
+    (Frenkel–Ladd at the same potential, state point and N), where it exists."""
+    try:
+        from alflow.solids.einstein import delta_g
+        from alflow.solids.models import emt_model
+    except ImportError as err:
+        return None, None, f"alflow.solids.einstein (Einstein-crystal TI) not available: {err}"
+    if system == "lj":
+        r = delta_g(n, LJ["kt"], LJ["p"], LJ["cutoff"], quick=quick)
+    else:
+        r = delta_g(n, kB * CU["t"], CU["p"], quick=quick, model=emt_model("Cu"))
+    return float(r.delta_g_per_atom), float(r.err), ""
+
+
+def delta(system: str, n: int, steps: int, n_samples: int, batch: int, seed: int,
+          quick: bool, no_ti: bool) -> dict:
+    res = {ph: run_phase(system, ph, n, steps, n_samples, batch, seed) for ph in ("fcc", "hcp")}
+    dg = res["hcp"]["g_per_atom"] - res["fcc"]["g_per_atom"]
+    err = math.hypot(res["hcp"]["err"], res["fcc"]["err"])
+    ti, ti_err, why = (None, None, "--no-ti") if no_ti else einstein_ti(system, n, quick)
+    if ti is None:
+        print(f"{system}: ti_delta_g_per_atom null: {why}")
+    else:
+        print(f"{system} N={n}: Einstein-crystal TI ΔG/N = {ti:.5f} ± {ti_err:.5f}; flows − TI "
+              f"= {(dg - ti) / math.hypot(err, ti_err):.2f} σ")
+    units = LJ["units"] if system == "lj" else CU["units"]
+    print(f"{system} N={n}: ΔG(hcp − fcc)/N = {dg:.5f} ± {err:.5f} {units}")
+    return {"n_atoms": n, "delta_g_per_atom": dg, "err": err, "ti_delta_g_per_atom": ti,
+            "ti_err": ti_err, "units": units,
+            "ess_fraction": {ph: res[ph]["ess_fraction"] for ph in res},
+            "harmonic_ess_fraction": {ph: res[ph]["harmonic_ess_fraction"] for ph in res},
+            "g_per_atom": {ph: [res[ph]["g_per_atom"], res[ph]["err"]] for ph in res},
+            "volume_per_atom": {ph: res[ph]["volume_per_atom"] for ph in res},
+            "train_seconds": {ph: res[ph]["train_seconds"] for ph in res}, "steps": steps}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="32 atoms, short training (< 2 min)")
+    ap.add_argument("--sizes", default="32", help="comma-separated cell sizes (32, 108, 256)")
+    ap.add_argument("--steps", type=int, default=600, help="reverse-KL steps per flow")
+    ap.add_argument("--samples", type=int, default=6000, help="flow samples per estimate")
+    ap.add_argument("--batch", type=int, default=128, help="reverse-KL batch")
+    ap.add_argument("--systems", default="lj,cu", help="lj, cu or both")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-ti", action="store_true", help="skip the Einstein-crystal TI "
+                    "(benchmarks/solids_ti.py gives it); its fields are then null")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if any(s not in REPEATS for s in sizes):
+        raise SystemExit(f"--sizes: expected some of {sorted(REPEATS)}, got {args.sizes}")
+    steps, n_samples = (60, 2000) if args.quick else (args.steps, args.samples)
+    if args.quick:
+        sizes = [32]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=os.path.dirname(__file__)).stdout.strip()
+    load = os.getloadavg()[0]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads "
+          f"{torch.get_num_threads()}, load {load:.1f}, commit {commit}")
+    out: dict = {}
+    names = {"lj": "lj_fcc_hcp", "cu": "cu_emt_fcc_hcp"}
+    for system in args.systems.split(","):
+        if system not in names:
+            raise SystemExit(f"--systems: expected lj and/or cu, got {system!r}")
+        by_size = [delta(system, n, steps, n_samples, args.batch, args.seed, args.quick,
+                         args.no_ti)
+                   for n in sizes]
+        out[names[system]] = by_size[0] if len(by_size) == 1 else {
+            **by_size[-1], "sizes": {str(d["n_atoms"]): d for d in by_size}}
+    out["state_points"] = {"lj": {"T*": LJ["kt"], "P*": LJ["p"], "cutoff_sigma": LJ["cutoff"],
+                                  "shifted": True},
+                           "cu_emt": {"T_K": CU["t"], "P_eV_per_A3": CU["p"]}}
+    out["load"] = [load, os.getloadavg()[0]]
+    out["commit"] = commit
+    print(json.dumps(out, default=lambda v: float(v) if isinstance(v, np.floating) else v))
+
+
+if __name__ == "__main__":
+    main()
