@@ -292,11 +292,11 @@ def _save_flow_samples(smp, state: str, out_dir: str, symmetry_number: int,
 def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
               reweight: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """ΔF = F(to) − F(from) with its error, and its correction to the oracle
-    (alflow.estimate.reweight: exponential averaging of oracle − model energies over
-    Boltzmann samples of each state, bootstrap errors)."""
+    (alflow.estimate.reweight: the bias-corrected exponential average of oracle − model
+    energies over Boltzmann samples of each state; alflow.estimate.corrected_delta_f)."""
     import warnings
 
-    from alflow.estimate import FreeEnergy, delta_f
+    from alflow.estimate import FreeEnergy, corrected_delta_f, delta_f
     from alflow.estimate import reweight as rw
 
     a, b = cfg.system.delta_f.from_, cfg.system.delta_f.to
@@ -327,10 +327,7 @@ def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
             corr[s] = rw(np.asarray(r["model_ev"]), np.asarray(r["oracle_ev"]),
                          cfg.temperature_k, seed=cfg.seed + g)
         out["states"][s]["correction"] = corr[s].to_dict()
-    out["correction_ev"] = corr[b].correction_ev - corr[a].correction_ev
-    out["correction_error_ev"] = float(np.hypot(corr[a].error_ev, corr[b].error_ev))
-    out["corrected_ev"] = out["value_ev"] + out["correction_ev"]
-    out["corrected_error_ev"] = float(np.hypot(out["error_ev"], out["correction_error_ev"]))
+    out.update(corrected_delta_f(fe[a], fe[b], corr[a], corr[b]))
     return out
 
 

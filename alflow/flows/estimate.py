@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from ase.units import kB
 
-from alflow.estimate import FreeEnergy, OverlapWarning, bar, ess, is_free_energy
+from alflow.estimate import FreeEnergy, OverlapWarning, bar, bar_many, ess, is_free_energy
 from alflow.flows.anneal import AnnealConfig
 from alflow.flows.anneal import anneal as run_anneal
 from alflow.flows.coordinates import LOG_8PI2
@@ -147,9 +147,9 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
     if n_bootstrap:  # walkers (columns) resampled whole; independent targets one by one
         rng = np.random.default_rng(seed)
         w_rw = w_r.reshape(shape) if len(shape) == 2 else w_r[None]
-        boot = [bar(w_f[rng.integers(0, len(w_f), len(w_f))],
-                    w_rw[:, rng.integers(0, w_rw.shape[1], w_rw.shape[1])].ravel())[0]
-                for _ in range(n_bootstrap)]
+        i_f = rng.integers(0, len(w_f), (n_bootstrap, len(w_f)))
+        i_w = rng.integers(0, w_rw.shape[1], (n_bootstrap, w_rw.shape[1]))
+        boot = bar_many(w_f[i_f], w_rw[:, i_w].transpose(1, 0, 2).reshape(n_bootstrap, -1))
         sd = float(np.std(boot, ddof=1))
         # pymbar's asymptotic error is NaN when works were capped (samples outside the state)
         ddf = max(ddf, sd) if math.isfinite(ddf) else sd
