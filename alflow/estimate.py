@@ -298,6 +298,31 @@ def reweight(e_pot: np.ndarray, e_ref: np.ndarray, temperature_k: float,
                        temperature_k, k, float(bias))
 
 
+def committee_shifts(e_members: np.ndarray, e_mean: np.ndarray, temperature_k: float,
+                     log_w: np.ndarray | None = None) -> np.ndarray:
+    """F_m − F (M,) eV of each committee member m against the committee mean, by exponential
+    averaging over samples of the mean's Boltzmann distribution in a state: e_members
+    (M, n) and e_mean (n,) eV, or flow samples with log importance weights ``log_w`` (n,)."""
+    kt = kB * temperature_k
+    de = (np.asarray(e_members, float) - np.asarray(e_mean, float)[None]) / kt
+    lw = np.zeros(de.shape[1]) if log_w is None else np.asarray(log_w, float)
+    ok = np.isfinite(lw) & np.isfinite(de).all(0)
+    if not ok.any():
+        return np.full(len(de), np.nan)
+    return -kt * (log_mean_exp(lw[ok][None] - de[:, ok], 1) - log_mean_exp(lw[ok]))
+
+
+def committee_spread(shifts_from: list[float] | None, shifts_to: list[float] | None) -> float:
+    """Standard deviation (eV) over committee members of their own ΔF = F(to) − F(from)
+    (:func:`committee_shifts` of both states, member by member): the uncertainty of the
+    potential itself, 0 without two members' shifts in both states."""
+    if not shifts_from or not shifts_to or len(shifts_from) != len(shifts_to) \
+            or len(shifts_to) < 2:
+        return 0.0
+    d = np.asarray(shifts_to, float) - np.asarray(shifts_from, float)
+    return float(np.std(d, ddof=1)) if np.isfinite(d).all() else 0.0
+
+
 def corrected_delta_f(from_: FreeEnergy, to: FreeEnergy, corr_from: Reweighting,
                       corr_to: Reweighting) -> dict[str, float]:
     """ΔF = F(to) − F(from) on the potential and corrected to the reference (eV): the
@@ -313,6 +338,6 @@ def corrected_delta_f(from_: FreeEnergy, to: FreeEnergy, corr_from: Reweighting,
 
 
 __all__ = ["DeltaF", "FreeEnergy", "OverlapWarning", "Reweighting", "bar", "bar_many",
-           "corrected_delta_f", "delta_f", "ess",
+           "committee_shifts", "committee_spread", "corrected_delta_f", "delta_f", "ess",
            "is_free_energy", "jackknife", "log_mean_exp", "populations", "reweight",
            "small_sample_factor"]

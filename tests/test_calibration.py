@@ -17,7 +17,7 @@ from flow_targets import HarmonicFrame
 
 from alflow.campaign.config import ConvergenceConfig
 from alflow.campaign.decide import decide
-from alflow.estimate import bar, bar_many, corrected_delta_f, reweight
+from alflow.estimate import bar, bar_many, committee_spread, corrected_delta_f, reweight
 from alflow.flows.pipeline import StateSamplerConfig, state_free_energy
 from alflow.states import CVStates
 
@@ -69,6 +69,27 @@ def _oracle(target: HarmonicFrame, c: float) -> HarmonicFrame:
     return o
 
 
+class HarmonicCommittee:
+    """A two-member committee about a harmonic state: members (1 ∓ eps) times its energy,
+    their mean the state's own energy; ``stats`` as alflow.mlip.CommitteePotential's."""
+
+    def __init__(self, target: HarmonicFrame, eps: float):
+        self.target, self.scales = target, (1 - eps, 1 + eps)
+        self.numbers = target.numbers
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target.energy(x)
+
+    def stats(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        e = self.target.energy(x)
+        return {"energies": torch.stack([c * e for c in self.scales]), "energy": e}
+
+    def member_shifts(self) -> np.ndarray:
+        """Exact F_m − F (M,) eV."""
+        f = self.target.free_energy()
+        return np.array([_oracle(self.target, c - 1).free_energy() - f for c in self.scales])
+
+
 @pytest.fixture(scope="module")
 def two_states():
     """Per seed: the corrected ΔF, its error and the exact answer, from the estimate stage
@@ -89,9 +110,10 @@ def two_states():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for seed in range(4):
-            fe, corr = {}, {}
+            fe, corr, shifts = {}, {}, {}
             for name, (target, c) in states.items():
-                res = state_free_energy(target, "s", everywhere, target.reference,
+                committee = HarmonicCommittee(target, 0.1 if name == "A" else 0.05)
+                res = state_free_energy(committee, "s", everywhere, target.reference,
                                         target.numbers, T,
                                         target.exact_samples(600, seed=seed + 10), cfg,
                                         seed=seed)
@@ -100,8 +122,9 @@ def two_states():
                 pick = rng.choice(res.mcmc.energy.size, 16, replace=False)
                 e = res.mcmc.energy.reshape(-1)[pick]
                 corr[name] = reweight(e, (1 + c) * e, T, seed=seed)
+                shifts[name] = (fe[name].extra["member_shift_ev"], committee.member_shifts())
             out = corrected_delta_f(fe["A"], fe["B"], corr["A"], corr["B"])
-            runs.append((out["corrected_ev"], out["corrected_error_ev"], exact))
+            runs.append((out["corrected_ev"], out["corrected_error_ev"], exact, shifts))
     return runs
 
 
@@ -109,11 +132,22 @@ def test_corrected_delta_f_of_an_exact_two_state_problem_is_covered(two_states):
     """Every seed within 3σ, the mean z-score within ±1.5 (a 3σ bias gives ≈ 3 over 4
     seeds), the RMS z below 1.6 (error bars too narrow by half give ≈ 2), and error bars
     that are useful (below 0.5 kT)."""
-    z = np.array([(v - exact) / err for v, err, exact in two_states])
+    z = np.array([(v - exact) / err for v, err, exact, _ in two_states])
     assert np.all(np.abs(z) < 3), z
     assert abs(z.mean()) < 1.5, z
     assert math.sqrt(np.mean(z**2)) < 1.6, z
-    assert all(err < 0.5 * KT for _, err, _ in two_states)
+    assert all(err < 0.5 * KT for _, err, _, _ in two_states)
+
+
+def test_committee_members_free_energies_and_spread_of_delta_f(two_states):
+    """Each member's F − F(mean) from the walkers matches the exact shift (≈ ±0.6 kT in
+    state A, ±0.3 kT in B) to 0.1 kT, and the spread of the members' ΔF is the exact one."""
+    for *_, shifts in two_states:
+        for est, exact in shifts.values():
+            np.testing.assert_allclose(est, exact, atol=0.1 * KT)
+        exact = committee_spread(list(shifts["A"][1]), list(shifts["B"][1]))
+        got = committee_spread(shifts["A"][0], shifts["B"][0])
+        assert exact > 0.2 * KT and abs(got - exact) < 0.1 * KT
 
 
 RULE = ConvergenceConfig(tolerance_kt=0.1, max_error_kt=0.1, generations=1, rhat=1.01,
