@@ -9,7 +9,17 @@ lj7 minima have distinct energies); frames outside the hard wall (8.5125 Å from
 mass; a soft wall beyond it keeps the dynamics finite) count for neither.
 ΔF = −kT ln(n_coh / n_pbp), error by bootstrap over chains (independent).
 
+``--long FILE`` runs without end (256 chains per process; start several with different
+``--seed``, e.g. under ``nice -n 19``), appending after every segment each chain's counts to
+FILE, by the campaign's state definition (alflow.states.BasinStates: FIRE to 5e-4 eV/Å,
+then the reference minimum whose sorted pair distances lie within an RMS of 0.05 Å; inside
+the hard wall) and by the full quench (FIRE continued to 1e-6 eV/Å: the basin itself).
+``--combine [FILE]`` pools them (the first 10,000 steps of every chain dropped) into ΔF with
+its bootstrap error over chains; ``lj7_reference_18k.jsonl`` holds the shipped counts.
+
     python benchmarks/lj7_reference.py [--quick]     # last line: one JSON object
+    python benchmarks/lj7_reference.py --long FILE --seed S
+    python benchmarks/lj7_reference.py --combine [FILE]
 """
 
 from __future__ import annotations
@@ -235,11 +245,11 @@ def long_run(out: Path, seed: int, chains: int = 256, segment_steps: int = 10000
 
 def combine(path: Path, burn_steps: int = 10000, n_bootstrap: int = 2000,
             temperature_k: float = 18.0) -> dict:
-    """ΔF = F(coh) − F(pbp) (kT) from the raw lines of :func:`long_run` in ``path``: counts
-    summed per chain over its segments after its first ``burn_steps`` steps, chains of every
-    seed pooled (independent), error by bootstrap over chains; the same for the full
-    quench's assignment, and ΔF of the first and second half of each chain's segments (a
-    drift check)."""
+    """ΔF = F(coh) − F(pbp) (kT) from the raw lines of :func:`long_run` in ``path``: basin
+    counts of the full quench (the basin itself) summed per chain over its segments after
+    its first ``burn_steps`` steps, chains of every seed pooled (independent), error by
+    bootstrap over chains; the same for the quench stopped at 5e-4 eV/Å, and ΔF of the
+    first and second half of each chain's segments (a drift check)."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     by_seed: dict[int, list[dict]] = {}
     for r in rows:
@@ -263,16 +273,16 @@ def combine(path: Path, burn_steps: int = 10000, n_bootstrap: int = 2000,
         boot = c[:, rng.integers(0, c.shape[1], (n_bootstrap, c.shape[1]))].sum(-1)
         return float(-np.log(c[1].sum() / c[0].sum())), float(np.std(-np.log(boot[1] / boot[0])))
 
-    c = counts(("pbp", "coh"))
+    c = counts(("pbp_full", "coh_full"))
     value, error = delta_f(c)
-    full, full_err = delta_f(counts(("pbp_full", "coh_full")))
-    first, _ = delta_f(counts(("pbp", "coh"), 0))
-    second, _ = delta_f(counts(("pbp", "coh"), 1))
+    stopped, stopped_err = delta_f(counts(("pbp", "coh")))
+    first, _ = delta_f(counts(("pbp_full", "coh_full"), 0))
+    second, _ = delta_f(counts(("pbp_full", "coh_full"), 1))
     kt = units.kB * temperature_k
     steps = {s: len(rs) * rs[0]["segment_steps"] for s, rs in by_seed.items()}
     return {"delta_f_kt": value, "error_kt": error, "delta_f_ev": value * kt,
             "error_ev": error * kt, "temperature_k": temperature_k,
-            "delta_f_full_quench_kt": full, "error_full_quench_kt": full_err,
+            "delta_f_fmax_5e-4_kt": stopped, "error_fmax_5e-4_kt": stopped_err,
             "delta_f_first_half_kt": first, "delta_f_second_half_kt": second,
             "pbp": int(c[0].sum()), "coh": int(c[1].sum()), "chains": int(c.shape[1]),
             "seeds": sorted(by_seed), "steps_after_burn_per_seed": steps,
