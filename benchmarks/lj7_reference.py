@@ -264,14 +264,19 @@ def combine(path: Path, burn_steps: int = 10000, n_bootstrap: int = 2000,
             rs = sorted(rs, key=lambda r: r["segment"])
             if half is not None:
                 rs = rs[:len(rs) // 2] if half == 0 else rs[len(rs) // 2:]
-            per.append(np.array([[r[k] for r in rs] for k in keys]).sum(1))  # (2, chains)
+            if rs:
+                per.append(np.array([[r[k] for r in rs] for k in keys]).sum(1))  # (2, chains)
+        if not per:
+            return np.full((2, 1), np.nan)  # no segment in this half: no figure
         return np.concatenate(per, 1)
 
     rng = np.random.default_rng(0)
 
     def delta_f(c: np.ndarray) -> tuple[float, float]:
         boot = c[:, rng.integers(0, c.shape[1], (n_bootstrap, c.shape[1]))].sum(-1)
-        return float(-np.log(c[1].sum() / c[0].sum())), float(np.std(-np.log(boot[1] / boot[0])))
+        with np.errstate(invalid="ignore"):
+            return (float(-np.log(c[1].sum() / c[0].sum())),
+                    float(np.std(-np.log(boot[1] / boot[0]))))
 
     c = counts(("pbp_full", "coh_full"))
     value, error = delta_f(c)
