@@ -124,14 +124,15 @@ def bar(w_f: np.ndarray, w_r: np.ndarray) -> tuple[float, float]:
     return float(out["Delta_f"]), float(out["dDelta_f"])
 
 
-def bar_many(w_f: np.ndarray, w_r: np.ndarray, tol: float = 1e-10,
+def bar_many(w_f: np.ndarray, w_r: np.ndarray, x0: float | None = None, tol: float = 1e-10,
              max_iter: int = 200) -> np.ndarray:
     """BAR Δf (B,) of B independent sets of works at once: forward works w_f (B, n_f) and
     reverse works w_r (B, n_r) in :func:`bar`'s convention, e.g. bootstrap resamples. Solves
     Σ_F σ(Δf − M − w_F) = Σ_R σ(−Δf + M − w_R) (M = ln n_f/n_r, σ the logistic function;
     the left side minus the right rises monotonically in Δf) by Newton steps kept inside a
-    shrinking bracket (bisection where Newton leaves it), to ``tol``. Infinite works are
-    capped as in :func:`bar`."""
+    shrinking bracket (bisection where Newton leaves it), to ``tol``, from ``x0`` (e.g. the
+    full sample's Δf: bootstrap resamples then need 2–3 steps) or else from the mean of the
+    two exponential (Zwanzig) estimates. Infinite works are capped as in :func:`bar`."""
     from scipy.special import expit
 
     cap = 1e6
@@ -142,9 +143,11 @@ def bar_many(w_f: np.ndarray, w_r: np.ndarray, tol: float = 1e-10,
     m = math.log(wf.shape[1] / wr.shape[1])
     lo = np.minimum(wf.min(1), -wr.max(1)) + m - 50.0
     hi = np.maximum(wf.max(1), -wr.min(1)) + m + 50.0
-    # start from the mean of the two exponential (Zwanzig) estimates, clipped to the bracket
-    with np.errstate(over="ignore", divide="ignore"):
-        x = 0.5 * (-log_mean_exp(-wf, 1) + log_mean_exp(-wr, 1))
+    if x0 is None:
+        with np.errstate(over="ignore", divide="ignore"):
+            x = 0.5 * (-log_mean_exp(-wf, 1) + log_mean_exp(-wr, 1))
+    else:
+        x = np.full(len(wf), float(x0))
     x = np.where(np.isfinite(x), np.clip(x, lo, hi), 0.5 * (lo + hi))
     for _ in range(max_iter):
         p = expit(x[:, None] - m - wf)

@@ -163,7 +163,8 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
         w_rw = w_r.reshape(shape) if len(shape) == 2 else w_r[None]
         i_f = rng.integers(0, len(w_f), (n_bootstrap, len(w_f)))
         i_w = rng.integers(0, w_rw.shape[1], (n_bootstrap, w_rw.shape[1]))
-        boot = bar_many(w_f[i_f], w_rw[:, i_w].transpose(1, 0, 2).reshape(n_bootstrap, -1))
+        boot = bar_many(w_f[i_f], w_rw[:, i_w].transpose(1, 0, 2).reshape(n_bootstrap, -1),
+                        x0=df, tol=1e-8)
         sd = float(np.std(boot, ddof=1))
         # pymbar's asymptotic error is NaN when works were capped (samples outside the state)
         ddf = max(ddf, sd) if math.isfinite(ddf) else sd
