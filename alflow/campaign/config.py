@@ -182,7 +182,8 @@ class ConvergenceConfig(StrictModel):
                                          "(error bars that hold); null: no check")
     max_correction_bias: float | None = Field(0.25, gt=0, description="a state's estimated "
                                               "finite-sample correction bias may reach this "
-                                              "fraction of its error; null: no check")
+                                              "fraction of its error, and its labels must "
+                                              "overlap (reliable); null: no check of either")
 
 
 class CampaignConfig(StrictModel):

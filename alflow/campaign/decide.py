@@ -94,16 +94,16 @@ def _not_converged(history: list[dict[str, Any]], cfg: ConvergenceConfig,
     if c is not None and ce is not None and abs(c) > max(ce, cfg.tolerance_kt * kt):
         return (f"oracle correction {c / kt:+.3f} kT exceeds its error bar "
                 f"{ce / kt:.3f} kT and the tolerance")
+    frac = cfg.max_correction_bias
     for name, st in sorted((last.get("states") or {}).items()):
         r = (st or {}).get("correction")
-        if not r:
+        if not r or frac is None:
             continue
         if not r.get("reliable", True):
             return (f"oracle correction of state {name}: ESS {r.get('ess', 0):.1f} of "
                     f"{r.get('n')} labels, too little overlap to trust it")
         bias, err = abs(r.get("bias_ev") or 0.0), r.get("error_ev") or 0.0
-        frac = cfg.max_correction_bias
-        if frac is not None and bias > frac * err:
+        if bias > frac * err:
             return (f"oracle correction of state {name}: the exponential average's finite-"
                     f"sample bias ({bias / kt:.3f} kT) is more than {frac:g} of its error "
                     f"({err / kt:.3f} kT); it needs more labels or a closer committee")
