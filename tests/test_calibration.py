@@ -175,3 +175,13 @@ def test_rule_refuses_error_bars_that_do_not_hold_and_biased_corrections():
     assert not d.converged and "state coh" in d.reason and "more labels" in d.reason
     poor = _gen(1, 1.92, 0.05, {"pbp": {"correction": {**ok, "reliable": False}}})
     assert "too little overlap" in decide([_gen(0, 1.90, 0.05), poor], RULE, 1.0, 100).reason
+
+
+def test_rule_checks_can_be_switched_off():
+    off = RULE.model_copy(update={"max_move_sigma": None, "max_correction_bias": None})
+    jump = [_gen(0, 1.90, 0.02), _gen(1, 1.99, 0.02)]
+    poor = _gen(1, 1.92, 0.05, {"pbp": {"correction": {"reliable": False, "bias_ev": 1.0,
+                                                       "error_ev": 0.1}}})
+    assert not decide(jump, RULE, 1.0, 100).converged
+    assert decide(jump, off, 1.0, 100).converged
+    assert decide([_gen(0, 1.90, 0.05), poor], off, 1.0, 100).converged
