@@ -14,7 +14,7 @@ mass; a soft wall beyond it keeps the dynamics finite) count for neither.
 FILE, by the campaign's state definition (alflow.states.BasinStates: FIRE to 5e-4 eV/Å,
 then the reference minimum whose sorted pair distances lie within an RMS of 0.05 Å; inside
 the hard wall) and by the full quench (FIRE continued to 1e-6 eV/Å: the basin itself).
-``--combine [FILE]`` pools them (the first 10,000 steps of every chain dropped) into ΔF with
+``--combine [FILE]`` pools them (the first 20,000 steps of every chain dropped) into ΔF with
 its bootstrap error over chains; ``lj7_reference_18k.jsonl`` holds the shipped counts.
 
     python benchmarks/lj7_reference.py [--quick]     # last line: one JSON object
@@ -243,7 +243,7 @@ def long_run(out: Path, seed: int, chains: int = 256, segment_steps: int = 10000
             fh.write(json.dumps(row) + "\n")
 
 
-def combine(path: Path, burn_steps: int = 10000, n_bootstrap: int = 2000,
+def combine(path: Path, burn_steps: int = 20000, n_bootstrap: int = 2000,
             temperature_k: float = 18.0) -> dict:
     """ΔF = F(coh) − F(pbp) (kT) from the raw lines of :func:`long_run` in ``path``: basin
     counts of the full quench (the basin itself) summed per chain over its segments after
@@ -293,8 +293,8 @@ def combine(path: Path, burn_steps: int = 10000, n_bootstrap: int = 2000,
             "seeds": sorted(by_seed), "steps_after_burn_per_seed": steps,
             "burn_steps": burn_steps,
             "temperatures_k": rows[0]["temperatures_k"],
-            "cpu_seconds": sum(max(r["seconds"] for r in rows if r["seed"] == s)
-                               for s in by_seed)}
+            "wall_seconds_per_seed": {s: max(r["seconds"] for r in rows if r["seed"] == s)
+                                      for s in by_seed}}
 
 
 QUICK = {"chains": 32, "steps": 20000}
