@@ -180,7 +180,7 @@ def test_reweighting_exp_and_bar_against_exact():
     e_pot = 0.5 * KT * (x / s) ** 2
     exact = -(c * s) ** 2 / (2 * KT)
     r = reweight(e_pot, e_pot + c * x, T)
-    assert r.reliable and r.method == "exp"
+    assert r.reliable and r.method == "exp-jackknife"
     assert abs(r.correction_ev - exact) < 3 * r.error_ev
     y = -c * s**2 / KT + s * rng.standard_normal(n)
     e_pot_y = 0.5 * KT * (y / s) ** 2

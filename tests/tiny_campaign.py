@@ -20,6 +20,8 @@ SMALL = {
                                 "train": {"steps": 20}}},
     "selection": {"trust_lower": 0.0, "trust_upper": 10.0, "min_distance": 2.5, "budget": 4},
     "estimate": {"reweight_samples": 3, "bootstrap": 20},
+    # orchestration, not accuracy: the rule accepts any estimate of these rough committees
     "convergence": {"tolerance_kt": 1e3, "max_error_kt": 1e3, "generations": 1, "rhat": 1e3,
+                    "max_move_sigma": None, "max_correction_bias": None,
                     "max_generations": 3},
 }

@@ -177,6 +177,13 @@ class ConvergenceConfig(StrictModel):
     rhat: float = Field(1.01, gt=1.0)
     max_generations: int = Field(10, ge=1)
     max_labels: int = Field(2000, ge=1)
+    max_move_sigma: float | None = Field(3.0, gt=0, description="ΔF may move by at most this "
+                                         "many combined standard errors between generations "
+                                         "(error bars that hold); null: no check")
+    max_correction_bias: float | None = Field(0.25, gt=0, description="a state's estimated "
+                                              "finite-sample correction bias may reach this "
+                                              "fraction of its error, and its labels must "
+                                              "overlap (reliable); null: no check of either")
 
 
 class CampaignConfig(StrictModel):

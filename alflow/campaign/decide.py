@@ -1,11 +1,18 @@
 """The convergence rule of a campaign (pure).
 
 The campaign's answer is ΔF corrected to the oracle when the oracle correction was measured
-(else ΔF on the potential). Converged when, for the last ``generations`` generations, that
-answer moved by less than ``tolerance_kt`` kT from the generation before, its newest error bar
-is at most ``max_error_kt`` kT, the oracle correction lies within its error bar or below the
-tolerance (the potential agrees with the oracle), and every state's R-hat is below ``rhat``.
-Otherwise stop at ``max_generations`` or once ``max_labels`` labels are stored.
+(else ΔF on the potential), with its full error: the states' free energies on the potential
+(BAR, error bootstrapped over whole MCMC walkers) and each state's correction (the
+bias-corrected exponential average, jackknife error widened for its few labels,
+alflow.estimate.reweight) in quadrature. Converged when, for the last ``generations``
+generations, that answer moved by less than ``tolerance_kt`` kT from the generation before
+and by less than ``max_move_sigma`` combined standard errors (error bars that hold), its
+newest error bar is at most ``max_error_kt`` kT, the oracle correction lies within its error
+bar or below the tolerance (the potential agrees with the oracle), every state's correction
+is trustworthy (enough effective labels, and an estimated finite-sample bias at most
+``max_correction_bias`` of its error: else the exponential average needs more labels), and
+every state's R-hat is below ``rhat``. Otherwise stop at ``max_generations`` or once
+``max_labels`` labels are stored.
 
 Why the corrected value: with an accurate committee its ΔF still shifts by 0.05–0.09 kT from
 one generation's training to the next (lj7, measured against the exact potential), which the
@@ -14,6 +21,7 @@ correction removes; the correction criterion separately asks the potential to be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,10 +82,31 @@ def _not_converged(history: list[dict[str, Any]], cfg: ConvergenceConfig,
         if abs(vb - va) > cfg.tolerance_kt * kt:
             return (f"ΔF moved by {abs(vb - va) / kt:.3f} kT between generations "
                     f"{a['generation']} and {b['generation']}")
+        ea, eb = answer(a)[1], answer(b)[1]
+        sig = cfg.max_move_sigma
+        if sig is not None and ea is not None and eb is not None \
+                and abs(vb - va) > sig * math.hypot(ea, eb):
+            return (f"ΔF moved by {abs(vb - va) / kt:.3f} kT between generations "
+                    f"{a['generation']} and {b['generation']}, more than {sig:g} combined "
+                    f"standard errors ({math.hypot(ea, eb) / kt:.3f} kT): the error bars do "
+                    "not hold")
     c, ce = last.get("correction_ev"), last.get("correction_error_ev")
     if c is not None and ce is not None and abs(c) > max(ce, cfg.tolerance_kt * kt):
         return (f"oracle correction {c / kt:+.3f} kT exceeds its error bar "
                 f"{ce / kt:.3f} kT and the tolerance")
+    frac = cfg.max_correction_bias
+    for name, st in sorted((last.get("states") or {}).items()):
+        r = (st or {}).get("correction")
+        if not r or frac is None:
+            continue
+        if not r.get("reliable", True):
+            return (f"oracle correction of state {name}: ESS {r.get('ess', 0):.1f} of "
+                    f"{r.get('n')} labels, too little overlap to trust it")
+        bias, err = abs(r.get("bias_ev") or 0.0), r.get("error_ev") or 0.0
+        if bias > frac * err:
+            return (f"oracle correction of state {name}: the exponential average's finite-"
+                    f"sample bias ({bias / kt:.3f} kT) is more than {frac:g} of its error "
+                    f"({err / kt:.3f} kT); it needs more labels or a closer committee")
     rh = last.get("rhat")
     if rh is not None and rh >= cfg.rhat:
         return f"R-hat {rh:.4f} not below {cfg.rhat}"

@@ -39,6 +39,7 @@ class CorrectionStatus(_Public):
     method: str | None = None
     reliable: bool | None = None
     pareto_k: float | None = None
+    bias_ev: float | None = None  # the finite-sample bias the estimate removed
 
 
 class StateStatus(_Public):

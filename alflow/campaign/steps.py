@@ -292,11 +292,11 @@ def _save_flow_samples(smp, state: str, out_dir: str, symmetry_number: int,
 def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
               reweight: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """ΔF = F(to) − F(from) with its error, and its correction to the oracle
-    (alflow.estimate.reweight: exponential averaging of oracle − model energies over
-    Boltzmann samples of each state, bootstrap errors)."""
+    (alflow.estimate.reweight: the bias-corrected exponential average of oracle − model
+    energies over Boltzmann samples of each state; alflow.estimate.corrected_delta_f)."""
     import warnings
 
-    from alflow.estimate import FreeEnergy, delta_f
+    from alflow.estimate import FreeEnergy, committee_spread, corrected_delta_f, delta_f
     from alflow.estimate import reweight as rw
 
     a, b = cfg.system.delta_f.from_, cfg.system.delta_f.to
@@ -316,7 +316,12 @@ def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
     d = delta_f(fe[a], fe[b])
     if not (np.isfinite(d.value_ev) and np.isfinite(d.error_ev)):
         return out  # a state without samples inside it: no estimate this generation
-    out["value_ev"], out["error_ev"] = d.value_ev, d.error_ev
+    # the committee's spread: the potential's own uncertainty, part of its ΔF's error (the
+    # corrected ΔF measures the potential's error against the oracle instead)
+    spread = committee_spread(per_state[a].get("member_shift_ev"),
+                              per_state[b].get("member_shift_ev"))
+    out["committee_ev"] = spread
+    out["value_ev"], out["error_ev"] = d.value_ev, float(np.hypot(d.error_ev, spread))
     corr = {}
     for s in (a, b):
         r = reweight.get(s)
@@ -327,10 +332,8 @@ def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
             corr[s] = rw(np.asarray(r["model_ev"]), np.asarray(r["oracle_ev"]),
                          cfg.temperature_k, seed=cfg.seed + g)
         out["states"][s]["correction"] = corr[s].to_dict()
-    out["correction_ev"] = corr[b].correction_ev - corr[a].correction_ev
-    out["correction_error_ev"] = float(np.hypot(corr[a].error_ev, corr[b].error_ev))
-    out["corrected_ev"] = out["value_ev"] + out["correction_ev"]
-    out["corrected_error_ev"] = float(np.hypot(out["error_ev"], out["correction_error_ev"]))
+    out.update(corrected_delta_f(fe[a], fe[b], corr[a], corr[b]))
+    out["error_ev"] = float(np.hypot(out["error_ev"], spread))
     return out
 
 

@@ -25,7 +25,15 @@ import numpy as np
 import torch
 from ase.units import kB
 
-from alflow.estimate import FreeEnergy, OverlapWarning, bar, ess, is_free_energy
+from alflow.estimate import (
+    FreeEnergy,
+    OverlapWarning,
+    bar,
+    bar_many,
+    committee_shifts,
+    ess,
+    is_free_energy,
+)
 from alflow.flows.anneal import AnnealConfig
 from alflow.flows.anneal import anneal as run_anneal
 from alflow.flows.coordinates import LOG_8PI2
@@ -103,6 +111,11 @@ def flow_free_energy(bg: BoltzmannGenerator, potential: Potential, temperature_k
     shift = float(np.max(s.log_w)) if np.isfinite(s.log_w).any() else 0.0
     fe = is_free_energy(s.log_w - shift, temperature_k, n_bootstrap, seed,
                         offset=shift + LOG_8PI2 - math.log(bg.symmetry_number), label=label)
+    ok = np.isfinite(s.log_w)
+    members = _member_energies(potential, torch.as_tensor(s.positions[ok]))
+    if members is not None:
+        fe.extra["member_shift_ev"] = committee_shifts(members, s.energy[ok], temperature_k,
+                                                       s.log_w[ok]).tolist()
     fe.extra = {**fe.extra, "inside_fraction": float(s.inside.mean()), "symmetry_number":
                 bg.symmetry_number, "min_energy_ev": float(np.min(s.energy))
                 if np.isfinite(s.energy).any() else float("nan"), **s.extra}
@@ -141,22 +154,37 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
     xt = bg.coords.canonicalize(xt)
     with torch.no_grad():
         lq_t = bg.log_prob(xt).numpy()
-        u1_t = ((potential.energy(xt).double().numpy()) - e0) / kt
+        e_t = potential.energy(xt).double().numpy()
+        u1_t = (e_t - e0) / kt
     w_r = -lq_t - u1_t
     df, ddf = bar(w_f, w_r)
     if n_bootstrap:  # walkers (columns) resampled whole; independent targets one by one
         rng = np.random.default_rng(seed)
         w_rw = w_r.reshape(shape) if len(shape) == 2 else w_r[None]
-        boot = [bar(w_f[rng.integers(0, len(w_f), len(w_f))],
-                    w_rw[:, rng.integers(0, w_rw.shape[1], w_rw.shape[1])].ravel())[0]
-                for _ in range(n_bootstrap)]
+        i_f = rng.integers(0, len(w_f), (n_bootstrap, len(w_f)))
+        i_w = rng.integers(0, w_rw.shape[1], (n_bootstrap, w_rw.shape[1]))
+        boot = bar_many(w_f[i_f], w_rw[:, i_w].transpose(1, 0, 2).reshape(n_bootstrap, -1),
+                        x0=df, tol=1e-8)
         sd = float(np.std(boot, ddof=1))
         # pymbar's asymptotic error is NaN when works were capped (samples outside the state)
         ddf = max(ddf, sd) if math.isfinite(ddf) else sd
     f = kt * (df + e0 / kt - LOG_8PI2 + math.log(bg.symmetry_number))
     n_eff, n = ess(-w_f), len(w_f)
-    return FreeEnergy(f, kt * ddf, temperature_k, n, n_eff, n_eff / n, "bar",
-                      {"n_target": len(xt), "symmetry_number": bg.symmetry_number})
+    extra: dict[str, Any] = {"n_target": len(xt), "symmetry_number": bg.symmetry_number}
+    members = _member_energies(potential, xt)
+    if members is not None:
+        extra["member_shift_ev"] = committee_shifts(members, e_t, temperature_k).tolist()
+    return FreeEnergy(f, kt * ddf, temperature_k, n, n_eff, n_eff / n, "bar", extra)
+
+
+def _member_energies(potential: Potential, x: torch.Tensor) -> np.ndarray | None:
+    """Energies (M, B) eV of each member of a committee potential (one with ``stats``, e.g.
+    alflow.mlip.CommitteePotential) at x (B, N, 3) Å; None for any other potential."""
+    stats = getattr(potential, "stats", None)
+    if not callable(stats) or len(x) == 0:
+        return None
+    with torch.no_grad():
+        return stats(x)["energies"].double().cpu().numpy()
 
 
 __all__ = ["FlowSamples", "flow_bar_free_energy", "flow_free_energy", "sample_flow"]
