@@ -67,7 +67,7 @@ def config_hash(cfg: MLIPConfig) -> str:
     """Hash of the settings that change the trained weights (device/parallel excluded)."""
     import hashlib
 
-    d = cfg.model_dump(exclude={"device", "parallel", "committee_size"})
+    d = cfg.model_dump(exclude={"device", "parallel", "committee_size", "inference_dtype"})
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
