@@ -246,7 +246,8 @@ def generations(run: Path, cpu: TreeCPU | None, cores: int) -> list[dict]:
             start[gen] = t0 + e["elapsed_s"]
         elif e["event"] in ("task_done", "task_cached") and e["key"] in results:
             res = results[e["key"]]["result"]
-            name = e["task"] + (f" {res['state']}" if "state" in res else "")
+            name = e["task"] + (f" {res['state']}" if "state" in res else
+                                f" {res['member']}" if "member" in res else "")
             steps.setdefault(gen, {})[name] = round(res["_t1"] - res["_t0"], 2)
             for part in ("md_seconds", "train_seconds", "mcmc_seconds", "estimate_seconds"):
                 if res.get(part) is not None:
