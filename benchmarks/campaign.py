@@ -4,7 +4,8 @@ Figures:
 
 - **the lj7 example campaign** on the ``local-threads`` site, as the quickstart runs it (until
   its convergence rule stops it): per generation the wall time, the time inside oracle
-  calls (union of the label tasks' intervals), the time inside any task, the orchestration
+  calls (union of the label tasks' intervals) and outside them (wall − oracle), the CPU
+  seconds of the campaign's process tree, the time inside any task, the orchestration
   overhead (wall − time inside tasks) / wall, the CPU utilisation (CPU seconds of the
   campaign's process tree — the driver, its worker processes and their children, sampled
   every 0.5 s with psutil — divided by wall × cores), each step's time (seed MD, flow
@@ -31,7 +32,8 @@ oracle, independent of alflow's MLIPs, flows and estimators) is read unless
 
 ``--quick``: the example with a smaller committee training, MD, flows and MCMC, two
 generations (a fixed number), the same figures. The machine's load (1-minute average) at the
-start and end is printed: figures taken on a shared machine are upper bounds of the times.
+start and end and its mean over the example's run are printed: figures taken on a shared
+machine are upper bounds of the times.
 The last line of output is one JSON object with the figures.
 """
 
@@ -141,6 +143,7 @@ class TreeCPU:
         self.root, self.marker, self.period = root, marker, period
         self.last: dict[tuple[int, float], float] = {}  # (pid, create_time) -> CPU s
         self.series: list[tuple[float, float]] = []
+        self.load: list[float] = []  # the machine's 1-minute load average at each sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -176,6 +179,7 @@ class TreeCPU:
             except psutil.Error:
                 continue
         self.series.append((time.time(), sum(self.last.values())))
+        self.load.append(os.getloadavg()[0])
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period):
@@ -246,7 +250,8 @@ def generations(run: Path, cpu: TreeCPU | None, cores: int) -> list[dict]:
             start[gen] = t0 + e["elapsed_s"]
         elif e["event"] in ("task_done", "task_cached") and e["key"] in results:
             res = results[e["key"]]["result"]
-            name = e["task"] + (f" {res['state']}" if "state" in res else "")
+            name = e["task"] + (f" {res['state']}" if "state" in res else
+                                f" {res['member']}" if "member" in res else "")
             steps.setdefault(gen, {})[name] = round(res["_t1"] - res["_t0"], 2)
             for part in ("md_seconds", "train_seconds", "mcmc_seconds", "estimate_seconds"):
                 if res.get(part) is not None:
@@ -262,6 +267,8 @@ def generations(run: Path, cpu: TreeCPU | None, cores: int) -> list[dict]:
         row = {"generation": g, "wall_s": round(d["wall_s"], 1),
                "oracle_s": round(union_seconds(labels.get(g, [])), 2),
                "task_s": round(d["task_s"], 1),
+               "outside_oracle_s": round(d["wall_s"] - union_seconds(labels.get(g, [])), 1),
+               "cpu_s": None,
                "overhead_fraction": round((d["wall_s"] - d["task_s"]) / d["wall_s"], 4),
                "cpu_utilisation": None, "steps_s": steps.get(g, {}),
                "labels_s": round(union_seconds(labels.get(g, [])), 2),
@@ -270,20 +277,23 @@ def generations(run: Path, cpu: TreeCPU | None, cores: int) -> list[dict]:
                "error_kt": None if err is None else round(err / KT_EV, 4),
                "corrected": corrected, "rhat": h.get("rhat")}
         if cpu is not None:
-            row["cpu_utilisation"] = round(cpu.between(a, b) / (d["wall_s"] * cores), 3)
+            row["cpu_s"] = round(cpu.between(a, b), 1)
+            row["cpu_utilisation"] = round(row["cpu_s"] / (d["wall_s"] * cores), 3)
         out.append(row)
     return out
 
 
 def print_generations(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'gen':>3} {'wall s':>8} {'oracle s':>8} {'overhead':>8} {'CPU util':>8} "
-          f"{'calls':>5} {'ΔF kT':>16}")
+    print(f"{'gen':>3} {'wall s':>8} {'oracle s':>8} {'other s':>8} {'overhead':>8} "
+          f"{'CPU s':>7} {'CPU util':>8} {'calls':>5} {'ΔF kT':>16}")
     for r in rows:
         df = "—" if r["delta_f_kt"] is None else f"{r['delta_f_kt']:.3f} ± {r['error_kt']:.3f}"
         cpu = "—" if r["cpu_utilisation"] is None else f"{100 * r['cpu_utilisation']:.0f} %"
+        cpu_s = "—" if r["cpu_s"] is None else f"{r['cpu_s']:.0f}"
         print(f"{r['generation']:>3} {r['wall_s']:>8.1f} {r['oracle_s']:>8.2f} "
-              f"{100 * r['overhead_fraction']:>7.2f}% {cpu:>8} {r['calls']:>5} {df:>16}")
+              f"{r['outside_oracle_s']:>8.1f} {100 * r['overhead_fraction']:>7.2f}% "
+              f"{cpu_s:>7} {cpu:>8} {r['calls']:>5} {df:>16}")
         for k, v in r["steps_s"].items():
             print(f"      {k:<28} {v:>8.2f} s")
 
@@ -377,6 +387,8 @@ def main() -> None:
                "off_reference_kt": None if last.get("delta_f_kt") is None
                else round(last["delta_f_kt"] - ref_kt, 4),
                "cpu_utilisation": round(total_cpu / (wall * cores), 3),
+               "cpu_s": round(total_cpu, 1),
+               "load_mean": round(float(np.mean(cpu.load)), 2) if cpu.load else None,
                "oracle_s": round(sum(r["oracle_s"] for r in rows), 2),
                "overhead_fraction_max": max((r["overhead_fraction"] for r in rows),
                                             default=None),
@@ -399,7 +411,8 @@ def main() -> None:
         for s, f in strategies.items():
             print(s, json.dumps(f))
     load1 = os.getloadavg()[0]
-    print(f"\nload average (1 min) {load0:.2f} at the start, {load1:.2f} at the end")
+    print(f"\nload average (1 min) {load0:.2f} at the start, {load1:.2f} at the end, "
+          f"{example['load_mean']} on average over the example's run")
     summary = {"system": "lj7", "temperature_k": TEMPERATURE_K, "quick": args.quick,
                "cores": cores, "reference_delta_f_kt": round(ref_kt, 4),
                "reference_error_kt": round(ref["error_kt"], 4), "example": example,

@@ -206,16 +206,26 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
 
 def _train(ctx: Context, g: int, prev: dict[str, Any] | None, base: dict[str, Any]
            ) -> tuple[str, str]:
-    """Train this generation's committee, warm-started from the previous one: its model
-    directory and checkpoint key."""
-    cfg = ctx.cfg
-    data = keys_hash(training_keys(ctx.store, g))
-    h = ctx.tasks.submit("train", {**base, "data": data, "mlip": cfg.mlip,
-                                   "init": prev["model_key"] if prev else None},
-                         steps.train, str(ctx.run.dataset), str(ctx.run.models(g)), cfg.mlip,
-                         prev["model_dir"] if prev else None, step_seed(cfg.seed, "train", g),
-                         g, str(ctx.run.root), executor=cfg.executors["train"])
-    js, _ = ctx.tasks.result(h)
+    """Train this generation's committee, warm-started from the previous one: one task per
+    member, all at once, then the committee from them. Returns its model directory and
+    checkpoint key."""
+    from alflow.mlip import MLIPConfig
+
+    cfg, tasks = ctx.cfg, ctx.tasks
+    inputs = {**base, "data": keys_hash(training_keys(ctx.store, g)), "mlip": cfg.mlip,
+              "init": prev["model_key"] if prev else None}
+    args = (str(ctx.run.dataset), str(ctx.run.models(g)), cfg.mlip,
+            prev["model_dir"] if prev else None, step_seed(cfg.seed, "train", g), g,
+            str(ctx.run.root))
+    executor = cfg.executors["train"]
+    if tasks.checkpoint.load("train", task_key("train", inputs)) is None:
+        size = MLIPConfig(**cfg.mlip).committee_size
+        members = [tasks.submit("train_member", {**inputs, "member": k}, steps.train_member,
+                                *args, k, executor=executor) for k in range(size)]
+        for h in members:
+            tasks.result(h)
+    h = tasks.submit("train", inputs, steps.train, *args, executor=executor)
+    js, _ = tasks.result(h)
     return js["model_dir"], h.key
 
 

@@ -35,28 +35,44 @@ def radius_of_gyration(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
     return np.sqrt(((x - com) ** 2).sum(-1) @ masses / masses.sum())
 
 
-def train(dataset: str, out_dir: str, mlip: dict[str, Any], init_from: str | None, seed: int,
-          generation: int, run_root: str) -> Result:
-    """Train the committee of ``generation`` on its labels, warm-started from ``init_from``;
-    its members train at once in processes of their own, one per core the step was given
-    (nothing else of the generation runs meanwhile)."""
-    from alflow.mlip import MLIPConfig, train_committee
+def _training_set(dataset: str, mlip: dict[str, Any], seed: int, generation: int):
+    """The labels the committee of ``generation`` trains on (ASE Atoms) and its MLIPConfig."""
+    from alflow.mlip import MLIPConfig
+
+    store = LabelStore(dataset, create=False)
+    atoms = [r.to_atoms() for r in store.records(status="ok") if in_training(r.tags, generation)]
+    return atoms, MLIPConfig(**{"seed": seed, **mlip})
+
+
+def train_member(dataset: str, out_dir: str, mlip: dict[str, Any], init_from: str | None,
+                 seed: int, generation: int, run_root: str, member: int) -> Result:
+    """Train member ``member`` of the committee of ``generation`` on its labels, warm-started
+    from ``init_from``, with the threads of this worker: one task per member, so the members
+    train at once on the executor's workers (:func:`train` then writes the committee)."""
+    from alflow.mlip import train_committee
     from alflow.progress import track
-    from alflow.threads import cores_given
 
     pause_point("train", generation, run_root)
     t0 = time.time()
-    store = LabelStore(dataset, create=False)
-    atoms = [r.to_atoms() for r in store.records(status="ok") if in_training(r.tags, generation)]
-    config = MLIPConfig(**{"seed": seed, **mlip})
-    # an interrupted attempt left member checkpoints in out_dir: train_committee resumes them
-    nproc = min(config.committee_size, cores_given())
-    if nproc > 1 and config.parallel == "auto":
-        config = config.model_copy(update={"parallel": "members"})
-    with track(f"gen {generation}: train committee ({config.committee_size} members, "
-               f"{len(atoms)} labels)"):
-        path = train_committee(atoms, Path(out_dir), config, nproc=nproc,
-                               init_from=Path(init_from) if init_from else None)
+    atoms, config = _training_set(dataset, mlip, seed, generation)
+    # an interrupted attempt left the member's checkpoint in out_dir: train_committee resumes it
+    with track(f"gen {generation}: train member {member} ({len(atoms)} labels)"):
+        train_committee(atoms, Path(out_dir), config, members=[member],
+                        init_from=Path(init_from) if init_from else None)
+    return {"member": member, "_t0": t0, "_t1": time.time()}, {}
+
+
+def train(dataset: str, out_dir: str, mlip: dict[str, Any], init_from: str | None, seed: int,
+          generation: int, run_root: str) -> Result:
+    """The committee of ``generation`` from its members (:func:`train_member`; a member not
+    yet trained is trained here, one after the other): validation metrics and
+    ``committee.json``."""
+    from alflow.mlip import train_committee
+
+    t0 = time.time()
+    atoms, config = _training_set(dataset, mlip, seed, generation)
+    path = train_committee(atoms, Path(out_dir), config,
+                           init_from=Path(init_from) if init_from else None)
     return {"model_dir": str(path), "n_train": len(atoms),
             "_t0": t0, "_t1": time.time()}, {}
 
@@ -337,4 +353,4 @@ def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
     return out
 
 
-__all__ = ["explore", "flows", "summarise", "train"]
+__all__ = ["explore", "flows", "summarise", "train", "train_member"]

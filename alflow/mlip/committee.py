@@ -62,13 +62,24 @@ class Committee:
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu") -> Committee:
-        """Load ``model_dir/committee.json`` and each member's best.pt (weights only)."""
+        """Load ``model_dir/committee.json`` and each member's best.pt (weights only), in the
+        configuration's ``inference_dtype`` (default: the dtype it was trained in)."""
         path = Path(model_dir) / "committee.json"
         if not path.exists():
             raise InputError(f"{model_dir}: not a trained committee (no committee.json)")
         meta = json.loads(path.read_text())
         cfg = MLIPConfig.model_validate(meta["config"])
-        return cls.load_members(model_dir, meta["members"], cfg, meta["stats"], device, meta)
+        committee = cls.load_members(model_dir, meta["members"], cfg, meta["stats"], device,
+                                     meta)
+        if cfg.inference_dtype is not None and cfg.inference_dtype != cfg.dtype:
+            committee = committee.to_dtype(cfg.inference_dtype)
+        return committee
+
+    def to_dtype(self, dtype: str) -> Committee:
+        """The committee with its members' weights cast to ``dtype`` ("float32" |
+        "float64"); reference energies stay float64 and energies are summed in float64."""
+        members = [m.to(getattr(torch, dtype)) for m in self.members]
+        return Committee(members, self.config, self.meta)
 
     def species(self, numbers) -> torch.Tensor:
         return self.members[0].species_index(numbers)

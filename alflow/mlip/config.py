@@ -49,6 +49,11 @@ class MLIPConfig(StrictModel):
     builtin: BuiltinModelConfig = Field(default_factory=BuiltinModelConfig)
     mace: MaceModelConfig = Field(default_factory=MaceModelConfig)
     dtype: Literal["float32", "float64"] = "float32"
+    inference_dtype: Literal["float32", "float64"] | None = Field(
+        None, description="dtype of the trained committee when it is loaded to be evaluated "
+                          "(MD, MCMC, quenches, estimates; None: dtype). A committee trained "
+                          "in float64 evaluates 1.3-2x faster in float32 on CPU; it does not "
+                          "change the trained weights")
 
     energy_weight: float = Field(10.0, ge=0.0)
     forces_weight: float = Field(1.0, ge=0.0)

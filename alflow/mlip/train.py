@@ -67,7 +67,7 @@ def config_hash(cfg: MLIPConfig) -> str:
     """Hash of the settings that change the trained weights (device/parallel excluded)."""
     import hashlib
 
-    d = cfg.model_dump(exclude={"device", "parallel", "committee_size"})
+    d = cfg.model_dump(exclude={"device", "parallel", "committee_size", "inference_dtype"})
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -443,7 +443,8 @@ def _warm_start(init_from: Path | None, cfg: MLIPConfig, stats: dict) -> tuple[d
 
 def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None = None,
                     nproc: int = 1, init_from: str | Path | None = None,
-                    fault: Fault | None = None, progress: Progress | None = None) -> Path:
+                    fault: Fault | None = None, progress: Progress | None = None,
+                    members: list[int] | None = None) -> Path:
     """Train a committee on labelled ASE Atoms; returns ``out_dir`` (load with :func:`load`).
 
     Members differ by seed and by the subset of the training set they see
@@ -453,6 +454,9 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
     Re-running on the same data and config resumes unfinished members from their last
     checkpoint and returns at once when all are done. ``fault`` is a test hook (sequential
     training only; see :func:`train_member`), as is ``progress`` (called after each epoch).
+    ``members``: train only these members (indices), e.g. one per task of a task graph; the
+    committee (``committee.json``) is written once every member is trained, by the call that
+    finds them all done.
     """
     from alflow.distributed import init_from_env, resolve_device, spawn, threads_per_process
     from alflow.errors import InputError
@@ -495,7 +499,8 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
                      "init_state": init_states[k % len(init_states)] if init_states else None})
     done = [json.loads((out / n / "member.json").read_text())
             if (out / n / "member.json").exists() else None for n in names]
-    todo = [k for k in range(len(jobs)) if done[k] is None]
+    todo = [k for k in range(len(jobs)) if done[k] is None
+            and (members is None or k in members)]
     mode = cfg.parallel
     if mode == "auto":
         mode = "members" if len(todo) >= nproc else "ddp"
@@ -525,7 +530,7 @@ def train_committee(atoms_list, out_dir: str | Path, config: MLIPConfig | None =
             threads = 1 if ranks == 1 else None
         for k in todo:
             done[k] = spawn(_ddp_member, ranks, jobs[k], device=cfg.device, threads=threads)
-    if not info.is_main:
+    if not info.is_main or any(d is None for d in done):
         return out
     ranks_meta = {"ddp_ranks": ranks, "ddp_probe_samples_per_s": probe} if probe else {}
     from alflow.mlip.committee import Committee
