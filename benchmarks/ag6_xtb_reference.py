@@ -46,6 +46,8 @@ from ase import units
 from ase.data import atomic_masses
 from ase.io import read
 
+from alflow.sampling.tempering import exchange_neighbours
+
 T_K = 300.0
 WALL = 8.0  # Å, as the ag6-xtb example
 PLANAR = 0.1  # Å: planarity bound of the ag6-xtb example's states
@@ -191,7 +193,6 @@ def parallel_tempering(starts: np.ndarray, numbers: np.ndarray, chains: int, ste
     c1 = np.exp(-gamma * dt)
     c2 = np.sqrt(1 - c1 * c1)
     sig = np.sqrt(units.kB * np.asarray(temps)[None, :, None, None] / mass)
-    beta = 1.0 / (units.kB * np.asarray(temps))
     starts = starts - starts.mean(-2, keepdims=True)
     x = np.repeat(starts[np.arange(chains) % len(starts)][:, None], k, 1)
     oracles = [[Oracle(numbers, x[c, i]) for i in range(k)] for c in range(chains)]
@@ -209,14 +210,8 @@ def parallel_tempering(starts: np.ndarray, numbers: np.ndarray, chains: int, ste
     for s in range(steps):
         baoab(x, v, f, mass, dt, c1, c2 * sig, rng, forces)
         if (s + 1) % exchange_every == 0:
-            for i in range((s // exchange_every) % 2, k - 1, 2):
-                ok = np.log(rng.random(chains)) < (beta[i] - beta[i + 1]) * (e[:, i]
-                                                                              - e[:, i + 1])
-                acc.append(ok.mean())
-                r = np.sqrt(temps[i] / temps[i + 1])
-                for arr, scale in ((x, 1.0), (f, 1.0), (e, 1.0), (v, r)):
-                    a, b = arr[ok, i].copy(), arr[ok, i + 1].copy()
-                    arr[ok, i], arr[ok, i + 1] = b * scale, a / scale
+            for i, ok in exchange_neighbours(e, temps, s // exchange_every, rng, (x, f), v):
+                acc.append(float(ok.mean()))
                 for c in np.flatnonzero(ok):  # each density follows its configuration
                     oracles[c][i], oracles[c][i + 1] = oracles[c][i + 1], oracles[c][i]
         if (s + 1) % record_every == 0:

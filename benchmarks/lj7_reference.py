@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from ase import units
 
+from alflow.sampling.tempering import exchange_neighbours
+
 SIGMA, EPSILON = 3.405, 0.0103  # Å, eV (argon)
 WALL = 8.5125  # Å
 MINIMA_EPS = {"pbp": -16.5054, "coh": -15.9350}  # energies of the two states' minima, epsilon
@@ -107,7 +109,6 @@ def _pt_segments(starts: np.ndarray, chains: int, temps: np.ndarray, segment_ste
     c1 = np.exp(-gamma * dt)
     c2 = np.sqrt(1 - c1 * c1)
     sig = np.sqrt(units.kB * np.asarray(temps) / MASS)[None, :, None, None]
-    beta = 1.0 / (units.kB * np.asarray(temps))
     starts = starts - starts.mean(-2, keepdims=True)
     x = np.repeat(starts[np.arange(chains) % len(starts)][:, None], k, 1)
     v = rng.normal(size=x.shape) * sig
@@ -124,14 +125,8 @@ def _pt_segments(starts: np.ndarray, chains: int, temps: np.ndarray, segment_ste
             e, f = lj(x)
             v += 0.5 * dt * f / MASS
             if (s + 1) % exchange_every == 0:
-                for i in range((s // exchange_every) % 2, k - 1, 2):
-                    ok = np.log(rng.random(chains)) < (beta[i] - beta[i + 1]) * (e[:, i]
-                                                                               - e[:, i + 1])
-                    acc.append(ok.mean())
-                    r = np.sqrt(temps[i] / temps[i + 1])
-                    for arr, scale in ((x, 1.0), (f, 1.0), (e, 1.0), (v, r)):
-                        a, b = arr[ok, i].copy(), arr[ok, i + 1].copy()
-                        arr[ok, i], arr[ok, i + 1] = b * scale, a / scale
+                swaps = exchange_neighbours(e, temps, s // exchange_every, rng, (x, f), v)
+                acc += [float(ok.mean()) for _, ok in swaps]
             if (s + 1) % record_every == 0:
                 frames.append(x[:, 0].copy())
             s += 1
