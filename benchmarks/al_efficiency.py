@@ -19,7 +19,7 @@ plot (``al_efficiency.png`` in ``--out``) shows ΔF against oracle calls, one pa
 system, one colour per strategy, one line per seed; ``al_efficiency.json`` holds every run's
 trajectory.
 
-References: lj7 ``benchmarks/lj7_reference.json`` (parallel tempering on the LJ oracle);
+References: lj7 ``lj7_reference.best_reference()`` (parallel tempering on the LJ oracle);
 ag6-xtb ``benchmarks/ag6_xtb_reference.json`` (umbrella sampling along planarity with MBAR
 on GFN1-xTB, ``benchmarks/ag6_xtb_reference.py``), or ``--ag6-reference FILE``.
 
@@ -50,6 +50,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from campaign import QUICK_MD, QUICK_MLIP, QUICK_SAMPLER, generations  # noqa: E402
+from lj7_reference import best_reference  # noqa: E402
 
 from alflow.examples import write_example  # noqa: E402
 
@@ -57,7 +58,7 @@ HERE = Path(__file__).resolve().parent
 STRATEGIES = {"alflow": "uncertainty", "md_frames": "md_frames",
               "lowest_energy": "lowest_energy", "random": "random"}
 SYSTEMS = {"ag6_xtb": "ag6-xtb", "lj7": "lj7"}
-REFERENCES = {"ag6_xtb": HERE / "ag6_xtb_reference.json", "lj7": HERE / "lj7_reference.json"}
+REFERENCES = {"ag6_xtb": HERE / "ag6_xtb_reference.json"}
 TARGET_KT = 0.1  # |ΔF − reference| and error bar, kT
 # --quick (both systems): a shorter committee training, smaller MD and flows
 QUICK = {
@@ -255,7 +256,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="campaigns at once")
     ap.add_argument("--out", type=Path, help="run directories (default: a tmp dir)")
     ap.add_argument("--ag6-reference", type=Path, default=REFERENCES["ag6_xtb"])
-    ap.add_argument("--lj7-reference", type=Path, default=REFERENCES["lj7"])
+    ap.add_argument("--lj7-reference", type=Path, default=None,
+                    help="JSON line of lj7_reference.py (default: the most precise on file)")
     args = ap.parse_args()
     systems = [s for s in args.systems.split(",") if s]
     names = [s for s in args.strategies.split(",") if s]
@@ -271,7 +273,8 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="alflow-al-efficiency-"))
     out.mkdir(parents=True, exist_ok=True)
     refs = {"ag6_xtb": _reference("ag6_xtb", args.ag6_reference) if "ag6_xtb" in systems
-            else None, "lj7": _reference("lj7", args.lj7_reference) if "lj7" in systems
+            else None, "lj7": (_reference("lj7", args.lj7_reference) if args.lj7_reference
+                    else best_reference()) if "lj7" in systems
             else None}
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()

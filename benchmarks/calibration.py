@@ -42,13 +42,11 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from lj7_reference import combine  # noqa: E402
+from lj7_reference import best_reference  # noqa: E402
 
 from alflow.examples import write_example  # noqa: E402
 
 SYSTEMS = {"lj7": "lj7", "ag6_emt": "ag6-emt"}  # benchmark name -> example
-LJ7_LONG = HERE / "lj7_reference_18k.jsonl"
-LJ7_SINGLE = HERE / "lj7_reference.json"
 AG6_EMT = HERE / "ag6_emt_reference.json"
 QUICK = {
     "lj7": {"mlip": {"epochs": 40, "polish_steps": 150},
@@ -68,15 +66,9 @@ QUICK = {
 
 def references() -> dict[str, dict]:
     """name -> {"delta_f_kt", "error_kt", "source"}."""
-    r = json.loads(LJ7_SINGLE.read_text().strip().splitlines()[-1])
+    r = best_reference()
     out = {"lj7": {"delta_f_kt": r["delta_f_kt"], "error_kt": r["error_kt"],
-                   "source": LJ7_SINGLE.name}}
-    if LJ7_LONG.exists():  # the long runs' counts, when they are the more precise
-        r = combine(LJ7_LONG)
-        if r["error_kt"] < out["lj7"]["error_kt"]:
-            out["lj7"] = {"delta_f_kt": r["delta_f_kt"], "error_kt": r["error_kt"],
-                          "source": f"{LJ7_LONG.name} ({r['chains']} chains, "
-                                    f"{r['pbp'] + r['coh']} frames)"}
+                   "source": r["source"]}}
     r = json.loads(AG6_EMT.read_text().strip().splitlines()[-1])
     out["ag6_emt"] = {"delta_f_kt": r["delta_f_kt"], "error_kt": r["delta_f_err_kt"],
                       "source": AG6_EMT.name}

@@ -21,9 +21,9 @@ Figures:
   a fixed number of generations each, oracle calls to reach ΔF within 0.1 kT of the
   reference.
 
-The reference ΔF (``benchmarks/lj7_reference.json``, the JSON line of a full
-``python benchmarks/lj7_reference.py`` run: parallel-tempering MD basin counts on the LJ
-oracle, independent of alflow's MLIPs, flows and estimators) is read unless
+The reference ΔF (parallel-tempering MD basin counts on the LJ oracle, independent of
+alflow's MLIPs, flows and estimators: ``lj7_reference.best_reference``, the more precise of
+``lj7_reference.json`` and the pooled long runs ``lj7_reference_18k.jsonl``) is read unless
 ``--reference FILE`` names another or ``--compute-reference`` recomputes it.
 
     python benchmarks/campaign.py [--quick] [--sites local-threads,local-htex,slurm]
@@ -57,7 +57,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lj7_reference import QUICK as REFERENCE_QUICK  # noqa: E402
-from lj7_reference import reference  # noqa: E402
+from lj7_reference import best_reference, reference  # noqa: E402
 
 from alflow.campaign.config import KB_EV  # noqa: E402
 from alflow.campaign.rundir import read_lines  # noqa: E402
@@ -65,7 +65,6 @@ from alflow.examples import write_example  # noqa: E402
 
 TEMPERATURE_K = 18.0
 KT_EV = KB_EV * TEMPERATURE_K
-REFERENCE = Path(__file__).resolve().parent / "lj7_reference.json"
 # --quick: the example's campaign with a shorter committee training and smaller MD, flows
 # and MCMC (fewer bootstrap labels or epochs leave a committee so rough that the flows'
 # MD seeds leave their basins: no estimate at all)
@@ -317,6 +316,8 @@ def print_sites(table: dict[str, dict]) -> None:
 def _reference(args: argparse.Namespace) -> dict:
     if args.compute_reference:
         return reference(**(REFERENCE_QUICK if args.quick else {}))
+    if args.reference is None:
+        return best_reference()
     try:
         return json.loads(args.reference.read_text().strip().splitlines()[-1])
     except (OSError, ValueError, IndexError) as err:
@@ -357,8 +358,8 @@ def main() -> None:
                     help="a fixed number of generations (default: the example's rule; "
                          "2 with --quick)")
     ap.add_argument("--out", type=Path, default=None, help="run directories (default: a tmp dir)")
-    ap.add_argument("--reference", type=Path, default=REFERENCE,
-                    help=f"JSON line of lj7_reference.py (default: {REFERENCE.name})")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="JSON line of lj7_reference.py (default: the most precise on file)")
     ap.add_argument("--compute-reference", action="store_true",
                     help="compute the reference now (with --quick: the short run)")
     args = ap.parse_args()

@@ -294,6 +294,20 @@ def combine(path: Path, burn_steps: int = 20000, n_bootstrap: int = 2000,
 
 QUICK = {"chains": 32, "steps": 20000}
 LONG = Path(__file__).resolve().parent / "lj7_reference_18k.jsonl"
+SINGLE = Path(__file__).resolve().parent / "lj7_reference.json"
+
+
+def best_reference() -> dict:
+    """The most precise lj7 reference on file: the single run's JSON line
+    (``lj7_reference.json``) or the pooled long runs (``lj7_reference_18k.jsonl``), whichever
+    has the smaller error; its fields plus ``source``."""
+    ref = dict(json.loads(SINGLE.read_text().strip().splitlines()[-1]), source=SINGLE.name)
+    if LONG.exists():
+        long = combine(LONG)
+        if long["error_kt"] < ref["error_kt"]:
+            ref = dict(long, source=f"{LONG.name} ({long['chains']} chains, "
+                                    f"{long['pbp'] + long['coh']} frames)")
+    return ref
 
 
 def main() -> None:
