@@ -9,7 +9,8 @@ from ase.calculators.lj import LennardJones
 
 from alflow.periodic import energy_forces_stress, lennard_jones_energy
 from alflow.solids.crystals import crystal, nearest_neighbour_distance
-from alflow.solids.lj import LatticeLJ, lattice_pairs, lj_energy, lj_energy_forces
+from alflow.solids.lattice import lattice_pairs
+from alflow.solids.lj import LatticeLJ, lj_energy, lj_energy_forces
 
 
 @pytest.mark.parametrize("structure,n", [("fcc", 32), ("fcc", 108), ("hcp", 32), ("hcp", 96)])
