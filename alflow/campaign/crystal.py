@@ -233,7 +233,7 @@ def format_status(st: Mapping[str, Any]) -> str:
              f"tasks: {t.get('done', 0)}/{t.get('total', 0)} done, {t.get('failed', 0)} failed"]
     lines += [f"failed: {k}: {v}" for k, v in (st.get("failed") or {}).items()]
     if st.get("running"):
-        lines.append(f"running: {len(st['running'])} task(s)")
+        lines.append(f"submitted, running or queued: {len(st['running'])} task(s)")
     dg = st.get("delta_g")
     if dg:
         methods = sorted({m for sc in ("temperature_scan", "pressure_scan")
