@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from alflow.campaign import crystal
 from alflow.campaign.crystal_config import load_crystal_campaign
-from alflow.campaign.crystal_report import write_crystal_report
 from alflow.campaign.rundir import create_run_dir, read_lines
 from alflow.campaign.submit import inline_submitters
 from alflow.cli import app, main
@@ -113,8 +112,11 @@ def test_tiny_campaign_end_to_end_then_resume_recomputes_nothing(tmp_path):
     assert 0.5 * 0.5 * g0[2] < g1[0] - g0[0] < 0.5 * g0[2]
 
     before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "results").iterdir()}
-    st2 = crystal.resume(run_dir)
-    assert st2["state"] == "finished" and st2["delta_g"] == st["delta_g"]
+    res = CliRunner().invoke(app, ["resume", str(run_dir)])  # the CLI's dispatch
+    assert res.exit_code == 0, res.output
+    assert "state: finished" in res.output and "tasks: 8/8 done" in res.output
+    st2 = json.loads((run_dir / "status.json").read_text())
+    assert st2["delta_g"] == st["delta_g"]
     again = _started(run_dir)
     assert not [e for e in again if e["event"] in ("task_start", "task_done")]
     assert sum(e["event"] == "task_cached" for e in again) == 8
@@ -126,8 +128,10 @@ def test_tiny_campaign_end_to_end_then_resume_recomputes_nothing(tmp_path):
     res = CliRunner().invoke(app, ["status", str(run_dir), "--json"])
     assert json.loads(res.output)["kind"] == "crystal"
 
-    page = write_crystal_report(run_dir)
-    out = page.parent
+    res = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    out = run_dir / "report"
+    page = out / "index.html"
     assert (out / "figures" / "delta_g_temperature.png").stat().st_size > 1000
     assert (out / "figures" / "delta_g_pressure.png").stat().st_size > 1000
     rep = json.loads((out / "report.json").read_text())
