@@ -15,7 +15,8 @@ def phase_point(spec: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """``spec``: method ("ti" or "flow"), potential (alflow.solids.polymorphs.Potential
     fields), phase, n_atoms, temperature, pressure (the potential's input units), settings
     (TISettings or FlowSettings fields), seed. Returns PhasePoint's fields plus the spec's
-    temperature and pressure, and ``_t0``/``_t1`` (epoch s)."""
+    temperature and pressure, ``cpu_seconds`` (this process's CPU time) and ``_t0``/``_t1``
+    (epoch s)."""
     from alflow.solids.polymorphs import (
         FlowSettings,
         Potential,
@@ -24,7 +25,7 @@ def phase_point(spec: dict[str, Any]) -> tuple[dict[str, Any], dict]:
         ti_point,
     )
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     pot = Potential(**spec["potential"])
     args = (pot, spec["phase"], int(spec["n_atoms"]), float(spec["temperature"]),
             float(spec["pressure"]))
@@ -35,6 +36,6 @@ def phase_point(spec: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     else:
         raise ValueError(f"method must be 'ti' or 'flow', got {spec['method']!r}")
     out = r.to_dict()
-    out.update(temperature=spec["temperature"], pressure_input=spec["pressure"], _t0=t0,
-               _t1=time.time())
+    out.update(temperature=spec["temperature"], pressure_input=spec["pressure"],
+               cpu_seconds=time.process_time() - cpu0, _t0=t0, _t1=time.time())
     return out, {}

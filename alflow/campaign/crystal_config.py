@@ -54,8 +54,8 @@ class PotentialConfig(StrictModel):
     @property
     def units(self) -> dict[str, str]:
         if self.kind == "lj":
-            return {"energy": "epsilon", "temperature": "T* = kT/epsilon",
-                    "pressure": "P* = P sigma^3/epsilon", "volume": "sigma^3"}
+            return {"energy": "epsilon", "temperature": "T* = kT/ε",
+                    "pressure": "P* = Pσ³/ε", "volume": "σ³"}
         return {"energy": "eV", "temperature": "K", "pressure": "GPa", "volume": "Å^3"}
 
 
