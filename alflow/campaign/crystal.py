@@ -49,6 +49,7 @@ from alflow.errors import ConfigError
 log = logging.getLogger(__name__)
 
 TASK = "crystal_point"
+PARETO_K_MAX = 0.7  # above it importance-sampling errors are unreliable (Vehtari et al.)
 PHASE_SEED = {"fcc": 0, "hcp": 1000}
 
 
@@ -132,7 +133,8 @@ def delta_g_tables(cfg: CrystalCampaignConfig,
     """ΔG = G(phase) − G(reference) per atom ± err, by method, along both scans:
     ``{"temperature_scan": {"pressure": P, "points": [...]}, "pressure_scan": {...}}``;
     each point {"temperature", "pressure", "delta_g": {phase: {"ti": [v, err] | None,
-    "flow": ...}}, "g": {method: {phase: [G/N, err, V/N]}}, "ess": {phase: flow ESS}}."""
+    "flow": ...}}, "g": {method: {phase: [G/N, err, V/N]}}, "ess": {phase: flow ESS
+    fraction}, "pareto_k": {phase: flow k̂}}."""
     by = {(t.method, t.phase, t.temperature, t.pressure): results.get(t.key) for t in plan(cfg)}
 
     def point(t: float, p: float) -> dict[str, Any]:
@@ -141,9 +143,11 @@ def delta_g_tables(cfg: CrystalCampaignConfig,
         g = {m: {ph: [r["g_per_atom"], r["err"], r["volume_per_atom"]]
                  for ph in cfg.phases if (r := by.get((m, ph, t, p))) is not None}
              for m in cfg.methods()}
-        ess = {ph: r["extra"].get("ess_fraction") for ph in cfg.phases
-               if (r := by.get(("flow", ph, t, p))) is not None}
-        return {"temperature": t, "pressure": p, "delta_g": dg, "g": g, "ess": ess}
+        flows = {ph: r["extra"] for ph in cfg.phases
+                 if (r := by.get(("flow", ph, t, p))) is not None}
+        return {"temperature": t, "pressure": p, "delta_g": dg, "g": g,
+                "ess": {ph: x.get("ess_fraction") for ph, x in flows.items()},
+                "pareto_k": {ph: x.get("pareto_k") for ph, x in flows.items()}}
 
     return {"reference": cfg.reference, "units": cfg.potential.units,
             "temperature_scan": {"pressure": cfg.pressure,
@@ -200,7 +204,8 @@ def format_tables(tables: Mapping[str, Any], methods: list[str]) -> list[str]:
     """ΔG tables as text lines (status and report)."""
     u = tables["units"]
     digits = 5 if u["energy"] == "epsilon" else 6
-    lines = []
+    lines: list[str] = []
+    flagged = False
     for scan, var, fixed, sym in (("temperature_scan", "temperature", "pressure", "T"),
                                   ("pressure_scan", "pressure", "temperature", "P")):
         sc = tables[scan]
@@ -219,7 +224,15 @@ def format_tables(tables: Mapping[str, Any], methods: list[str]) -> list[str]:
                 if len(methods) == 2 and d.get("ti") and d.get("flow"):
                     sig = math.hypot(d["ti"][1], d["flow"][1])
                     row += f"  {(d['flow'][0] - d['ti'][0]) / sig:+.1f}σ" if sig else ""
+                heavy = [ph for ph, k in pt.get("pareto_k", {}).items()
+                         if k is not None and k > PARETO_K_MAX]
+                if heavy:
+                    row += f"  (flow k̂ > {PARETO_K_MAX}: {', '.join(heavy)})"
+                    flagged = True
                 lines.append(row)
+    if flagged:
+        lines.append(f"k̂ > {PARETO_K_MAX}: the flow's importance weights are heavy-tailed and "
+                     "its error bar is unreliable there; train longer (flows.train_steps)")
     return lines
 
 

@@ -82,13 +82,18 @@ def _table_html(tables: dict[str, Any], methods: list[str]) -> str:
                                  + "</td><td>" + ", ".join(
                                      f"{g[p][0]:.6g} ± {g[p][1]:.2g}" if p in g else "—"
                                      for p in (phase, tables["reference"])) + "</td>")
-                ess = ", ".join(f"{p} {v:.2f}" for p, v in pt["ess"].items() if v is not None)
+                ks = pt.get("pareto_k", {})
+                ess = ", ".join(f"{p} {v:.3f}" + (f" (k̂ {ks[p]:.2f})" if ks.get(p) is not None
+                                                  else "")
+                                for p, v in pt["ess"].items() if v is not None)
                 rows.append(f"<tr><td>{pt[var]:g}</td>{''.join(cells)}<td>{ess}</td></tr>")
             out.append(f"<h3>ΔG({html.escape(phase)} − {html.escape(tables['reference'])}) "
                        f"vs {var} [{html.escape(u[var])}], energies in "
                        f"{html.escape(u['energy'])} per atom</h3><table border=1 "
-                       f"cellpadding=3><tr><th>{var}</th>{head}<th>flow ESS fraction</th>"
+                       f"cellpadding=3><tr><th>{var}</th>{head}<th>flow ESS fraction (k̂)</th>"
                        f"</tr>{''.join(rows)}</table>")
+    out.append("<p>k̂: the Pareto shape of the flow's importance weights; above 0.7 the "
+               "flow's error bar is unreliable (train longer: flows.train_steps).</p>")
     return "\n".join(out)
 
 
