@@ -9,7 +9,8 @@ import torch
 from alflow.solids.crystals import crystal
 from alflow.solids.einstein import block_error, delta_g, frenkel_ladd, harmonic_gibbs
 from alflow.solids.harmonic import einstein_free_energy, harmonic_free_energy, hessian
-from alflow.solids.lj import lattice_pairs, lj_energy, lj_energy_forces
+from alflow.solids.lattice import lattice_pairs
+from alflow.solids.lj import lj_energy, lj_energy_forces
 from alflow.solids.models import lj_model
 
 # fcc, 4 atoms at ρ* = 1; r_c = 2.4 σ lies between neighbour shells (2.24 σ, 2.51 σ), so the

@@ -9,7 +9,8 @@ from ase.calculators.lj import LennardJones
 
 from alflow.periodic import energy_forces_stress, lennard_jones_energy
 from alflow.solids.crystals import crystal, nearest_neighbour_distance
-from alflow.solids.lj import LatticeLJ, lattice_pairs, lj_energy, lj_energy_forces
+from alflow.solids.lattice import lattice_pairs
+from alflow.solids.lj import LatticeLJ, lj_energy, lj_energy_forces
 
 
 @pytest.mark.parametrize("structure,n", [("fcc", 32), ("fcc", 108), ("hcp", 32), ("hcp", 96)])
@@ -78,10 +79,22 @@ def test_static_lattice_energies_match_the_lattice_sums():
     assert e["hcp"] - e["fcc"] == pytest.approx(exact, abs=2e-4)
 
 
-def test_atom_leaving_its_site_is_refused():
+def test_atoms_leaving_their_sites_are_refused_while_the_list_is_exact_before():
+    """The list is complete while the two largest displacements sum to less than the skin:
+    one atom 0.35 σ off its site (skin 0.4) is exact (ASE's energy, the atom wrapped into
+    another image), two atoms 0.25 σ off are refused."""
     atoms = crystal("fcc", 32, 1.0)
     lj = LatticeLJ(atoms.positions, atoms.cell.array, skin=0.4)
     x = torch.tensor(atoms.positions)[None].clone()
-    x[0, 3, 0] += 0.25
+    x[0, 3, 0] += 0.35
+    moved = atoms.copy()
+    moved.positions = x[0].numpy()
+    moved.wrap()
+    moved.positions[5] += moved.cell[1]  # any image of an atom is the same configuration
+    moved.calc = LennardJones(sigma=1.0, epsilon=1.0, rc=2.5, smooth=False)
+    e = float(lj.energy(torch.tensor(moved.positions)[None])[0])
+    assert e == pytest.approx(moved.get_potential_energy(), abs=1e-10)
+    x[0, 7, 1] -= 0.25
+    x[0, 3, 0] -= 0.1
     with pytest.raises(ValueError, match="melted or slipped"):
         lj.energy(x)

@@ -11,11 +11,12 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("example")
     def example(
-        name: Annotated[str, typer.Argument(help="lj7, ag6-emt, ag6-xtb or ag6-pyscf")],
+        name: Annotated[str, typer.Argument(
+            help="lj7, ag6-emt, ag6-xtb, ag6-pyscf, lj-fcc-hcp or cu-fcc-hcp")],
         directory: Annotated[Path, typer.Argument(help="directory to write into")],
         force: Annotated[bool, typer.Option("--force", help="overwrite campaign.yaml")] = False,
     ) -> None:
-        """Write a ready-to-run campaign into DIR (campaign.yaml and structures/)."""
+        """Write a ready-to-run campaign into DIR (campaign.yaml and, for clusters, structures/)."""
         from alflow.examples import write_example
 
         path = write_example(name, directory, overwrite=force)

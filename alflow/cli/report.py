@@ -22,10 +22,16 @@ def register(app: typer.Typer) -> None:
                                    "(default: 0.8-1.25 × the campaign's)")] = None,
     ) -> None:
         """Write RUN_DIR/report/index.html (+ figures/*.png, report.json)."""
+        from alflow.campaign.crystal import is_crystal_run
         from alflow.campaign.report_loader import load_report_data
         from alflow.campaign.rundir import open_run_dir
         from alflow.observables.report import write_report
 
+        if is_crystal_run(run_dir):  # kind: crystal (alflow.campaign.crystal_report)
+            from alflow.campaign.crystal_report import write_crystal_report
+
+            Console(stderr=True).print(f"wrote {write_crystal_report(run_dir, out)}")
+            return
         if out is None:  # the page goes into the run directory: only one alflow created
             open_run_dir(run_dir)
         elif not run_dir.is_dir():

@@ -106,9 +106,18 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     ) -> None:
         """Validate and run a campaign to convergence in RUN_DIR."""
-        from alflow.campaign.runner import start
+        from alflow.campaign.crystal import is_crystal_yaml
 
         _logging(verbose)
+        if is_crystal_yaml(campaign):  # kind: crystal (alflow.campaign.crystal)
+            from alflow.campaign import crystal
+
+            with _sigterm_stops_cleanly():
+                typer.echo(crystal.format_status(crystal.start(campaign, directory, site)),
+                           nl=False)
+            return
+        from alflow.campaign.runner import start
+
         with _sigterm_stops_cleanly():
             status = start(campaign, directory, site=site)
         _final(status)
@@ -120,9 +129,17 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     ) -> None:
         """Continue an interrupted campaign; finished work is not redone."""
-        from alflow.campaign.runner import resume as _resume
+        from alflow.campaign.crystal import is_crystal_run
 
         _logging(verbose)
+        if is_crystal_run(directory):  # kind: crystal (alflow.campaign.crystal)
+            from alflow.campaign import crystal
+
+            with _sigterm_stops_cleanly():
+                typer.echo(crystal.format_status(crystal.resume(directory, site)), nl=False)
+            return
+        from alflow.campaign.runner import resume as _resume
+
         with _sigterm_stops_cleanly():
             status = _resume(directory, site=site)
         _final(status)

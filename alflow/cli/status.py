@@ -16,10 +16,17 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
     ) -> None:
         """Generation, labels, oracle calls, ΔF history and what is running."""
-        from alflow.campaign.rundir import format_status
-        from alflow.campaign.status import read_status
+        from alflow.campaign.crystal import is_crystal_run
 
-        st = read_status(directory)
+        if is_crystal_run(directory):  # kind: crystal (alflow.campaign.crystal)
+            from alflow.campaign.crystal import format_status, read_crystal_status
+
+            st = read_crystal_status(directory)
+        else:
+            from alflow.campaign.rundir import format_status
+            from alflow.campaign.status import read_status
+
+            st = read_status(directory)
         typer.echo(json.dumps(st, sort_keys=True) if as_json else format_status(st), nl=False)
         if as_json:
             typer.echo()

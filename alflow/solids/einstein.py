@@ -200,15 +200,19 @@ def nvt_pressure(structure: str, n_atoms: int, density: float, kt: float,
 
 
 def gibbs(model: CrystalModel, structure: str, n_atoms: int, kt: float, pressure: float,
-          quick: bool = False, seed: int = 0) -> Gibbs:
+          quick: bool = False, seed: int = 0, n_steps: int | None = None,
+          copies: int | None = None, n_lambda: int = 8, n_equil: int = 400) -> Gibbs:
     """G/N of a ``structure`` crystal of ``n_atoms`` at ``kt``, ``pressure`` (the model's
-    units); ``quick``: 600 steps × 2 copies per λ node instead of 2000 × 4."""
-    steps, copies = (600, 2) if quick else (2000, 4)
+    units); ``quick``: 600 steps × 2 copies per λ node instead of 2000 × 4 (``n_steps``,
+    ``copies`` override either); each NVT pressure point runs half the steps and equilibrates
+    half of ``n_equil``."""
+    steps, n_copies = (600, 2) if quick else (2000, 4)
+    steps, copies = n_steps or steps, copies or n_copies
     v0 = 1 / static_density(structure, pressure, n_atoms=n_atoms, model=model)
 
     def measure(v):
         p, e = nvt_pressure(structure, n_atoms, 1 / v, kt, n_steps=steps // 2, copies=copies,
-                            seed=seed + len(fit), model=model)
+                            n_equil=n_equil // 2, seed=seed + len(fit), model=model)
         fit.append((v, p, e))
         return p
 
@@ -230,8 +234,8 @@ def gibbs(model: CrystalModel, structure: str, n_atoms: int, kt: float, pressure
     cell = torch.tensor(built.atoms.cell.array)
     ti = frenkel_ladd(lambda y: built.energy_cell(y, cell), built.atoms.positions,
                       built.atoms.cell.array, kt, forces=built.forces, n_steps=steps,
-                      copies=copies, dt=model.dt, friction=model.friction, mass=model.mass,
-                      seed=seed)
+                      n_lambda=n_lambda, n_equil=n_equil, copies=copies, dt=model.dt,
+                      friction=model.friction, mass=model.mass, seed=seed)
     # V* carries the error of the pressure fit; dG/dV* = 0 at the true V*, so it adds only
     # second order and is left out.
     return Gibbs(structure, ti.free_energy_per_atom + pressure * v_star, ti.err, v_star, kt,

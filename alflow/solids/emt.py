@@ -4,8 +4,8 @@ The same energy as ASE's :class:`ase.calculators.emt.EMT` (default ``asap_cutoff
 for periodic cells of one element, batched over replicas and differentiable in positions and
 cell (forces and stress by autograd). Parameters, cutoff and γ sums come from
 :class:`alflow.emt.EMT`, the cluster version; the pair list is
-:func:`alflow.solids.lj.lattice_pairs` (every image, built once on the lattice, exact while
-atoms stay within skin/2 of their sites). Units: Å, eV.
+:func:`alflow.solids.lattice.lattice_pairs` (every image, built once on the lattice, exact
+while atoms stay near their sites: :meth:`~alflow.solids.lattice.LatticePairs.check`). Units: Å, eV.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ase import Atoms
 from ase.calculators.emt import beta
 
 from alflow.emt import EMT
-from alflow.solids.lj import LatticePairs, lattice_pairs, pair_vectors
+from alflow.solids.lattice import LatticePairs, lattice_pairs, pair_vectors
 
 
 class LatticeEMT:

@@ -11,59 +11,20 @@ one lies near r_c the unshifted energy jumps as atoms vibrate across it, while t
 (zero beyond r_c) never see the jump, so dynamics would not sample the Boltzmann weight of
 the energy being integrated.
 
-Unlike the minimum image, the pair list here keeps every periodic image within ``cutoff +
-skin`` of each atom's lattice site, so cells narrower than twice the cutoff (hcp with few
-atoms) are exact. It is built once from the perfect lattice and stays exact while every atom
-is within ``skin / 2`` of its site (:meth:`LatticePairs.check`), which holds for a crystal
-whose centre of mass is fixed; a melted or slipped crystal is refused, never silently wrong.
+Unlike the minimum image, the pair list (:mod:`alflow.solids.lattice`) keeps every periodic
+image within ``cutoff + skin`` of each lattice site, so cells narrower than twice the cutoff
+(hcp with few atoms) are exact. It is built once from the perfect lattice and stays exact
+while the two largest displacements from the sites sum to less than the skin (at the
+reference cell; :meth:`LatticePairs.check`), which holds for a crystal whose centre of mass is
+fixed; :class:`LatticeLJ` refuses a melted or slipped crystal, never silently wrong.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-from ase.neighborlist import primitive_neighbor_list
 
-
-@dataclass(frozen=True)
-class LatticePairs:
-    """Directed pairs (i, j, image S) of a lattice: i (P,), j (P,) long, S (P, 3) float;
-    ``sites`` (N, 3) the lattice the list was built on, ``cutoff`` and ``skin`` lengths."""
-
-    i: torch.Tensor
-    j: torch.Tensor
-    images: torch.Tensor
-    sites: torch.Tensor
-    cutoff: float
-    skin: float
-
-    def check(self, positions: torch.Tensor) -> None:
-        """Raise ValueError if an atom of (B, N, 3) is more than skin/2 from its site."""
-        d = float((positions.detach() - self.sites).norm(dim=-1).max())
-        if d > self.skin / 2:
-            raise ValueError(f"an atom moved {d:.3f} from its lattice site (skin/2 = "
-                             f"{self.skin / 2:.3f}): the crystal melted or slipped")
-
-
-def lattice_pairs(sites: np.ndarray, cell: np.ndarray, cutoff: float, skin: float = 0.6,
-                  dtype: torch.dtype = torch.float64) -> LatticePairs:
-    """All directed pairs of lattice ``sites`` (N, 3) in ``cell`` (3, 3) closer than
-    cutoff + skin, with their image vectors (every image, any cell shape)."""
-    sites = np.asarray(sites, dtype=float)
-    i, j, s = primitive_neighbor_list("ijS", (True, True, True), np.asarray(cell, float), sites,
-                                      cutoff + skin, self_interaction=False)
-    return LatticePairs(torch.as_tensor(i), torch.as_tensor(j), torch.tensor(s, dtype=dtype),
-                        torch.tensor(sites, dtype=dtype), float(cutoff), float(skin))
-
-
-def pair_vectors(positions: torch.Tensor, cell: torch.Tensor, pairs: LatticePairs
-                 ) -> torch.Tensor:
-    """x_j − x_i + S·cell for every pair: positions (B, N, 3), cell (3, 3) or (B, 3, 3) ->
-    (B, P, 3)."""
-    shift = pairs.images.to(cell.dtype) @ cell  # (P, 3) or (B, P, 3)
-    return positions[:, pairs.j] - positions[:, pairs.i] + shift
+from alflow.solids.lattice import LatticePairs, lattice_pairs, pair_vectors
 
 
 def _shift(pairs: LatticePairs, epsilon: float, sigma: float, shift: bool) -> float:
@@ -111,7 +72,7 @@ class LatticeLJ:
     def __init__(self, sites: np.ndarray, cell: np.ndarray, cutoff: float = 2.5,
                  skin: float = 0.6, epsilon: float = 1.0, sigma: float = 1.0,
                  shift: bool = True):
-        self.pairs = lattice_pairs(sites, cell, cutoff, skin)
+        self.pairs = lattice_pairs(sites, cell, cutoff, skin)  # exact at the cell ``cell``
         self.cell = torch.tensor(np.asarray(cell, float), dtype=torch.float64)
         self.epsilon, self.sigma, self.shift = epsilon, sigma, shift
 
