@@ -110,13 +110,21 @@ class TargetsConfig(StrictModel):
     diffusion_coefficient_A2_per_ps: float | None = Field(None, gt=0)
     diffusion_weight: float = Field(1.0, gt=0)
     vdos: VdosTarget | None = None
+    potential_energy_ev_per_atom: float | None = Field(
+        None, description="NVT mean potential energy per atom, eV (the configurational "
+        "energy: minus the heat of vaporisation plus kT for an ideal vapour)")
+    potential_energy_weight: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _some(self) -> TargetsConfig:
         if self.rdf is None and self.diffusion_coefficient_A2_per_ps is None \
-                and self.vdos is None:
+                and self.vdos is None and self.potential_energy_ev_per_atom is None:
             raise ValueError("give at least one target: rdf, "
-                             "diffusion_coefficient_A2_per_ps or vdos")
+                             "diffusion_coefficient_A2_per_ps, vdos or "
+                             "potential_energy_ev_per_atom")
+        if self.potential_energy_ev_per_atom == 0:
+            raise ValueError("potential_energy_ev_per_atom must not be 0 (its loss is "
+                             "relative to it)")
         return self
 
     @property
@@ -161,7 +169,8 @@ class RefineConfig(StrictModel):
             raise ValueError(f"optimiser.average_last ({self.optimiser.average_last}) exceeds "
                              f"optimiser.iterations ({self.optimiser.iterations})")
         if self.optimiser.method == "gauss-newton" and self.targets.vdos is not None:
-            raise ValueError("optimiser.method gauss-newton fits rdf and "
+            raise ValueError("optimiser.method gauss-newton fits rdf, "
+                             "potential_energy_ev_per_atom and "
                              "diffusion_coefficient_A2_per_ps; use adam with a vdos target")
         half = self.system.box_a / 2
         if self.potential.cutoff_a > half:

@@ -72,7 +72,7 @@ def plot_observables(doc: dict, path: Path) -> Path:
             if entry.get("target") is not None:
                 ax.axhline(entry["target"], color="k", label="target")
             ax.set_xticks(range(len(vals)), labels)
-            ax.set(ylabel="D (Å²/ps)")
+            ax.set(ylabel=f"value ({doc.get('units', {}).get(name, '')})")
         ax.set_title(name)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

@@ -32,6 +32,7 @@ class Ensemble:
     u_ref: torch.Tensor
     kt: float
     values: dict[str, torch.Tensor]
+    n_atoms: int = 1
 
     @property
     def n_samples(self) -> int:
@@ -54,7 +55,7 @@ def make_ensemble(model: TrainableLJ, frames: torch.Tensor, cell: torch.Tensor, 
         d, batch = torch.cat(ds), torch.cat(bs)
         u_ref = model.energy_of_distances(d, batch, x.shape[0])
     replica = torch.arange(r).repeat(f)
-    return Ensemble(d, batch, replica, r, u_ref, kt, values)
+    return Ensemble(d, batch, replica, r, u_ref, kt, values, frames.shape[2])
 
 
 def log_weights(model: TrainableLJ, ens: Ensemble) -> torch.Tensor:
@@ -72,11 +73,20 @@ def ess_fraction(logw: torch.Tensor) -> float:
                  / lw.shape[0])
 
 
-def weighted_average(ens: Ensemble, name: str, logw: torch.Tensor
+def energy_per_atom(model: TrainableLJ, ens: Ensemble) -> torch.Tensor:
+    """Potential energy per atom (S,) eV of the samples at the model's current parameters
+    (differentiable in them)."""
+    return model.energy_of_distances(ens.r, ens.batch, ens.n_samples) / ens.n_atoms
+
+
+def weighted_average(ens: Ensemble, values: str | torch.Tensor, logw: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reweighted mean of ``values[name]`` (differentiable) and its standard error from the
-    spread of the R replicas' own reweighted means (std / √R)."""
-    a = ens.values[name]
+    """Reweighted mean of ``ens.values[values]`` or of per-sample ``values`` (S, ...) (both
+    differentiable) and its standard error from the spread of the R replicas' own reweighted
+    means (std / √R)."""
+    a = ens.values[values] if isinstance(values, str) else values
+    scalar = a.dim() == 1
+    a = a[:, None] if scalar else a
     w = logw.exp()
     mean = (w[:, None] * a).sum(0)
     with torch.no_grad():
@@ -84,6 +94,6 @@ def weighted_average(ens: Ensemble, name: str, logw: torch.Tensor
         for k in range(ens.n_replicas):
             sel = ens.replica == k
             wk = torch.softmax(logw.detach()[sel], 0)
-            per.append((wk[:, None] * a[sel]).sum(0))
+            per.append((wk[:, None] * a[sel].detach()).sum(0))
         err = torch.stack(per).std(0) / math.sqrt(ens.n_replicas)
-    return mean, err
+    return (mean[0], err[0]) if scalar else (mean, err)
