@@ -1,4 +1,5 @@
-"""The refinement loop: Adam on log-parameters against the weighted loss of all targets.
+"""The refinement loop: Adam (or Levenberg–Marquardt) against the weighted loss of all
+targets, on the log-parameters of Lennard-Jones or the weights of a committee MLIP.
 
 Each iteration at parameters θ:
 
@@ -6,12 +7,14 @@ Each iteration at parameters θ:
    reused while the reweighting's effective sample size stays above ``min_ess_fraction`` of
    the samples; a dynamical target needs fresh starts at θ, so it resimulates every iteration
    (a short re-equilibration from the previous end states).
-2. static targets (g(r)): reweighted average and its gradient (DiffTRe,
-   :mod:`alflow.refine.reweight`); loss ``w · mean_r (g − g_target)²``.
+2. static targets (g(r), mean potential energy per atom U): reweighted averages and their
+   gradients (DiffTRe, :mod:`alflow.refine.reweight`); losses ``w · mean_r (g − g_target)²``
+   and ``w · ((U − U_target) / U_target)²``.
 3. dynamical targets: one NVE segment per replica from the NVT end states, gradient through
    the last K steps (:mod:`alflow.refine.gradients`); self-diffusion from the MSD slope,
    loss ``w · ((D − D_target) / D_target)²``; VDOS, loss ``w · ∫(vdos − target)² dν``.
-4. an Adam step on log ε, log σ.
+4. for an MLIP, the anchor: ``label_weight`` × its members' training loss on the labels.
+5. an Adam step (log ε, log σ or the MLIP's weights) or a Levenberg–Marquardt step.
 
 The observables before (at the initial θ) and after (a new simulation at the fitted θ, no
 reweighting) are reported with their standard errors over replicas.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +36,7 @@ from alflow.refine import sensitivity
 from alflow.refine.config import RefineConfig
 from alflow.refine.dynamics import Box, State, lattice_start, nve, nvt
 from alflow.refine.gradients import segment_gradient
+from alflow.refine.mlip import TrainableMLIP
 from alflow.refine.potential import TrainableLJ
 from alflow.refine.reweight import (
     Ensemble,
@@ -96,8 +101,10 @@ def box_of(cfg: RefineConfig) -> Box:
     return Box(s.element, s.mass_amu, s.n_atoms, s.box_a, s.temperature_k)
 
 
-def model_of(cfg: RefineConfig) -> TrainableLJ:
+def model_of(cfg: RefineConfig) -> TrainableLJ | TrainableMLIP:
     p = cfg.potential
+    if p.kind == "mlip":
+        return TrainableMLIP(p.model_dir, box_of(cfg).numbers, p.labels)
     return TrainableLJ(p.epsilon_ev, p.sigma_a, p.cutoff_a, tuple(p.trainable))
 
 
@@ -171,14 +178,15 @@ class Refinement:
                  * frames.shape[1], self.model.values())
 
     # ------------------------------------------------------------ loss terms
-    def static_terms(self, ev: Evaluation, logw: torch.Tensor) -> None:
+    def static_terms(self, ev: Evaluation, logw: torch.Tensor, u: torch.Tensor) -> None:
         """g(r) and the potential energy by reweighting: loss terms, gradient, estimates
-        (the energy is always estimated, fitted only when it is a target)."""
+        (the energy is always estimated, fitted only when it is a target); ``u``: the
+        samples' energies (S,) eV at the current parameters."""
         t = self.targets
         with torch.enable_grad():
             loss = logw.new_zeros(())
-            u, u_err = weighted_average(self.ensemble, energy_per_atom(self.model,
-                                                                       self.ensemble), logw)
+            u, u_err = weighted_average(self.ensemble,
+                                        energy_per_atom(self.model, self.ensemble, u), logw)
             ev.estimates[ENERGY] = Estimate(np.asarray(float(u.detach())),
                                             np.asarray(float(u_err)))
             if t.energy is not None:
@@ -197,6 +205,17 @@ class Refinement:
             grads = torch.autograd.grad(loss, leaves, allow_unused=True, retain_graph=True)
         ev.add_grads([torch.zeros_like(x) if gr is None else gr
                       for gr, x in zip(grads, leaves, strict=True)])
+
+    def label_term(self, ev: Evaluation, with_gradient: bool) -> None:
+        """The MLIP's anchor: ``label_weight`` × its members' training loss on the labels."""
+        with torch.enable_grad():
+            loss = self.cfg.potential.label_weight * self.model.label_loss()
+            if with_gradient:
+                leaves = self.model.leaves()
+                grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+                ev.add_grads([torch.zeros_like(x) if g is None else g
+                              for g, x in zip(grads, leaves, strict=True)])
+        ev.terms["labels"] = float(loss.detach())
 
     def dynamical_loss(self, ev: Evaluation) -> Callable:
         """The frame loss of the dynamical targets; it fills ``ev``'s terms and estimates."""
@@ -359,9 +378,12 @@ class Refinement:
             self.damping *= 4
         return step
 
-    def sensitivity(self, ev: Evaluation) -> dict:
+    def sensitivity(self, ev: Evaluation) -> dict | None:
         """What each target (and all of them together) determines; see
-        :mod:`alflow.refine.sensitivity`."""
+        :mod:`alflow.refine.sensitivity` (None for the MLIP: its weights are too many for a
+        Fisher matrix by this route)."""
+        if isinstance(self.model, TrainableMLIP):
+            return None
         jac = self.jacobians(ev)
         names = self.model.trainable
         fishers = {k: sensitivity.fisher(j, e) for k, (j, e) in jac.items()}
@@ -378,16 +400,22 @@ class Refinement:
         """All loss terms at the current parameters; simulates when needed (see module)."""
         if resimulate or self.ensemble is None or self.targets.dynamical:
             self.simulate()
-        logw = log_weights(self.model, self.ensemble)
+        with torch.enable_grad():
+            u = self.model.sample_energies(self.ensemble)
+            logw = log_weights(self.model, self.ensemble, u)
         ess = ess_fraction(logw)
         if ess < self.cfg.optimiser.min_ess_fraction:
             log.info("effective sample fraction %.3f < %.3f: new simulation", ess,
                      self.cfg.optimiser.min_ess_fraction)
             self.simulate()
-            logw = log_weights(self.model, self.ensemble)
+            with torch.enable_grad():
+                u = self.model.sample_energies(self.ensemble)
+                logw = log_weights(self.model, self.ensemble, u)
             ess = ess_fraction(logw)
         ev = Evaluation(ess=ess)
-        self.static_terms(ev, logw)
+        self.static_terms(ev, logw, u)
+        if isinstance(self.model, TrainableMLIP) and self.cfg.potential.label_weight > 0:
+            self.label_term(ev, with_gradient)
         if self.targets.dynamical or not with_gradient:
             self.dynamical_terms(ev, with_gradient and self.targets.dynamical)
         if not ev.grads:
@@ -396,10 +424,11 @@ class Refinement:
 
 
 def refine(cfg: RefineConfig,
-           progress: Callable[[int, dict[str, float], Evaluation], None] | None = None
-           ) -> dict:
+           progress: Callable[[int, dict[str, float], Evaluation], None] | None = None,
+           model_out: str | Path | None = None) -> dict:
     """Run the refinement of ``cfg``; returns the result document (see docs/refine.md).
-    ``progress(iteration, parameters, evaluation)`` is called after each evaluation."""
+    ``progress(iteration, parameters, evaluation)`` is called after each evaluation; a
+    refined MLIP committee is written to ``model_out`` if given."""
     ref = Refinement(cfg)
     model = ref.model
     initial = model.values()
@@ -443,6 +472,11 @@ def refine(cfg: RefineConfig,
     if spread is not None:
         doc["parameter_relative_spread"] = {k: float(v) for k, v in spread.items()}
     doc["sensitivity"] = ref.sensitivity(after)
+    if isinstance(model, TrainableMLIP):
+        doc["not_computed"]["sensitivity"] = ("the MLIP's weights are too many for the "
+                                              "Fisher analysis")
+        if model_out is not None:
+            doc["model_dir"] = str(model.save(model_out))
     return doc
 
 
@@ -474,7 +508,9 @@ def result_document(cfg: RefineConfig, ref: Refinement, initial: dict, history: 
     return {
         "parameters": ref.model.values(),
         "initial_parameters": initial,
-        "trainable": ref.model.trainable,
+        "trainable": (ref.model.trainable if isinstance(ref.model, TrainableLJ) else
+                      f"all {len(ref.model.trainable)} weight tensors of the "
+                      f"{len(ref.model.members)} committee members"),
         "loss": [h["loss"] for h in history],
         "final_loss": after.loss,
         "final_loss_terms": after.terms,
