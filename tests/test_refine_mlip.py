@@ -1,7 +1,9 @@
 """The built-in committee MLIP as a refinable potential: a tiny committee trained on
 Lennard-Jones labels (argon, σ = 3.405 Å) is refined by ``alflow refine`` towards the g(r)
-of a Lennard-Jones fluid with σ 5 % larger. Its g(r) moves towards the target while the
-anchor (its training loss on the labels) keeps its label error bounded; the refined
+of a Lennard-Jones fluid with σ 5 % larger, once without anchor and once with a strong one
+(the same seeds, so the same simulation noise and equilibration drift: the anchored run is
+the control). Without the anchor its g(r) ends closer to the target than with it, and its
+label error grows; with it the label error stays at its trained value. The refined
 committee is written and loads with ``alflow.mlip.load``. Config errors of the new fields
 name the field. Fixed seeds: deterministic."""
 
@@ -68,16 +70,21 @@ def _config(d, **potential) -> dict:
                    "number_density_per_A3": RHO, "temperature_k": T},
         "potential": {"kind": "mlip", "model_dir": "committee", "labels": "labels.xyz",
                       "label_weight": 1.0, **potential},
-        "md": {"dt_fs": 10.0, "replicas": 4, "equilibration_steps": 200,
-               "reequilibration_steps": 50, "sample_steps": 200, "sample_every": 10,
+        "md": {"dt_fs": 10.0, "replicas": 4, "equilibration_steps": 1000,
+               "reequilibration_steps": 100, "sample_steps": 300, "sample_every": 10,
                "segment_steps": 20, "record_every": 5, "gradient_steps": 10, "seed": 3},
         "targets": {"rdf": {"file": "rdf.csv", "width_a": WIDTH}},
-        "optimiser": {"method": "adam", "iterations": 4, "learning_rate": 0.01,
-                      "final_learning_rate": 0.005},
+        "optimiser": {"method": "adam", "iterations": 6, "learning_rate": 0.005,
+                      "final_learning_rate": 0.003},
     }
 
 
-def test_mlip_refined_towards_a_target_rdf_keeps_its_labels(trained, monkeypatch, capsys):
+def _rdf_error(doc: dict, key: str) -> float:
+    rdf = doc["observables"]["rdf"]
+    return float(np.mean((np.asarray(rdf[key]["value"]) - rdf["target"]) ** 2))
+
+
+def test_mlip_refined_towards_a_target_rdf_trades_label_error(trained, monkeypatch, capsys):
     d = trained
     r = np.arange(3.0, EDGE / 2 - 4 * WIDTH - 0.01, 0.05)
     lj = {"system": {"element": "Ar", "mass_amu": 39.948, "n_atoms": N,
@@ -90,21 +97,25 @@ def test_mlip_refined_towards_a_target_rdf_keeps_its_labels(trained, monkeypatch
           "targets": {"potential_energy_ev_per_atom": -0.05}}
     target = measure(RefineConfig.model_validate(lj), r, WIDTH)["rdf"]
     write_table(d / "rdf.csv", ("r_angstrom", "g"), r, target.value)
-    path = d / "refine.yaml"
-    path.write_text(yaml.safe_dump(_config(d)))
-    rc, out, err = alflow(monkeypatch, capsys, "refine", str(path), "--out", str(d / "fit"))
-    assert rc == 0, out + err
-    doc = json.loads((d / "fit" / "result.json").read_text())
-    print(out, doc["parameters"], doc["initial_parameters"], doc["loss"])
-    rdf = doc["observables"]["rdf"]
-    before = np.mean((np.asarray(rdf["before"]["value"]) - rdf["target"]) ** 2)
-    after = np.mean((np.asarray(rdf["after"]["value"]) - rdf["target"]) ** 2)
-    assert after < 0.7 * before, out
-    assert "labels" in doc["iterations"][0]["terms"]
-    f0 = doc["initial_parameters"]["label_force_rmse_ev_per_A"]
-    f1 = doc["parameters"]["label_force_rmse_ev_per_A"]
-    assert f1 < 3 * f0 + 2e-3, out
-    refined = load(d / "fit" / "model")
+    docs = {}
+    for weight in (0.0, 1000.0):
+        path = d / f"refine_{weight:g}.yaml"
+        path.write_text(yaml.safe_dump(_config(d, label_weight=weight)))
+        rc, out, err = alflow(monkeypatch, capsys, "refine", str(path), "--out",
+                              str(d / f"fit_{weight:g}"))
+        assert rc == 0, out + err
+        docs[weight] = json.loads((d / f"fit_{weight:g}" / "result.json").read_text())
+    free, anchored = docs[0.0], docs[1000.0]
+    assert "labels" in anchored["iterations"][0]["terms"]
+    assert "labels" not in free["iterations"][0]["terms"]
+    # the same start: the refinement moves g(r) towards the target beyond the drift
+    assert _rdf_error(free, "before") == pytest.approx(_rdf_error(anchored, "before"))
+    assert _rdf_error(free, "after") < _rdf_error(anchored, "after")
+    assert _rdf_error(free, "after") < 0.9 * _rdf_error(free, "before")
+    f0 = anchored["initial_parameters"]["label_force_rmse_ev_per_A"]
+    assert anchored["parameters"]["label_force_rmse_ev_per_A"] < 1.2 * f0
+    assert free["parameters"]["label_force_rmse_ev_per_A"] > 2 * f0
+    refined = load(d / "fit_0" / "model")
     assert len(refined.committee.members) == 2
 
 
