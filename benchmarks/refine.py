@@ -2,18 +2,20 @@
 
     python benchmarks/refine.py [--quick] [--work DIR]
 
-1. Recovery: targets (g(r) and the NVE self-diffusion coefficient D) are simulated at
-   argon's ε = 0.0103 eV, σ = 3.405 Å; refinements start at ε × 1.12, σ × 0.88 and fit
-   g(r) alone, D alone and both. Reported: the relative error of each fitted parameter, and
-   the Fisher analysis at the truth (alflow.refine.sensitivity): which combination of
-   log ε, log σ each target fixes, the relative standard error it allows, and their
-   correlation.
+1. Recovery: targets (g(r), the NVE self-diffusion coefficient D and the mean potential
+   energy per atom U) are simulated at argon's ε = 0.0103 eV, σ = 3.405 Å; refinements
+   start at ε × 1.12, σ × 0.88 and fit g(r) alone, D alone, g(r) and D, g(r) and U.
+   Reported: the relative error of each fitted parameter, and the Fisher analysis at the
+   truth (alflow.refine.sensitivity): which combination of log ε, log σ each target fixes,
+   the relative standard error it allows, and their correlation.
 2. Memory and time per gradient against trajectory length, adjoint against direct
    back-propagation: each gradient runs in its own process; memory is the rise of the peak
    resident set over the process's state before the gradient (ru_maxrss).
 3. Truncation: the gradient of D over segments of S steps, back-propagated through the last K
    steps, for several K: bias (mean relative to the largest K) and spread (relative standard
-   deviation over independent batches of replicas).
+   deviation over independent batches of replicas); and the reference they should match,
+   dD/d log σ by central finite differences of D simulated at σ·e^(±h) (equilibrated anew,
+   so it includes the change of the starting states the truncated gradient holds fixed).
 
 Figures depend on the machine's load (printed). Ends with one JSON line holding every figure.
 """
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from alflow.refine import observables as obs  # noqa: E402
 from alflow.refine.config import RefineConfig, load_config  # noqa: E402
 from alflow.refine.dynamics import Box, lattice_start, nvt  # noqa: E402
-from alflow.refine.fit import Refinement, Targets, refine  # noqa: E402
+from alflow.refine.fit import ENERGY, Refinement, Targets, refine  # noqa: E402
 from alflow.refine.gradients import segment_gradient  # noqa: E402
 from alflow.refine.potential import TrainableLJ  # noqa: E402
 from alflow.refine.targets import write_table  # noqa: E402
@@ -77,62 +79,67 @@ def base_config(s: dict, seed: int = 7) -> dict:
     }
 
 
-def at_truth(s: dict, base: dict) -> tuple[np.ndarray, object, object, dict]:
-    """g(r) grid, g(r) and D estimates, and the sensitivity report at argon's parameters."""
+def at_truth(s: dict, base: dict) -> tuple[np.ndarray, object, object, object, dict]:
+    """g(r) grid, g(r), D and U estimates, and the sensitivity report at argon's
+    parameters."""
     edge = (s["n_atoms"] / base["system"]["number_density_per_A3"]) ** (1 / 3)
     r = np.arange(2.8, edge / 2 - 4 * s["width_a"] - 0.01, 0.05)
     ref = Refinement(RefineConfig.model_validate(base),
                      Targets(rdf_r=torch.as_tensor(r), rdf_g=torch.zeros(len(r),
                                                                         dtype=torch.float64),
-                             rdf_width=s["width_a"], diffusion=1.0))
+                             rdf_width=s["width_a"], diffusion=1.0, energy=-1.0))
     ev = ref.evaluate(with_gradient=False)
     return (r, ev.estimates["rdf"], ev.estimates["diffusion_coefficient_A2_per_ps"],
-            ref.sensitivity(ev))
+            ev.estimates[ENERGY], ref.sensitivity(ev))
 
 
 def recovery(s: dict, work: Path) -> dict:
-    """Fit g(r) alone, D alone, both, from 12 % off; Fisher analysis at the truth, also for
-    the triple-point liquid (ρ = 0.0213 Å⁻³, 100 K)."""
+    """Fit g(r) alone, D alone, g(r) and D, g(r) and U, from 12 % off; Fisher analysis at
+    the truth, also for the triple-point liquid (ρ = 0.0213 Å⁻³, 100 K)."""
     import yaml
 
     base = base_config(s)
-    r, g, d, truth_sensitivity = at_truth(s, base)
+    r, g, d, u, truth_sensitivity = at_truth(s, base)
     dense = json.loads(json.dumps(base))
     dense["system"].update(number_density_per_A3=0.0213, temperature_k=100.0)
-    dense_sensitivity = at_truth(s, dense)[3]
+    dense_sensitivity = at_truth(s, dense)[4]
     for name, sens in (("this state", truth_sensitivity), ("dense liquid", dense_sensitivity)):
         for k, rep in sens.items():
             print(f"{name}: {k} relative standard errors {rep['relative_standard_error']}, "
                   f"correlation {rep.get('correlation')}", flush=True)
     write_table(work / "rdf.csv", ("r_angstrom", "g"), r, g.value)
     out = {"target_D_A2_per_ps": float(d.value), "target_D_error": float(d.error),
+           "target_U_ev_per_atom": float(u.value), "target_U_error": float(u.error),
            "sensitivity_at_truth": truth_sensitivity,
            "sensitivity_dense_liquid_100K": dense_sensitivity, "fits": {}}
     choices = {"rdf": {"rdf": {"file": "rdf.csv", "width_a": s["width_a"]}},
                "diffusion": {"diffusion_coefficient_A2_per_ps": float(d.value)},
                "both": {"rdf": {"file": "rdf.csv", "width_a": s["width_a"]},
-                        "diffusion_coefficient_A2_per_ps": float(d.value)}}
+                        "diffusion_coefficient_A2_per_ps": float(d.value)},
+               "rdf_energy": {"rdf": {"file": "rdf.csv", "width_a": s["width_a"]},
+                              ENERGY: float(u.value)}}
     for name, targets in choices.items():
         cfg = json.loads(json.dumps(base))
         cfg["potential"].update(epsilon_ev=EPS * 1.12, sigma_a=SIG * 0.88)
         cfg["md"].update(seed=11, sample_steps=s["sample_steps"])
         cfg["targets"] = targets
-        cfg["optimiser"] = {"method": "gauss-newton", "iterations": s["iterations"]}
+        cfg["optimiser"] = {"method": "gauss-newton", "iterations": s["iterations"],
+                            "max_step": 0.1}
         path = work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         doc = refine(load_config(path))
         p = doc["parameters"]
         out["fits"][name] = {
             "epsilon_rel_error": p["epsilon_ev"] / EPS - 1,
             "sigma_rel_error": p["sigma_a"] / SIG - 1,
             "final_loss": doc["final_loss"], "simulations": doc["simulations"],
-            "wall_s": time.perf_counter() - t0}
+            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
         fit = out["fits"][name]
         print(f"recovery from {name}: ε {p['epsilon_ev']:.5f} eV "
               f"({fit['epsilon_rel_error']:+.2%}), σ {p['sigma_a']:.4f} Å "
               f"({fit['sigma_rel_error']:+.2%}), {doc['simulations']} simulations, "
-              f"{fit['wall_s']:.0f} s", flush=True)
+              f"{fit['wall_s']:.0f} s ({fit['cpu_s']:.0f} s CPU)", flush=True)
     return out
 
 
@@ -204,6 +211,36 @@ def truncation(s: dict) -> list[dict]:
     return rows
 
 
+def finite_difference(s: dict, h: float = 0.03, replicas: int = 32) -> dict:
+    """dD/d log σ and dD/d log ε (Å²/ps) at the truncation benchmark's state point (ρ =
+    0.0213 Å⁻³, 100 K) by central differences of D from independent simulations."""
+    from alflow.refine.fit import measure
+
+    n = s["n_atoms"]
+    base = {"system": {"element": "Ar", "mass_amu": 39.948, "n_atoms": n,
+                       "number_density_per_A3": 0.0213, "temperature_k": 100.0},
+            "potential": {"kind": "lj", "epsilon_ev": EPS, "sigma_a": SIG, "cutoff_a": 6.0,
+                          "trainable": ["epsilon_ev", "sigma_a"]},
+            "md": {"dt_fs": 10.0, "replicas": replicas, "equilibration_steps": 300,
+                   "sample_steps": 10, "sample_every": 10,
+                   "segment_steps": s["truncation_segment"], "record_every": 5,
+                   "gradient_steps": 1, "seed": 41},
+            "targets": {"diffusion_coefficient_A2_per_ps": 1.0}}
+    out = {"h": h, "replicas": replicas}
+    for name, value in (("sigma_a", SIG), ("epsilon_ev", EPS)):
+        d = []
+        for sign in (1, -1):
+            cfg = json.loads(json.dumps(base))
+            cfg["potential"][name] = value * float(np.exp(sign * h))
+            d.append(measure(RefineConfig.model_validate(cfg))[
+                "diffusion_coefficient_A2_per_ps"])
+        grad = (float(d[0].value) - float(d[1].value)) / (2 * h)
+        err = float(np.hypot(d[0].error, d[1].error)) / (2 * h)
+        out[f"dD_dlog_{name}"], out[f"dD_dlog_{name}_error"] = grad, err
+        print(f"finite differences: dD/dlog {name} {grad:+.3f} ± {err:.3f} Å²/ps", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -218,19 +255,23 @@ def main() -> None:
     s = settings(args.quick)
     args.work.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; load {load_start}",
           flush=True)
     mem = memory_and_time(s)
     trunc = truncation(s)
+    fd = finite_difference(s)
     rec = recovery(s, args.work)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     figures = {"benchmark": "refine", "quick": args.quick, "commit": commit,
                "settings": s, "load_start": load_start, "load_end": os.getloadavg(),
-               "wall_s": time.perf_counter() - t0, "recovery": rec,
-               "gradient_cost": mem, "truncation": trunc}
-    for k in ("rdf", "diffusion", "both"):
+               "wall_s": time.perf_counter() - t0,
+               "cpu_s": time.process_time() - c0 + sum(r["cpu_seconds"] for r in mem),
+               "recovery": rec,
+               "gradient_cost": mem, "truncation": trunc,
+               "truncation_reference_finite_difference": fd}
+    for k in ("rdf", "diffusion", "both", "rdf_energy"):
         f = rec["fits"][k]
         figures[f"{k}_epsilon_rel_error"] = f["epsilon_rel_error"]
         figures[f"{k}_sigma_rel_error"] = f["sigma_rel_error"]

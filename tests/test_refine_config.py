@@ -51,13 +51,17 @@ def _edit(path: Path, fn) -> Path:
 @pytest.mark.parametrize(("edit", "named"), [
     (lambda d: d["system"].update(densty=1.0), "system.densty: unknown field"),
     (lambda d: d["system"].pop("temperature_k"), "system.temperature_k: Field required"),
-    (lambda d: d["potential"].update(kind="morse"), "potential.kind"),
-    (lambda d: d["potential"].update(trainable=["epsilon_ev", "rc"]), "potential.trainable.1"),
+    (lambda d: d["potential"].update(kind="morse"),
+     "potential: Input tag 'morse' found using 'kind'"),
+    (lambda d: d["potential"].update(trainable=["epsilon_ev", "rc"]), "potential.lj.trainable.1"),
     (lambda d: d["potential"].update(cutoff_a=12.0), "potential.cutoff_a (12.0 Å) exceeds half"),
     (lambda d: d.pop("md"), "md: Field required"),
     (lambda d: d["targets"].update(rdf={"file": "nothere.csv"}), "targets.rdf.file: no such"),
     (lambda d: d.update(targets={}), "give at least one target"),
     (lambda d: d["md"].update(gradient_steps=900, segment_steps=400), "gradient_steps (900)"),
+    (lambda d: d["targets"].update(potential_energy_ev_per_atom=0.0),
+     "potential_energy_ev_per_atom must not be 0"),
+    (lambda d: d["potential"].update(kind="mlip"), "model_dir"),
 ])
 def test_bad_config_fails_before_any_work_naming_the_field(example, monkeypatch, capsys, edit,
                                                           named, tmp_path):

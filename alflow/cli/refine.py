@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
     ) -> None:
         """Adjust the potential so MD reproduces the targets; writes OUT/result.json,
-        OUT/loss.png and OUT/observables.png."""
+        OUT/loss.png, OUT/observables.png and, for an MLIP, the refined committee in
+        OUT/model."""
         import torch
 
         from alflow.refine.config import load_config
@@ -39,7 +40,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"iteration {it}: loss {ev.loss:.4g} at {shown} (effective sample "
                        f"fraction {ev.ess:.2f})")
 
-        doc = refine(cfg, progress=progress)
+        doc = refine(cfg, progress=progress,
+                     model_out=out / "model" if cfg.potential.kind == "mlip" else None)
         for path in write_result(doc, out):
             typer.echo(f"wrote {path}")
         typer.echo("fitted: " + ", ".join(f"{k} = {v:.6g}" for k, v in

@@ -51,6 +51,18 @@ class LJPotentialConfig(StrictModel):
         return v
 
 
+class MLIPPotentialConfig(StrictModel):
+    """The built-in committee MLIP in ``model_dir`` (trained by ``alflow.mlip``), every
+    weight trainable; the anchor term ``label_weight`` × (the members' training loss on the
+    labelled configurations in ``labels``, an ASE-readable file with energies and forces)
+    keeps it close to its reference labels. Paths are relative to the YAML file."""
+
+    kind: Literal["mlip"]
+    model_dir: Path
+    labels: Path
+    label_weight: float = Field(1.0, ge=0)
+
+
 class RefineMDConfig(StrictModel):
     """MD settings: NVT Langevin equilibration and sampling, NVE production segments.
 
@@ -110,13 +122,21 @@ class TargetsConfig(StrictModel):
     diffusion_coefficient_A2_per_ps: float | None = Field(None, gt=0)
     diffusion_weight: float = Field(1.0, gt=0)
     vdos: VdosTarget | None = None
+    potential_energy_ev_per_atom: float | None = Field(
+        None, description="NVT mean potential energy per atom, eV (the configurational "
+        "energy: minus the heat of vaporisation plus kT for an ideal vapour)")
+    potential_energy_weight: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _some(self) -> TargetsConfig:
         if self.rdf is None and self.diffusion_coefficient_A2_per_ps is None \
-                and self.vdos is None:
+                and self.vdos is None and self.potential_energy_ev_per_atom is None:
             raise ValueError("give at least one target: rdf, "
-                             "diffusion_coefficient_A2_per_ps or vdos")
+                             "diffusion_coefficient_A2_per_ps, vdos or "
+                             "potential_energy_ev_per_atom")
+        if self.potential_energy_ev_per_atom == 0:
+            raise ValueError("potential_energy_ev_per_atom must not be 0 (its loss is "
+                             "relative to it)")
         return self
 
     @property
@@ -150,7 +170,7 @@ class RefineConfig(StrictModel):
     """The whole ``alflow refine`` YAML."""
 
     system: SystemConfig
-    potential: LJPotentialConfig
+    potential: LJPotentialConfig | MLIPPotentialConfig = Field(discriminator="kind")
     md: RefineMDConfig
     targets: TargetsConfig
     optimiser: OptimiserConfig = OptimiserConfig()
@@ -161,10 +181,15 @@ class RefineConfig(StrictModel):
             raise ValueError(f"optimiser.average_last ({self.optimiser.average_last}) exceeds "
                              f"optimiser.iterations ({self.optimiser.iterations})")
         if self.optimiser.method == "gauss-newton" and self.targets.vdos is not None:
-            raise ValueError("optimiser.method gauss-newton fits rdf and "
+            raise ValueError("optimiser.method gauss-newton fits rdf, "
+                             "potential_energy_ev_per_atom and "
                              "diffusion_coefficient_A2_per_ps; use adam with a vdos target")
         half = self.system.box_a / 2
-        if self.potential.cutoff_a > half:
+        if self.potential.kind == "mlip":
+            if self.optimiser.method == "gauss-newton" or self.optimiser.average_last:
+                raise ValueError("potential.kind mlip: use optimiser.method adam without "
+                                 "average_last (the weights are many; see docs/refine.md)")
+        elif self.potential.cutoff_a > half:
             raise ValueError(f"potential.cutoff_a ({self.potential.cutoff_a} Å) exceeds half "
                              f"the box ({half:.3f} Å for {self.system.n_atoms} atoms at this "
                              "density): use more atoms or a smaller cutoff")
@@ -177,6 +202,15 @@ def load_config(path: str | Path) -> RefineConfig:
     path = Path(path)
     cfg = load_yaml_model(RefineConfig, path)
     base = path.resolve().parent
+    if cfg.potential.kind == "mlip":
+        from alflow.refine.mlip import check_model_dir
+
+        pot = cfg.potential
+        pot.model_dir = (base / pot.model_dir).resolve()
+        pot.labels = (base / pot.labels).resolve()
+        check_model_dir(pot.model_dir, cfg.system.box_a / 2, f"{path}: potential.model_dir")
+        if not pot.labels.is_file():
+            raise ConfigError(f"{path}: potential.labels: no such file {pot.labels}")
     for name in ("rdf", "vdos"):
         target = getattr(cfg.targets, name)
         if target is None:

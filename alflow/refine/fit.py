@@ -1,4 +1,5 @@
-"""The refinement loop: Adam on log-parameters against the weighted loss of all targets.
+"""The refinement loop: Adam (or Levenberg–Marquardt) against the weighted loss of all
+targets, on the log-parameters of Lennard-Jones or the weights of a committee MLIP.
 
 Each iteration at parameters θ:
 
@@ -6,12 +7,14 @@ Each iteration at parameters θ:
    reused while the reweighting's effective sample size stays above ``min_ess_fraction`` of
    the samples; a dynamical target needs fresh starts at θ, so it resimulates every iteration
    (a short re-equilibration from the previous end states).
-2. static targets (g(r)): reweighted average and its gradient (DiffTRe,
-   :mod:`alflow.refine.reweight`); loss ``w · mean_r (g − g_target)²``.
+2. static targets (g(r), mean potential energy per atom U): reweighted averages and their
+   gradients (DiffTRe, :mod:`alflow.refine.reweight`); losses ``w · mean_r (g − g_target)²``
+   and ``w · ((U − U_target) / U_target)²``.
 3. dynamical targets: one NVE segment per replica from the NVT end states, gradient through
    the last K steps (:mod:`alflow.refine.gradients`); self-diffusion from the MSD slope,
    loss ``w · ((D − D_target) / D_target)²``; VDOS, loss ``w · ∫(vdos − target)² dν``.
-4. an Adam step on log ε, log σ.
+4. for an MLIP, the anchor: ``label_weight`` × its members' training loss on the labels.
+5. an Adam step (log ε, log σ or the MLIP's weights) or a Levenberg–Marquardt step.
 
 The observables before (at the initial θ) and after (a new simulation at the fitted θ, no
 reweighting) are reported with their standard errors over replicas.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,9 +36,11 @@ from alflow.refine import sensitivity
 from alflow.refine.config import RefineConfig
 from alflow.refine.dynamics import Box, State, lattice_start, nve, nvt
 from alflow.refine.gradients import segment_gradient
+from alflow.refine.mlip import TrainableMLIP
 from alflow.refine.potential import TrainableLJ
 from alflow.refine.reweight import (
     Ensemble,
+    energy_per_atom,
     ess_fraction,
     log_weights,
     make_ensemble,
@@ -43,6 +49,8 @@ from alflow.refine.reweight import (
 from alflow.refine.targets import rdf_grid, read_table
 
 log = logging.getLogger(__name__)
+
+ENERGY = "potential_energy_ev_per_atom"
 
 
 @dataclass
@@ -59,6 +67,8 @@ class Targets:
     vdos_freq: torch.Tensor | None = None
     vdos: torch.Tensor | None = None
     vdos_weight: float = 1.0
+    energy: float | None = None
+    energy_weight: float = 1.0
 
     @property
     def dynamical(self) -> bool:
@@ -69,7 +79,9 @@ def load_targets(cfg: RefineConfig) -> Targets:
     """Read the target files of ``cfg`` onto the grids its box can compute (InputError
     naming the file otherwise)."""
     t = Targets(diffusion=cfg.targets.diffusion_coefficient_A2_per_ps,
-                diffusion_weight=cfg.targets.diffusion_weight)
+                diffusion_weight=cfg.targets.diffusion_weight,
+                energy=cfg.targets.potential_energy_ev_per_atom,
+                energy_weight=cfg.targets.potential_energy_weight)
     if cfg.targets.rdf is not None:
         r, g = read_table(cfg.targets.rdf.file, ("r_angstrom", "g"))
         r, g = rdf_grid(r, g, cfg.system.box_a / 2, cfg.targets.rdf.width_a,
@@ -89,8 +101,10 @@ def box_of(cfg: RefineConfig) -> Box:
     return Box(s.element, s.mass_amu, s.n_atoms, s.box_a, s.temperature_k)
 
 
-def model_of(cfg: RefineConfig) -> TrainableLJ:
+def model_of(cfg: RefineConfig) -> TrainableLJ | TrainableMLIP:
     p = cfg.potential
+    if p.kind == "mlip":
+        return TrainableMLIP(p.model_dir, box_of(cfg).numbers, p.labels)
     return TrainableLJ(p.epsilon_ev, p.sigma_a, p.cutoff_a, tuple(p.trainable))
 
 
@@ -164,20 +178,44 @@ class Refinement:
                  * frames.shape[1], self.model.values())
 
     # ------------------------------------------------------------ loss terms
-    def static_terms(self, ev: Evaluation, logw: torch.Tensor) -> None:
-        """g(r) by reweighting: loss term, gradient and estimate."""
+    def static_terms(self, ev: Evaluation, logw: torch.Tensor, u: torch.Tensor) -> None:
+        """g(r) and the potential energy by reweighting: loss terms, gradient, estimates
+        (the energy is always estimated, fitted only when it is a target); ``u``: the
+        samples' energies (S,) eV at the current parameters."""
         t = self.targets
-        if t.rdf_r is None:
-            return
         with torch.enable_grad():
-            g, err = weighted_average(self.ensemble, "rdf", logw)
-            loss = t.rdf_weight * ((g - t.rdf_g) ** 2).mean()
+            loss = logw.new_zeros(())
+            u, u_err = weighted_average(self.ensemble,
+                                        energy_per_atom(self.model, self.ensemble, u), logw)
+            ev.estimates[ENERGY] = Estimate(np.asarray(float(u.detach())),
+                                            np.asarray(float(u_err)))
+            if t.energy is not None:
+                term = t.energy_weight * ((u - t.energy) / t.energy) ** 2
+                ev.terms[ENERGY] = float(term.detach())
+                loss = loss + term
+            if t.rdf_r is not None:
+                g, err = weighted_average(self.ensemble, "rdf", logw)
+                term = t.rdf_weight * ((g - t.rdf_g) ** 2).mean()
+                ev.terms["rdf"] = float(term.detach())
+                ev.estimates["rdf"] = Estimate(g.detach().numpy(), err.numpy())
+                loss = loss + term
+            if t.energy is None and t.rdf_r is None:
+                return
             leaves = self.model.leaves()
             grads = torch.autograd.grad(loss, leaves, allow_unused=True, retain_graph=True)
         ev.add_grads([torch.zeros_like(x) if gr is None else gr
                       for gr, x in zip(grads, leaves, strict=True)])
-        ev.terms["rdf"] = float(loss.detach())
-        ev.estimates["rdf"] = Estimate(g.detach().numpy(), err.numpy())
+
+    def label_term(self, ev: Evaluation, with_gradient: bool) -> None:
+        """The MLIP's anchor: ``label_weight`` × its members' training loss on the labels."""
+        with torch.enable_grad():
+            loss = self.cfg.potential.label_weight * self.model.label_loss()
+            if with_gradient:
+                leaves = self.model.leaves()
+                grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+                ev.add_grads([torch.zeros_like(x) if g is None else g
+                              for g, x in zip(grads, leaves, strict=True)])
+        ev.terms["labels"] = float(loss.detach())
 
     def dynamical_loss(self, ev: Evaluation) -> Callable:
         """The frame loss of the dynamical targets; it fills ``ev``'s terms and estimates."""
@@ -228,17 +266,22 @@ class Refinement:
     def jacobians(self, ev: Evaluation, diffusion: bool = True
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """∂(observable)/∂(log θ) (M, P) and standard errors (M,) at the current parameters,
-        for g(r) (by reweighting the current samples) and the self-diffusion coefficient
+        for g(r) and the potential energy (by reweighting the current samples) and the
+        self-diffusion coefficient
         (through the last ``gradient_steps`` of new NVE segments: truncated, so biased)."""
         out = {}
         leaves = self.model.leaves()
-        if self.targets.rdf_r is not None:
-            with torch.enable_grad():
-                g, err = weighted_average(self.ensemble, "rdf", log_weights(self.model,
-                                                                            self.ensemble))
+        with torch.enable_grad():
+            logw = log_weights(self.model, self.ensemble)
+            u, u_err = weighted_average(self.ensemble, energy_per_atom(self.model,
+                                                                       self.ensemble), logw)
+            out[ENERGY] = (torch.stack(torch.autograd.grad(u, leaves, retain_graph=True)
+                                       ).numpy()[None, :], np.atleast_1d(u_err.numpy()))
+            if self.targets.rdf_r is not None:
+                g, err = weighted_average(self.ensemble, "rdf", logw)
                 rows = [torch.stack(torch.autograd.grad(g[b], leaves, retain_graph=True))
                         for b in range(g.shape[0])]
-            out["rdf"] = (torch.stack(rows).numpy(), err.numpy())
+                out["rdf"] = (torch.stack(rows).numpy(), err.numpy())
         if not diffusion:
             return out
         md = self.md
@@ -258,8 +301,8 @@ class Refinement:
         return out
 
     def residuals(self, ev: Evaluation) -> tuple[np.ndarray, np.ndarray, int]:
-        """Scaled residuals r (their squares sum to the rdf and diffusion loss terms), their
-        Jacobian in log θ, and how many leading rows are g(r)'s."""
+        """Scaled residuals r (their squares sum to the rdf, energy and diffusion loss terms),
+        their Jacobian in log θ, and how many leading rows are static (reweighted)."""
         t = self.targets
         jac = self.jacobians(ev, diffusion=t.diffusion is not None)
         res, rows, n_static = [], [], 0
@@ -268,6 +311,11 @@ class Refinement:
             res.append(scale * (ev.estimates["rdf"].value - t.rdf_g.numpy()))
             rows.append(scale * jac["rdf"][0])
             n_static = len(t.rdf_r)
+        if t.energy is not None:
+            scale = np.sqrt(t.energy_weight) / abs(t.energy)
+            res.append(np.atleast_1d(scale * (float(ev.estimates[ENERGY].value) - t.energy)))
+            rows.append(scale * jac[ENERGY][0])
+            n_static += 1
         if t.diffusion is not None:
             scale = np.sqrt(t.diffusion_weight) / t.diffusion
             d = float(ev.estimates["diffusion_coefficient_A2_per_ps"].value)
@@ -275,9 +323,24 @@ class Refinement:
             rows.append(scale * jac["diffusion_coefficient_A2_per_ps"][0])
         return np.concatenate(res), np.concatenate(rows), n_static
 
+    def static_residuals(self, logw: torch.Tensor) -> np.ndarray:
+        """The scaled g(r) and energy residuals (the leading rows of :meth:`residuals`) by
+        reweighting with ``logw``."""
+        t, out = self.targets, []
+        if t.rdf_r is not None:
+            g, _ = weighted_average(self.ensemble, "rdf", logw)
+            out.append(np.sqrt(t.rdf_weight / len(t.rdf_r)) * (g.numpy() - t.rdf_g.numpy()))
+        if t.energy is not None:
+            u, _ = weighted_average(self.ensemble, energy_per_atom(self.model, self.ensemble),
+                                    logw)
+            out.append(np.atleast_1d(np.sqrt(t.energy_weight) / abs(t.energy)
+                                     * (float(u) - t.energy)))
+        return np.concatenate(out)
+
     def trial_loss(self, step: np.ndarray, r: np.ndarray, j: np.ndarray, n_static: int
                    ) -> float | None:
-        """The loss after ``step``: g(r) reweighted to the new parameters, the dynamical
+        """The loss after ``step``: g(r) and the energy reweighted to the new parameters, the
+        dynamical
         residuals linearised; None when the reweighting's effective sample size is too low
         to tell."""
         leaves = self.model.leaves()
@@ -290,9 +353,7 @@ class Refinement:
                     logw = log_weights(self.model, self.ensemble)
                     if ess_fraction(logw) < self.cfg.optimiser.min_ess_fraction:
                         return None
-                    g, _ = weighted_average(self.ensemble, "rdf", logw)
-                    scale = np.sqrt(self.targets.rdf_weight / len(self.targets.rdf_r))
-                    r_new[:n_static] = scale * (g.numpy() - self.targets.rdf_g.numpy())
+                    r_new[:n_static] = self.static_residuals(logw)
                 return float(r_new @ r_new)
             finally:
                 for leaf, d in zip(leaves, step, strict=True):
@@ -300,31 +361,37 @@ class Refinement:
 
     def levenberg_marquardt_step(self, ev: Evaluation, max_step: float, tries: int = 6
                                  ) -> np.ndarray:
-        """A Levenberg–Marquardt step in log θ on the rdf and diffusion residuals, each
+        """A Levenberg–Marquardt step in log θ on the rdf, energy and diffusion residuals, each
         component capped at ``max_step``; the damping grows until the trial loss falls
-        (:meth:`trial_loss`) and shrinks after a success."""
+        (:meth:`trial_loss`) and shrinks after a success, or when the step goes too far for
+        the reweighting to judge it (the linearised model is then trusted, within
+        ``max_step``)."""
         r, j, n_static = self.residuals(ev)
         jtj, grad, loss = j.T @ j, j.T @ r, float(r @ r)
         for _ in range(tries):
             a = jtj + self.damping * np.diag(np.diag(jtj)) + 1e-300 * np.eye(len(grad))
             step = np.clip(-np.linalg.solve(a, grad), -max_step, max_step)
             trial = self.trial_loss(step, r, j, n_static)
-            if trial is None:
-                return step
-            if trial < loss:
+            if trial is None or trial < loss:  # None: too far to reweight; trust the model
                 self.damping = max(self.damping / 3, 1e-6)
                 return step
             self.damping *= 4
         return step
 
-    def sensitivity(self, ev: Evaluation) -> dict:
+    def sensitivity(self, ev: Evaluation) -> dict | None:
         """What each target (and all of them together) determines; see
-        :mod:`alflow.refine.sensitivity`."""
+        :mod:`alflow.refine.sensitivity` (None for the MLIP: its weights are too many for a
+        Fisher matrix by this route)."""
+        if isinstance(self.model, TrainableMLIP):
+            return None
         jac = self.jacobians(ev)
         names = self.model.trainable
         fishers = {k: sensitivity.fisher(j, e) for k, (j, e) in jac.items()}
         out = {k: sensitivity.report(f, names) for k, f in fishers.items()}
-        used = [k for k in fishers if k == "rdf" or self.targets.diffusion is not None]
+        t = self.targets
+        fitted = {"rdf": t.rdf_r is not None, ENERGY: t.energy is not None,
+                  "diffusion_coefficient_A2_per_ps": t.diffusion is not None}
+        used = [k for k in fishers if fitted[k]]
         if len(used) > 1:
             out["all_targets"] = sensitivity.report(sum(fishers[k] for k in used), names)
         return out
@@ -333,16 +400,22 @@ class Refinement:
         """All loss terms at the current parameters; simulates when needed (see module)."""
         if resimulate or self.ensemble is None or self.targets.dynamical:
             self.simulate()
-        logw = log_weights(self.model, self.ensemble)
+        with torch.enable_grad():
+            u = self.model.sample_energies(self.ensemble)
+            logw = log_weights(self.model, self.ensemble, u)
         ess = ess_fraction(logw)
         if ess < self.cfg.optimiser.min_ess_fraction:
             log.info("effective sample fraction %.3f < %.3f: new simulation", ess,
                      self.cfg.optimiser.min_ess_fraction)
             self.simulate()
-            logw = log_weights(self.model, self.ensemble)
+            with torch.enable_grad():
+                u = self.model.sample_energies(self.ensemble)
+                logw = log_weights(self.model, self.ensemble, u)
             ess = ess_fraction(logw)
         ev = Evaluation(ess=ess)
-        self.static_terms(ev, logw)
+        self.static_terms(ev, logw, u)
+        if isinstance(self.model, TrainableMLIP) and self.cfg.potential.label_weight > 0:
+            self.label_term(ev, with_gradient)
         if self.targets.dynamical or not with_gradient:
             self.dynamical_terms(ev, with_gradient and self.targets.dynamical)
         if not ev.grads:
@@ -351,10 +424,11 @@ class Refinement:
 
 
 def refine(cfg: RefineConfig,
-           progress: Callable[[int, dict[str, float], Evaluation], None] | None = None
-           ) -> dict:
+           progress: Callable[[int, dict[str, float], Evaluation], None] | None = None,
+           model_out: str | Path | None = None) -> dict:
     """Run the refinement of ``cfg``; returns the result document (see docs/refine.md).
-    ``progress(iteration, parameters, evaluation)`` is called after each evaluation."""
+    ``progress(iteration, parameters, evaluation)`` is called after each evaluation; a
+    refined MLIP committee is written to ``model_out`` if given."""
     ref = Refinement(cfg)
     model = ref.model
     initial = model.values()
@@ -398,6 +472,11 @@ def refine(cfg: RefineConfig,
     if spread is not None:
         doc["parameter_relative_spread"] = {k: float(v) for k, v in spread.items()}
     doc["sensitivity"] = ref.sensitivity(after)
+    if isinstance(model, TrainableMLIP):
+        doc["not_computed"]["sensitivity"] = ("the MLIP's weights are too many for the "
+                                              "Fisher analysis")
+        if model_out is not None:
+            doc["model_dir"] = str(model.save(model_out))
     return doc
 
 
@@ -414,6 +493,8 @@ def result_document(cfg: RefineConfig, ref: Refinement, initial: dict, history: 
                          "segments, error over replicas"}
     if t.vdos is not None:
         observables["vdos"] = {"frequency_thz": t.vdos_freq.tolist(), "target": t.vdos.tolist()}
+    observables[ENERGY] = {"target": t.energy, "estimator": "NVT mean potential energy per "
+                           "atom (reweighted), error over replicas"}
     for key, entry in observables.items():
         if key in before:
             entry["before"] = before[key].doc()
@@ -427,7 +508,9 @@ def result_document(cfg: RefineConfig, ref: Refinement, initial: dict, history: 
     return {
         "parameters": ref.model.values(),
         "initial_parameters": initial,
-        "trainable": ref.model.trainable,
+        "trainable": (ref.model.trainable if isinstance(ref.model, TrainableLJ) else
+                      f"all {len(ref.model.trainable)} weight tensors of the "
+                      f"{len(ref.model.members)} committee members"),
         "loss": [h["loss"] for h in history],
         "final_loss": after.loss,
         "final_loss_terms": after.terms,
@@ -435,7 +518,7 @@ def result_document(cfg: RefineConfig, ref: Refinement, initial: dict, history: 
         "observables": observables,
         "simulations": ref.simulations,
         "units": {"epsilon_ev": "eV", "sigma_a": "Å", "r_angstrom": "Å",
-                  name: "Å²/ps", "frequency_thz": "THz", "vdos": "1/THz",
+                  name: "Å²/ps", "frequency_thz": "THz", "vdos": "1/THz", ENERGY: "eV",
                   "temperature": f"{cfg.system.temperature_k} K", "kT_ev": units.kB
                   * cfg.system.temperature_k},
         "not_computed": {"ir": "no dipole model for this potential"},

@@ -54,27 +54,30 @@ class TrainableLJ:
                         torch.zeros_like(r))
         return torch.zeros(n_configs, dtype=e.dtype).index_add(0, batch, e)
 
+    def sample_energies(self, ens) -> torch.Tensor:
+        """Energies (S,) eV of the samples of an :class:`alflow.refine.reweight.Ensemble`
+        from their stored pair distances."""
+        return self.energy_of_distances(ens.r, ens.batch, ens.n_samples)
+
     def energy(self, positions: torch.Tensor, cell: torch.Tensor,
-               pairs: PairList | None = None) -> torch.Tensor:
-        """Energies (B,) eV of positions (B, N, 3) Å in cells (B, 3, 3) Å."""
-        return lennard_jones_energy(positions, cell, self.log["epsilon_ev"].exp(),
-                                    self.log["sigma_a"].exp(), self.cutoff, pairs)
+               pairs: PairList | None = None, detached: bool = False) -> torch.Tensor:
+        """Energies (B,) eV of positions (B, N, 3) Å in cells (B, 3, 3) Å; ``detached``:
+        at the current parameters, without their gradient."""
+        logs = {n: (t.detach() if detached else t) for n, t in self.log.items()}
+        return lennard_jones_energy(positions, cell, logs["epsilon_ev"].exp(),
+                                    logs["sigma_a"].exp(), self.cutoff, pairs)
 
 
 class FixedPotential:
-    """The model at its current parameters as an :class:`alflow.potential.Potential` (no
-    parameter gradient) for :func:`alflow.sampling.langevin.run_langevin`; every replica in
-    the same cubic ``cell``; a Verlet list is kept between calls."""
+    """The model (:class:`TrainableLJ` or :class:`alflow.refine.mlip.TrainableMLIP`) at its
+    current parameters as an :class:`alflow.potential.Potential` for
+    :func:`alflow.sampling.langevin.run_langevin`; every replica in the same cubic ``cell``;
+    a Verlet list is kept between calls."""
 
-    def __init__(self, model: TrainableLJ, numbers: np.ndarray, cell: torch.Tensor,
-                 skin: float = 1.0):
+    def __init__(self, model, numbers: np.ndarray, cell: torch.Tensor, skin: float = 1.0):
         self.model, self.numbers, self.cell = model, np.asarray(numbers), cell
         self.pairs = VerletList(model.cutoff, skin)
 
     def energy(self, positions: torch.Tensor) -> torch.Tensor:
         cell = self.cell.to(positions.dtype).expand(positions.shape[0], 3, 3)
-        with torch.no_grad():
-            logs = {n: t.detach() for n, t in self.model.log.items()}
-        return lennard_jones_energy(positions, cell, logs["epsilon_ev"].exp(),
-                                    logs["sigma_a"].exp(), self.model.cutoff,
-                                    self.pairs(positions, cell))
+        return self.model.energy(positions, cell, self.pairs(positions, cell), detached=True)

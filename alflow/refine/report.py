@@ -34,7 +34,8 @@ def plot_loss(doc: dict, path: Path) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.semilogy(doc["loss"], "o-", ms=3)
     ax1.set(xlabel="iteration", ylabel="loss")
-    for name in doc["trainable"]:
+    names = doc["trainable"] if isinstance(doc["trainable"], list) else list(doc["parameters"])
+    for name in names:
         vals = [h["parameters"][name] for h in doc["iterations"]] + [doc["parameters"][name]]
         ax2.plot(np.asarray(vals) / doc["initial_parameters"][name], label=name)
     ax2.set(xlabel="iteration", ylabel="parameter / initial value")
@@ -72,7 +73,7 @@ def plot_observables(doc: dict, path: Path) -> Path:
             if entry.get("target") is not None:
                 ax.axhline(entry["target"], color="k", label="target")
             ax.set_xticks(range(len(vals)), labels)
-            ax.set(ylabel="D (Å²/ps)")
+            ax.set(ylabel=f"value ({doc.get('units', {}).get(name, '')})")
         ax.set_title(name)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
