@@ -229,6 +229,8 @@ def _fmt_df(d: dict[str, Any] | None, kt: float | None) -> str:
         s += f" ± {err:.5f} eV" if err is not None else " eV"
         if kt:
             s += f"  ({c / kt:.3f}" + (f" ± {err / kt:.3f}" if err is not None else "") + " kT)"
+        if d.get("corrected_to"):
+            s += f"  [{d['corrected_to']}]"
     return s
 
 
