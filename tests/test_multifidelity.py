@@ -130,6 +130,12 @@ def test_transfer_campaign_pretrains_finetunes_and_corrects_to_the_expensive_ora
     assert init["e0_shift"] != [0.0]
     n_calls = len(_journal(run.root))
     assert n_calls == len(set(_journal(run.root)))
+    # the report's parity plots compare the committee with the expensive oracle alone
+    from alflow.campaign.report_loader import load_report_data
+
+    parity = load_report_data(run.root, temperatures=[cfg.temperature_k]).parity
+    assert sum(len(p.energy_dft_ev) for p in parity) == sum(1 for _ in store.records(
+        method=hi))
     # resuming the finished campaign recomputes nothing: every step and label is stored
     again = resume(run.root, inline=True, progress=False)
     assert len(_journal(run.root)) == n_calls
