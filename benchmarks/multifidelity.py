@@ -7,7 +7,8 @@ Configurations: Langevin MD on EMT at 300 and 700 K from every Ag6 isomer of the
 random displacements (0.05, 0.1 Å), shuffled; a pool labelled by both oracles and a held-out
 set labelled by EMT (never trained on). The pretrained committee trains on every cheap label
 of the pool. Each method then trains on the first n expensive labels of the pool (the same
-nested subsets for every method, so the comparison is of the training modes alone):
+nested subsets, epochs and learning rate for every method unless ``--finetune-lr`` says
+otherwise, so the comparison is of the training modes alone):
 
 - ``scratch``: a committee on the n EMT labels, from random weights;
 - ``transfer``: the pretrained committee fine-tuned on them (reference energies shifted first);
@@ -92,6 +93,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--target", type=float, default=0.1, help="force MAE target, eV/Å")
+    ap.add_argument("--finetune-lr", type=float, default=None,
+                    help="learning rate of the fine-tuning (default: the others' 0.005)")
     ap.add_argument("--out", default=None, help="directory for the committees (default: tmp)")
     args = ap.parse_args()
     import torch
@@ -125,7 +128,8 @@ def main() -> None:
         sub = pairs[:n]
         exp = [h for h, _ in sub]
         cfg = MLIPConfig(**base, epochs=epochs, seed=2)
-        ft = MLIPConfig(**{**base, "lr": 0.001}, epochs=epochs, seed=2)
+        ft = MLIPConfig(**{**base, "lr": args.finetune_lr or base["lr"]}, epochs=epochs,
+                        seed=2)
         dirs = {"scratch": train_committee(exp, work / f"scratch-{n}", cfg),
                 "transfer": finetune_committee(exp, work / f"transfer-{n}", ft, pre)}
         d = train_committee(difference_atoms(exp, [c for _, c in sub]),
@@ -145,6 +149,7 @@ def main() -> None:
     print(json.dumps({"benchmark": "multifidelity", "quick": args.quick,
                       "cheap": f"{CHEAP[0]}{CHEAP[1]}", "expensive": "ase:emt",
                       "n_cheap": len(pairs), "n_test": len(test), "epochs": epochs,
+                      "lr": base["lr"], "finetune_lr": args.finetune_lr or base["lr"],
                       "target_f_mae": args.target, "labels_to_target": to_target,
                       "pretrained_only": [round(pf, 4), round(pe, 3)], "curves": curves,
                       "wall_s": round(time.time() - t0, 1),

@@ -96,6 +96,7 @@ def _check_stages(cfg, run: Path, st: dict) -> None:
     assert {t["state"] for t in first if t["purpose"] == "bootstrap"} == {"pbp", "coh"}
     # model_dir: the last generation's committee, an ASE calculator close to the oracle
     live = read_status(run)
+    assert set(live["labels_by_oracle"]) == set(st["labels_by_oracle"]) == {cheap, hi}
     assert live["model_dir"] == st["model_dir"] == str(run / "models" / "gen002")
     calc = load(live["model_dir"])
     atoms = next(iter(store.records(method=hi))).to_atoms()

@@ -39,6 +39,8 @@ def test_multifidelity_campaign_survives_kill_minus_nine(tmp_path: Path):
     st = json.loads(_run_to_end("status", str(run), "--json"))
     hi = next(n for n in by_method if n.startswith("ase:lj"))
     assert st["history"][0]["oracle"].startswith("ase:morse")
+    assert {n: c["ok"] for n, c in st["labels_by_oracle"].items()} == {
+        n: m["ok"] for n, m in by_method.items()}
     assert st["delta_f"]["corrected_to"] == hi
     assert st["model_dir"] == str(run / "models" / "gen002")
     code = ("import sys; from ase.io import read; from alflow.mlip import load; "

@@ -36,7 +36,13 @@ from alflow.campaign.rundir import (
     read_lines,
     write_status,
 )
-from alflow.campaign.status import latest_model_dir, public_status, stored_status, warnings
+from alflow.campaign.status import (
+    by_oracle,
+    latest_model_dir,
+    public_status,
+    stored_status,
+    warnings,
+)
 from alflow.campaign.submit import ProcessPool, Submit, inline_submitters, parsl_submitters
 from alflow.campaign.system import build_system
 from alflow.campaign.tasks import TaskFailed, Tasks
@@ -96,7 +102,8 @@ def _delta_f_text(summary: dict[str, Any], kt_ev: float) -> str:
 def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
                  history: list[dict[str, Any]], state: str, converged: bool,
                  stop_reason: str = "", running: list[str] | None = None) -> dict[str, Any]:
-    summ = store.summary()["by_status"] if store is not None else {}
+    full = store.summary() if store is not None else {}
+    summ = full.get("by_status", {})
     last = next((h for h in reversed(history) if h.get("value_ev") is not None), None)
     df = cfg.system.delta_f
     delta = {"from": df.from_, "to": df.to, "value_ev": None, "error_ev": None,
@@ -112,6 +119,7 @@ def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
         "generation": history[-1]["generation"] if history else None,
         "converged": converged, "stop_reason": stop_reason,
         "labels": {"ok": summ.get("ok", 0), "failed": summ.get("failed", 0)},
+        "labels_by_oracle": by_oracle(full),
         "oracle_calls": oracle_calls(run), "temperature_k": cfg.temperature_k,
         "kt_ev": cfg.kt_ev, "delta_f": delta, "history": history,
         "running": running or [], "warnings": warnings(run),

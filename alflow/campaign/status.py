@@ -110,6 +110,9 @@ class CampaignStatus(_Public):
     converged: bool = False
     stop_reason: str = ""
     labels: LabelCounts = Field(default_factory=LabelCounts)
+    labels_by_oracle: dict[str, LabelCounts] = Field(
+        default_factory=dict, description="the same per oracle (method name): a multi-"
+        "fidelity campaign's cheap and expensive labels")
     oracle_calls: int = 0
     temperature_k: float
     kt_ev: float
@@ -187,6 +190,12 @@ def stored_status(run: RunDir) -> dict[str, Any]:
                          + f"\n  {fix}") from None
 
 
+def by_oracle(summary: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Label counts per method name from a LabelStore summary."""
+    return {name: {"ok": m.get("ok", 0), "failed": m.get("failed", 0)}
+            for name, m in summary.get("by_method", {}).items()}
+
+
 def latest_model_dir(run: RunDir) -> str | None:
     """The directory of the newest generation's finished committee (its committee.json is
     written last), or None."""
@@ -203,8 +212,10 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
     if run.dataset.exists():
         from alflow.dataset import LabelStore
 
-        by = LabelStore(run.dataset, create=False).summary()["by_status"]
+        summary = LabelStore(run.dataset, create=False).summary()
+        by = summary["by_status"]
         st["labels"] = {"ok": by.get("ok", 0), "failed": by.get("failed", 0)}
+        st["labels_by_oracle"] = by_oracle(summary)
     st["oracle_calls"] = oracle_calls(run)
     alive = driver_alive(run)
     if st.get("state") == "running" and not alive:
