@@ -127,6 +127,11 @@ def test_transfer_campaign_pretrains_finetunes_and_corrects_to_the_expensive_ora
                 and r.tags["purpose"] != "reweight")
     assert m1["n_configs"] == n_hi1
     assert m1["init_from"] == str(run.models(1) / "init")
+    # the first expensive generation's flows started from the cheap stage's weights
+    flows = {(r.generation, r.state): r.result for r in run.step_results("flows")}
+    for state in ("pbp", "coh"):
+        assert flows[(1, state)]["init_flow"] == str(run.flows(0, state))
+        assert "init_flow" not in flows[(0, state)] and "init_flow" not in flows[(2, state)]
     init = json.loads((run.models(1) / "init" / "committee.json").read_text())
     assert init["e0_shift"] != [0.0]
     n_calls = len(_journal(run.root))
@@ -246,3 +251,30 @@ def test_delta_campaign_pairs_every_expensive_label_and_resumes_without_labellin
     assert len(set(_journal(run.root))) == n_calls  # no (label, attempt) computed twice
     resume(run.root, inline=True, progress=False)
     assert len(_journal(run.root)) == n_calls
+
+
+def test_flow_warm_start_copies_weights_not_normalisation(tmp_path: Path):
+    """A flow starts from another flow's parameters (same architecture) and keeps its own
+    normalisation; another architecture is refused and nothing changes."""
+    import torch
+    from ase.io import read
+
+    from alflow.examples import DATA
+    from alflow.flows.generator import BoltzmannGenerator
+    from alflow.flows.model import FlowConfig
+
+    a = read(DATA / "lj7.extxyz", 0)
+    x = a.positions[None] + np.random.default_rng(0).normal(scale=0.05, size=(50, 7, 3))
+    old = BoltzmannGenerator.build(a.positions, a.numbers, samples=x)
+    old.save(tmp_path / "old")
+    new = BoltzmannGenerator.build(a.positions, a.numbers, samples=1.02 * x)
+    assert new.warm_start(tmp_path / "old")
+    p_old, p_new = dict(old.flow.named_parameters()), dict(new.flow.named_parameters())
+    assert all(torch.equal(p_old[k], p_new[k]) for k in p_old)
+    assert not torch.equal(old.flow.scale, new.flow.scale)  # normalisation: its own seeds
+    other = BoltzmannGenerator.build(a.positions, a.numbers, FlowConfig(layers=old.cfg.layers + 2),
+                                       samples=x)
+    before = {k: p.clone() for k, p in other.flow.named_parameters()}
+    assert not other.warm_start(tmp_path / "old")
+    assert all(torch.equal(before[k], p) for k, p in other.flow.named_parameters())
+    assert not new.warm_start(tmp_path / "missing")

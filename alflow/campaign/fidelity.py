@@ -5,8 +5,8 @@ campaign on the cheap oracle: its labels (``pretrain.budget`` selected per gener
 committee, its flows and its ΔF corrected to the cheap oracle. From generation ``P`` on, labels
 are the campaign's ``oracle`` (the expensive one): generation ``P`` labels the user's structures
 and the configurations the cheap committee is least sure of (exploring with the cheap stage's
-committee and flows), and the committee is carried to the expensive labels by
-``pretrain.mode``:
+committee and flows), its flows start from the cheap stage's last flows, and the committee
+is carried to the expensive labels by ``pretrain.mode``:
 
 - ``transfer``: the previous committee's weights fine-tuned on every expensive label
   (alflow.mlip.transfer.finetune_committee, reference energies shifted first);
@@ -78,6 +78,16 @@ def selection(cfg: CampaignConfig, g: int) -> SelectionConfig:
     if cheap_stage(cfg, g) and cfg.pretrain.budget is not None:  # type: ignore[union-attr]
         return cfg.selection.model_copy(update={"budget": cfg.pretrain.budget})  # type: ignore
     return cfg.selection
+
+
+def init_flows(cfg: CampaignConfig, g: int, prev: dict[str, Any] | None
+               ) -> dict[str, tuple[str, str]]:
+    """The flows the first expensive generation's flows start from: per state the cheap
+    stage's last flow (directory, checkpoint key), where it has one; else none."""
+    if cfg.pretrain is None or g != cfg.pretrain.generations or not prev:
+        return {}
+    dirs, keys = prev.get("flow_dirs") or {}, prev.get("flow_keys") or {}
+    return {s: (d, keys[s]) for s, d in dirs.items() if d and s in keys}
 
 
 def first_labels(ctx: Context, g: int, pos: np.ndarray, tags: list[dict[str, Any]]
@@ -214,5 +224,5 @@ def decision(cfg: CampaignConfig, g: int, history: list[dict[str, Any]],
 
 
 __all__ = ["cheap_stage", "decision", "delta_step", "expensive_stage", "finetune_step",
-           "first_labels", "label", "method_filter", "oracle_config", "oracle_name",
-           "selection", "train", "training_pairs"]
+           "first_labels", "init_flows", "label", "method_filter", "oracle_config",
+           "oracle_name", "selection", "train", "training_pairs"]

@@ -138,7 +138,8 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
     model_dir, model_key = (fidelity.train(ctx, g, prev, base)
                             if prev and fidelity.expensive_stage(ctx.cfg, g)
                             else _train(ctx, g, prev, base))
-    per_state, rw, flow_keys = _flows_and_corrections(ctx, g, model_dir, model_key, base)
+    per_state, rw, flow_keys = _flows_and_corrections(ctx, g, model_dir, model_key, base,
+                                                      fidelity.init_flows(ctx.cfg, g, prev))
     summary = steps.summarise(ctx.cfg, g, per_state, rw)
     summary.update(model_dir=model_dir, model_key=model_key,
                    oracle=fidelity.oracle_name(ctx.cfg, g),
@@ -238,24 +239,28 @@ def _train(ctx: Context, g: int, prev: dict[str, Any] | None, base: dict[str, An
 
 
 def _flows_and_corrections(ctx: Context, g: int, model_dir: str, model_key: str,
-                           base: dict[str, Any]
+                           base: dict[str, Any], init: dict[str, tuple[str, str]] | None = None
                            ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, str]]:
     """Every state's flows step at once on the new committee; the oracle labels of a state's
     Boltzmann samples (its correction to the oracle) are submitted as soon as that state's
     step returns, so they run while other states' steps do. Returns the states' results (in
-    the states' order), their oracle/model energies and their checkpoint keys."""
+    the states' order), their oracle/model energies and their checkpoint keys. ``init``: per
+    state a flow (directory, checkpoint key) whose weights the training starts from."""
     cfg, tasks = ctx.cfg, ctx.tasks
     names = list(cfg.system.states)
     sp = cfg.exploration.sampler
     md_for_flows = {"replicas": sp.md_replicas, "steps": sp.md_steps,
                     "record_every": sp.md_record_every, "dt_fs": cfg.exploration.md.dt_fs,
                     "friction_per_fs": cfg.exploration.md.friction_per_fs}
+    init = init or {}
     fh = {s: tasks.submit("flows", {**base, "state": s, "model": model_key,
-                                    "sampler": sp.model_dump()},
+                                    "sampler": sp.model_dump(),
+                                    **({"init_flow": init[s][1]} if s in init else {})},
                           steps.flows, model_dir, ctx.system, s, str(ctx.run.flows(g, s)),
                           sp, md_for_flows, cfg.temperature_k, cfg.system.states,
                           cfg.estimate.reweight_samples, cfg.estimate.bootstrap,
                           step_seed(cfg.seed, "flows", g, names.index(s)),
+                          **({"init_flow": init[s][0]} if s in init else {}),
                           executor=cfg.executors["flows"]) for s in names}
     per_state: dict[str, dict[str, Any]] = {}
     rw_jobs: dict[str, Future] = {}
