@@ -93,6 +93,39 @@ class OracleConfig(StrictModel):
         return parse_method(self.method, **self.options)
 
 
+# fields of MLIPConfig that fix the architecture: the expensive stage keeps the pretrained one
+ARCHITECTURE_FIELDS = ("backend", "cutoff", "builtin", "mace", "dtype", "committee_size")
+
+
+class PretrainConfig(StrictModel):
+    """Multi-fidelity: a cheap oracle labels the first ``generations`` generations (many
+    labels); the committee trained on them is then trained on few labels of the campaign's
+    ``oracle`` (the expensive one, which decides the answer), by ``mode``: ``transfer``
+    fine-tunes the pretrained weights, ``delta`` adds a committee of the difference
+    (expensive − cheap) to the cheap committee (alflow.campaign.fidelity)."""
+
+    method: str = Field(..., description="the cheap oracle's shorthand (e.g. xtb:gfn1)")
+    options: dict[str, Any] = Field(default_factory=dict, description="LabellerConfig fields")
+    generations: int = Field(2, ge=1, description="generations labelled by the cheap oracle")
+    budget: int | None = Field(None, ge=1, description="labels selected per cheap generation "
+                                                       "(default: selection.budget)")
+    mode: Literal["transfer", "delta"] = "transfer"
+    finetune: dict[str, Any] = Field(default_factory=dict, description="MLIPConfig fields "
+                                     "for the expensive stage's training (e.g. lr, epochs)")
+
+    def labeller_config(self) -> LabellerConfig:
+        return parse_method(self.method, **self.options)
+
+    @field_validator("finetune")
+    @classmethod
+    def _finetune(cls, v: dict[str, Any]) -> dict[str, Any]:
+        fixed = sorted(set(v) & set(ARCHITECTURE_FIELDS))
+        if fixed:
+            raise ValueError(f"{fixed[0]}: the expensive stage keeps the pretrained "
+                             "architecture; set it in mlip instead")
+        return v
+
+
 class BootstrapConfig(StrictModel):
     """Generation 0: labels around the user's structures."""
 
@@ -194,6 +227,8 @@ class CampaignConfig(StrictModel):
     seed: int = 0
     system: SystemConfig
     oracle: OracleConfig = Field(default_factory=OracleConfig)
+    pretrain: PretrainConfig | None = Field(None, description="a cheap oracle's stage first "
+                                            "(multi-fidelity); None: one oracle")
     mlip: dict[str, Any] = Field(default_factory=dict, description="alflow.mlip MLIPConfig")
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
@@ -289,9 +324,32 @@ def resolve_campaign(cfg: CampaignConfig, base: Path) -> CampaignConfig:
         validate_method(cfg.oracle.labeller_config(), [sample] if numbers else [])
     except ConfigError as err:
         raise ConfigError(f"oracle: {err}") from None
+    if cfg.pretrain is not None:
+        _resolve_pretrain(cfg, [sample] if numbers else [])
     if cfg.mlip:
         _validate_optional("alflow.mlip", "MLIPConfig", cfg.mlip, "mlip")
     return cfg
+
+
+def _resolve_pretrain(cfg: CampaignConfig, sample: list) -> None:
+    """The cheap oracle valid for the system and distinct from the expensive one (labels are
+    told apart by method name); the fine-tuning settings valid MLIPConfig fields."""
+    from alflow.labelling.validate import validate_method
+
+    pre = cfg.pretrain
+    assert pre is not None
+    try:
+        lcfg = pre.labeller_config()
+        validate_method(lcfg, sample)
+    except ConfigError as err:
+        raise ConfigError(f"pretrain: {err}") from None
+    if lcfg.name == cfg.oracle.labeller_config().name:
+        raise ConfigError(f"pretrain.method: the cheap oracle {lcfg.name!r} has the name of "
+                          "oracle.method; the two oracles' labels are kept apart by method "
+                          "name, so they must be different methods")
+    if pre.finetune:
+        _validate_optional("alflow.mlip", "MLIPConfig", {**cfg.mlip, **pre.finetune},
+                           "pretrain.finetune")
 
 
 def _validate_optional(module: str, model: str, data: dict, field: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from alflow.campaign import steps
+from alflow.campaign import fidelity, steps
 from alflow.campaign.checkpoint import task_key
 from alflow.campaign.config import CampaignConfig
 from alflow.campaign.labels import clear_pending, in_training, label_task
@@ -35,7 +35,7 @@ from alflow.campaign.rundir import EventLog, RunDir
 from alflow.campaign.system import System, bootstrap_positions
 from alflow.campaign.tasks import TaskFailed, Tasks, in_background
 from alflow.dataset import LabelStore
-from alflow.labelling import label_many
+from alflow.labelling import LabellerConfig, label_many
 from alflow.progress import track
 from alflow.seeds import step_seed
 from alflow.select import select
@@ -66,11 +66,12 @@ def keys_hash(keys: list[str]) -> str:
 
 
 def label_batch(ctx: Context, positions: np.ndarray, tags: list[dict[str, Any]],
-                generation: int) -> list:
-    """Label configurations on the ``label`` executor; each label is stored as it arrives.
-    Tasks lost to a worker failure are resubmitted up to ``retries`` times."""
+                generation: int, lcfg: LabellerConfig | None = None) -> list:
+    """Label configurations on the ``label`` executor with ``lcfg`` (default: the oracle);
+    each label is stored as it arrives. Tasks lost to a worker failure are resubmitted up to
+    ``retries`` times."""
     cfg = ctx.cfg
-    lcfg = cfg.oracle.labeller_config()
+    lcfg = lcfg or cfg.oracle.labeller_config()
     executor = cfg.executors["label"]
     atoms = [ctx.system.atoms(x) for x in positions]
     if not atoms:
@@ -116,9 +117,11 @@ def label_batch(ctx: Context, positions: np.ndarray, tags: list[dict[str, Any]],
     return records
 
 
-def _existing_positions(store: LabelStore, generation: int) -> np.ndarray | None:
-    """Positions of every label made before ``generation`` (dedup against them)."""
-    pos = [r.positions for r in store.records(status=None)
+def _existing_positions(store: LabelStore, generation: int,
+                        method: str | None = None) -> np.ndarray | None:
+    """Positions of every label (of ``method``; None: any) made before ``generation``
+    (dedup against them)."""
+    pos = [r.positions for r in store.records(status=None, method=method)
            if int(r.tags.get("generation", 0)) < generation]
     return np.array(pos) if pos else None
 
@@ -130,11 +133,16 @@ def run_generation(ctx: Context, g: int, prev: dict[str, Any] | None) -> dict[st
     base = {"config": ctx.cfg_hash, "generation": g}
     pos, tags, sel_counts = (_bootstrap(ctx) if g == 0 else
                              _explore_and_select(ctx, g, prev, base))
-    recs = label_batch(ctx, pos, tags, g) if len(tags) else []
-    model_dir, model_key = _train(ctx, g, prev, base)
-    per_state, rw, flow_keys = _flows_and_corrections(ctx, g, model_dir, model_key, base)
+    pos, tags = fidelity.first_labels(ctx, g, pos, tags)
+    recs = fidelity.label(ctx, pos, tags, g) if len(tags) else []
+    model_dir, model_key = (fidelity.train(ctx, g, prev, base)
+                            if prev and fidelity.expensive_stage(ctx.cfg, g)
+                            else _train(ctx, g, prev, base))
+    per_state, rw, flow_keys = _flows_and_corrections(ctx, g, model_dir, model_key, base,
+                                                      fidelity.init_flows(ctx.cfg, g, prev))
     summary = steps.summarise(ctx.cfg, g, per_state, rw)
     summary.update(model_dir=model_dir, model_key=model_key,
+                   oracle=fidelity.oracle_name(ctx.cfg, g),
                    flow_dirs={s: per_state[s].get("flow_dir") for s in per_state},
                    flow_keys=flow_keys, selection=sel_counts,
                    labels_failed_this_generation=sum(r.status != "ok" for r in recs),
@@ -188,8 +196,9 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
     stored = tasks.checkpoint.load("select", skey)
     if stored is None:
         allpos = np.concatenate(cand_pos)
-        sel = select(allpos, np.concatenate(cand_fd), cand_state, cfg.selection,
-                     cv=np.concatenate(cand_cv), existing=_existing_positions(ctx.store, g),
+        sel = select(allpos, np.concatenate(cand_fd), cand_state, fidelity.selection(cfg, g),
+                     cv=np.concatenate(cand_cv),
+                     existing=_existing_positions(ctx.store, g, fidelity.method_filter(cfg, g)),
                      seed=step_seed(cfg.seed, "select", g),
                      from_flow=np.concatenate(cand_flow), energy=np.concatenate(cand_en),
                      kt_ev=cfg.kt_ev)
@@ -230,24 +239,28 @@ def _train(ctx: Context, g: int, prev: dict[str, Any] | None, base: dict[str, An
 
 
 def _flows_and_corrections(ctx: Context, g: int, model_dir: str, model_key: str,
-                           base: dict[str, Any]
+                           base: dict[str, Any], init: dict[str, tuple[str, str]] | None = None
                            ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, str]]:
     """Every state's flows step at once on the new committee; the oracle labels of a state's
     Boltzmann samples (its correction to the oracle) are submitted as soon as that state's
     step returns, so they run while other states' steps do. Returns the states' results (in
-    the states' order), their oracle/model energies and their checkpoint keys."""
+    the states' order), their oracle/model energies and their checkpoint keys. ``init``: per
+    state a flow (directory, checkpoint key) whose weights the training starts from."""
     cfg, tasks = ctx.cfg, ctx.tasks
     names = list(cfg.system.states)
     sp = cfg.exploration.sampler
     md_for_flows = {"replicas": sp.md_replicas, "steps": sp.md_steps,
                     "record_every": sp.md_record_every, "dt_fs": cfg.exploration.md.dt_fs,
                     "friction_per_fs": cfg.exploration.md.friction_per_fs}
+    init = init or {}
     fh = {s: tasks.submit("flows", {**base, "state": s, "model": model_key,
-                                    "sampler": sp.model_dump()},
+                                    "sampler": sp.model_dump(),
+                                    **({"init_flow": init[s][1]} if s in init else {})},
                           steps.flows, model_dir, ctx.system, s, str(ctx.run.flows(g, s)),
                           sp, md_for_flows, cfg.temperature_k, cfg.system.states,
                           cfg.estimate.reweight_samples, cfg.estimate.bootstrap,
                           step_seed(cfg.seed, "flows", g, names.index(s)),
+                          **({"init_flow": init[s][0]} if s in init else {}),
                           executor=cfg.executors["flows"]) for s in names}
     per_state: dict[str, dict[str, Any]] = {}
     rw_jobs: dict[str, Future] = {}
@@ -279,11 +292,11 @@ def _reweight_state(ctx: Context, g: int, state: str, arrays: dict[str, np.ndarr
         return None
     x = x[:n]
     tags = [{"state": state, "generation": g, "purpose": "reweight"} for _ in range(len(x))]
-    recs = label_batch(ctx, x, tags, g)
+    recs = fidelity.label(ctx, x, tags, g)
     by_key = {r.key: r for r in recs}
     from alflow.labelling import make_labeller
 
-    keyer = make_labeller(ctx.cfg.oracle.labeller_config())
+    keyer = make_labeller(fidelity.oracle_config(ctx.cfg, g))
     out: dict[str, list[float]] = {"oracle_ev": [], "model_ev": []}
     for i, xi in enumerate(x):
         rec = by_key.get(keyer.key(ctx.system.atoms(xi)))

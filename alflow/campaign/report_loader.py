@@ -302,7 +302,8 @@ class _Loader:
         from alflow.dataset import LabelStore
 
         by_state: dict[str, list] = defaultdict(list)
-        for a in LabelStore(path, create=False).read_atoms(status="ok"):
+        for a in LabelStore(path, create=False).read_atoms(status="ok",
+                                                           method=self._parity_method()):
             by_state[str(a.info.get("state", "all"))].append(a)
         for state, atoms in by_state.items():
             numbers = atoms[0].numbers
@@ -320,6 +321,16 @@ class _Loader:
                 energy_model_ev=np.concatenate(e_m).tolist(),
                 force_dft=np.concatenate([a.get_forces().ravel() for a in atoms]).tolist(),
                 force_model=np.concatenate([f.ravel() for f in f_m]).tolist()))
+
+    def _parity_method(self) -> str | None:
+        """The labels the parity plots compare against: with a cheap oracle's stage
+        (``pretrain``) the expensive oracle's only, else every label (None)."""
+        oracle = self.config.get("oracle") or {}
+        if not self.config.get("pretrain") or not isinstance(oracle, dict):
+            return None
+        from alflow.labelling import parse_method
+
+        return parse_method(str(oracle.get("method")), **(oracle.get("options") or {})).name
 
     def provenance(self) -> None:
         import alflow

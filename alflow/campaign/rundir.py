@@ -229,6 +229,8 @@ def _fmt_df(d: dict[str, Any] | None, kt: float | None) -> str:
         s += f" ± {err:.5f} eV" if err is not None else " eV"
         if kt:
             s += f"  ({c / kt:.3f}" + (f" ± {err / kt:.3f}" if err is not None else "") + " kT)"
+        if d.get("corrected_to"):
+            s += f"  [{d['corrected_to']}]"
     return s
 
 
@@ -256,6 +258,7 @@ def format_status(st: dict[str, Any]) -> str:
     hist = st.get("history") or []
     if hist:
         lines.append("history:")
+        several = len({h.get("oracle") for h in hist}) > 1  # a cheap oracle's stage first
         for h in hist:
             val = _fmt_history_value(h.get("value_ev"), h.get("error_ev"), kt)
             cor = h.get("corrected_ev")
@@ -264,7 +267,8 @@ def format_status(st: dict[str, Any]) -> str:
             rh = h.get("rhat")
             lines.append(f"  gen {h['generation']:>3}: ΔF {val}{cor}  labels "
                          f"{h.get('labels_total')}" + (f"  R-hat {rh:.3f}" if rh is not None
-                                                       else ""))
+                                                       else "")
+                         + (f"  [{h.get('oracle')}]" if several else ""))
     running = st.get("running") or []
     if running:
         lines.append("running: " + ", ".join(running))

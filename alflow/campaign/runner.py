@@ -21,7 +21,7 @@ import yaml
 
 from alflow.campaign.checkpoint import Checkpoint, atomic_write_text, task_key
 from alflow.campaign.config import CampaignConfig, check_executors, load_campaign
-from alflow.campaign.decide import decide
+from alflow.campaign.fidelity import decision
 from alflow.campaign.generation import Context, run_generation
 from alflow.campaign.labels import ingest_pending
 from alflow.campaign.pause import pause_point
@@ -36,7 +36,13 @@ from alflow.campaign.rundir import (
     read_lines,
     write_status,
 )
-from alflow.campaign.status import public_status, stored_status, warnings
+from alflow.campaign.status import (
+    by_oracle,
+    latest_model_dir,
+    public_status,
+    stored_status,
+    warnings,
+)
 from alflow.campaign.submit import ProcessPool, Submit, inline_submitters, parsl_submitters
 from alflow.campaign.system import build_system
 from alflow.campaign.tasks import TaskFailed, Tasks
@@ -53,6 +59,8 @@ def config_hash(cfg: CampaignConfig) -> str:
     data = cfg.model_dump(mode="json", by_alias=True)
     data.pop("site", None)
     data.pop("executors", None)
+    if data.get("pretrain") is None:  # one oracle: the hash of configs written before it
+        data.pop("pretrain", None)
     return task_key("campaign", data)
 
 
@@ -73,7 +81,7 @@ def load_run_config(run_dir: str | Path) -> CampaignConfig:
 
 def _history_entry(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("generation", "value_ev", "error_ev", "correction_ev", "correction_error_ev",
-            "corrected_ev", "corrected_error_ev", "rhat", "labels_total", "states")
+            "corrected_ev", "corrected_error_ev", "oracle", "rhat", "labels_total", "states")
     return {k: summary.get(k) for k in keys}
 
 
@@ -86,19 +94,24 @@ def _delta_f_text(summary: dict[str, Any], kt_ev: float) -> str:
     c, ce = summary.get("corrected_ev"), summary.get("corrected_error_ev")
     if c is not None and ce is not None:
         out += f", corrected to the oracle {c / kt_ev:.3f} ± {ce / kt_ev:.3f} kT"
+        if summary.get("oracle"):
+            out += f" ({summary['oracle']})"
     return out
 
 
 def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
                  history: list[dict[str, Any]], state: str, converged: bool,
                  stop_reason: str = "", running: list[str] | None = None) -> dict[str, Any]:
-    summ = store.summary()["by_status"] if store is not None else {}
+    full = store.summary() if store is not None else {}
+    summ = full.get("by_status", {})
     last = next((h for h in reversed(history) if h.get("value_ev") is not None), None)
     df = cfg.system.delta_f
     delta = {"from": df.from_, "to": df.to, "value_ev": None, "error_ev": None,
-             "dft_corrected_ev": None, "dft_corrected_error_ev": None}
+             "dft_corrected_ev": None, "dft_corrected_error_ev": None, "corrected_to": None}
     if last:
         delta.update(value_ev=last["value_ev"], error_ev=last["error_ev"],
+                     corrected_to=last.get("oracle") if last.get("corrected_ev") is not None
+                     else None,
                      dft_corrected_ev=last.get("corrected_ev"),
                      dft_corrected_error_ev=last.get("corrected_error_ev"))
     return public_status({
@@ -106,9 +119,11 @@ def build_status(cfg: CampaignConfig, run: RunDir, store: LabelStore | None,
         "generation": history[-1]["generation"] if history else None,
         "converged": converged, "stop_reason": stop_reason,
         "labels": {"ok": summ.get("ok", 0), "failed": summ.get("failed", 0)},
+        "labels_by_oracle": by_oracle(full),
         "oracle_calls": oracle_calls(run), "temperature_k": cfg.temperature_k,
         "kt_ev": cfg.kt_ev, "delta_f": delta, "history": history,
         "running": running or [], "warnings": warnings(run),
+        "model_dir": latest_model_dir(run),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
@@ -227,7 +242,7 @@ def execute(cfg: CampaignConfig, run: RunDir, inline: bool = False,
                 # time inside tasks (union over parallel tasks): wall - task_s is the overhead
                 summary["task_s"] = tasks.busy_seconds(epoch_gen, time.time())
                 history.append(_history_entry(summary))
-                d = decide(history, cfg.convergence, cfg.kt_ev, len(store))
+                d = decision(cfg, g, history, store)
                 events.emit("decision", generation=g, stop=d.stop, converged=d.converged,
                             reason=d.reason, wall_s=round(wall, 3),
                             task_s=round(summary["task_s"], 3))

@@ -77,6 +77,8 @@ class GenerationStatus(_Public):
     correction_error_ev: float | None = None
     corrected_ev: float | None = None
     corrected_error_ev: float | None = None
+    oracle: str | None = Field(None, description="the oracle this generation labels with and "
+                               "corrects ΔF to (method name)")
     rhat: float | None = None
     labels_total: int | None = None
     states: dict[str, StateStatus] = Field(default_factory=dict)
@@ -89,6 +91,8 @@ class DeltaFStatus(_Public):
     error_ev: float | None = None
     dft_corrected_ev: float | None = None
     dft_corrected_error_ev: float | None = None
+    corrected_to: str | None = Field(None, description="the oracle (method name) "
+                                     "dft_corrected_ev is corrected to")
 
 
 class LabelCounts(_Public):
@@ -106,6 +110,9 @@ class CampaignStatus(_Public):
     converged: bool = False
     stop_reason: str = ""
     labels: LabelCounts = Field(default_factory=LabelCounts)
+    labels_by_oracle: dict[str, LabelCounts] = Field(
+        default_factory=dict, description="the same per oracle (method name): a multi-"
+        "fidelity campaign's cheap and expensive labels")
     oracle_calls: int = 0
     temperature_k: float
     kt_ev: float
@@ -114,6 +121,8 @@ class CampaignStatus(_Public):
     running: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list, description="what the driver noticed "
                                 "and the user should act on (e.g. blocks that cannot start)")
+    model_dir: str | None = Field(None, description="the latest finished committee "
+                                  "(alflow.mlip.load(model_dir) is its ASE calculator)")
     updated: str = ""
 
 
@@ -181,6 +190,21 @@ def stored_status(run: RunDir) -> dict[str, Any]:
                          + f"\n  {fix}") from None
 
 
+def by_oracle(summary: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Label counts per method name from a LabelStore summary."""
+    return {name: {"ok": m.get("ok", 0), "failed": m.get("failed", 0)}
+            for name, m in summary.get("by_method", {}).items()}
+
+
+def latest_model_dir(run: RunDir) -> str | None:
+    """The directory of the newest generation's finished committee (its committee.json is
+    written last), or None."""
+    for g in reversed(run.model_generations()):
+        if (run.models(g) / "committee.json").exists():
+            return str(run.models(g))
+    return None
+
+
 def read_status(run_dir: str | Path) -> dict[str, Any]:
     """The public status of a run directory, with live counts (schema: CampaignStatus)."""
     run = RunDir(run_dir)
@@ -188,8 +212,10 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
     if run.dataset.exists():
         from alflow.dataset import LabelStore
 
-        by = LabelStore(run.dataset, create=False).summary()["by_status"]
+        summary = LabelStore(run.dataset, create=False).summary()
+        by = summary["by_status"]
         st["labels"] = {"ok": by.get("ok", 0), "failed": by.get("failed", 0)}
+        st["labels_by_oracle"] = by_oracle(summary)
     st["oracle_calls"] = oracle_calls(run)
     alive = driver_alive(run)
     if st.get("state") == "running" and not alive:
@@ -197,4 +223,5 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
         st["stop_reason"] = "the driver stopped before finishing; run 'alflow resume'"
     st["running"] = running_tasks(run) if alive else []
     st["warnings"] = warnings(run)
+    st["model_dir"] = latest_model_dir(run)
     return public_status(st)

@@ -229,12 +229,14 @@ def _seed_md(potential, system: System, reference: np.ndarray, md_cfg: dict[str,
 
 def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: SamplerConfig,
           md_cfg: dict[str, Any], temperature_k: float, cfg_states: dict[str, Any],
-          n_reweight: int, n_bootstrap: int, seed: int) -> Result:
+          n_reweight: int, n_bootstrap: int, seed: int, init_flow: str | None = None
+          ) -> Result:
     """For one state on the committee of this generation: MD from the state's minimum gives
     seed samples (:func:`_seed_md`); :func:`alflow.flows.pipeline.state_free_energy` trains a
     flow on them, runs adaptive MCMC with it (unless ``sampler.mcmc`` is off) and estimates
     the state's free energy. ``n_reweight`` Boltzmann samples of the potential in the state
-    (:func:`_boltzmann_picks`) go to the correction to the oracle."""
+    (:func:`_boltzmann_picks`) go to the correction to the oracle. ``init_flow``: a flow of
+    this state whose weights the training starts from (a cheap oracle's stage's)."""
     from alflow.flows.pipeline import StateSamplerConfig, state_free_energy
     from alflow.mlip import load_potential
 
@@ -250,7 +252,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
     cfg = StateSamplerConfig(**_pipeline_config(sampler, n_bootstrap))
     res = state_free_energy(pot, state, states, ref, system.numbers, temperature_k, data, cfg,
                             wall_radius=system.wall_radius, masses=system.masses,
-                            out_dir=out_dir, seed=seed)
+                            out_dir=out_dir, seed=seed, init_flow=init_flow)
     fe, mcmc = res.free_energy, res.mcmc
     _save_flow_samples(res.samples, state, out_dir, res.generator.symmetry_number,
                        temperature_k)
@@ -268,6 +270,7 @@ def flows(model_dir: str, system: System, state: str, out_dir: str, sampler: Sam
              "train_seconds": res.train_seconds, "md_seconds": t_md,
              "mcmc_seconds": mcmc.seconds - mcmc.train_seconds if mcmc else None,
              "estimate_seconds": res.extra.get("estimate_seconds"),
+             **({"init_flow": res.extra["init_flow"]} if "init_flow" in res.extra else {}),
              "_t0": t0, "_t1": time.time()},
             {"reweight_positions": rw_x, "reweight_model_energy": rw_e, "md_samples": data})
 

@@ -111,6 +111,23 @@ class BoltzmannGenerator(torch.nn.Module):
         (out / "flow.json").write_text(json.dumps(self.config(), indent=1))
         return out
 
+    def warm_start(self, out_dir: str | Path) -> bool:
+        """Start training from the weights of the flow saved in ``out_dir`` (e.g. the same
+        state's flow on another potential): its parameters, not its buffers (the
+        normalisation stays this generator's own). False, and nothing changed, unless every
+        parameter has the same name and shape."""
+        path = Path(out_dir) / "flow.pt"
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        own = dict(self.flow.named_parameters())
+        if set(own) - set(state) or any(state[k].shape != p.shape for k, p in own.items()):
+            return False
+        with torch.no_grad():
+            for k, p in own.items():
+                p.copy_(state[k].to(p.dtype))
+        return True
+
     @classmethod
     def load(cls, out_dir: str | Path, device: str = "cpu") -> BoltzmannGenerator:
         out = Path(out_dir)

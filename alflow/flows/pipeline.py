@@ -108,13 +108,15 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
                       seed_samples: np.ndarray,
                       config: StateSamplerConfig | dict[str, Any] | None = None,
                       wall_radius: float | None = None, masses: np.ndarray | None = None,
-                      out_dir: str | Path | None = None, seed: int = 0) -> StateResult:
+                      out_dir: str | Path | None = None, seed: int = 0,
+                      init_flow: str | Path | None = None) -> StateResult:
     """Train the flow of state ``name`` and estimate its free energy (eV, module doc).
 
     reference (N, 3) Å: the state's minimum (None with BasinStates: its quenched minimum on
     ``potential``); seed_samples (B, N, 3) Å: configurations of the
     state at ``temperature_k`` K; wall_radius Å (hard wall about the centre of mass, masses
-    amu); out_dir: where the generator is saved (flow.pt + flow.json).
+    amu); out_dir: where the generator is saved (flow.pt + flow.json); init_flow: a saved
+    flow of this state whose weights the training starts from (BoltzmannGenerator.warm_start).
     """
     cfg = config if isinstance(config, StateSamplerConfig) else \
         StateSamplerConfig(**(config or {}))
@@ -141,6 +143,8 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
                         name, int(inside.sum()), len(seeds))
     torch.manual_seed(seed)
     bg = BoltzmannGenerator.build(reference, numbers, cfg.flow, samples=seeds)
+    if init_flow is not None:
+        extra["init_flow"] = str(init_flow) if bg.warm_start(init_flow) else None
     t0 = time.perf_counter()
     train_flow(bg, seeds, config=cfg.train.model_copy(update={"seed": seed}))
     train_s = time.perf_counter() - t0

@@ -68,6 +68,10 @@ class Committee:
         if not path.exists():
             raise InputError(f"{model_dir}: not a trained committee (no committee.json)")
         meta = json.loads(path.read_text())
+        if meta.get("format") == "alflow-mlip-delta":  # cheap committee + difference
+            from alflow.mlip.transfer import load_delta
+
+            return load_delta(model_dir, meta, device)
         cfg = MLIPConfig.model_validate(meta["config"])
         committee = cls.load_members(model_dir, meta["members"], cfg, meta["stats"], device,
                                      meta)
