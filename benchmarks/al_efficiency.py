@@ -4,8 +4,11 @@ what to label, several seeds each, on ag6-xtb (Ag6, GFN1-xTB, 300 K) and lj7 (LJ
 Strategies (``selection.strategy``, alflow.select; everything else identical: oracle,
 committee, flows, estimator, oracle correction, budget per generation):
 
-- ``alflow`` (``uncertainty``): the campaign's own selection, committee force deviation
-  between the trust levels on plain MD frames and flow proposals;
+- ``alflow``: the campaign's own selection (the default ``selection.strategy``,
+  ``free_energy``: plain MD frames and flow proposals ranked by Boltzmann weight × committee
+  energy variance, alflow.select_free_energy);
+- ``uncertainty``: committee force deviation between the trust levels on plain MD frames
+  and flow proposals within 3 kT of the MD energies (alflow's earlier rule);
 - ``md_frames``: the same trust window on plain MD frames only (DP-GEN, psiflow);
 - ``lowest_energy``: the lowest-energy quarter of the flow proposals (the seed rule of the
   reference Ag6 work);
@@ -24,7 +27,7 @@ ag6-xtb ``benchmarks/ag6_xtb_reference.json`` (umbrella sampling along planarity
 on GFN1-xTB, ``benchmarks/ag6_xtb_reference.py``), or ``--ag6-reference FILE``.
 
     python benchmarks/al_efficiency.py [--quick] [--seeds N] [--systems ag6_xtb,lj7]
-        [--strategies alflow,md_frames,lowest_energy,random] [--generations N]
+        [--strategies alflow,uncertainty,md_frames,lowest_energy,random] [--generations N]
         [--workers N] [--out DIR]
 
 ``--quick``: 2 seeds, smaller committee training, MD and flows, 3 generations. The last line
@@ -53,10 +56,11 @@ from campaign import QUICK_MD, QUICK_MLIP, QUICK_SAMPLER, generations  # noqa: E
 from lj7_reference import best_reference  # noqa: E402
 
 from alflow.examples import write_example  # noqa: E402
+from alflow.select import SelectionConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-STRATEGIES = {"alflow": "uncertainty", "md_frames": "md_frames",
-              "lowest_energy": "lowest_energy", "random": "random"}
+STRATEGIES = {"alflow": SelectionConfig().strategy, "uncertainty": "uncertainty",
+              "md_frames": "md_frames", "lowest_energy": "lowest_energy", "random": "random"}
 SYSTEMS = {"ag6_xtb": "ag6-xtb", "lj7": "lj7"}
 REFERENCES = {"ag6_xtb": HERE / "ag6_xtb_reference.json"}
 TARGET_KT = 0.1  # |ΔF − reference| and error bar, kT
@@ -199,7 +203,7 @@ def plot(results: dict, path: Path) -> None:
 
     systems = list(results)
     fig, axes = plt.subplots(1, len(systems), figsize=(6 * len(systems), 4.5), squeeze=False)
-    colours = dict(zip(STRATEGIES, ("C3", "C0", "C2", "C7"), strict=True))
+    colours = dict(zip(STRATEGIES, ("C3", "C1", "C0", "C2", "C7"), strict=True))
     for ax, system in zip(axes[0], systems, strict=True):
         res = results[system]
         ref = res["reference_kt"]
