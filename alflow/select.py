@@ -19,7 +19,12 @@ The rule (DP-GEN's, made explicit and stratified):
 ``strategy`` chooses what the candidates are and how they are ranked; every strategy keeps
 the sanity, dedup and budget rules (``benchmarks/al_efficiency.py`` compares them):
 
-- ``uncertainty`` (alflow's own): plain MD frames and the flow proposals whose committee
+- ``free_energy`` (the default): plain MD frames and flow proposals ranked by their share
+  of the variance of the correction to the oracle, Boltzmann weight × (committee energy
+  std / kT)², the budget split over states by their summed shares
+  (alflow.select_free_energy); only the upper trust level applies (force deviation below
+  ``trust_upper``), stratified as above;
+- ``uncertainty``: plain MD frames and the flow proposals whose committee
   energy lies at most ``boltzmann_window_kt`` above the highest energy of the state's MD
   frames (the MD at the campaign temperature samples the committee's Boltzmann
   distribution: a proposal far above all of it carries no Boltzmann weight and its label
@@ -29,11 +34,7 @@ the sanity, dedup and budget rules (``benchmarks/al_efficiency.py`` compares the
   with the lowest committee energy, lowest first (the seed rule of the reference Ag6 work);
   no trust window;
 - ``random``: plain MD frames drawn uniformly at random (no trust window, no
-  stratification);
-- ``free_energy``: plain MD frames and flow proposals ranked by their share of the variance
-  of the correction to the oracle, Boltzmann weight × (committee energy std / kT)², the
-  budget split over states by their summed shares (alflow.select_free_energy); only the
-  upper trust level applies (force deviation below ``trust_upper``), stratified as above.
+  stratification).
 """
 
 from __future__ import annotations
