@@ -134,12 +134,16 @@ def calls_to_target(calls: list[int], values: list[float | None], errors: list[f
 
 
 def run_figures(run: Path, kt_ev: float, reference_kt: float | None) -> dict:
-    """One run's trajectory (oracle calls, ΔF kT, error kT per generation) and its figure."""
+    """One run's trajectory (oracle calls, ΔF kT, error kT, correction to the oracle and its
+    error kT per generation) and its figure."""
     rows = generations(run, None, 1)
     # generations() converts with lj7's kT: take ΔF from status.json in this system's kT
     hist = json.loads((run / "status.json").read_text())["history"]
-    vals, errs, corr = [], [], []
+    vals, errs, corr, cval, cerr = [], [], [], [], []
     for h in hist[:len(rows)]:
+        cv, ce = h.get("correction_ev"), h.get("correction_error_ev")
+        cval.append(None if cv is None else round(cv / kt_ev, 4))
+        cerr.append(None if ce is None else round(ce / kt_ev, 4))
         c = h.get("corrected_ev") is not None
         v = h["corrected_ev"] if c else h.get("value_ev")
         e = h["corrected_error_ev"] if c else h.get("error_ev")
@@ -148,6 +152,7 @@ def run_figures(run: Path, kt_ev: float, reference_kt: float | None) -> dict:
         corr.append(c)
     calls = [r["calls"] for r in rows]
     return {"calls": calls, "delta_f_kt": vals, "error_kt": errs, "corrected": corr,
+            "correction_kt": cval, "correction_error_kt": cerr,
             "calls_to_target": calls_to_target(calls, vals, errs, corr, reference_kt)}
 
 
@@ -339,8 +344,9 @@ def main() -> None:
             for r in s["runs_detail"]:
                 lab = r.get("labelled", {})
                 print(f"      seed {r['seed']}: ΔF {r['delta_f_kt']} ± {r['error_kt']} kT at "
-                      f"{r['calls']} calls; selected {lab.get('picks')}, flow proposals "
-                      f"{lab.get('flow_share')}, median energy above the state's MD frames "
+                      f"{r['calls']} calls; correction {r.get('correction_kt')} ± "
+                      f"{r.get('correction_error_kt')} kT; selected {lab.get('picks')}, "
+                      f"flow proposals {lab.get('flow_share')}, median energy above the state's MD frames "
                       f"{lab.get('median_above_md_kt')} kT")
     print(f"\nplot {out / 'al_efficiency.png'}; load average (1 min) {load0:.2f} at the start, "
           f"{load1:.2f} at the end; {time.perf_counter() - t0:.0f} s")
