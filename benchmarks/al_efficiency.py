@@ -346,8 +346,8 @@ def main() -> None:
                 print(f"      seed {r['seed']}: ΔF {r['delta_f_kt']} ± {r['error_kt']} kT at "
                       f"{r['calls']} calls; correction {r.get('correction_kt')} ± "
                       f"{r.get('correction_error_kt')} kT; selected {lab.get('picks')}, "
-                      f"flow proposals {lab.get('flow_share')}, median energy above the state's MD frames "
-                      f"{lab.get('median_above_md_kt')} kT")
+                      f"flow proposals {lab.get('flow_share')}, median energy above the "
+                      f"state's MD frames {lab.get('median_above_md_kt')} kT")
     print(f"\nplot {out / 'al_efficiency.png'}; load average (1 min) {load0:.2f} at the start, "
           f"{load1:.2f} at the end; {time.perf_counter() - t0:.0f} s")
     line = {sy: {"reference_kt": res["reference_kt"],
