@@ -292,9 +292,9 @@ def main() -> None:
         for st in names:
             for seed in range(seeds):
                 d = out / sy / f"{st}-seed{seed}"
-                jobs[(sy, st, seed)] = (d / "campaign.yaml" if (d / "run" / "status.json")
-                                        .exists() else write_campaign(d, sy, st, seed, gens,
-                                                                      args.quick))
+                # a campaign written before (an interrupted or finished run) is resumed
+                jobs[(sy, st, seed)] = (d / "campaign.yaml" if (d / "campaign.yaml").exists()
+                                        else write_campaign(d, sy, st, seed, gens, args.quick))
     errors: dict[tuple, str | None] = {}
     with ProcessPoolExecutor(args.workers,
                              mp_context=multiprocessing.get_context("spawn")) as pool:
