@@ -52,7 +52,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from campaign import QUICK_MD, QUICK_MLIP, QUICK_SAMPLER, generations  # noqa: E402
+from campaign import QUICK_MD, QUICK_MLIP, QUICK_SAMPLER  # noqa: E402
 from lj7_reference import best_reference  # noqa: E402
 
 from alflow.examples import write_example  # noqa: E402
@@ -136,11 +136,16 @@ def calls_to_target(calls: list[int], values: list[float | None], errors: list[f
 def run_figures(run: Path, kt_ev: float, reference_kt: float | None) -> dict:
     """One run's trajectory (oracle calls, ΔF kT, error kT, correction to the oracle and its
     error kT per generation) and its figure."""
-    rows = generations(run, None, 1)
-    # generations() converts with lj7's kT: take ΔF from status.json in this system's kT
+    from alflow.campaign.rundir import read_lines
+
     hist = json.loads((run / "status.json").read_text())["history"]
+    # oracle calls by the end of each generation, from the journal (one line per calculation;
+    # the generations' events repeat when an interrupted run is resumed)
+    journal = [int(j["tags"].get("generation", 0))
+               for j in read_lines(run / "oracle_calls.jsonl")]
+    calls = [sum(1 for g in journal if g <= int(h["generation"])) for h in hist]
     vals, errs, corr, cval, cerr = [], [], [], [], []
-    for h in hist[:len(rows)]:
+    for h in hist:
         cv, ce = h.get("correction_ev"), h.get("correction_error_ev")
         cval.append(None if cv is None else round(cv / kt_ev, 4))
         cerr.append(None if ce is None else round(ce / kt_ev, 4))
@@ -150,7 +155,6 @@ def run_figures(run: Path, kt_ev: float, reference_kt: float | None) -> dict:
         vals.append(None if v is None else round(v / kt_ev, 4))
         errs.append(None if e is None else round(e / kt_ev, 4))
         corr.append(c)
-    calls = [r["calls"] for r in rows]
     return {"calls": calls, "delta_f_kt": vals, "error_kt": errs, "corrected": corr,
             "correction_kt": cval, "correction_error_kt": cerr,
             "calls_to_target": calls_to_target(calls, vals, errs, corr, reference_kt)}
