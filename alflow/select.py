@@ -19,12 +19,12 @@ The rule (DP-GEN's, made explicit and stratified):
 ``strategy`` chooses what the candidates are and how they are ranked; every strategy keeps
 the sanity, dedup and budget rules (``benchmarks/al_efficiency.py`` compares them):
 
-- ``free_energy`` (the default): plain MD frames and flow proposals ranked by their share
+- ``free_energy``: plain MD frames and flow proposals ranked by their share
   of the variance of the correction to the oracle, Boltzmann weight × (committee energy
   std / kT)², the budget split over states by their summed shares
   (alflow.select_free_energy); only the upper trust level applies (force deviation below
   ``trust_upper``), stratified as above;
-- ``uncertainty``: plain MD frames and the flow proposals whose committee
+- ``uncertainty`` (the default): plain MD frames and the flow proposals whose committee
   energy lies at most ``boltzmann_window_kt`` above the highest energy of the state's MD
   frames (the MD at the campaign temperature samples the committee's Boltzmann
   distribution: a proposal far above all of it carries no Boltzmann weight and its label
@@ -55,7 +55,7 @@ class SelectionConfig(StrictModel):
 
     strategy: Literal["uncertainty", "md_frames", "lowest_energy", "random",
                       "free_energy"] = Field(
-        "free_energy", description="uncertainty: trust window on all candidates; md_frames: "
+        "uncertainty", description="uncertainty: trust window on all candidates; md_frames: "
         "the same on plain MD frames only; lowest_energy: the lowest-energy flow proposals; "
         "random: plain MD frames at random; free_energy: Boltzmann weight x committee "
         "energy variance")

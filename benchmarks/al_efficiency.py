@@ -5,10 +5,10 @@ Strategies (``selection.strategy``, alflow.select; everything else identical: or
 committee, flows, estimator, oracle correction, budget per generation):
 
 - ``alflow``: the campaign's own selection (the default ``selection.strategy``,
-  ``free_energy``: plain MD frames and flow proposals ranked by Boltzmann weight × committee
-  energy variance, alflow.select_free_energy);
-- ``uncertainty``: committee force deviation between the trust levels on plain MD frames
-  and flow proposals within 3 kT of the MD energies (alflow's earlier rule);
+  ``uncertainty``): committee force deviation between the trust levels on plain MD frames
+  and flow proposals within 3 kT of the MD energies;
+- ``free_energy``: plain MD frames and flow proposals ranked by Boltzmann weight ×
+  committee energy variance (alflow.select_free_energy);
 - ``md_frames``: the same trust window on plain MD frames only (DP-GEN, psiflow);
 - ``lowest_energy``: the lowest-energy quarter of the flow proposals (the seed rule of the
   reference Ag6 work);
@@ -27,7 +27,7 @@ ag6-xtb ``benchmarks/ag6_xtb_reference.json`` (umbrella sampling along planarity
 on GFN1-xTB, ``benchmarks/ag6_xtb_reference.py``), or ``--ag6-reference FILE``.
 
     python benchmarks/al_efficiency.py [--quick] [--seeds N] [--systems ag6_xtb,lj7]
-        [--strategies alflow,uncertainty,md_frames,lowest_energy,random] [--generations N]
+        [--strategies alflow,free_energy,md_frames,lowest_energy,random] [--generations N]
         [--workers N] [--out DIR]
 
 ``--quick``: 2 seeds, smaller committee training, MD and flows, 3 generations. The last line
@@ -59,7 +59,7 @@ from alflow.examples import write_example  # noqa: E402
 from alflow.select import SelectionConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-STRATEGIES = {"alflow": SelectionConfig().strategy, "uncertainty": "uncertainty",
+STRATEGIES = {"alflow": SelectionConfig().strategy, "free_energy": "free_energy",
               "md_frames": "md_frames", "lowest_energy": "lowest_energy", "random": "random"}
 SYSTEMS = {"ag6_xtb": "ag6-xtb", "lj7": "lj7"}
 REFERENCES = {"ag6_xtb": HERE / "ag6_xtb_reference.json"}

@@ -71,7 +71,7 @@ def test_unknown_strategy_is_a_config_error(tmp_path):
 
 
 def test_free_energy_labels_by_boltzmann_weight_times_energy_variance(tmp_path):
-    """The default strategy in a tiny campaign: explore reports each candidate's committee
+    """``free_energy`` in a tiny campaign: explore reports each candidate's committee
     energy std and flow ln q; the picks of a state are its highest-scoring candidates (up to
     the round-robin over CV bins), and the budget follows the states' summed scores."""
     from alflow.select_free_energy import free_energy_scores

@@ -591,7 +591,7 @@ def _labels_table(data: ReportData) -> str:
              str(r.correction), str(r.failed), str(r.labelled + r.failed)]
             for r in sorted(data.labels, key=lambda r: r.generation)]
     n_rw = _config_value(data, "estimate", "reweight_samples")
-    strategy = _config_value(data, "selection", "strategy") or "free_energy"
+    strategy = _config_value(data, "selection", "strategy") or "uncertainty"
     how = {"free_energy": "by Boltzmann weight × the committee's energy variance (their share "
            "of the oracle correction's variance)",
            "random": "at random among MD frames",
