@@ -19,7 +19,12 @@ The rule (DP-GEN's, made explicit and stratified):
 ``strategy`` chooses what the candidates are and how they are ranked; every strategy keeps
 the sanity, dedup and budget rules (``benchmarks/al_efficiency.py`` compares them):
 
-- ``uncertainty`` (alflow's own): plain MD frames and the flow proposals whose committee
+- ``free_energy``: plain MD frames and flow proposals ranked by their share
+  of the variance of the correction to the oracle, Boltzmann weight × (committee energy
+  std / kT)², the budget split over states by their summed shares
+  (alflow.select_free_energy); only the upper trust level applies (force deviation below
+  ``trust_upper``), stratified as above;
+- ``uncertainty`` (the default): plain MD frames and the flow proposals whose committee
   energy lies at most ``boltzmann_window_kt`` above the highest energy of the state's MD
   frames (the MD at the campaign temperature samples the committee's Boltzmann
   distribution: a proposal far above all of it carries no Boltzmann weight and its label
@@ -42,15 +47,18 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from alflow.config import StrictModel
+from alflow.select_free_energy import free_energy_scores, split_by_load
 
 
 class SelectionConfig(StrictModel):
     """Which explored configurations are sent to the oracle (see the module docstring)."""
 
-    strategy: Literal["uncertainty", "md_frames", "lowest_energy", "random"] = Field(
+    strategy: Literal["uncertainty", "md_frames", "lowest_energy", "random",
+                      "free_energy"] = Field(
         "uncertainty", description="uncertainty: trust window on all candidates; md_frames: "
         "the same on plain MD frames only; lowest_energy: the lowest-energy flow proposals; "
-        "random: plain MD frames at random")
+        "random: plain MD frames at random; free_energy: Boltzmann weight x committee "
+        "energy variance")
     trust_lower: float = Field(0.02, ge=0, description="eV/Å: below, the model is trusted")
     trust_upper: float = Field(0.5, gt=0, description="eV/Å: above, the frame is discarded")
     min_distance: float = Field(0.5, ge=0, description="Å: closest allowed pair")
@@ -124,7 +132,8 @@ def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence
            config: SelectionConfig, cv: np.ndarray | None = None,
            existing: np.ndarray | None = None, seed: int = 0,
            from_flow: np.ndarray | None = None, energy: np.ndarray | None = None,
-           kt_ev: float | None = None) -> Selection:
+           kt_ev: float | None = None, energy_std: np.ndarray | None = None,
+           log_q: np.ndarray | None = None) -> Selection:
     """Choose candidates to label.
 
     positions (M, N, 3) Å; force_dev (M,) eV/Å (needed by ``uncertainty`` and
@@ -132,7 +141,10 @@ def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence
     variable; existing (K, N, 3) Å already labelled configurations (dedup against them);
     from_flow (M,) bool, True for a flow proposal, False for a plain MD frame (None: all MD);
     energy (M,) committee energy, eV (needed by ``lowest_energy``; with ``kt_ev``, the
-    thermal energy in eV, ``uncertainty`` applies ``boltzmann_window_kt`` to it).
+    thermal energy in eV, ``uncertainty`` applies ``boltzmann_window_kt`` to it);
+    ``free_energy`` needs ``energy``, ``kt_ev`` and energy_std (M,) the committee's energy
+    standard deviation, eV, and uses log_q (M,) ln q of the flow behind each proposal (NaN
+    for MD frames; None: proposals weigh like MD frames).
     """
     pos = np.asarray(positions, dtype=float)
     m = len(pos)
@@ -141,8 +153,8 @@ def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence
         raise ValueError(f"states has {len(states)} entries for {m} candidates")
     strategy = config.strategy
     counts = {"candidates": m, "other_origin": 0, "above_boltzmann_window": 0,
-              "outside_trust": 0, "above_energy_fraction": 0, "unsane": 0, "duplicate": 0,
-              "over_budget": 0, "selected": 0}
+              "outside_trust": 0, "no_weight": 0, "above_energy_fraction": 0, "unsane": 0,
+              "duplicate": 0, "over_budget": 0, "selected": 0}
     if m == 0:
         return Selection(np.zeros(0, dtype=int), counts)
     flow = np.zeros(m, bool) if from_flow is None else np.asarray(from_flow, dtype=bool)
@@ -181,6 +193,17 @@ def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence
         counts["above_energy_fraction"] = int((ok & ~low).sum())
         ok &= low
         fd = -en  # the ranking below takes the highest first: lowest energy first
+    elif strategy == "free_energy":
+        if energy is None or energy_std is None or kt_ev is None:
+            raise ValueError("strategy 'free_energy' needs energy, energy_std and kt_ev")
+        if force_dev is not None:
+            dev = np.asarray(force_dev, dtype=float)
+            sound = ~(dev >= config.trust_upper)
+            counts["outside_trust"] = int((ok & ~sound).sum())
+            ok &= sound
+        fd = free_energy_scores(energy, energy_std, flow, log_q, states, kt_ev)
+        counts["no_weight"] = int((ok & ~(fd > 0)).sum())
+        ok &= fd > 0
     finite = np.all(np.isfinite(pos.reshape(m, -1)), axis=1)
     fps = np.zeros((m, pos.shape[1] * (pos.shape[1] - 1) // 2))
     fps[finite] = fingerprint(pos[finite])
@@ -230,7 +253,10 @@ def select(positions: np.ndarray, force_dev: np.ndarray | None, states: Sequence
                     keep.append(i)
                     chosen_fps.append(fps[i])
             distinct[s].append(keep)
-    share = _split_budget(config.budget, {s: sum(map(len, distinct[s])) for s in names})
+    avail = {s: sum(map(len, distinct[s])) for s in names}
+    share = (split_by_load(config.budget, avail, {s: float(sum(fd[i] for q in distinct[s]
+                                                               for i in q)) for s in names})
+             if strategy == "free_energy" else _split_budget(config.budget, avail))
     for s in names:
         bins = [list(q) for q in distinct[s]]
         taken = 0

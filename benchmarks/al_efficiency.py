@@ -4,8 +4,11 @@ what to label, several seeds each, on ag6-xtb (Ag6, GFN1-xTB, 300 K) and lj7 (LJ
 Strategies (``selection.strategy``, alflow.select; everything else identical: oracle,
 committee, flows, estimator, oracle correction, budget per generation):
 
-- ``alflow`` (``uncertainty``): the campaign's own selection, committee force deviation
-  between the trust levels on plain MD frames and flow proposals;
+- ``alflow``: the campaign's own selection (the default ``selection.strategy``,
+  ``uncertainty``): committee force deviation between the trust levels on plain MD frames
+  and flow proposals within 3 kT of the MD energies;
+- ``free_energy``: plain MD frames and flow proposals ranked by Boltzmann weight ×
+  committee energy variance (alflow.select_free_energy);
 - ``md_frames``: the same trust window on plain MD frames only (DP-GEN, psiflow);
 - ``lowest_energy``: the lowest-energy quarter of the flow proposals (the seed rule of the
   reference Ag6 work);
@@ -24,7 +27,7 @@ ag6-xtb ``benchmarks/ag6_xtb_reference.json`` (umbrella sampling along planarity
 on GFN1-xTB, ``benchmarks/ag6_xtb_reference.py``), or ``--ag6-reference FILE``.
 
     python benchmarks/al_efficiency.py [--quick] [--seeds N] [--systems ag6_xtb,lj7]
-        [--strategies alflow,md_frames,lowest_energy,random] [--generations N]
+        [--strategies alflow,free_energy,md_frames,lowest_energy,random] [--generations N]
         [--workers N] [--out DIR]
 
 ``--quick``: 2 seeds, smaller committee training, MD and flows, 3 generations. The last line
@@ -49,14 +52,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from campaign import QUICK_MD, QUICK_MLIP, QUICK_SAMPLER, generations  # noqa: E402
+from campaign import QUICK_MD, QUICK_MLIP, QUICK_SAMPLER  # noqa: E402
 from lj7_reference import best_reference  # noqa: E402
 
 from alflow.examples import write_example  # noqa: E402
+from alflow.select import SelectionConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-STRATEGIES = {"alflow": "uncertainty", "md_frames": "md_frames",
-              "lowest_energy": "lowest_energy", "random": "random"}
+STRATEGIES = {"alflow": SelectionConfig().strategy, "free_energy": "free_energy",
+              "md_frames": "md_frames", "lowest_energy": "lowest_energy", "random": "random"}
 SYSTEMS = {"ag6_xtb": "ag6-xtb", "lj7": "lj7"}
 REFERENCES = {"ag6_xtb": HERE / "ag6_xtb_reference.json"}
 TARGET_KT = 0.1  # |ΔF − reference| and error bar, kT
@@ -130,20 +134,29 @@ def calls_to_target(calls: list[int], values: list[float | None], errors: list[f
 
 
 def run_figures(run: Path, kt_ev: float, reference_kt: float | None) -> dict:
-    """One run's trajectory (oracle calls, ΔF kT, error kT per generation) and its figure."""
-    rows = generations(run, None, 1)
-    # generations() converts with lj7's kT: take ΔF from status.json in this system's kT
+    """One run's trajectory (oracle calls, ΔF kT, error kT, correction to the oracle and its
+    error kT per generation) and its figure."""
+    from alflow.campaign.rundir import read_lines
+
     hist = json.loads((run / "status.json").read_text())["history"]
-    vals, errs, corr = [], [], []
-    for h in hist[:len(rows)]:
+    # oracle calls by the end of each generation, from the journal (one line per calculation;
+    # the generations' events repeat when an interrupted run is resumed)
+    journal = [int(j["tags"].get("generation", 0))
+               for j in read_lines(run / "oracle_calls.jsonl")]
+    calls = [sum(1 for g in journal if g <= int(h["generation"])) for h in hist]
+    vals, errs, corr, cval, cerr = [], [], [], [], []
+    for h in hist:
+        cv, ce = h.get("correction_ev"), h.get("correction_error_ev")
+        cval.append(None if cv is None else round(cv / kt_ev, 4))
+        cerr.append(None if ce is None else round(ce / kt_ev, 4))
         c = h.get("corrected_ev") is not None
         v = h["corrected_ev"] if c else h.get("value_ev")
         e = h["corrected_error_ev"] if c else h.get("error_ev")
         vals.append(None if v is None else round(v / kt_ev, 4))
         errs.append(None if e is None else round(e / kt_ev, 4))
         corr.append(c)
-    calls = [r["calls"] for r in rows]
     return {"calls": calls, "delta_f_kt": vals, "error_kt": errs, "corrected": corr,
+            "correction_kt": cval, "correction_error_kt": cerr,
             "calls_to_target": calls_to_target(calls, vals, errs, corr, reference_kt)}
 
 
@@ -199,7 +212,7 @@ def plot(results: dict, path: Path) -> None:
 
     systems = list(results)
     fig, axes = plt.subplots(1, len(systems), figsize=(6 * len(systems), 4.5), squeeze=False)
-    colours = dict(zip(STRATEGIES, ("C3", "C0", "C2", "C7"), strict=True))
+    colours = dict(zip(STRATEGIES, ("C3", "C1", "C0", "C2", "C7"), strict=True))
     for ax, system in zip(axes[0], systems, strict=True):
         res = results[system]
         ref = res["reference_kt"]
@@ -283,9 +296,9 @@ def main() -> None:
         for st in names:
             for seed in range(seeds):
                 d = out / sy / f"{st}-seed{seed}"
-                jobs[(sy, st, seed)] = (d / "campaign.yaml" if (d / "run" / "status.json")
-                                        .exists() else write_campaign(d, sy, st, seed, gens,
-                                                                      args.quick))
+                # a campaign written before (an interrupted or finished run) is resumed
+                jobs[(sy, st, seed)] = (d / "campaign.yaml" if (d / "campaign.yaml").exists()
+                                        else write_campaign(d, sy, st, seed, gens, args.quick))
     errors: dict[tuple, str | None] = {}
     with ProcessPoolExecutor(args.workers,
                              mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -335,9 +348,10 @@ def main() -> None:
             for r in s["runs_detail"]:
                 lab = r.get("labelled", {})
                 print(f"      seed {r['seed']}: ΔF {r['delta_f_kt']} ± {r['error_kt']} kT at "
-                      f"{r['calls']} calls; selected {lab.get('picks')}, flow proposals "
-                      f"{lab.get('flow_share')}, median energy above the state's MD frames "
-                      f"{lab.get('median_above_md_kt')} kT")
+                      f"{r['calls']} calls; correction {r.get('correction_kt')} ± "
+                      f"{r.get('correction_error_kt')} kT; selected {lab.get('picks')}, "
+                      f"flow proposals {lab.get('flow_share')}, median energy above the "
+                      f"state's MD frames {lab.get('median_above_md_kt')} kT")
     print(f"\nplot {out / 'al_efficiency.png'}; load average (1 min) {load0:.2f} at the start, "
           f"{load1:.2f} at the end; {time.perf_counter() - t0:.0f} s")
     line = {sy: {"reference_kt": res["reference_kt"],

@@ -27,8 +27,8 @@ def test_trust_window_sanity_and_dedup():
     pos = np.array(base + [base[0] + 1e-4])  # last is a duplicate of the first
     pos[5][1] = pos[5][0] + 0.1  # two atoms 0.1 Å apart: unsane
     fd = np.array([0.1, 0.01, 0.9, 0.2, 0.3, 0.2, 0.1])  # 1: below window, 2: above
-    cfg = SelectionConfig(trust_lower=0.05, trust_upper=0.5, min_distance=0.5,
-                          dedup_threshold=0.01, budget=10, cv_bins=1)
+    cfg = SelectionConfig(strategy="uncertainty", trust_lower=0.05, trust_upper=0.5,
+                          min_distance=0.5, dedup_threshold=0.01, budget=10, cv_bins=1)
     sel = select(pos, fd, ["a"] * 7, cfg)
     assert sorted(sel.indices.tolist()) in ([0, 3, 4], [3, 4, 6])
     assert sel.counts["outside_trust"] == 2
@@ -45,7 +45,8 @@ def test_budget_spread_over_states_and_cv_bins():
     states = ["a"] * 30 + ["b"] * 10
     fd = rng.uniform(0.1, 0.4, size=40)
     cv = np.concatenate([np.linspace(0, 1, 30), np.linspace(0, 1, 10)])
-    cfg = SelectionConfig(trust_lower=0.05, trust_upper=0.5, budget=8, cv_bins=4,
+    cfg = SelectionConfig(strategy="uncertainty", trust_lower=0.05, trust_upper=0.5, budget=8,
+                          cv_bins=4,
                           dedup_threshold=0.0)
     sel = select(pos, fd, states, cfg, cv=cv)
     chosen = np.asarray(states, dtype=object)[sel.indices]
@@ -146,7 +147,8 @@ def test_uncertainty_keeps_flow_proposals_within_the_boltzmann_window():
     en[[10, 11]] = 0.2 + 4.0 * kt  # these two: 4 kT above the highest MD frame
     fd = fd.copy()
     fd[[10, 11]] = 0.45  # the most uncertain of all
-    cfg = SelectionConfig(trust_lower=0.05, trust_upper=0.5, budget=40, cv_bins=1,
+    cfg = SelectionConfig(strategy="uncertainty", trust_lower=0.05, trust_upper=0.5, budget=40,
+                          cv_bins=1,
                           dedup_threshold=0.0)
     sel = select(pos, fd, ["a"] * 20, cfg, from_flow=flow, energy=en, kt_ev=kt)
     assert sorted(sel.indices.tolist()) == [i for i in range(20) if i not in (10, 11)]

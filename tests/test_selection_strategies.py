@@ -68,3 +68,33 @@ def test_unknown_strategy_is_a_config_error(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="selection.strategy"):
         load_campaign(path)
+
+
+def test_free_energy_labels_by_boltzmann_weight_times_energy_variance(tmp_path):
+    """``free_energy`` in a tiny campaign: explore reports each candidate's committee
+    energy std and flow ln q; the picks of a state are its highest-scoring candidates (up to
+    the round-robin over CV bins), and the budget follows the states' summed scores."""
+    from alflow.select_free_energy import free_energy_scores
+
+    path = _campaign(tmp_path / "c", "free_energy")
+    run = tmp_path / "run"
+    start(path, run, progress=False)
+    explored = _results(run, "explore")
+    assert len(explored) == 2
+    (sel_js, sel_arr), = _results(run, "select")
+    chosen = sel_arr["positions"]
+    assert 0 < len(chosen) <= 6
+    kt = load_campaign(path).kt_ev
+    for js, a in explored:
+        assert np.all(a["energy_std"] >= 0) and len(a["energy_std"]) == len(a["positions"])
+        assert np.all(np.isnan(a["log_q"][~a["from_flow"]]))
+        assert np.all(np.isfinite(a["log_q"][a["from_flow"]]))
+        score = free_energy_scores(a["energy"], a["energy_std"], a["from_flow"], a["log_q"],
+                                   np.array([js["state"]] * len(a["energy"])), kt)
+        mine = [x for x, s in zip(chosen, sel_js["states"], strict=True) if s == js["state"]]
+        for x in mine:
+            d = np.abs(fingerprint(a["positions"]) - fingerprint(x)).max(-1)
+            i = int(d.argmin())
+            assert d[i] < 1e-9
+            # a pick lies in the top quarter of its state's scores (4 CV bins at most)
+            assert (score > score[i]).sum() < max(4 * len(mine), len(score) // 4)

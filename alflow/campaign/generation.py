@@ -177,6 +177,7 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
                                step_seed(cfg.seed, "explore", g, names.index(s)),
                                executor=cfg.executors["explore"]) for s in names}
     cand_pos, cand_fd, cand_state, cand_cv, cand_en, cand_flow = [], [], [], [], [], []
+    cand_sd, cand_lq = [], []
     for s, h in handles.items():
         try:
             _, arr = tasks.result(h)
@@ -188,7 +189,10 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
         cand_fd.append(arr["force_dev"])
         cand_cv.append(arr["cv"])
         cand_en.append(arr["energy"])
-        cand_flow.append(arr.get("from_flow", np.zeros(len(arr["positions"]), dtype=bool)))
+        m = len(arr["positions"])
+        cand_flow.append(arr.get("from_flow", np.zeros(m, dtype=bool)))
+        cand_sd.append(arr.get("energy_std", np.full(m, np.nan)))
+        cand_lq.append(arr.get("log_q", np.full(m, np.nan)))
         cand_state += [s] * len(arr["positions"])
     if not cand_pos:
         raise TaskFailed(f"generation {g}: exploration failed for every state")
@@ -201,7 +205,8 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
                      existing=_existing_positions(ctx.store, g, fidelity.method_filter(cfg, g)),
                      seed=step_seed(cfg.seed, "select", g),
                      from_flow=np.concatenate(cand_flow), energy=np.concatenate(cand_en),
-                     kt_ev=cfg.kt_ev)
+                     kt_ev=cfg.kt_ev, energy_std=np.concatenate(cand_sd),
+                     log_q=np.concatenate(cand_lq))
         chosen = allpos[sel.indices]
         chosen_states = [cand_state[i] for i in sel.indices]
         tasks.checkpoint.save("select", skey, {"counts": sel.counts, "states": chosen_states},

@@ -88,16 +88,18 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
             exploration: ExplorationConfig, temperature_k: float, trust_upper: float,
             seed: int) -> Result:
     """Langevin MD (and flow MCMC when a flow exists) of one state on the committee; returns
-    candidate positions (M, N, 3), their force deviation (M,) eV/Å, energy (M,) eV, whether
-    each is a flow proposal (M,) bool rather than an MD frame, and a CV (radius of gyration,
-    Å) for stratified selection."""
+    candidate positions (M, N, 3), their force deviation (M,) eV/Å, energy (M,) eV, the
+    committee's energy std (M,) eV, whether each is a flow proposal (M,) bool rather than an
+    MD frame, the flow's ln q of each proposal (M,) (NaN for MD frames), and a CV (radius of
+    gyration, Å) for stratified selection."""
     from alflow.mlip import load_potential
     from alflow.progress import track
     from alflow.sampling.explore import ExploreConfig
     from alflow.sampling.explore import explore as run_md
 
     t0 = time.time()
-    pot = with_wall(load_potential(model_dir, system.numbers), system)
+    committee = load_potential(model_dir, system.numbers)
+    pot = with_wall(committee, system)
     md = exploration.md
     config = ExploreConfig(**{
         "temperature_k": md.temperature_k or temperature_k, "dt_fs": md.dt_fs,
@@ -118,15 +120,16 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     keep = valid & np.all(np.isfinite(pos.reshape(len(pos), -1)), axis=1) & np.isfinite(fd)
     pos, fd, en = pos[keep], fd[keep], en[keep]
     from_flow = np.zeros(len(pos), dtype=bool)
+    log_q = np.full(len(pos), np.nan)
     if flow_dir is not None and exploration.sampler.explore_samples:
         # the previous generation's flow proposes configurations MD rarely visits
         from alflow.flows.generator import BoltzmannGenerator
         from alflow.potential import evaluate
 
         bg = BoltzmannGenerator.load(flow_dir)
-        x, _, ok = bg.sample(exploration.sampler.explore_samples,
-                             torch.Generator().manual_seed(seed))
-        x = x[ok].double()
+        x, lq, ok = bg.sample(exploration.sampler.explore_samples,
+                              torch.Generator().manual_seed(seed))
+        x, lq = x[ok].double(), lq[ok].double()
         if len(x):
             out = evaluate(pot, x)
             good = torch.isfinite(out.energy) & torch.isfinite(out.force_dev)
@@ -134,8 +137,12 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
             fd = np.concatenate([fd, out.force_dev[good].double().numpy()])
             en = np.concatenate([en, out.energy[good].double().numpy()])
             from_flow = np.concatenate([from_flow, np.ones(int(good.sum()), dtype=bool)])
+            log_q = np.concatenate([log_q, lq[good].numpy()])
+    energy_std = (committee.stats(torch.as_tensor(pos))["energy_std"].double().numpy()
+                  if len(pos) else np.zeros(0))
     return ({"state": state, "frames": int(len(pos)), "_t0": t0, "_t1": time.time()},
-            {"positions": pos, "force_dev": fd, "energy": en, "from_flow": from_flow,
+            {"positions": pos, "force_dev": fd, "energy": en, "energy_std": energy_std,
+             "from_flow": from_flow, "log_q": log_q,
              "cv": radius_of_gyration(pos, system.masses)})
 
 

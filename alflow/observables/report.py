@@ -592,7 +592,9 @@ def _labels_table(data: ReportData) -> str:
             for r in sorted(data.labels, key=lambda r: r.generation)]
     n_rw = _config_value(data, "estimate", "reweight_samples")
     strategy = _config_value(data, "selection", "strategy") or "uncertainty"
-    how = {"random": "at random among MD frames",
+    how = {"free_energy": "by Boltzmann weight × the committee's energy variance (their share "
+           "of the oracle correction's variance)",
+           "random": "at random among MD frames",
            "md_frames": "among MD frames by the committee's force deviation (trust window)",
            "lowest_energy": "as the lowest-energy flow proposals"}.get(
         strategy, "by the committee's force deviation (trust window)")
