@@ -15,7 +15,9 @@ stopped as the campaign's; ``lj7_reference.best_reference("campaign")``), with t
 against the full-quench basin (``best_reference()``, 0.016 kT lower) alongside; Ag6/EMT at
 300 K from ``ag6_emt_reference.json`` (``benchmarks/ag6_emt_reference.py``, BasinStates on
 EMT). Each run also reports its stages: the committee's ΔF, the correction to the oracle,
-and per state the BAR estimate against the flow's importance sampling.
+per state the BAR estimate against the flow's importance sampling, and for lj7 how far
+the last committee moves the basins (:func:`basin_shift`: frames of the oracle assigned on
+the committee and on LJ itself; ``--no-basin-check`` skips it).
 
     python benchmarks/calibration.py [--quick] [--seeds 8] [--first-seed 0]
                                      [--systems lj7,ag6_emt] [--generations N] [--out DIR]
@@ -171,6 +173,48 @@ def _summary(ok: list[dict], ref: dict, key: str = "z") -> dict:
             "covered_2sigma": float(np.mean(np.abs(z) <= 2)) if len(z) else float("nan")}
 
 
+def basin_shift(run: Path, replicas: int = 64, steps: int = 3000, seed: int = 5) -> dict:
+    """lj7 only: how far the last committee of ``run`` moves the states' basins. Langevin
+    frames of the oracle (LJ) at 18 K from each minimum (``replicas`` × ``steps`` of 10 fs,
+    every 50th after a 20 % burn-in) are assigned by the full quench on LJ and by the
+    campaign's ``BasinStates`` on the committee; ``shift_kt`` = ΔF(committee's basins) −
+    ΔF(LJ's basins) = −ln(n_coh,com / n_coh,LJ) + ln(n_pbp,com / n_pbp,LJ), a systematic
+    error of the campaign's answer that the energy correction cannot see."""
+    import torch
+    from ase.io import read
+    from lj7_reference import WALL, basin_labels
+
+    from alflow.examples import DATA
+    from alflow.mlip import load_potential
+    from alflow.potential import LennardJones
+    from alflow.sampling.langevin import run_langevin
+    from alflow.states import BasinStates
+
+    torch.set_num_threads(1)
+    minima = {a.info.get("state"): a.positions for a in read(DATA / "lj7.extxyz", index=":")}
+    refs = {"pbp": minima["bipyramid"], "coh": minima["capped_octahedron"]}
+    numbers = np.full(7, 18)
+    lj = BasinStates(LennardJones(numbers), refs)
+    gen = sorted((run / "models").glob("gen*"))[-1]
+    com = BasinStates(load_potential(str(gen), numbers), refs)
+    n_lj, n_com = np.zeros(2), np.zeros(2)
+    for k, x0 in enumerate(lj.minima):
+        tr = run_langevin(LennardJones(numbers), np.repeat(x0[None], replicas, 0),
+                          np.full(7, 39.948), 18.0, 10.0, steps, 0.01, record_every=50,
+                          seed=seed + k)
+        pos = np.asarray(tr.positions)
+        x = pos[len(pos) // 5:].reshape(-1, 7, 3)
+        rel = x - x.mean(-2, keepdims=True)
+        inside = np.sqrt((rel * rel).sum(-1)).max(-1) <= WALL
+        _, full = basin_labels(x, np.stack(lj.minima))
+        a = np.where(inside, com.assign(x), -1)
+        n_lj[k], n_com[k] = (full == k).sum(), (a == k).sum()
+    shift = float(-np.log(n_com[1] / n_lj[1]) + np.log(n_com[0] / n_lj[0]))
+    return {"committee": gen.name, "shift_kt": round(shift, 4),
+            "lost_fraction": {s: round(float(1 - n_com[k] / n_lj[k]), 4)
+                              for k, s in enumerate(("pbp", "coh"))}}
+
+
 def figures(runs: list[dict], ref: dict) -> dict:
     """Bias (kT), z-scores, coverage and RMS z of the runs against the reference (all runs
     with an answer, converged or not; ``converged``: the same over the converged ones; for
@@ -196,6 +240,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per system (8; quick 2)")
     ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--basin-check", action=argparse.BooleanOptionalAction, default=None,
+                    help="lj7: how far each run's last committee moves the basins "
+                         "(basin_shift; default on, off with --quick)")
     ap.add_argument("--systems", default="lj7,ag6_emt")
     ap.add_argument("--generations", type=int, default=None,
                     help="cap on generations (default: the example's; quick: 1)")
@@ -206,6 +253,8 @@ def main() -> None:
     if bad:
         sys.exit(f"--systems: unknown {', '.join(bad)}; expected some of {', '.join(SYSTEMS)}")
     seeds = args.seeds or (2 if args.quick else 8)
+    if args.basin_check is None:
+        args.basin_check = not args.quick
     gens = args.generations or (1 if args.quick else None)
     out = args.out or Path(tempfile.mkdtemp(prefix="alflow-bench-calibration-"))
     refs = references()
@@ -223,6 +272,8 @@ def main() -> None:
                     path = campaign(out, system, seed, args.quick, gens)
                     pool.submit(_run, str(path), str(run)).result()
                 r = {"seed": seed, **answer(run), "wall_s": round(time.perf_counter() - t, 1)}
+                if system == "lj7" and args.basin_check and (run / "models").exists():
+                    r["stages"]["basin"] = pool.submit(basin_shift, run).result()
                 runs.append(r)
                 print(f"{system} seed {seed}: ΔF {r['delta_f_kt']} ± {r['err_kt']} kT, "
                       f"{r['oracle_calls']} calls, {r['generations']} generation(s), "
@@ -234,10 +285,12 @@ def main() -> None:
             for r in runs:
                 z = "—" if r.get("z") is None else f"{r['z']:+.2f}"
                 st = r.get("stages") or {}
+                basin = (st.get("basin") or {}).get("shift_kt")
                 print(f"  seed {r['seed']}: {r['delta_f_kt']} ± {r['err_kt']} kT  z {z}  "
                       f"(committee {st.get('committee_kt')} ± {st.get('committee_err_kt')}, "
                       f"correction {st.get('correction_kt')} ± {st.get('correction_err_kt')}"
-                      f", converged {r['converged']})")
+                      + ("" if basin is None else f", basins moved ΔF by {basin:+.3f} kT")
+                      + f", converged {r['converged']})")
             print(f"  mean {f['mean_kt']:.3f} kT, bias {f['bias_kt']:+.3f} ± "
                   f"{f['bias_err_kt']:.3f} kT, |z| ≤ 2: {100 * f['covered_2sigma']:.0f} %, "
                   f"RMS z {f['rms_z']:.2f} ({f['n']} runs; converged: {f['converged']['n']})",
