@@ -66,8 +66,8 @@ class StateSamplerConfig(StrictModel):
     bar_holdout: bool = Field(False, description="BAR on the odd walkers, the final "
                               "retraining and polish on the seeds + even walkers (BAR then "
                               "never compares the flow with samples it was fitted to; on lj7 "
-                              "the reuse moved ΔF by 0.003 kT, less than the halved walkers "
-                              "cost in precision)")
+                              "the reuse moved ΔF by 0.003-0.009 kT, less than the halved "
+                              "walkers cost in precision)")
 
 
 @dataclass
