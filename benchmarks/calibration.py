@@ -122,6 +122,26 @@ def finished(run: Path) -> bool:
         return False
 
 
+def _bar_minus_is(run: Path, entry: dict, kt: float) -> dict:
+    """state -> F by the estimator minus F by importance sampling (kT) of the generation
+    ``entry``, from its flows results (``results/flows-*.json``, matched by flow directory)."""
+    flows = {}
+    for f in (run / "results").glob("flows-*.json"):
+        try:
+            r = json.loads(f.read_text())
+        except ValueError:
+            continue
+        r = r.get("result", r) if isinstance(r, dict) else r[0]
+        if isinstance(r, dict) and r.get("flow_dir") and r.get("is_f_ev") is not None:
+            flows[Path(r["flow_dir"]).parts[-2:]] = r
+    out = {}
+    for s, st in (entry.get("states") or {}).items():
+        r = flows.get(Path(st.get("flow_dir") or "").parts[-2:])
+        if r is not None:
+            out[s] = round((r["f_ev"] - r["is_f_ev"]) / kt, 4)
+    return out
+
+
 def answer(run: Path) -> dict:
     """The run's answer: the last generation's corrected ΔF (kT) and error, its calls, and
     its stages (kT): the committee's ΔF and error, the correction to the oracle and its
@@ -146,9 +166,7 @@ def answer(run: Path) -> dict:
                   "correction_kt": kt_(last.get("correction_ev")),
                   "correction_err_kt": kt_(last.get("correction_error_ev")),
                   "rhat": last.get("rhat"),
-                  "bar_minus_is_kt": {s: kt_(st["f_ev"] - st["is_f_ev"])
-                                      for s, st in (last.get("states") or {}).items()
-                                      if st.get("is_f_ev") is not None}}
+                  "bar_minus_is_kt": _bar_minus_is(run, last, kt)}
     return {"delta_f_kt": None if val is None else round(val / kt, 4),
             "err_kt": None if err is None else round(err / kt, 4), "corrected": corrected,
             "oracle_calls": status.get("oracle_calls"), "converged": status["converged"],
