@@ -185,3 +185,45 @@ def test_rule_checks_can_be_switched_off():
     assert not decide(jump, RULE, 1.0, 100).converged
     assert decide(jump, off, 1.0, 100).converged
     assert decide([_gen(0, 1.90, 0.05), poor], off, 1.0, 100).converged
+
+
+def test_bar_holdout_estimates_on_walkers_the_final_training_did_not_see(monkeypatch):
+    """With ``bar_holdout`` the final retraining sees the seeds and the even walkers only, and
+    BAR uses the odd ones (a flow trained on the walkers it is then compared with is biased
+    toward them); without it BAR uses every walker."""
+    import alflow.flows.pipeline as pipeline
+
+    target = HarmonicFrame(4, 0.06, T, seed=0)
+    seen: list[np.ndarray] = []
+    train = pipeline.train_flow
+
+    def spy(bg, data, *a, **k):
+        seen.append(np.asarray(data))
+        return train(bg, data, *a, **k)
+
+    monkeypatch.setattr(pipeline, "train_flow", spy)
+    everywhere = CVStates({"s": (lambda x: torch.zeros(len(x)), -1.0, 1.0)})
+    base = {"flow": {"layers": 2, "hidden": 8}, "train": {"steps": 10}, "walkers": 8,
+            "retrain_steps": 5, "samples": 200, "bootstrap": 20, "estimator": "bar",
+            "mcmc_config": {"iterations": 4, "adapt_iterations": 2, "local_steps": 2,
+                            "global_steps": 1, "train_every": 2, "train": {"steps": 2}}}
+    for hold in (True, False):
+        seen.clear()
+        res = state_free_energy(target, "s", everywhere, target.reference, target.numbers, T,
+                                target.exact_samples(200, seed=1),
+                                StateSamplerConfig(**base, bar_holdout=hold), seed=0)
+        walkers = res.mcmc.positions  # (T, W, N, 3)
+        final = seen[-1].reshape(len(seen[-1]), -1)
+        used = {tuple(np.round(x.ravel(), 9)) for x in final}
+
+        def trained(w, used=used, walkers=walkers):
+            return any(tuple(np.round(x.ravel(), 9)) in used for x in walkers[:, w])
+
+        n_bar = res.free_energy.extra["n_target"]
+        if hold:
+            assert n_bar == walkers.shape[0] * 4 and res.extra["bar_walkers"] == 4
+            assert all(trained(w) for w in range(0, 8, 2))
+            assert not any(trained(w) for w in range(1, 8, 2))
+        else:
+            assert n_bar == walkers.size // walkers[0, 0].size and "bar_walkers" not in res.extra
+            assert all(trained(w) for w in range(8))

@@ -204,7 +204,7 @@ def _pipeline_config(sampler: SamplerConfig, n_bootstrap: int) -> dict[str, Any]
                            "mcmc": bool(mc.pop("enabled", bool(mc))),
                            "polish_steps": sampler.polish_steps,
                            "filter_seeds": sampler.filter_seeds, "anneal": sampler.anneal}
-    for k in ("walkers", "retrain_steps", "estimator"):
+    for k in ("walkers", "retrain_steps", "estimator", "bar_holdout"):
         if k in mc:
             out[k] = mc.pop(k)
     out["mcmc_config"] = mc

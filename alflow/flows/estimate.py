@@ -33,6 +33,7 @@ from alflow.estimate import (
     committee_shifts,
     ess,
     is_free_energy,
+    small_sample_factor,
 )
 from alflow.flows.anneal import AnnealConfig
 from alflow.flows.anneal import anneal as run_anneal
@@ -166,6 +167,8 @@ def flow_bar_free_energy(bg: BoltzmannGenerator, potential: Potential, temperatu
         boot = bar_many(w_f[i_f], w_rw[:, i_w].transpose(1, 0, 2).reshape(n_bootstrap, -1),
                         x0=df, tol=1e-8)
         sd = float(np.std(boot, ddof=1))
+        if len(shape) == 2:  # a bootstrap over few walkers: widened to keep its 95 % coverage
+            sd *= small_sample_factor(w_rw.shape[1])
         # pymbar's asymptotic error is NaN when works were capped (samples outside the state)
         ddf = max(ddf, sd) if math.isfinite(ddf) else sd
     f = kt * (df + e0 / kt - LOG_8PI2 + math.log(bg.symmetry_number))
