@@ -37,9 +37,9 @@ def _fcc(a: float = 1.6, rep: int = 1):
 
 
 class Harmonic:
-    """U = ½k Σ_{i≥1} |d_i|² − α ln V + ½κ Σ h_offdiag² + ½κ_a kT Σ (ln h_ii − ln h0_ii)²,
+    """U = ½k Σ_{i≥1} |d_i|² − α ln V + ½κ Σ_{i>j} (h_ij/h_ii)² + ½κ_a kT Σ (ln h_ii − ln h0_ii)²,
     d_i the displacement of atom i from its site relative to atom 0 in the actual cell:
-    exactly solvable (module doc of alflow.solids.flows, Gaussian displacements)."""
+    exactly solvable (module doc of alflow.solids.flows, Gaussian displacements and tilts)."""
 
     def __init__(self, ref, cell0, k, alpha=0.0, kappa=0.0, kappa_a=0.0):
         self.numbers = np.full(len(ref), 18)
@@ -52,7 +52,8 @@ class Harmonic:
         d = (frac[:, 1:] - frac[:, :1]) - (self.frac0[1:] - self.frac0[:1])
         d = (d - torch.round(d)) @ cell
         u = 0.5 * self.k * (d**2).sum((1, 2)) - self.alpha * torch.log(torch.linalg.det(cell))
-        off = torch.stack([cell[:, 1, 0], cell[:, 2, 0], cell[:, 2, 1]], -1)
+        off = torch.stack([cell[:, 1, 0] / cell[:, 1, 1], cell[:, 2, 0] / cell[:, 2, 2],
+                           cell[:, 2, 1] / cell[:, 2, 2]], -1)
         u = u + 0.5 * self.kappa * (off**2).sum(-1)
         dl = torch.log(torch.diagonal(cell, dim1=1, dim2=2)) - self.log_h0
         return u + 0.5 * self.kappa_a * KT * (dl**2).sum(-1)
@@ -86,14 +87,18 @@ def test_round_trip_and_log_jacobian_against_autograd(box):
                 return rel
             if box == "isotropic":
                 return torch.cat([rel, torch.linalg.det(cell[0])[None]])
-            i, j = torch.tril_indices(3, 3)
-            return torch.cat([rel, cell[0][i, j]])
+            h = cell[0]  # ln h_ii and the tilts h_ij / h_ii: dμ = V Π d ln h_ii Π d tilt
+            tilts = torch.stack([h[1, 0] / h[1, 1], h[2, 0] / h[2, 2], h[2, 1] / h[2, 2]])
+            return torch.cat([rel, torch.log(torch.diagonal(h)), tilts])
         jac = torch.autograd.functional.jacobian(independent, z[b])
         _, logabs = torch.linalg.slogdet(jac)
         pos, cell = unpack(x[b:b + 1])
         log_v = float(torch.log(torch.linalg.det(cell[0]).abs()))
-        # log J = log |∂(independent)/∂z| + log(V/N): the Wigner–Seitz cell of atom 0
-        assert float(logj[b]) == pytest.approx(float(logabs) + log_v - math.log(n), abs=1e-9)
+        # log J = log |∂(independent)/∂z| + log(V/N) (the Wigner–Seitz cell of atom 0), and
+        # the factor V of the triangular cell measure
+        extra = log_v if box == "triangular" else 0.0
+        assert float(logj[b]) == pytest.approx(float(logabs) + log_v - math.log(n) + extra,
+                                               abs=1e-9)
         if box == "fixed":
             assert log_v == pytest.approx(math.log(h0_v))
 
@@ -203,27 +208,47 @@ def test_harmonic_crystal_gibbs_isotropic_exact_and_training_improves_it():
     assert fe1.total.extra["mean_volume"] == pytest.approx(mean_v, rel=0.02)
 
 
-def test_harmonic_crystal_gibbs_full_cell_exact():
-    at = _fcc()
-    n, k, alpha, kappa, kappa_a = len(at), 40.0, 40 * KT, 2.0, 30.0
-    v0 = at.get_volume()
-    p = (2 + alpha / KT) * KT / v0
-    target = Enthalpy(Harmonic(at.positions, at.cell[:], k, alpha, kappa, kappa_a), pressure=p)
-    cf = CrystalFlow.build(at.positions, at.cell[:], target, T, box="triangular")
-    # exact: Gaussian displacements and shears; the diagonal by quadrature in u = ln h_ii
-    m = 2 + alpha / KT
-    lh0 = np.log(np.diag(at.cell[:]))
-    g = np.linspace(-0.6, 0.6, 161)
-    u = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1) + lh0
-    s = u.sum(-1)
-    lf = m * s - p / KT * np.exp(s) - 0.5 * kappa_a * ((u - lh0) ** 2).sum(-1)
-    lmax = lf.max()
-    log_diag = lmax + math.log(np.exp(lf - lmax).sum() * (g[1] - g[0]) ** 3)
-    log_z = (_log_gauss(n, k) - math.log(n) + 1.5 * math.log(2 * math.pi * KT / kappa)
-             + log_diag)
-    fe = crystal_free_energy(cf, target, T, n=4000)
-    assert fe.total.ess_fraction > 0.2
-    assert abs(fe.total.f_ev + KT * log_z) < 4 * fe.total.err_ev + 1e-4
+def _stretched(at, c_over_a: float):
+    """The same crystal (fractional sites) in a cell of the same volume stretched along z."""
+    s = c_over_a ** (1 / 3)
+    out = at.copy()
+    out.set_cell(at.cell[:] @ np.diag([1 / math.sqrt(s), 1 / math.sqrt(s), s]),
+                 scale_atoms=True)
+    return out
+
+
+def test_harmonic_crystal_gibbs_full_cell_exact_and_independent_of_cell_shape():
+    """Two crystals with the same energetics in cells of different shape (cubic, and
+    stretched like an orthorhombic hcp cell: c/a = 1.633) have the same exact G; the full-cell
+    flows reproduce it for both (a cell measure that weighs shapes, such as d⁶h, would give
+    them G differing by kT ln(c/a) = 0.49 kT)."""
+    n_k = {}
+    for shape, at in (("cubic", _fcc()), ("stretched", _stretched(_fcc(), 1.633))):
+        n, k, alpha, kappa, kappa_a = len(at), 40.0, 40 * KT, 10.0, 30.0
+        v0 = at.get_volume()
+        p = (2 + alpha / KT) * KT / v0
+        target = Enthalpy(Harmonic(at.positions, at.cell[:], k, alpha, kappa, kappa_a),
+                          pressure=p)
+        cf = CrystalFlow.build(at.positions, at.cell[:], target, T, box="triangular")
+        # exact: Gaussian displacements and tilts; the diagonal by quadrature in u = ln h_ii
+        m = 2 + alpha / KT
+        lh0 = np.log(np.diag(at.cell[:]))
+        g = np.linspace(-0.6, 0.6, 161)
+        u = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1) + lh0
+        s = u.sum(-1)
+        lf = m * s - p / KT * np.exp(s) - 0.5 * kappa_a * ((u - lh0) ** 2).sum(-1)
+        lmax = lf.max()
+        log_diag = lmax + math.log(np.exp(lf - lmax).sum() * (g[1] - g[0]) ** 3)
+        log_z = (_log_gauss(n, k) - math.log(n) + 1.5 * math.log(2 * math.pi * KT / kappa)
+                 + log_diag)
+        fe = crystal_free_energy(cf, target, T, n=4000)
+        assert fe.total.ess_fraction > 0.2
+        assert abs(fe.total.f_ev + KT * log_z) < 4 * fe.total.err_ev + 1e-4
+        n_k[shape] = (fe.total.f_ev, fe.total.err_ev, -KT * log_z)
+    (fa, ea, xa), (fb, eb, xb) = n_k["cubic"], n_k["stretched"]
+    assert xa == pytest.approx(xb, abs=1e-9)  # the same exact G for both shapes
+    assert abs(fa - fb) < 4 * math.hypot(ea, eb) + 1e-4
+    assert abs(fa - fb) < 0.1 * KT * math.log(1.633)
 
 
 # ---------------------------------------------------------------- periodic energies

@@ -22,11 +22,20 @@ is one labelled copy of the lattice (atom a near site a), of which N! labellings
 
     F(h) = −kT ln[ (V/N) ∫_D e^{−U/kT} dρ ],      G = −kT ln ∫ dμ(h) e^{−PV/kT} (V/N) ∫_D …
 
-with dμ(h) = dV (``isotropic``) or the six lower-triangular entries d⁶h (``triangular``), Å³
-and Å⁶. The measure is in log J(z) (exact: the scaled-coordinate Jacobian det(S)^{N−1}, the
-cell measure and V/N), so that exp(−H/kT)·J/q is the importance weight and the estimators of
+with dμ(h) = dV (``isotropic``, Å³) or, for ``triangular``, the volume times the invariant
+measure of lower-triangular cells,
+
+    dμ(h) = V d⁶h / (h₀₀ h₁₁² h₂₂³) = V Π_i d ln h_ii Π_{i>j} d(h_ij / h_ii)   (Å³),
+
+strains and tilts measured relative to the cell itself. It is unchanged by any change of
+reference cell (h → h₀h, h₀ lower triangular), so the cubic fcc and orthorhombic hcp cells
+get the same measure on their strains; d⁶h itself would weight a cell by h₁₁h₂₂² / V (a
+shape term: +0.49 kT/N per atom in favour of a 32-atom hcp cell over fcc at equal volume).
+The measure is in log J(z) (exact: the scaled-coordinate Jacobian det(S)^{N−1}, the cell
+measure and V/N), so that exp(−H/kT)·J/q is the importance weight and the estimators of
 :mod:`alflow.estimate` and :mod:`alflow.flows.estimate` apply unchanged. ΔG between phases of
-the same N is independent of these conventions up to the cell measure's shape terms.
+the same N is independent of these conventions up to terms O(kT/N) per atom from the volume
+and shape fluctuations (the phases' elastic constants).
 
 :class:`CrystalFlow` (the coordinates + :class:`alflow.flows.model.CouplingFlow`) has the
 attributes :func:`alflow.flows.train.train_flow` and :func:`alflow.flows.estimate.sample_flow`
@@ -123,7 +132,6 @@ class CrystalCoordinates:
         self.frac_rel0 = frac0 - frac0[0]
         self.frac_site0 = frac0[0]
         self.log_v0 = float(np.log(abs(np.linalg.det(h0))))
-        self.log_h0 = float(np.log(np.abs(np.diag(h0)) ** np.arange(1, 4)).sum())
         self.mean = torch.zeros(self.dim, dtype=torch.float64) if mean is None else \
             torch.as_tensor(mean, dtype=torch.float64)
         self.chol = torch.eye(self.dim, dtype=torch.float64) if chol is None else \
@@ -155,14 +163,15 @@ class CrystalCoordinates:
                             s[:, 1, 0], s[:, 2, 0], s[:, 2, 1]], -1)
 
     def log_measure(self, c: torch.Tensor) -> torch.Tensor:
-        """log of V/N · det(S)^{N−1} · (cell measure per dc) (B,): the volume element of y."""
+        """log of V/N · det(S)^{N−1} · (dμ(h) per d c) (B,): the volume element of y, with
+        dμ = dV = 3V dc (isotropic) or V d⁶h / (h₀₀h₁₁²h₂₂³) = V e^{−c₁−2c₂} d⁶c (triangular)."""
         _, logdet = self.strain(c)
         log_v = self.log_v0 + logdet
         out = log_v - math.log(self.n_atoms) + (self.n_atoms - 1) * logdet
         if self.box == "isotropic":  # dV = 3V dc
             out = out + math.log(3.0) + log_v
-        elif self.box == "triangular":  # d⁶h = h0₀₀ h0₁₁² h0₂₂³ · e^{c₀+c₁+c₂} d⁶c
-            out = out + self.log_h0 + logdet
+        elif self.box == "triangular":  # V d⁶h / (h₀₀ h₁₁² h₂₂³) = V e^{−c₁−2c₂} d⁶c
+            out = out + log_v - c[:, 1] - 2 * c[:, 2]
         return out
 
     # ---------------------------------------------------------------- maps
