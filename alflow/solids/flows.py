@@ -37,7 +37,8 @@ measure and V/N), so that exp(−H/kT)·J/q is the importance weight and the est
 the same N is independent of these conventions up to terms O(kT/N) per atom from the volume
 and shape fluctuations (the phases' elastic constants).
 
-:class:`CrystalFlow` (the coordinates + :class:`alflow.flows.model.CouplingFlow`) has the
+:class:`CrystalFlow` (the coordinates + :class:`alflow.solids.cell_flow.CrystalCouplingFlow`,
+alflow's coupling flow and a layer scaling the displacements with the cell) has the
 attributes :func:`alflow.flows.train.train_flow` and :func:`alflow.flows.estimate.sample_flow`
 use, so it trains by energy (reverse KL), by samples (forward KL) or both with them.
 """
@@ -56,7 +57,8 @@ from scipy.optimize import linear_sum_assignment
 from alflow.errors import InputError
 from alflow.estimate import FreeEnergy, bar, ess, is_free_energy
 from alflow.flows.estimate import sample_flow
-from alflow.flows.model import CouplingFlow, FlowConfig
+from alflow.flows.model import FlowConfig
+from alflow.solids.cell_flow import CrystalCouplingFlow
 
 Box = Literal["fixed", "isotropic", "triangular"]
 N_CELL = {"fixed": 0, "isotropic": 1, "triangular": 6}
@@ -108,7 +110,9 @@ class CrystalCoordinates:
     """Packed configurations <-> whitened lattice coordinates z (B, dim); see module doc.
 
     ``reference`` (N, 3) Å lattice sites in ``cell0`` (3, 3) Å; ``mean`` (dim,) and ``chol``
-    (dim, dim) the whitening y = mean + chol·z (identity if None).
+    (dim, dim) the whitening y = mean + chol·z (identity if None), lower or upper triangular.
+    :func:`gaussian_fit` gives an upper factor: then the cell coordinates of y depend on those
+    of z alone, so that z's cell part is a coordinate of the cell (:class:`CellScale`).
     """
 
     def __init__(self, reference: np.ndarray, cell0: np.ndarray, box: Box = "fixed",
@@ -125,7 +129,6 @@ class CrystalCoordinates:
         self.box, self.n_atoms = box, len(ref)
         self.n_disp, self.n_cell = 3 * (len(ref) - 1), N_CELL[box]
         self.dim = self.n_disp + self.n_cell
-        self.circular = torch.zeros(self.dim, dtype=torch.bool)
         self.cell0 = torch.as_tensor(h0)
         self.inv_cell0 = torch.linalg.inv(self.cell0)
         frac0 = torch.as_tensor(ref) @ self.inv_cell0
@@ -136,6 +139,10 @@ class CrystalCoordinates:
             torch.as_tensor(mean, dtype=torch.float64)
         self.chol = torch.eye(self.dim, dtype=torch.float64) if chol is None else \
             torch.as_tensor(chol, dtype=torch.float64)
+        if not (torch.equal(self.chol, torch.tril(self.chol))
+                or torch.equal(self.chol, torch.triu(self.chol))):
+            raise InputError("CrystalCoordinates: chol must be lower or upper triangular")
+        self.upper = bool(torch.equal(self.chol, torch.triu(self.chol)))
         self.log_det_chol = float(torch.log(torch.diagonal(self.chol).abs()).sum())
         self.reference = pack(torch.as_tensor(ref), self.cell0).numpy()
 
@@ -200,7 +207,7 @@ class CrystalCoordinates:
         rho = (d @ self.cell0.to(d)).reshape(x.shape[0], -1)
         y = torch.cat([rho, c], -1)
         z = torch.linalg.solve_triangular(self.chol.to(y), (y - self.mean.to(y)).T,
-                                          upper=False).T
+                                          upper=self.upper).T
         return z, self.log_measure(c) + self.log_det_chol
 
     def valid(self, z: torch.Tensor) -> torch.Tensor:
@@ -211,10 +218,19 @@ class CrystalCoordinates:
 
 
 def gaussian_fit(coords: CrystalCoordinates, target, temperature_k: float,
-                 newton_steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+                 newton_steps: int = 20, quasi_harmonic: bool = False,
+                 step: float = 2e-3) -> tuple[np.ndarray, np.ndarray]:
     """The Laplace approximation of the target in the raw coordinates y: the minimum μ of
-    φ(y) = H(x(y))/kT − log J(y) (Newton from the lattice) and the Cholesky factor L of
-    (∇²φ(μ))⁻¹ (the harmonic crystal, with the box's quasi-harmonic fluctuations)."""
+    φ(y) = H(x(y))/kT − log J(y) (Newton from the lattice) and the upper-triangular factor U
+    of Σ = (∇²φ(μ))⁻¹ = UUᵀ (the harmonic crystal, with the box's quasi-harmonic fluctuations;
+    upper, so that the cell part of y = μ + Uz depends on the cell part of z alone).
+
+    ``quasi_harmonic``: move μ to the mode of the cell's marginal instead of the joint mode.
+    The vibrations add ½ ln det H_ρρ(c) to the cell's −log marginal (H_ρρ the displacement
+    block of ∇²φ; they soften as the crystal expands); its gradient g (central differences
+    of ±``step`` along each cell coordinate, displacements relaxed) shifts the Gaussian's
+    mean by −Σ_{·c} g, exact for a linear term: the quasi-harmonic thermal expansion and
+    strain, at 2 n_cell more Hessians."""
     beta = 1.0 / (kB * temperature_k)
     raw = CrystalCoordinates(coords.reference[:-3], coords.reference[-3:], coords.box)
 
@@ -242,9 +258,24 @@ def gaussian_fit(coords: CrystalCoordinates, target, temperature_k: float,
         raise InputError("gaussian_fit: the Hessian at the lattice is not positive definite: "
                          "the reference is not a (mechanically stable) minimum of the "
                          "target at this pressure") from None
-    # Σ = (P P^T)^{-1}: L = P^{-T} is a valid (upper) factor; take the lower Cholesky of Σ
     sigma = torch.cholesky_inverse(chol_p)
-    return y.numpy(), torch.linalg.cholesky(0.5 * (sigma + sigma.T)).numpy()
+    nd = raw.n_disp
+    if quasi_harmonic and raw.n_cell:
+        relax = -torch.linalg.solve(hess[:nd, :nd], hess[:nd, nd:])  # dρ*/dc (n_disp, n_cell)
+        g_c = torch.zeros(raw.n_cell, dtype=torch.float64)
+        for k in range(raw.n_cell):
+            d = torch.cat([relax[:, k], torch.eye(raw.n_cell, dtype=torch.float64)[k]])
+            ld = [torch.linalg.slogdet(grad_hess(y + sign * step * d)[1][:nd, :nd])[1]
+                  for sign in (1.0, -1.0)]
+            g_c[k] = 0.5 * (ld[0] - ld[1]) / (2 * step)
+        y = y - sigma[:, nd:] @ g_c
+    return y.numpy(), upper_factor(sigma.numpy())
+
+
+def upper_factor(sigma: np.ndarray) -> np.ndarray:
+    """Upper-triangular U with UUᵀ = ``sigma`` (dim, dim), positive definite."""
+    rev = np.asarray(sigma)[::-1, ::-1]
+    return np.linalg.cholesky(0.5 * (rev + rev.T))[::-1, ::-1].copy()
 
 
 class CrystalFlow(torch.nn.Module):
@@ -258,27 +289,29 @@ class CrystalFlow(torch.nn.Module):
         super().__init__()
         self.coords = coords
         self.cfg = cfg or FlowConfig(transform="spline")
-        self.flow = CouplingFlow(coords.dim, coords.circular, self.cfg).double()
+        self.flow = CrystalCouplingFlow(coords.n_disp, coords.n_cell, self.cfg).double()
 
     @classmethod
     def build(cls, reference: np.ndarray, cell0: np.ndarray, target, temperature_k: float,
               box: Box = "fixed", cfg: FlowConfig | None = None) -> CrystalFlow:
-        """Whitened by the target's Laplace approximation (:func:`gaussian_fit`): the
-        untrained flow is the harmonic crystal, training adds the anharmonicity."""
+        """Whitened by the target's Laplace approximation at the quasi-harmonic cell
+        (:func:`gaussian_fit`), the cell recentred where the flow's ESS allows
+        (:meth:`recentre_cell`): the untrained flow is the harmonic crystal with its
+        quasi-harmonic cell, training adds the anharmonicity."""
         raw = CrystalCoordinates(reference, cell0, box)
-        mean, chol = gaussian_fit(raw, target, temperature_k)
+        mean, chol = gaussian_fit(raw, target, temperature_k, quasi_harmonic=True)
         cf = cls(CrystalCoordinates(reference, cell0, box, mean, chol), cfg)
-        cf.recentre_cell(target, temperature_k)
+        cf.recentre_cell(target, temperature_k, min_ess=100)
         return cf
 
     @torch.no_grad()
     def recentre_cell(self, target, temperature_k: float, n: int = 2000, rounds: int = 4,
-                      seed: int = 0) -> None:
+                      seed: int = 0, min_ess: float = 3.0) -> None:
         """Move the cell coordinates' centre to their importance-weighted mean under the
-        target. The Laplace point is the joint mode, but the vibrations' entropy shifts the
-        cell's marginal (thermal expansion: the quasi-harmonic ½ ln det K(V)); ``rounds`` of
-        ``n`` flow samples correct it (stopped when the ESS is below 3). Exact either way:
-        only the proposal moves."""
+        target (beyond the quasi-harmonic shift of :func:`gaussian_fit`: the anharmonic
+        thermal expansion); ``rounds`` of ``n`` flow samples, stopped when their ESS is
+        below ``min_ess`` (a mean of fewer samples moves the centre by noise). Exact either
+        way: only the proposal moves."""
         c = self.coords
         if c.n_cell == 0:
             return
