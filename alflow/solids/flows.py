@@ -238,12 +238,18 @@ def gaussian_fit(coords: CrystalCoordinates, target, temperature_k: float,
         x, logj = raw.inverse(y)
         return beta * target.energy(x) - logj
 
-    def grad_hess(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradient and Hessian by one double-backward pass over dim copies of y."""
-        yb = y.detach().expand(raw.dim, raw.dim).clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(phi(yb).sum(), yb, create_graph=True)
-        (h,) = torch.autograd.grad(torch.diagonal(g).sum(), yb)
-        return g[0].detach(), h.detach()
+    def grad_hess(y: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient and Hessian by double-backward passes over copies of y, ``chunk`` rows
+        of the Hessian at a time (memory)."""
+        rows, g0 = [], None
+        for i0 in range(0, raw.dim, chunk):
+            m = min(chunk, raw.dim - i0)
+            yb = y.detach().expand(m, raw.dim).clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(phi(yb).sum(), yb, create_graph=True)
+            (h,) = torch.autograd.grad(g[torch.arange(m), i0 + torch.arange(m)].sum(), yb)
+            rows.append(h.detach())
+            g0 = g[0].detach() if g0 is None else g0
+        return g0, torch.cat(rows)
 
     y = torch.zeros(raw.dim, dtype=torch.float64)
     for _ in range(newton_steps):
