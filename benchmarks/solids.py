@@ -159,7 +159,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     if any(s not in REPEATS for s in sizes):
         raise SystemExit(f"--sizes: expected some of {sorted(REPEATS)}, got {args.sizes}")
-    steps, n_samples = (40, 2000) if args.quick else (args.steps, args.samples)
+    steps, n_samples = (20, 2000) if args.quick else (args.steps, args.samples)
     torch.set_num_threads(1)
     c0 = time.process_time()
     if args.quick:
