@@ -24,6 +24,7 @@ from alflow.solids.flows import (
     assign_to_sites,
     crystal_bar_free_energy,
     crystal_free_energy,
+    gaussian_fit,
     pack,
     unpack,
 )
@@ -211,6 +212,42 @@ def test_harmonic_crystal_gibbs_isotropic_exact_and_training_improves_it():
     assert fe1.total.ess_fraction >= fe0.total.ess_fraction - 0.02
     mean_v = (m / (p / KT))
     assert fe1.total.extra["mean_volume"] == pytest.approx(mean_v, rel=0.02)
+
+
+class SofteningHarmonic(Harmonic):
+    """Harmonic with a spring that softens as the crystal expands: k(V) = k (V/V₀)^−γ."""
+
+    def __init__(self, ref, cell0, k, alpha, gamma):
+        super().__init__(ref, cell0, k, alpha)
+        self.v0, self.gamma = abs(np.linalg.det(cell0)), gamma
+
+    def energy(self, pos, cell):
+        v = torch.linalg.det(cell)
+        scale = (v / self.v0) ** -self.gamma
+        frac = pos @ torch.linalg.inv(cell)
+        d = (frac[:, 1:] - frac[:, :1]) - (self.frac0[1:] - self.frac0[:1])
+        d = (d - torch.round(d)) @ cell
+        return 0.5 * self.k * scale * (d**2).sum((1, 2)) - self.alpha * torch.log(v)
+
+
+def test_quasi_harmonic_start_is_the_marginal_volume():
+    """With k(V) ∝ V^−γ the vibrations add ½ ln det H_ρρ(c) = (3/2)(N − 1)(2 − 3γ)c to the
+    −log marginal of c = ln λ (V = V₀e^{3c}); gaussian_fit(quasi_harmonic=True) moves the
+    mean of c by −Σ_cc times that slope, exactly (a linear term of a Gaussian)."""
+    at = _fcc()
+    n, k, alpha, gamma = len(at), 40.0, 60 * KT, 3.0
+    p = (2 + alpha / KT) * KT / at.get_volume()
+    target = Enthalpy(SofteningHarmonic(at.positions, at.cell[:], k, alpha, gamma), p)
+    raw = CrystalCoordinates(at.positions, at.cell[:], "isotropic")
+    mu0, u0 = gaussian_fit(raw, target, T)
+    mu1, u1 = gaussian_fit(raw, target, T, quasi_harmonic=True)
+    assert np.allclose(u0, u1) and np.allclose(u0, np.triu(u0))
+    sigma_cc = (u0 @ u0.T)[-1, -1]
+    slope = 1.5 * (n - 1) * (2 - 3 * gamma)
+    assert mu1[-1] - mu0[-1] == pytest.approx(-sigma_cc * slope, rel=1e-4)
+    assert np.allclose(mu1[:-1], mu0[:-1], atol=1e-9)  # no displacement shift (symmetry)
+    # the expansion: a softer crystal at larger volume (γ > 2/3)
+    assert mu1[-1] > mu0[-1]
 
 
 def _stretched(at, c_over_a: float):
