@@ -423,4 +423,4 @@ def crystal_bar_free_energy(cf: CrystalFlow, target, temperature_k: float,
 
 __all__ = ["CrystalCoordinates", "CrystalFlow", "CrystalFreeEnergy", "Enthalpy",
            "assign_to_sites", "crystal_bar_free_energy", "crystal_free_energy",
-           "gaussian_fit", "pack", "unpack"]
+           "gaussian_fit", "pack", "unpack", "upper_factor"]
