@@ -22,13 +22,23 @@ is one labelled copy of the lattice (atom a near site a), of which N! labellings
 
     F(h) = −kT ln[ (V/N) ∫_D e^{−U/kT} dρ ],      G = −kT ln ∫ dμ(h) e^{−PV/kT} (V/N) ∫_D …
 
-with dμ(h) = dV (``isotropic``) or the six lower-triangular entries d⁶h (``triangular``), Å³
-and Å⁶. The measure is in log J(z) (exact: the scaled-coordinate Jacobian det(S)^{N−1}, the
-cell measure and V/N), so that exp(−H/kT)·J/q is the importance weight and the estimators of
-:mod:`alflow.estimate` and :mod:`alflow.flows.estimate` apply unchanged. ΔG between phases of
-the same N is independent of these conventions up to the cell measure's shape terms.
+with dμ(h) = dV (``isotropic``, Å³) or, for ``triangular``, the volume times the invariant
+measure of lower-triangular cells,
 
-:class:`CrystalFlow` (the coordinates + :class:`alflow.flows.model.CouplingFlow`) has the
+    dμ(h) = V d⁶h / (h₀₀ h₁₁² h₂₂³) = V Π_i d ln h_ii Π_{i>j} d(h_ij / h_ii)   (Å³),
+
+strains and tilts measured relative to the cell itself. It is unchanged by any change of
+reference cell (h → h₀h, h₀ lower triangular), so the cubic fcc and orthorhombic hcp cells
+get the same measure on their strains; d⁶h itself would weight a cell by h₁₁h₂₂² / V (a
+shape term: +0.49 kT/N per atom in favour of a 32-atom hcp cell over fcc at equal volume).
+The measure is in log J(z) (exact: the scaled-coordinate Jacobian det(S)^{N−1}, the cell
+measure and V/N), so that exp(−H/kT)·J/q is the importance weight and the estimators of
+:mod:`alflow.estimate` and :mod:`alflow.flows.estimate` apply unchanged. ΔG between phases of
+the same N is independent of these conventions up to terms O(kT/N) per atom from the volume
+and shape fluctuations (the phases' elastic constants).
+
+:class:`CrystalFlow` (the coordinates + :class:`alflow.solids.cell_flow.CrystalCouplingFlow`,
+alflow's coupling flow and a layer scaling the displacements with the cell) has the
 attributes :func:`alflow.flows.train.train_flow` and :func:`alflow.flows.estimate.sample_flow`
 use, so it trains by energy (reverse KL), by samples (forward KL) or both with them.
 """
@@ -47,7 +57,8 @@ from scipy.optimize import linear_sum_assignment
 from alflow.errors import InputError
 from alflow.estimate import FreeEnergy, bar, ess, is_free_energy
 from alflow.flows.estimate import sample_flow
-from alflow.flows.model import CouplingFlow, FlowConfig
+from alflow.flows.model import FlowConfig
+from alflow.solids.cell_flow import CrystalCouplingFlow
 
 Box = Literal["fixed", "isotropic", "triangular"]
 N_CELL = {"fixed": 0, "isotropic": 1, "triangular": 6}
@@ -99,7 +110,9 @@ class CrystalCoordinates:
     """Packed configurations <-> whitened lattice coordinates z (B, dim); see module doc.
 
     ``reference`` (N, 3) Å lattice sites in ``cell0`` (3, 3) Å; ``mean`` (dim,) and ``chol``
-    (dim, dim) the whitening y = mean + chol·z (identity if None).
+    (dim, dim) the whitening y = mean + chol·z (identity if None), lower or upper triangular.
+    :func:`gaussian_fit` gives an upper factor: then the cell coordinates of y depend on those
+    of z alone, so that z's cell part is a coordinate of the cell (:class:`CellScale`).
     """
 
     def __init__(self, reference: np.ndarray, cell0: np.ndarray, box: Box = "fixed",
@@ -116,18 +129,20 @@ class CrystalCoordinates:
         self.box, self.n_atoms = box, len(ref)
         self.n_disp, self.n_cell = 3 * (len(ref) - 1), N_CELL[box]
         self.dim = self.n_disp + self.n_cell
-        self.circular = torch.zeros(self.dim, dtype=torch.bool)
         self.cell0 = torch.as_tensor(h0)
         self.inv_cell0 = torch.linalg.inv(self.cell0)
         frac0 = torch.as_tensor(ref) @ self.inv_cell0
         self.frac_rel0 = frac0 - frac0[0]
         self.frac_site0 = frac0[0]
         self.log_v0 = float(np.log(abs(np.linalg.det(h0))))
-        self.log_h0 = float(np.log(np.abs(np.diag(h0)) ** np.arange(1, 4)).sum())
         self.mean = torch.zeros(self.dim, dtype=torch.float64) if mean is None else \
             torch.as_tensor(mean, dtype=torch.float64)
         self.chol = torch.eye(self.dim, dtype=torch.float64) if chol is None else \
             torch.as_tensor(chol, dtype=torch.float64)
+        if not (torch.equal(self.chol, torch.tril(self.chol))
+                or torch.equal(self.chol, torch.triu(self.chol))):
+            raise InputError("CrystalCoordinates: chol must be lower or upper triangular")
+        self.upper = bool(torch.equal(self.chol, torch.triu(self.chol)))
         self.log_det_chol = float(torch.log(torch.diagonal(self.chol).abs()).sum())
         self.reference = pack(torch.as_tensor(ref), self.cell0).numpy()
 
@@ -155,14 +170,15 @@ class CrystalCoordinates:
                             s[:, 1, 0], s[:, 2, 0], s[:, 2, 1]], -1)
 
     def log_measure(self, c: torch.Tensor) -> torch.Tensor:
-        """log of V/N · det(S)^{N−1} · (cell measure per dc) (B,): the volume element of y."""
+        """log of V/N · det(S)^{N−1} · (dμ(h) per d c) (B,): the volume element of y, with
+        dμ = dV = 3V dc (isotropic) or V d⁶h / (h₀₀h₁₁²h₂₂³) = V e^{−c₁−2c₂} d⁶c (triangular)."""
         _, logdet = self.strain(c)
         log_v = self.log_v0 + logdet
         out = log_v - math.log(self.n_atoms) + (self.n_atoms - 1) * logdet
         if self.box == "isotropic":  # dV = 3V dc
             out = out + math.log(3.0) + log_v
-        elif self.box == "triangular":  # d⁶h = h0₀₀ h0₁₁² h0₂₂³ · e^{c₀+c₁+c₂} d⁶c
-            out = out + self.log_h0 + logdet
+        elif self.box == "triangular":  # V d⁶h / (h₀₀ h₁₁² h₂₂³) = V e^{−c₁−2c₂} d⁶c
+            out = out + log_v - c[:, 1] - 2 * c[:, 2]
         return out
 
     # ---------------------------------------------------------------- maps
@@ -191,7 +207,7 @@ class CrystalCoordinates:
         rho = (d @ self.cell0.to(d)).reshape(x.shape[0], -1)
         y = torch.cat([rho, c], -1)
         z = torch.linalg.solve_triangular(self.chol.to(y), (y - self.mean.to(y)).T,
-                                          upper=False).T
+                                          upper=self.upper).T
         return z, self.log_measure(c) + self.log_det_chol
 
     def valid(self, z: torch.Tensor) -> torch.Tensor:
@@ -202,10 +218,19 @@ class CrystalCoordinates:
 
 
 def gaussian_fit(coords: CrystalCoordinates, target, temperature_k: float,
-                 newton_steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+                 newton_steps: int = 20, quasi_harmonic: bool = False,
+                 step: float = 2e-3) -> tuple[np.ndarray, np.ndarray]:
     """The Laplace approximation of the target in the raw coordinates y: the minimum μ of
-    φ(y) = H(x(y))/kT − log J(y) (Newton from the lattice) and the Cholesky factor L of
-    (∇²φ(μ))⁻¹ (the harmonic crystal, with the box's quasi-harmonic fluctuations)."""
+    φ(y) = H(x(y))/kT − log J(y) (Newton from the lattice) and the upper-triangular factor U
+    of Σ = (∇²φ(μ))⁻¹ = UUᵀ (the harmonic crystal, with the box's quasi-harmonic fluctuations;
+    upper, so that the cell part of y = μ + Uz depends on the cell part of z alone).
+
+    ``quasi_harmonic``: move μ to the mode of the cell's marginal instead of the joint mode.
+    The vibrations add ½ ln det H_ρρ(c) to the cell's −log marginal (H_ρρ the displacement
+    block of ∇²φ; they soften as the crystal expands); its gradient g (central differences
+    of ±``step`` along each cell coordinate, displacements relaxed) shifts the Gaussian's
+    mean by −Σ_{·c} g, exact for a linear term: the quasi-harmonic thermal expansion and
+    strain, at 2 n_cell more Hessians."""
     beta = 1.0 / (kB * temperature_k)
     raw = CrystalCoordinates(coords.reference[:-3], coords.reference[-3:], coords.box)
 
@@ -213,12 +238,18 @@ def gaussian_fit(coords: CrystalCoordinates, target, temperature_k: float,
         x, logj = raw.inverse(y)
         return beta * target.energy(x) - logj
 
-    def grad_hess(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradient and Hessian by one double-backward pass over dim copies of y."""
-        yb = y.detach().expand(raw.dim, raw.dim).clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(phi(yb).sum(), yb, create_graph=True)
-        (h,) = torch.autograd.grad(torch.diagonal(g).sum(), yb)
-        return g[0].detach(), h.detach()
+    def grad_hess(y: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient and Hessian by double-backward passes over copies of y, ``chunk`` rows
+        of the Hessian at a time (memory)."""
+        rows, g0 = [], None
+        for i0 in range(0, raw.dim, chunk):
+            m = min(chunk, raw.dim - i0)
+            yb = y.detach().expand(m, raw.dim).clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(phi(yb).sum(), yb, create_graph=True)
+            (h,) = torch.autograd.grad(g[torch.arange(m), i0 + torch.arange(m)].sum(), yb)
+            rows.append(h.detach())
+            g0 = g[0].detach() if g0 is None else g0
+        return g0, torch.cat(rows)
 
     y = torch.zeros(raw.dim, dtype=torch.float64)
     for _ in range(newton_steps):
@@ -233,9 +264,24 @@ def gaussian_fit(coords: CrystalCoordinates, target, temperature_k: float,
         raise InputError("gaussian_fit: the Hessian at the lattice is not positive definite: "
                          "the reference is not a (mechanically stable) minimum of the "
                          "target at this pressure") from None
-    # Σ = (P P^T)^{-1}: L = P^{-T} is a valid (upper) factor; take the lower Cholesky of Σ
     sigma = torch.cholesky_inverse(chol_p)
-    return y.numpy(), torch.linalg.cholesky(0.5 * (sigma + sigma.T)).numpy()
+    nd = raw.n_disp
+    if quasi_harmonic and raw.n_cell:
+        relax = -torch.linalg.solve(hess[:nd, :nd], hess[:nd, nd:])  # dρ*/dc (n_disp, n_cell)
+        g_c = torch.zeros(raw.n_cell, dtype=torch.float64)
+        for k in range(raw.n_cell):
+            d = torch.cat([relax[:, k], torch.eye(raw.n_cell, dtype=torch.float64)[k]])
+            ld = [torch.linalg.slogdet(grad_hess(y + sign * step * d)[1][:nd, :nd])[1]
+                  for sign in (1.0, -1.0)]
+            g_c[k] = 0.5 * (ld[0] - ld[1]) / (2 * step)
+        y = y - sigma[:, nd:] @ g_c
+    return y.numpy(), upper_factor(sigma.numpy())
+
+
+def upper_factor(sigma: np.ndarray) -> np.ndarray:
+    """Upper-triangular U with UUᵀ = ``sigma`` (dim, dim), positive definite."""
+    rev = np.asarray(sigma)[::-1, ::-1]
+    return np.linalg.cholesky(0.5 * (rev + rev.T))[::-1, ::-1].copy()
 
 
 class CrystalFlow(torch.nn.Module):
@@ -249,27 +295,29 @@ class CrystalFlow(torch.nn.Module):
         super().__init__()
         self.coords = coords
         self.cfg = cfg or FlowConfig(transform="spline")
-        self.flow = CouplingFlow(coords.dim, coords.circular, self.cfg).double()
+        self.flow = CrystalCouplingFlow(coords.n_disp, coords.n_cell, self.cfg).double()
 
     @classmethod
     def build(cls, reference: np.ndarray, cell0: np.ndarray, target, temperature_k: float,
               box: Box = "fixed", cfg: FlowConfig | None = None) -> CrystalFlow:
-        """Whitened by the target's Laplace approximation (:func:`gaussian_fit`): the
-        untrained flow is the harmonic crystal, training adds the anharmonicity."""
+        """Whitened by the target's Laplace approximation at the quasi-harmonic cell
+        (:func:`gaussian_fit`), the cell recentred where the flow's ESS allows
+        (:meth:`recentre_cell`): the untrained flow is the harmonic crystal with its
+        quasi-harmonic cell, training adds the anharmonicity."""
         raw = CrystalCoordinates(reference, cell0, box)
-        mean, chol = gaussian_fit(raw, target, temperature_k)
+        mean, chol = gaussian_fit(raw, target, temperature_k, quasi_harmonic=True)
         cf = cls(CrystalCoordinates(reference, cell0, box, mean, chol), cfg)
-        cf.recentre_cell(target, temperature_k)
+        cf.recentre_cell(target, temperature_k, min_ess=100)
         return cf
 
     @torch.no_grad()
     def recentre_cell(self, target, temperature_k: float, n: int = 2000, rounds: int = 4,
-                      seed: int = 0) -> None:
+                      seed: int = 0, min_ess: float = 3.0) -> None:
         """Move the cell coordinates' centre to their importance-weighted mean under the
-        target. The Laplace point is the joint mode, but the vibrations' entropy shifts the
-        cell's marginal (thermal expansion: the quasi-harmonic ½ ln det K(V)); ``rounds`` of
-        ``n`` flow samples correct it (stopped when the ESS is below 3). Exact either way:
-        only the proposal moves."""
+        target (beyond the quasi-harmonic shift of :func:`gaussian_fit`: the anharmonic
+        thermal expansion); ``rounds`` of ``n`` flow samples, stopped when their ESS is
+        below ``min_ess`` (a mean of fewer samples moves the centre by noise). Exact either
+        way: only the proposal moves."""
         c = self.coords
         if c.n_cell == 0:
             return
@@ -375,4 +423,4 @@ def crystal_bar_free_energy(cf: CrystalFlow, target, temperature_k: float,
 
 __all__ = ["CrystalCoordinates", "CrystalFlow", "CrystalFreeEnergy", "Enthalpy",
            "assign_to_sites", "crystal_bar_free_energy", "crystal_free_energy",
-           "gaussian_fit", "pack", "unpack"]
+           "gaussian_fit", "pack", "unpack", "upper_factor"]
