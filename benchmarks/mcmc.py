@@ -15,10 +15,14 @@ The campaign's configuration of :func:`alflow.sampling.mcmc.adaptive_mcmc`, as
 
 A walker-step is one MALA step or one flow move of one walker; the rate excludes the flow's
 retraining (``MCMCResult.train_seconds``, and its CPU time for the rate per CPU second) and
-counts every state check. Also printed: the configurations handed to the state check
-(``membership_calls``) and the force evaluations spent on quenching them
-(``quench_force_evals``). ``--quick`` trains the flows 50 steps instead of 300 and runs 6
-production iterations instead of 30 (same figures).
+counts every state check. A draw is one walker's position after one production iteration
+(what the estimate and R-hat use): draws per CPU second compare settings with different
+walkers and steps per iteration, which walker-steps do not. Also printed: the
+configurations handed to the state check (``membership_calls``) and the force evaluations
+spent on quenching them (``quench_force_evals``). ``--quick`` trains the flows 50 steps
+instead of 300 and runs 6 production iterations instead of 30 (same figures).
+``--settings JSON`` overrides the example's ``sampler.mcmc`` (e.g. ``'{"walkers": 32}'``)
+for both revisions.
 
 Each system runs on the ``--baseline`` revision (default fe69844, the MCMC before late state
 checks; its ``alflow`` extracted with ``git archive``) and then on this checkout, each in a
@@ -27,6 +31,7 @@ time and by CPU time: on a shared machine the second is the steadier). ``--basel
 measures this checkout only (whatever ``alflow`` imports). The last line is one JSON object.
 
     python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt] [--work DIR] [--baseline REV]
+                              [--settings JSON]
 """
 
 from __future__ import annotations
@@ -124,8 +129,8 @@ def lj7_committee(work: Path, quick: bool) -> Path:
     return out
 
 
-def _mcmc_config(quick: bool) -> tuple[dict, int]:
-    mc = dict(_example()["exploration"]["sampler"]["mcmc"])
+def _mcmc_config(quick: bool, settings: dict | None = None) -> tuple[dict, int]:
+    mc = {**_example()["exploration"]["sampler"]["mcmc"], **(settings or {})}
     walkers = mc.pop("walkers")
     for k in ("retrain_steps", "estimator"):
         mc.pop(k)
@@ -134,15 +139,16 @@ def _mcmc_config(quick: bool) -> tuple[dict, int]:
 
 
 def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
-               t_k: float, wall_radius: float | None, quick: bool, step_size: float) -> dict:
+               t_k: float, wall_radius: float | None, quick: bool, step_size: float,
+               settings: dict | None = None) -> dict:
     """Seeds by Langevin MD, the example's flow, then adaptive MCMC in each state."""
     counted = Counted(pot)
     states = BasinStates(counted, refs, tolerance=0.05)
-    mc, walkers = _mcmc_config(quick)
+    mc, walkers = _mcmc_config(quick, settings)
     mc["step_size"] = step_size
     sampler = _example()["exploration"]["sampler"]
     restrict = wall(wall_radius, masses) if wall_radius else None
-    per_state, steps, seconds, cpu_seconds = {}, 0, 0.0, 0.0
+    per_state, steps, draws, seconds, cpu_seconds = {}, 0, 0, 0.0, 0.0
     for k, s in enumerate(states.names):
         x_min = states.minima[k]
         tr = run_langevin(pot, np.repeat(x_min[None], 16, 0), masses, t_k, 5.0, 300, 0.01,
@@ -191,10 +197,12 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
             calls = [checker.submissions, checker.submitted]
             counted.check_configs = checker.fire.force_evals
         n = walkers * mc["iterations"] * (mc["local_steps"] + mc["global_steps"])
+        n_draws = walkers * (mc["iterations"] - mc["adapt_iterations"])
         sec = wall_s - res.train_seconds
         cpu = cpu_s - train_cpu[0]
         per_state[s] = {"walker_steps_per_s": round(n / sec, 1), "seconds": round(sec, 2),
                         "walker_steps_per_cpu_s": round(n / cpu, 1), "cpu_seconds": round(cpu, 2),
+                        "draws_per_cpu_s": round(n_draws / cpu, 2),
                         "membership_calls": calls[0], "membership_configs": calls[1],
                         "quench_force_evals": counted.check_configs,
                         "force_evals": counted.configs,
@@ -202,39 +210,43 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
                         "global_acceptance": round(res.global_acceptance, 3),
                         "left_state": round(res.left_state, 4)}
         steps += n
+        draws += n_draws
         seconds += sec
         cpu_seconds += cpu
         print(f"{name}/{s}: {n / sec:8.1f} walker-steps/s ({n} in {sec:.1f} s, "
-              f"{n / cpu:.1f} per CPU s); state checks: "
+              f"{n / cpu:.1f} per CPU s; {n_draws / cpu:.1f} draws per CPU s); state checks: "
               f"{calls[0]} calls, {calls[1]} configurations, {counted.check_configs} quench "
               f"force evaluations; acceptance MALA {res.local_acceptance:.2f}, flow "
               f"{res.global_acceptance:.2f}; blocks left the state {res.left_state:.3f}",
               flush=True)
     return {"walker_steps_per_s": round(steps / seconds, 1),
             "walker_steps_per_cpu_s": round(steps / cpu_seconds, 1),
+            "draws_per_cpu_s": round(draws / cpu_seconds, 2), "walkers": walkers,
+            "local_steps": mc["local_steps"], "global_steps": mc["global_steps"],
             "membership_calls": sum(v["membership_calls"] for v in per_state.values()),
             "membership_configs": sum(v["membership_configs"] for v in per_state.values()),
             "quench_force_evals": sum(v["quench_force_evals"] for v in per_state.values()),
             "seconds": round(seconds, 1), "states": per_state}
 
 
-def bench_lj7(work: Path, quick: bool) -> dict:
+def bench_lj7(work: Path, quick: bool, settings: dict | None = None) -> dict:
     from alflow.mlip import load_potential
 
     pot = load_potential(lj7_committee(work, quick), np.full(7, 18))
     frames = {a.info["state"]: a for a in ase.io.read(DATA / "lj7.extxyz", ":")}
     refs = {"pbp": frames["bipyramid"].positions, "coh": frames["capped_octahedron"].positions}
     refs = {s: x - x.mean(0) for s, x in refs.items()}
-    return run_system("lj7", pot, refs, np.full(7, 39.948), 18.0, LJ7_WALL, quick, 0.1)
+    return run_system("lj7", pot, refs, np.full(7, 39.948), 18.0, LJ7_WALL, quick, 0.1,
+                      settings)
 
 
-def bench_ag6_emt(work: Path, quick: bool) -> dict:
+def bench_ag6_emt(work: Path, quick: bool, settings: dict | None = None) -> dict:
     frames = {a.info["state"]: a for a in ase.io.read(DATA / "ag6_emt.extxyz", ":")}
     order = ["octahedron", "bicapped_tetrahedron"]
     refs = {s: frames[s].positions - frames[s].positions.mean(0) for s in order}
     a = frames[order[0]]
     return run_system("ag6_emt", EMT(a.numbers), refs, a.get_masses(), 300.0, None, quick,
-                      0.05)
+                      0.05, settings)
 
 
 def _baseline_tree(rev: str, work: Path) -> Path:
@@ -252,7 +264,8 @@ def _child(system: str, tree: Path, args: argparse.Namespace, tag: str) -> dict:
     """This benchmark on one system in a fresh process importing alflow from ``tree``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, __file__, "--systems", system, "--work", str(args.work),
-           "--baseline", "none"] + (["--quick"] if args.quick else [])
+           "--baseline", "none", "--settings", args.settings] + (["--quick"] if args.quick
+                                                                  else [])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode:
         sys.exit(f"{tag} run of {system} failed:\n{res.stderr[-3000:]}")
@@ -288,6 +301,9 @@ def main() -> None:
     ap.add_argument("--systems", default="lj7,ag6_emt")
     ap.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-mcmc"),
                     help="cache of the trained lj7 committee and of the baseline's code")
+    ap.add_argument("--settings", default="{}",
+                    help="JSON object over the example's sampler.mcmc (walkers, local_steps, "
+                    "...), e.g. the settings of an earlier example")
     ap.add_argument("--baseline", default=BASELINE,
                     help="git revision to compare with ('none': this checkout only)")
     args = ap.parse_args()
@@ -305,7 +321,8 @@ def main() -> None:
         out["baseline_revision"] = args.baseline
     else:
         benches = {"lj7": bench_lj7, "ag6_emt": bench_ag6_emt}
-        out = {n: benches[n](args.work, args.quick) for n in args.systems.split(",")}
+        settings = json.loads(args.settings)
+        out = {n: benches[n](args.work, args.quick, settings) for n in args.systems.split(",")}
     out["quick"] = args.quick
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["load_average"] = round(os.getloadavg()[0], 2)

@@ -163,9 +163,10 @@ def test_batched_flow_proposals_respect_the_state():
     se = np.sqrt(var / res.ess["energy"])
     assert abs(x.mean() - mean) < 5 * se, (x.mean(), mean, se)
     assert abs(x.var() / var - 1) < 0.15, (x.var(), var)
-    # batched: a few calls per iteration, on the block ends and the accepted proposals only
+    # batched: a few calls per iteration, on the block ends and the flow chains' ends only
+    # (at most two configurations per walker and iteration, however many moves a chain takes)
     assert len(calls) <= 3 * cfg["iterations"], len(calls)
-    assert sum(calls) < cfg["iterations"] * (100 + 6 * 100) * 0.6, sum(calls)
+    assert sum(calls) <= cfg["iterations"] * 2 * 100, sum(calls)
 
 
 class _LateCheck:

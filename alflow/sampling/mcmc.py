@@ -14,15 +14,21 @@ its k-step block, and rejecting the block's endpoints outside the state leaves t
 target invariant. Without it, walkers that step over a shallow barrier sample the neighbouring
 state. The flow's proposals do not depend on the walkers, so all ``global_steps`` × W of an
 iteration are drawn and their energies evaluated in one batch (no forces: only the walkers
-that end on a proposal need them, one more call); the chain of flow moves needs the state of
-the proposals it accepts only (:mod:`alflow.sampling.checks`).
+that end on a proposal need them, one more call). The chain of a walker's ``global_steps``
+flow moves runs on the target without the state (the wall and the flow's domain kept) and
+only its end is checked: a chain that ends outside the state is rejected as a whole, exact
+for the same reason as the MALA block (the g-step chain of independence moves is reversible
+with respect to the unrestricted target), so an iteration needs at most two state checks
+per walker (:mod:`alflow.sampling.checks`), where checking every accepted proposal needed
+one per accepted move (4–5 per walker and iteration on lj7, most of the quenching).
 
 The checks are answered late, without changing the chain (speculative execution): each
 iteration is first run taking its unanswered checks to be inside, and the walkers go on from
 there; the quenches of its block ends (their first FIRE step free: the MALA forces are known)
-and accepted proposals ride along the next iteration's MALA force calls
+and flow chains ride along the next iteration's MALA force calls
 (:class:`~alflow.states.QuenchCheck`), and when they are answered the iteration is redone
-with the answers (the flow chain rerun, newly accepted proposals checked at once). Where that
+with the answers (the flow chain rerun from where the block left the walker, a new chain
+end checked at once). Where that
 changes a walker's iteration, its speculative next iteration is void and it goes on from the
 exact one. The kept path of every walker is the exact chain's: up to the first wrong guess it
 used the same random numbers as the exact chain would, and after it fresh ones, independent of
@@ -201,17 +207,31 @@ def _draw_flow_proposals(potential: Potential, flow: Any, g: int, w_n: int, beta
                           lt.view(g, w_n), log_u)
 
 
+def _last_taken(take: torch.Tensor) -> torch.Tensor:
+    """(W,) index of each walker's last accepted proposal of take (g, W), −1 for none."""
+    last = take.shape[0] - 1 - take.flip(0).int().argmax(0)
+    return torch.where(take.any(0), last, -1)
+
+
 def _imh_chain(p: _FlowProposals, lt_current: torch.Tensor, status: torch.Tensor
                ) -> torch.Tensor:
     """(g, W) bool: which proposals the chain of g independence Metropolis–Hastings steps
-    accepts from walkers with log target ratio ``lt_current`` (W,); proposals with status
-    −1 (outside the state) are refused, unchecked ones (0) are taken to be inside."""
+    accepts from walkers with log target ratio ``lt_current`` (W,), the state left out (the
+    wall and the flow's domain are in ``p.lt``); a chain whose last accepted proposal has
+    status −1 (outside the state) is rejected as a whole, an unchecked one (0) is taken to
+    be inside. Exact: the g-step chain is reversible with respect to the unrestricted
+    target, so rejecting its ends outside the state leaves the restricted target invariant
+    (as for a MALA block), and only one proposal per walker and iteration needs a check."""
     take = torch.zeros_like(status, dtype=torch.bool)
     lt = lt_current
     for k in range(p.lt.shape[0]):
-        acc = (p.log_u[k] < p.lt[k] - lt) & (status[k] >= 0)
+        acc = p.log_u[k] < p.lt[k] - lt
         lt = torch.where(acc, p.lt[k], lt)
         take[k] = acc
+    last = _last_taken(take)
+    cols = torch.arange(take.shape[1])
+    out = (last >= 0) & (status[last.clamp_min(0), cols] < 0)
+    take[:, out] = False
     return take
 
 
@@ -222,7 +242,7 @@ def _apply_flow_moves(potential: Potential, w: _Walkers, p: _FlowProposals,
     moved = take.any(0)
     if not moved.any():
         return w
-    last = p.y.shape[0] - 1 - take.flip(0).int().argmax(0)  # (W,) last accepted index
+    last = _last_taken(take).clamp_min(0)
     cols = torch.arange(w.x.shape[0])
     x = torch.where(moved[:, None, None], p.y[last, cols], w.x)
     e = torch.where(moved, p.e[last, cols], w.e)
@@ -264,8 +284,12 @@ class _Round:
         return block_out, _imh_chain(self.props, lt, statuses(check, self.prop_id))
 
     def ask(self, check: Check | None, take: torch.Tensor) -> bool:
-        """Submit the taken proposals not asked yet; False if there were none."""
-        new = take & (self.prop_id < 0)
+        """Submit the chains' ends (each walker's last taken proposal) not asked yet; False
+        if there were none."""
+        last = _last_taken(take)
+        ends = torch.zeros_like(take)
+        ends[last.clamp_min(0), torch.arange(take.shape[1])] = last >= 0
+        new = ends & (self.prop_id < 0)
         if check is None or not new.any():
             return False
         self.prop_id[new] = check.submit(self.props.y[new], self.props.e[new])
