@@ -140,6 +140,10 @@ def test_tiny_campaign_end_to_end_then_resume_recomputes_nothing(tmp_path):
     assert rep["missing"] == [] and "Einstein-crystal TI" in page.read_text()
     assert "flow − TI" in (out / "report.txt").read_text()
 
+    other = _yaml(tmp_path, {**TINY, "name": "other"}, "other.yaml")
+    with pytest.raises(ConfigError, match=r"run directory of another campaign \('tiny'"):
+        crystal.start(other, run_dir)
+
 
 def test_a_failing_task_loses_nothing_and_resume_runs_only_it(tmp_path):
     data = {**TINY, "pressures": [0.0]}

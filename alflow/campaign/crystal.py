@@ -40,6 +40,7 @@ from alflow.campaign.rundir import (
     create_run_dir,
     open_run_dir,
     read_lines,
+    refuse_other_campaign,
 )
 from alflow.campaign.submit import Submit
 from alflow.campaign.tasks import TaskFailed, Tasks
@@ -295,10 +296,8 @@ def start(campaign_yaml: str | Path, run_dir: str | Path, site: str | None = Non
             old = load_run_config(run.root)
         except ConfigError:
             old = None
-        if old is None or config_hash(old) != config_hash(cfg):
-            raise ConfigError(f"--dir {run.root} is the run directory of another campaign: "
-                              f"choose another --dir (`alflow resume {run.root}` continues "
-                              "that campaign)")
+        refuse_other_campaign(run.root, old.name if old else None,
+                              old is not None and config_hash(old) == config_hash(cfg))
     return execute(cfg, run, **kw)
 
 

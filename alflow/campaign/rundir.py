@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alflow.campaign.checkpoint import atomic_write_text
-from alflow.errors import AlflowError
+from alflow.errors import AlflowError, ConfigError
 from alflow.runlayout import MARKER, RunLayout
 
 MARKER_FORMAT = 1  # version of the run directory's layout
@@ -274,3 +274,14 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append("running: " + ", ".join(running))
     lines += [f"warning: {w}" for w in st.get("warnings") or []]
     return "\n".join(x for x in lines if x) + "\n"
+
+
+def refuse_other_campaign(root: Path, old_name: str | None, same: bool) -> None:
+    """Refuse to start a campaign in the run directory of another one (``same``: the stored
+    configuration hashes like the new one; ``old_name``: the stored campaign's name, None if
+    its configuration cannot be read)."""
+    if same:
+        return
+    which = f" ({old_name!r}, configured differently)" if old_name else ""
+    raise ConfigError(f"--dir {root} is the run directory of another campaign{which}: choose "
+                      f"another --dir (`alflow resume {root}` continues that campaign)")

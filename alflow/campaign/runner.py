@@ -34,6 +34,7 @@ from alflow.campaign.rundir import (
     open_run_dir,
     oracle_calls,
     read_lines,
+    refuse_other_campaign,
     write_status,
 )
 from alflow.campaign.status import (
@@ -48,7 +49,7 @@ from alflow.campaign.system import build_system
 from alflow.campaign.tasks import TaskFailed, Tasks
 from alflow.config import read_yaml, validate_model
 from alflow.dataset import LabelStore
-from alflow.errors import AlflowError, ConfigError, InputError
+from alflow.errors import AlflowError, InputError
 from alflow.progress import Board, ConsoleSink, set_sink
 
 log = logging.getLogger(__name__)
@@ -180,10 +181,7 @@ def start(campaign_yaml: str | Path, run_dir: str | Path, site: str | None = Non
     run = create_run_dir(run_dir)
     if run.config.exists():
         old = load_run_config(run.root)
-        if config_hash(old) != config_hash(cfg):
-            raise ConfigError(f"--dir {run.root} is the run directory of another campaign "
-                              f"({old.name!r}, configured differently): choose another --dir "
-                              f"(`alflow resume {run.root}` continues that campaign)")
+        refuse_other_campaign(run.root, old.name, config_hash(old) == config_hash(cfg))
     return execute(cfg, run, **kw)
 
 
