@@ -72,8 +72,8 @@ def test_unknown_strategy_is_a_config_error(tmp_path):
 
 def test_free_energy_labels_by_boltzmann_weight_times_energy_variance(tmp_path):
     """``free_energy`` in a tiny campaign: explore reports each candidate's committee
-    energy std and flow ln q; the picks of a state are its highest-scoring candidates (up to
-    the round-robin over CV bins), and the budget follows the states' summed scores."""
+    energy std and flow ln q; the picks of a state are among its higher-scoring candidates
+    (up to dedup and the round-robin over CV bins)."""
     from alflow.select_free_energy import free_energy_scores
 
     path = _campaign(tmp_path / "c", "free_energy")
@@ -96,5 +96,7 @@ def test_free_energy_labels_by_boltzmann_weight_times_energy_variance(tmp_path):
             d = np.abs(fingerprint(a["positions"]) - fingerprint(x)).max(-1)
             i = int(d.argmin())
             assert d[i] < 1e-9
-            # a pick lies in the top quarter of its state's scores (4 CV bins at most)
-            assert (score > score[i]).sum() < max(4 * len(mine), len(score) // 4)
+            # a pick lies in the upper half of its state's scores: the exact ranking is
+            # tested in test_select_free_energy; here dedup (consecutive MD frames score
+            # alike) and the round-robin over CV bins may pass over higher-scoring ones
+            assert (score > score[i]).sum() < len(score) // 2
