@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from alflow.select import SelectionConfig, fingerprint, select
+from alflow.select import SelectionConfig, fingerprint, select, select_boundary
 
 
 def _cluster(rng, n=5):
@@ -160,3 +160,37 @@ def test_uncertainty_keeps_flow_proposals_within_the_boltzmann_window():
     assert select(pos, fd, ["a"] * 20, off, from_flow=flow, energy=en, kt_ev=kt
                   ).indices[:2].tolist() == [10, 11]
     assert len(select(pos, fd, ["a"] * 20, cfg, from_flow=flow).indices) == 20
+
+
+def test_boundary_picks_only_frames_outside_their_own_state_spread_over_states():
+    rng = np.random.default_rng(3)
+    pos = np.array([_cluster(rng) for _ in range(12)])
+    origin = ["a"] * 6 + ["b"] * 6
+    assigned = ["a", "a", None, "b", None, None, "b", "b", "b", "a", None, "b"]
+    outside = [i for i in range(12) if assigned[i] != origin[i]]  # 2, 3, 4, 5, 9, 10
+    cfg = SelectionConfig(min_distance=0.0, dedup_threshold=0.0)
+    sel = select_boundary(pos, origin, assigned, 4, cfg, seed=1)
+    picked = sel.indices.tolist()
+    assert set(picked) <= set(outside) and len(picked) == 4
+    assert sum(origin[i] == "b" for i in picked) == 2  # both of b's, two of a's four
+    assert sel.counts == {"boundary_candidates": 6, "boundary_selected": 4}
+    every = select_boundary(pos, origin, assigned, 100, cfg).indices.tolist()
+    assert sorted(every) == outside  # the budget is passed on, never exceeded
+    assert len(select_boundary(pos, origin, assigned, 0, cfg).indices) == 0
+    assert len(select_boundary(pos, origin, origin, 4, cfg).indices) == 0
+
+
+def test_boundary_drops_unsane_unsound_and_duplicate_frames():
+    rng = np.random.default_rng(4)
+    base = [_cluster(rng) for _ in range(5)]
+    pos = np.array(base + [base[0] + 1e-4])  # 5 duplicates 0
+    pos[1][1] = pos[1][0] + 0.01  # unsane
+    assert fingerprint(pos[[0, 2, 3, 4]])[:, 0].min() > 0.05
+    fd = np.array([0.1, 0.1, 0.9, 0.1, 0.1, 0.1])  # 2: above trust_upper
+    cfg = SelectionConfig(trust_upper=0.5, min_distance=0.05, dedup_threshold=0.01)
+    origin, assigned = ["a"] * 6, [None] * 6
+    sel = select_boundary(pos, origin, assigned, 10, cfg, force_dev=fd, existing=pos[[3]])
+    got = sorted(sel.indices.tolist())
+    assert got in ([0, 4], [4, 5])  # 1 unsane, 2 unsound, 3 labelled, one of 0/5
+    with pytest.raises(ValueError, match="origin and assigned"):
+        select_boundary(pos, origin[:2], assigned, 1, cfg)

@@ -31,6 +31,26 @@ def _campaign(tmp: Path, strategy: str) -> Path:
     return path
 
 
+def _assert_boundary_picks(explored, sel_js, sel_arr, n_edge: int, names: list[str]) -> None:
+    """The last ``n_edge`` picks (> 0: the tiny committee's boundaries are rough) are MD
+    frames that the committee's own state definition (explore's ``assigned``) puts outside
+    the state their MD started in, at most the boundary budget (8) of them, and every such
+    frame was a candidate. ``names``: the states in the configuration's order."""
+    assert 0 < n_edge <= 8
+    outside = sum(int(((a["assigned"] != names.index(js["state"])) & ~a["from_flow"]).sum())
+                  for js, a in explored)
+    assert sel_js["counts"]["boundary_candidates"] == outside
+    assert np.all([(a["assigned"] == -2) == a["from_flow"] for _, a in explored])
+    picks = sel_arr["positions"][len(sel_arr["positions"]) - n_edge:]
+    for x, state in zip(picks, sel_js["states"][len(sel_js["states"]) - n_edge:],
+                        strict=True):
+        js, a = next((js, a) for js, a in explored if js["state"] == state)
+        d = np.abs(fingerprint(a["positions"]) - fingerprint(x)).max(-1)
+        i = int(d.argmin())
+        assert d[i] < 1e-9 and not a["from_flow"][i]
+        assert a["assigned"][i] != names.index(state)
+
+
 def _results(run: Path, name: str) -> list[tuple[dict, dict]]:
     out = []
     for j in sorted((run / "results").glob(f"{name}-*.json")):
@@ -51,6 +71,7 @@ def test_lowest_energy_labels_the_lowest_flow_proposals(tmp_path):
     assert 0 < len(chosen) <= 6
     n_md = sum(int((~a["from_flow"]).sum()) for _, a in explored)
     assert n_md > 0 and sel_js["counts"]["other_origin"] == n_md
+    assert "boundary_selected" not in sel_js["counts"]  # a baseline: no boundary labels
     for x, state in zip(chosen, sel_js["states"], strict=True):
         js, a = next((js, a) for js, a in explored if js["state"] == state)
         d = np.abs(fingerprint(a["positions"]) - fingerprint(x)).max(-1)
@@ -82,16 +103,22 @@ def test_free_energy_labels_by_boltzmann_weight_times_energy_variance(tmp_path):
     explored = _results(run, "explore")
     assert len(explored) == 2
     (sel_js, sel_arr), = _results(run, "select")
-    chosen = sel_arr["positions"]
+    counts = sel_js["counts"]
+    n_edge = counts["boundary_selected"]
+    assert len(sel_arr["positions"]) == counts["selected"]
+    chosen = sel_arr["positions"][:len(sel_arr["positions"]) - n_edge]  # then the boundary's
     assert 0 < len(chosen) <= 6
-    kt = load_campaign(path).kt_ev
+    cfg = load_campaign(path)
+    _assert_boundary_picks(explored, sel_js, sel_arr, n_edge, list(cfg.system.states))
+    kt = cfg.kt_ev
     for js, a in explored:
         assert np.all(a["energy_std"] >= 0) and len(a["energy_std"]) == len(a["positions"])
         assert np.all(np.isnan(a["log_q"][~a["from_flow"]]))
         assert np.all(np.isfinite(a["log_q"][a["from_flow"]]))
         score = free_energy_scores(a["energy"], a["energy_std"], a["from_flow"], a["log_q"],
                                    np.array([js["state"]] * len(a["energy"])), kt)
-        mine = [x for x, s in zip(chosen, sel_js["states"], strict=True) if s == js["state"]]
+        mine = [x for x, s in zip(chosen, sel_js["states"][:len(chosen)], strict=True)
+                if s == js["state"]]
         for x in mine:
             d = np.abs(fingerprint(a["positions"]) - fingerprint(x)).max(-1)
             i = int(d.argmin())

@@ -38,7 +38,7 @@ from alflow.dataset import LabelStore
 from alflow.labelling import LabellerConfig, label_many
 from alflow.progress import track
 from alflow.seeds import step_seed
-from alflow.select import select
+from alflow.select import select, select_boundary
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,10 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
                                prev.get("flow_dirs", {}).get(s), ctx.system, s,
                                cfg.exploration, cfg.temperature_k, cfg.selection.trust_upper,
                                step_seed(cfg.seed, "explore", g, names.index(s)),
+                               cfg.system.states,
                                executor=cfg.executors["explore"]) for s in names}
     cand_pos, cand_fd, cand_state, cand_cv, cand_en, cand_flow = [], [], [], [], [], []
-    cand_sd, cand_lq = [], []
+    cand_sd, cand_lq, cand_as = [], [], []
     for s, h in handles.items():
         try:
             _, arr = tasks.result(h)
@@ -193,25 +194,39 @@ def _explore_and_select(ctx: Context, g: int, prev: dict[str, Any], base: dict[s
         cand_flow.append(arr.get("from_flow", np.zeros(m, dtype=bool)))
         cand_sd.append(arr.get("energy_std", np.full(m, np.nan)))
         cand_lq.append(arr.get("log_q", np.full(m, np.nan)))
+        cand_as.append(arr.get("assigned", np.full(m, -2, dtype=np.int64)))
         cand_state += [s] * len(arr["positions"])
     if not cand_pos:
         raise TaskFailed(f"generation {g}: exploration failed for every state")
     skey = task_key("select", {**base, "explore": [h.key for h in handles.values()]})
     stored = tasks.checkpoint.load("select", skey)
     if stored is None:
-        allpos = np.concatenate(cand_pos)
-        sel = select(allpos, np.concatenate(cand_fd), cand_state, fidelity.selection(cfg, g),
-                     cv=np.concatenate(cand_cv),
-                     existing=_existing_positions(ctx.store, g, fidelity.method_filter(cfg, g)),
-                     seed=step_seed(cfg.seed, "select", g),
+        allpos, fd = np.concatenate(cand_pos), np.concatenate(cand_fd)
+        scfg = fidelity.selection(cfg, g)
+        existing = _existing_positions(ctx.store, g, fidelity.method_filter(cfg, g))
+        sel = select(allpos, fd, cand_state, scfg, cv=np.concatenate(cand_cv),
+                     existing=existing, seed=step_seed(cfg.seed, "select", g),
                      from_flow=np.concatenate(cand_flow), energy=np.concatenate(cand_en),
                      kt_ev=cfg.kt_ev, energy_std=np.concatenate(cand_sd),
                      log_q=np.concatenate(cand_lq))
-        chosen = allpos[sel.indices]
-        chosen_states = [cand_state[i] for i in sel.indices]
-        tasks.checkpoint.save("select", skey, {"counts": sel.counts, "states": chosen_states},
+        indices, counts = list(sel.indices), dict(sel.counts)
+        if scfg.strategy in ("uncertainty", "free_energy"):
+            # the committee's state boundaries: MD frames it puts outside their own state
+            assigned = np.concatenate(cand_as)
+            md = np.flatnonzero(assigned >= -1)
+            edge = select_boundary(
+                allpos[md], [cand_state[i] for i in md],
+                [names[k] if k >= 0 else None for k in assigned[md]], scfg.boundary_budget,
+                scfg, force_dev=fd[md], existing=np.concatenate(
+                    [*([] if existing is None else [existing]), allpos[sel.indices]]),
+                seed=step_seed(cfg.seed, "select", g))
+            indices += [int(md[i]) for i in edge.indices]
+            counts.update(edge.counts, selected=len(indices))
+        chosen = allpos[indices]
+        chosen_states = [cand_state[i] for i in indices]
+        tasks.checkpoint.save("select", skey, {"counts": counts, "states": chosen_states},
                               {"positions": chosen.reshape(-1, *allpos.shape[1:])})
-        ctx.events.emit("selected", generation=g, **sel.counts)
+        ctx.events.emit("selected", generation=g, **counts)
         stored = tasks.checkpoint.load("select", skey)
     js, arr = stored
     tags = [{"state": s, "generation": g, "purpose": "explore"} for s in js["states"]]

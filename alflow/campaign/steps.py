@@ -86,12 +86,14 @@ def _starts(system: System, state: str, replicas: int, extra: np.ndarray | None)
 
 def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
             exploration: ExplorationConfig, temperature_k: float, trust_upper: float,
-            seed: int) -> Result:
+            seed: int, cfg_states: dict[str, Any] | None = None) -> Result:
     """Langevin MD (and flow MCMC when a flow exists) of one state on the committee; returns
     candidate positions (M, N, 3), their force deviation (M,) eV/Å, energy (M,) eV, the
     committee's energy std (M,) eV, whether each is a flow proposal (M,) bool rather than an
-    MD frame, the flow's ln q of each proposal (M,) (NaN for MD frames), and a CV (radius of
-    gyration, Å) for stratified selection."""
+    MD frame, the flow's ln q of each proposal (M,) (NaN for MD frames), a CV (radius of
+    gyration, Å) for stratified selection and, with the states' definitions
+    ``cfg_states``, the committee's state of each MD frame (M,) (index into ``cfg_states``,
+    -1 for none; -2 for flow proposals) for the boundary selection."""
     from alflow.mlip import load_potential
     from alflow.progress import track
     from alflow.sampling.explore import ExploreConfig
@@ -121,6 +123,10 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     pos, fd, en = pos[keep], fd[keep], en[keep]
     from_flow = np.zeros(len(pos), dtype=bool)
     log_q = np.full(len(pos), np.nan)
+    assigned = np.full(len(pos), -2, dtype=np.int64)
+    if cfg_states and len(pos):
+        assigned = np.asarray(state_sets(committee, system, cfg_states).assign(pos),
+                              dtype=np.int64)
     if flow_dir is not None and exploration.sampler.explore_samples:
         # the previous generation's flow proposes configurations MD rarely visits
         from alflow.flows.generator import BoltzmannGenerator
@@ -138,11 +144,12 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
             en = np.concatenate([en, out.energy[good].double().numpy()])
             from_flow = np.concatenate([from_flow, np.ones(int(good.sum()), dtype=bool)])
             log_q = np.concatenate([log_q, lq[good].numpy()])
+            assigned = np.concatenate([assigned, np.full(int(good.sum()), -2, np.int64)])
     energy_std = (committee.stats(torch.as_tensor(pos))["energy_std"].double().numpy()
                   if len(pos) else np.zeros(0))
     return ({"state": state, "frames": int(len(pos)), "_t0": t0, "_t1": time.time()},
             {"positions": pos, "force_dev": fd, "energy": en, "energy_std": energy_std,
-             "from_flow": from_flow, "log_q": log_q,
+             "from_flow": from_flow, "log_q": log_q, "assigned": assigned,
              "cv": radius_of_gyration(pos, system.masses)})
 
 
