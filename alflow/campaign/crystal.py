@@ -260,26 +260,17 @@ def format_status(st: Mapping[str, Any]) -> str:
 # -------------------------------------------------------------------------------- driver
 @contextlib.contextmanager
 def site_submitters(cfg: CrystalCampaignConfig, run: RunDir) -> Iterator[dict[str, Submit]]:
-    """The executor map of the campaign's site inside its Parsl session (as the cluster
-    campaigns': steps of in-process executors run in the driver's worker processes)."""
-    from parsl.executors import ThreadPoolExecutor
+    """The executor map of the campaign's site inside its Parsl session
+    (:func:`alflow.campaign.submit.site_session`, as the cluster campaigns')."""
+    from alflow.campaign.submit import site_session
 
-    from alflow.campaign import sites
-    from alflow.campaign.submit import ProcessPool, parsl_submitters
+    def check(labels: set[str]) -> None:
+        if cfg.executor not in labels:
+            raise ConfigError(f"executor: label {cfg.executor!r} is not defined by site "
+                              f"{cfg.site!r} (it has {', '.join(sorted(labels))})")
 
-    pcfg = sites.build_config(sites.load_site_model(cfg.site), run.root)
-    labels = {e.label for e in pcfg.executors}
-    if cfg.executor not in labels:
-        raise ConfigError(f"executor: label {cfg.executor!r} is not defined by site "
-                          f"{cfg.site!r} (it has {', '.join(sorted(labels))})")
-    in_driver = any(isinstance(e, ThreadPoolExecutor) for e in pcfg.executors)
-    pool = ProcessPool().start() if in_driver else None
-    try:
-        with sites.parsl_session(pcfg):
-            yield parsl_submitters(pcfg.executors, pool, str(run.progress))
-    finally:
-        if pool is not None:
-            pool.close()
+    with site_session(cfg.site, run.root, str(run.progress), check) as submitters:
+        yield submitters
 
 
 def _nothing_to_run(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -44,7 +43,7 @@ from alflow.campaign.status import (
     stored_status,
     warnings,
 )
-from alflow.campaign.submit import ProcessPool, Submit, inline_submitters, parsl_submitters
+from alflow.campaign.submit import Submit, inline_submitters, site_session
 from alflow.campaign.system import build_system
 from alflow.campaign.tasks import TaskFailed, Tasks
 from alflow.config import read_yaml, validate_model
@@ -139,26 +138,9 @@ def _executors(cfg: CampaignConfig, run: RunDir, inline: bool, progress_dir: str
     if inline:
         yield inline_submitters(cfg.executors.values())
         return
-    from parsl.executors import ThreadPoolExecutor
-
-    from alflow.campaign import sites
-    from alflow.campaign.blocks import BlockWatch
-
-    site = sites.load_site_model(cfg.site)
-    pcfg = sites.build_config(site, run.root)
-    check_executors(cfg, {e.label for e in pcfg.executors})
-    driver_job = os.environ.get("ALFLOW_DRIVER_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    in_driver = any(isinstance(e, ThreadPoolExecutor) for e in pcfg.executors)
-    pool = ProcessPool().start() if in_driver else None
-    try:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(sites.parsl_session(pcfg))
-            if site.kind == "slurm" and driver_job:
-                stack.enter_context(BlockWatch(driver_job, str(run.root / "runinfo"), warn))
-            yield parsl_submitters(pcfg.executors, pool, progress_dir)
-    finally:
-        if pool is not None:
-            pool.close()
+    with site_session(cfg.site, run.root, progress_dir,
+                      lambda labels: check_executors(cfg, labels), warn) as submitters:
+        yield submitters
 
 
 def _warner(run: RunDir, events: EventLog) -> Callable[[str], None]:

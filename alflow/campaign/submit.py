@@ -21,12 +21,14 @@ overhead (wall time outside every task) counts the step's own imports as inside 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 Submit = Callable[..., Future]
@@ -175,6 +177,38 @@ def parsl_submitters(executors: Iterable[Any], pool: ProcessPool | None = None,
         return submit
 
     return {e.label: make(e.label, isinstance(e, ThreadPoolExecutor)) for e in executors}
+
+
+@contextlib.contextmanager
+def site_session(site: str, root: Path, progress_dir: str,
+                 check: Callable[[set[str]], None],
+                 warn: Callable[[str], None] | None = None) -> Iterator[dict[str, Submit]]:
+    """The executor map of ``site`` (a site name or YAML file) inside its Parsl session,
+    for a run directory ``root``: ``check(labels)`` first judges the site's executor labels
+    (raises on a missing one); steps of in-process executors run in a :class:`ProcessPool`
+    of the driver; workers' progress bars go to ``progress_dir``. On a ``slurm`` site with
+    the driver in a Slurm job, a :class:`~alflow.campaign.blocks.BlockWatch` reports blocks
+    that cannot start beside the driver's job through ``warn``."""
+    from parsl.executors import ThreadPoolExecutor
+
+    from alflow.campaign import sites
+    from alflow.campaign.blocks import BlockWatch
+
+    model = sites.load_site_model(site)
+    pcfg = sites.build_config(model, root)
+    check({e.label for e in pcfg.executors})
+    driver_job = os.environ.get("ALFLOW_DRIVER_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    in_driver = any(isinstance(e, ThreadPoolExecutor) for e in pcfg.executors)
+    pool = ProcessPool().start() if in_driver else None
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(sites.parsl_session(pcfg))
+            if model.kind == "slurm" and driver_job and warn is not None:
+                stack.enter_context(BlockWatch(driver_job, str(Path(root) / "runinfo"), warn))
+            yield parsl_submitters(pcfg.executors, pool, progress_dir)
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def submitter(submitters: Mapping[str, Submit], label: str) -> Submit:
