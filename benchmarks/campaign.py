@@ -242,11 +242,16 @@ def generations(run: Path, cpu: TreeCPU | None, cores: int) -> list[dict]:
                 (p["task_t0"], p["task_t1"]))
     results = {f.stem.split("-", 1)[1][:16]: json.loads(f.read_text())
                for f in (run / "results").glob("*.json")}
-    gen, steps, start = -1, {}, {}
+    # a resumed run replays its finished generations (cached tasks, a new decision): each
+    # generation's figures are those of its first decision, timed from its own start
+    gen, steps, begun = -1, {}, 0.0
+    decisions: dict[int, tuple[dict, float]] = {}
     for e in events:
         if e["event"] == "generation_start":
             gen = e["generation"]
-            start[gen] = t0 + e["elapsed_s"]
+            begun = t0 + e["elapsed_s"]
+        elif e["event"] == "decision":
+            decisions.setdefault(e["generation"], (e, begun))
         elif e["event"] in ("task_done", "task_cached") and e["key"] in results:
             res = results[e["key"]]["result"]
             name = e["task"] + (f" {res['state']}" if "state" in res else
@@ -256,9 +261,11 @@ def generations(run: Path, cpu: TreeCPU | None, cores: int) -> list[dict]:
                 if res.get(part) is not None:
                     steps[gen][f"{name} {part.removesuffix('_seconds')}"] = round(res[part], 2)
     out = []
-    for d, h in zip([e for e in events if e["event"] == "decision"], hist, strict=False):
-        g = d["generation"]
-        a = start[g]
+    for h in hist:
+        g = int(h["generation"])
+        if g not in decisions:
+            continue
+        d, a = decisions[g]
         b = a + d["wall_s"]
         corrected = h.get("corrected_ev") is not None
         val = h["corrected_ev"] if corrected else h.get("value_ev")
