@@ -93,6 +93,8 @@ class CommitteePotential:
                 g.positions = x[k]
                 out.append(torch.stack([m.total_energy(g) for m in c.members]).mean(0))
             e = torch.cat(out)
+        elif (stacked := c.stacked()) is not None:
+            e = stacked.total_energy(x, self.species.to(c.device)).mean(0)
         else:
             b = DenseBatch(x, self.species)
             e = torch.stack([m.total_energy(b) for m in c.members]).mean(0)

@@ -1,0 +1,148 @@
+"""Inference form of a built-in committee: every member in one pass over a member axis.
+
+A committee call on a small cluster (7 atoms, 1-64 configurations) is bound by the number of
+torch operations, not by arithmetic: M members evaluated one after another cost M times the
+operations. :class:`StackedCommittee` holds the M members' weights stacked on a leading member
+axis (linear maps as batched matmuls, ``baddbmm``) and evaluates the dense layout of
+:class:`alflow.mlip.model.BuiltinCore` for all members at once; the radial filters of all
+layers come from one matmul. Its energies are the members' own within float rounding.
+
+Positions carry the member axis too, (M, B, N, 3): member m's energies depend on slice m
+only, so one backward pass of their sum gives every member's forces. Built from the members'
+weights (detached) for inference; training keeps the per-member modules.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alflow.mlip.model import BuiltinCore, EnergyModel, _angular, _dense_index, envelope
+
+
+def stackable(members: list) -> bool:
+    """True if every member is an :class:`EnergyModel` around a :class:`BuiltinCore`."""
+    return all(type(m) is EnergyModel and type(m.core) is BuiltinCore for m in members)
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """Per-member linear map: x (M, ..., I) @ w (M, I, O) + b (M, O) -> (M, ..., O)."""
+    m, i = x.shape[0], x.shape[-1]
+    flat = x.reshape(m, -1, i)
+    out = torch.bmm(flat, w) if b is None else torch.baddbmm(b[:, None, :], flat, w)
+    return out.reshape(*x.shape[:-1], w.shape[-1])
+
+
+class StackedCommittee:
+    """M built-in members (same configuration) with weights stacked on a member axis.
+
+    ``version`` identifies the members' weights it was built from (see :func:`weights_version`).
+    """
+
+    def __init__(self, members: list[EnergyModel]):
+        if not stackable(members):
+            raise TypeError("StackedCommittee takes EnergyModel members with a BuiltinCore")
+        cores = [m.core for m in members]
+        c0 = cores[0]
+
+        def st(f) -> torch.Tensor:
+            return torch.stack([f(c).detach() for c in cores])
+
+        self.version = weights_version(members)
+        self.n_members = len(members)
+        self.max_l = c0.max_l
+        self.features = c0.embed.weight.shape[1]
+        self.cutoff = c0.rbf.cutoff
+        self.p = c0.rbf.p
+        self.freq = c0.rbf.freq.detach()
+        self.norm = c0.rbf.norm
+        self.embed = st(lambda c: c.embed.weight)  # (M, S, F)
+        self.w_rad = st(lambda c: c.radial[0].weight.T)  # (M, K, H)
+        self.b_rad = st(lambda c: c.radial[0].bias)
+        # the scalar and angular filters of every layer: one map (M, H, layers * 2F)
+        self.w_filt = st(lambda c: torch.cat([torch.cat([lay.filter_s.weight,
+                                                         lay.filter_v.weight])
+                                              for lay in c.layers]).T)
+        self.layers = []
+        for k in range(len(c0.layers)):
+            def lay(c, k=k):
+                return c.layers[k]
+            self.layers.append((
+                st(lambda c, lay=lay: (lay(c).lin.weight * c.inv_neigh).T),
+                st(lambda c, lay=lay: lay(c).update[0].weight.T),
+                st(lambda c, lay=lay: lay(c).update[0].bias),
+                st(lambda c, lay=lay: lay(c).update[2].weight.T),
+                st(lambda c, lay=lay: lay(c).update[2].bias)))
+        self.readout = (st(lambda c: c.readout[0].weight.T), st(lambda c: c.readout[0].bias),
+                        st(lambda c: c.readout[2].weight.T), st(lambda c: c.readout[2].bias))
+        self.scale = torch.stack([m.scale.detach() for m in members])  # (M,)
+        self.shift = torch.stack([m.shift.detach() for m in members])
+        self.e0 = torch.stack([m.e0.detach() for m in members])  # (M, S) float64
+
+    def interaction_energy(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Interaction energies (M, B) eV (model dtype, without reference energies) of
+        clusters x (M, B, N, 3) Å (member m's positions in x[m]); species (N,) or (B, N)."""
+        m, b, n = x.shape[:3]
+        sel, mask, expand = _dense_index(n, x.device)
+        vec = x[:, :, None, :, :] - x[:, :, :, None, :]  # [m, b, i, j] = x_j - x_i
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)
+        r = torch.sqrt((vec * vec).sum(-1) + eye)  # diagonal set to 1 (masked)
+        rp = r.reshape(m, b, n * n).index_select(2, sel)  # (M, B, P + 1)
+        rbf = torch.sin(rp[..., None] * self.freq) * (self.norm / rp)[..., None]
+        cut = envelope(rp / self.cutoff, self.p) * mask.to(x.dtype)
+        radial = F.silu(_linear(rbf, self.w_rad, self.b_rad)) * cut[..., None]
+        filt = _linear(radial, self.w_filt, None).index_select(2, expand)
+        filt = filt.reshape(m, b, n, n, -1)  # (M, B, N, N, layers * 2F)
+        ang = _angular(vec / r[..., None], self.max_l)  # (M, B, N, N, A)
+        h = self.embed[:, species]
+        h = h[:, None].expand(m, b, n, -1) if species.dim() == 1 else h
+        filters = filt.split(self.features, dim=-1)  # (its backward is one cat, no zeros)
+        for k, (w_lin, w1, b1, w2, b2) in enumerate(self.layers):
+            ws, wv = filters[2 * k], filters[2 * k + 1]
+            xs, xv = _linear(h, w_lin, None).chunk(2, dim=-1)
+            s = (ws * xs[:, :, None]).sum(3)
+            a = torch.einsum("mbija,mbijf->mbiaf", ang, wv * xv[:, :, None])
+            if self.max_l >= 2:
+                a1, a2 = a.split([3, 6], dim=-2)
+                inv = [s, a1.square().sum(-2), a2.square().sum(-2)]
+            else:
+                inv = [s, a.square().sum(-2)]
+            h = h + _linear(F.silu(_linear(torch.cat(inv, dim=-1), w1, b1)), w2, b2)
+        w1, b1, w2, b2 = self.readout
+        node = _linear(F.silu(_linear(h, w1, b1)), w2, b2).squeeze(-1)  # (M, B, N)
+        return (node * self.scale[:, None, None] + self.shift[:, None, None]).sum(-1)
+
+    def reference_energy(self, species: torch.Tensor, b: int) -> torch.Tensor:
+        """Sums of per-element reference energies (M, B) eV, float64."""
+        e = self.e0[:, species].sum(-1)
+        return e[:, None].expand(-1, b) if species.dim() == 1 else e
+
+    def total_energy(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Total energies (M, B) eV, float64, of x (M, B, N, 3) or (B, N, 3) Å (shared by
+        all members; gradients flow to x)."""
+        if x.dim() == 3:
+            x = x.expand(self.n_members, *x.shape)
+        return (self.interaction_energy(x, species).double()
+                + self.reference_energy(species, x.shape[1]))
+
+    def energies_forces(self, positions: torch.Tensor, species: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clusters (B, N, 3) Å -> energies (M, B) eV float64, forces (M, B, N, 3) eV/Å in
+        the weights' dtype (one backward pass for all members)."""
+        dt = self.w_rad.dtype
+        x = positions.detach().to(self.w_rad.device, dt)
+        x = x.expand(self.n_members, *x.shape).contiguous().requires_grad_(True)
+        with torch.enable_grad():
+            e = self.interaction_energy(x, species)
+            (g,) = torch.autograd.grad(e.sum(), x)
+        return e.detach().double() + self.reference_energy(species, x.shape[1]), -g
+
+
+def weights_version(members: list) -> tuple:
+    """Identity of the members' current weights: storage, dtype and in-place version of
+    every parameter and buffer (changes when they are trained, loaded or cast)."""
+    return tuple((t.data_ptr(), t.dtype, t._version) for m in members
+                 for t in (*m.parameters(), *m.buffers()))
+
+
+__all__ = ["StackedCommittee", "stackable", "weights_version"]
