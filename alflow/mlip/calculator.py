@@ -119,7 +119,8 @@ class CommitteePotential:
                 e, f = c.predict_dense(x, self.species)
             parts.append((e, *committee_stats(e, f)))
         dt, dev = positions.dtype, positions.device
-        cat = [torch.cat([p[i] for p in parts], dim=1 if i == 0 else 0) for i in range(5)]
+        cat = parts[0] if len(parts) == 1 else [
+            torch.cat([p[i] for p in parts], dim=1 if i == 0 else 0) for i in range(5)]
         names = ["energies", "energy", "forces", "force_dev", "energy_std"]
         return {n: t.detach().to(dev, dt) for n, t in zip(names, cat, strict=True)}
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from alflow.mlip.model import BuiltinCore, EnergyModel, _angular, _dense_index, envelope
+from alflow.mlip.model import BuiltinCore, EnergyModel, _dense_index, envelope
 
 
 def stackable(members: list) -> bool:
@@ -78,22 +78,44 @@ class StackedCommittee:
         self.scale = torch.stack([m.scale.detach() for m in members])  # (M,)
         self.shift = torch.stack([m.shift.detach() for m in members])
         self.e0 = torch.stack([m.e0.detach() for m in members])  # (M, S) float64
+        self._diagonals: dict[tuple, torch.Tensor] = {}
+        self._pairs: dict[tuple, tuple] = {}
+
+    def _quadratic(self, u: torch.Tensor) -> torch.Tensor:
+        """The l = 2 functions of model._angular (..., 6) as two gathers and a product."""
+        key = (u.dtype, u.device)
+        if key not in self._pairs:
+            s2 = 2.0**0.5
+            self._pairs[key] = (torch.tensor([0, 1, 2, 0, 0, 1], device=u.device),
+                                torch.tensor([0, 1, 2, 1, 2, 2], device=u.device),
+                                torch.tensor([1, 1, 1, s2, s2, s2], dtype=u.dtype,
+                                             device=u.device))
+        i, j, w = self._pairs[key]
+        return u.index_select(-1, i) * (u.index_select(-1, j) * w)
+
+    def _diagonal(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """cutoff² on the diagonal of an (N, N) matrix in x's dtype and device (cached)."""
+        key = (n, x.dtype, x.device)
+        if key not in self._diagonals:
+            self._diagonals[key] = torch.eye(n, dtype=x.dtype, device=x.device) * self.cutoff**2
+        return self._diagonals[key]
 
     def interaction_energy(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Interaction energies (M, B) eV (model dtype, without reference energies) of
         clusters x (M, B, N, 3) Å (member m's positions in x[m]); species (N,) or (B, N)."""
         m, b, n = x.shape[:3]
-        sel, mask, expand = _dense_index(n, x.device)
+        sel, _, expand = _dense_index(n, x.device)
         vec = x[:, :, None, :, :] - x[:, :, :, None, :]  # [m, b, i, j] = x_j - x_i
-        eye = torch.eye(n, dtype=x.dtype, device=x.device)
-        r = torch.sqrt((vec * vec).sum(-1) + eye)  # diagonal set to 1 (masked)
+        # the diagonal at the cutoff: its envelope, so its filters, are exactly 0
+        r = torch.sqrt((vec * vec).sum(-1) + self._diagonal(n, x))
         rp = r.reshape(m, b, n * n).index_select(2, sel)  # (M, B, P + 1)
         rbf = torch.sin(rp[..., None] * self.freq) * (self.norm / rp)[..., None]
-        cut = envelope(rp / self.cutoff, self.p) * mask.to(x.dtype)
+        cut = envelope(rp / self.cutoff, self.p)
         radial = F.silu(_linear(rbf, self.w_rad, self.b_rad)) * cut[..., None]
         filt = _linear(radial, self.w_filt, None).index_select(2, expand)
         filt = filt.reshape(m, b, n, n, -1)  # (M, B, N, N, layers * 2F)
-        ang = _angular(vec / r[..., None], self.max_l)  # (M, B, N, N, A)
+        u = vec / r[..., None]
+        ang = u if self.max_l == 1 else torch.cat([u, self._quadratic(u)], dim=-1)
         h = self.embed[:, species]
         h = h[:, None].expand(m, b, n, -1) if species.dim() == 1 else h
         filters = filt.split(self.features, dim=-1)  # (its backward is one cat, no zeros)
