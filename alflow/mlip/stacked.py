@@ -150,14 +150,118 @@ class StackedCommittee:
     def energies_forces(self, positions: torch.Tensor, species: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """Clusters (B, N, 3) Å -> energies (M, B) eV float64, forces (M, B, N, 3) eV/Å in
-        the weights' dtype (one backward pass for all members)."""
-        dt = self.w_rad.dtype
-        x = positions.detach().to(self.w_rad.device, dt)
-        x = x.expand(self.n_members, *x.shape).contiguous().requires_grad_(True)
-        with torch.enable_grad():
-            e = self.interaction_energy(x, species)
-            (g,) = torch.autograd.grad(e.sum(), x)
-        return e.detach().double() + self.reference_energy(species, x.shape[1]), -g
+        the weights' dtype.
+
+        Forces by the chain rule written out (no autograd): the pair geometry, radial basis,
+        envelope and angular functions and their derivatives are computed once for all
+        members, everything after them per member on the member axis."""
+        x = positions.detach().to(self.w_rad.device, self.w_rad.dtype)
+        mm, (b, n), f = self.n_members, x.shape[:2], self.features
+        sel, _, expand = _dense_index(n, x.device)
+        # shared geometry: pairs [b, i, j] = x_j - x_i, diagonal at the cutoff (filters 0)
+        vec = x[:, None, :, :] - x[:, :, None, :]
+        r = torch.sqrt((vec * vec).sum(-1) + self._diagonal(n, x))  # (B, N, N)
+        u = vec / r[..., None]
+        rp = r.reshape(b, n * n).index_select(1, sel)  # (B, P + 1) radial pairs
+        npair = rp.shape[1]
+        inv_r = (1.0 / rp)[..., None]
+        t = rp[..., None] * self.freq
+        rbf = torch.sin(t) * (self.norm * inv_r)  # (B, P + 1, K)
+        drbf = (torch.cos(t) * (self.freq * self.norm) - rbf) * inv_r  # d rbf / d r
+        xc = (rp / self.cutoff).clamp(max=1.0)
+        env = envelope(xc, self.p)
+        denv = _envelope_slope(xc, self.p) * (rp < self.cutoff) / self.cutoff
+        ang = u if self.max_l == 1 else torch.cat([u, self._quadratic(u)], dim=-1)
+        # members: radial filters of every layer, then the layers and the readout
+        flat = rbf.reshape(1, b * npair, -1).expand(mm, -1, -1)
+        z = torch.baddbmm(self.b_rad[:, None, :], flat, self.w_rad)  # (M, B (P + 1), H)
+        sig = torch.sigmoid(z)
+        sz = z * sig
+        envf = env.reshape(1, -1, 1)
+        filt = torch.bmm(sz * envf, self.w_filt).reshape(mm, b, npair, -1)
+        filt = filt.index_select(2, expand).reshape(mm, b, n, n, -1)
+        filters = filt.split(f, dim=-1)
+        h = self.embed[:, species]
+        h = h[:, None].expand(mm, b, n, -1) if species.dim() == 1 else h
+        saved = []
+        for k, (w_lin, w1, b1, w2, b2) in enumerate(self.layers):
+            ws, wv = filters[2 * k], filters[2 * k + 1]
+            xs, xv = _linear(h, w_lin, None).chunk(2, dim=-1)
+            msg = wv * xv[:, :, None]
+            s = (ws * xs[:, :, None]).sum(3)
+            a = torch.einsum("bija,mbijf->mbiaf", ang, msg)
+            y1 = _linear(torch.cat([s, *self._squares(a)], dim=-1), w1, b1)
+            sg1 = torch.sigmoid(y1)
+            h = h + _linear(y1 * sg1, w2, b2)
+            saved.append((ws, wv, xs, xv, msg, a, y1, sg1))
+        w1, b1, w2, b2 = self.readout
+        y = _linear(h, w1, b1)
+        sg = torch.sigmoid(y)
+        node = _linear(y * sg, w2, b2).squeeze(-1)  # (M, B, N)
+        energy = (node * self.scale[:, None, None] + self.shift[:, None, None]).sum(-1)
+        # backward: dE/dh of the readout, then through the layers in reverse
+        gy = (self.scale[:, None] * w2[:, :, 0])[:, None, None, :] * _dsilu(y, sg)
+        gh = _linear(gy, w1.transpose(1, 2), None)
+        gfilt: list[torch.Tensor] = []
+        gang = None
+        for (w_lin, w1, _, w2, _), (ws, wv, xs, xv, msg, a, y1, sg1) in zip(
+                reversed(self.layers), reversed(saved), strict=True):
+            gy1 = _linear(gh, w2.transpose(1, 2), None) * _dsilu(y1, sg1)
+            ginv = _linear(gy1, w1.transpose(1, 2), None)
+            gs = ginv[..., :f]
+            ga = 2 * a * self._per_component(ginv[..., f:])  # (M, B, N, A, F)
+            gmsg = torch.einsum("bija,mbiaf->mbijf", ang, ga)
+            ga_ang = torch.einsum("mbiaf,mbijf->mbija", ga, msg)
+            gang = ga_ang if gang is None else gang + ga_ang
+            gfilt = [gs[:, :, :, None] * xs[:, :, None], gmsg * xv[:, :, None], *gfilt]
+            gx_sv = torch.cat([(gs[:, :, :, None] * ws).sum(2), (gmsg * wv).sum(2)], dim=-1)
+            gh = gh + _linear(gx_sv, w_lin.transpose(1, 2), None)
+        gf = torch.cat(gfilt, dim=-1).reshape(mm, b, n * n, -1)
+        gfp = gf.new_zeros(mm, b, npair, gf.shape[-1]).index_add_(2, expand, gf)
+        grad_radial = torch.bmm(gfp.reshape(mm, b * npair, -1), self.w_filt.transpose(1, 2))
+        gz = grad_radial * envf * _dsilu(z, sig)
+        genv = (grad_radial * sz).sum(-1)  # (M, B (P + 1))
+        grbf = torch.bmm(gz, self.w_rad.transpose(1, 2)).reshape(mm, b, npair, -1)
+        grp = (grbf * drbf).sum(-1) + genv.reshape(mm, b, npair) * denv
+        gr = grp.new_zeros(mm, b, n * n).index_copy_(2, sel, grp).reshape(mm, b, n, n)
+        gu = gang[..., :3]
+        if self.max_l >= 2:
+            i, j, w = self._pairs[(u.dtype, u.device)]
+            d = gang[..., 3:] * w
+            gu = (gu.index_add(-1, i, d * u.index_select(-1, j))
+                  .index_add_(-1, j, d * u.index_select(-1, i)))
+        gvec = gr[..., None] * u + (gu - u * (u * gu).sum(-1, keepdim=True)) / r[..., None]
+        forces = gvec.sum(3) - gvec.sum(2)  # -dE/dx: x_j enters vec[i, j] with +, x_i with -
+        return energy.double() + self.reference_energy(species, b), forces
+
+    def _squares(self, a: torch.Tensor) -> list[torch.Tensor]:
+        """Rotation invariants of the moments a (..., A, F): |A1|^2 (and |A2|^2)."""
+        if self.max_l == 1:
+            return [a.square().sum(-2)]
+        a1, a2 = a.split([3, 6], dim=-2)
+        return [a1.square().sum(-2), a2.square().sum(-2)]
+
+    def _per_component(self, gq: torch.Tensor) -> torch.Tensor:
+        """Gradients of the invariants (..., L F) -> per angular component (..., A, F)."""
+        f = self.features
+        if self.max_l == 1:
+            return gq[..., None, :]
+        q1, q2 = gq[..., None, :f], gq[..., None, f:]
+        return torch.cat([q1.expand(*q1.shape[:-2], 3, f), q2.expand(*q2.shape[:-2], 6, f)],
+                         dim=-2)
+
+
+def _dsilu(z: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+    """Derivative of SiLU at z, with sig = sigmoid(z)."""
+    return sig * (1 + z * (1 - sig))
+
+
+def _envelope_slope(xc: torch.Tensor, p: int) -> torch.Tensor:
+    """d envelope / dx at x = xc (the derivative of :func:`envelope`'s polynomial)."""
+    a = (p + 1) * (p + 2) / 2
+    b = p * (p + 2)
+    c = p * (p + 1) / 2
+    return xc ** (p - 1) * (xc * ((p + 1) * b - (p + 2) * c * xc) - p * a)
 
 
 def weights_version(members: list) -> tuple:
