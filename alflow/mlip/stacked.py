@@ -116,6 +116,7 @@ class StackedCommittee:
         filt = filt.reshape(m, b, n, n, -1)  # (M, B, N, N, layers * 2F)
         u = vec / r[..., None]
         ang = u if self.max_l == 1 else torch.cat([u, self._quadratic(u)], dim=-1)
+        ang_t = ang.transpose(-1, -2)  # (M, B, N, A, N)
         h = self.embed[:, species]
         h = h[:, None].expand(m, b, n, -1) if species.dim() == 1 else h
         filters = filt.split(self.features, dim=-1)  # (its backward is one cat, no zeros)
@@ -123,7 +124,7 @@ class StackedCommittee:
             ws, wv = filters[2 * k], filters[2 * k + 1]
             xs, xv = _linear(h, w_lin, None).chunk(2, dim=-1)
             s = (ws * xs[:, :, None]).sum(3)
-            a = torch.einsum("mbija,mbijf->mbiaf", ang, wv * xv[:, :, None])
+            a = torch.matmul(ang_t, wv * xv[:, :, None])  # sum_j ang_ija m_ijf
             if self.max_l >= 2:
                 a1, a2 = a.split([3, 6], dim=-2)
                 inv = [s, a1.square().sum(-2), a2.square().sum(-2)]
@@ -172,6 +173,7 @@ class StackedCommittee:
         env = envelope(xc, self.p)
         denv = _envelope_slope(xc, self.p) * (rp < self.cutoff) / self.cutoff
         ang = u if self.max_l == 1 else torch.cat([u, self._quadratic(u)], dim=-1)
+        ang_t = ang.transpose(-1, -2)  # (B, N, A, N)
         # members: radial filters of every layer, then the layers and the readout
         flat = rbf.reshape(1, b * npair, -1).expand(mm, -1, -1)
         z = torch.baddbmm(self.b_rad[:, None, :], flat, self.w_rad)  # (M, B (P + 1), H)
@@ -189,7 +191,7 @@ class StackedCommittee:
             xs, xv = _linear(h, w_lin, None).chunk(2, dim=-1)
             msg = wv * xv[:, :, None]
             s = (ws * xs[:, :, None]).sum(3)
-            a = torch.einsum("bija,mbijf->mbiaf", ang, msg)
+            a = torch.matmul(ang_t, msg)  # (M, B, N, A, F): sum_j ang_ija msg_ijf
             y1 = _linear(torch.cat([s, *self._squares(a)], dim=-1), w1, b1)
             sg1 = torch.sigmoid(y1)
             h = h + _linear(y1 * sg1, w2, b2)
@@ -210,8 +212,8 @@ class StackedCommittee:
             ginv = _linear(gy1, w1.transpose(1, 2), None)
             gs = ginv[..., :f]
             ga = 2 * a * self._per_component(ginv[..., f:])  # (M, B, N, A, F)
-            gmsg = torch.einsum("bija,mbiaf->mbijf", ang, ga)
-            ga_ang = torch.einsum("mbiaf,mbijf->mbija", ga, msg)
+            gmsg = torch.matmul(ang, ga)  # (M, B, N, N, F)
+            ga_ang = torch.matmul(msg, ga.transpose(-1, -2))  # (M, B, N, N, A)
             gang = ga_ang if gang is None else gang + ga_ang
             gfilt = [gs[:, :, :, None] * xs[:, :, None], gmsg * xv[:, :, None], *gfilt]
             gx_sv = torch.cat([(gs[:, :, :, None] * ws).sum(2), (gmsg * wv).sum(2)], dim=-1)
