@@ -7,9 +7,12 @@ axis (linear maps as batched matmuls, ``baddbmm``) and evaluates the dense layou
 :class:`alflow.mlip.model.BuiltinCore` for all members at once; the radial filters of all
 layers come from one matmul. Its energies are the members' own within float rounding.
 
-Positions carry the member axis too, (M, B, N, 3): member m's energies depend on slice m
-only, so one backward pass of their sum gives every member's forces. Built from the members'
-weights (detached) for inference; training keeps the per-member modules.
+:meth:`StackedCommittee.energies_forces` (energies and forces of every member) computes the
+pair geometry, radial basis and angular functions once and takes the forces by the chain rule
+written out, without autograd; :meth:`StackedCommittee.total_energy` is differentiable (its
+positions carry the member axis, (M, B, N, 3), so member m's energy depends on slice m
+only). Built from the members' weights (detached) for inference; training keeps the
+per-member modules.
 """
 
 from __future__ import annotations
