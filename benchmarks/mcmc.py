@@ -11,7 +11,10 @@ The campaign's configuration of :func:`alflow.sampling.mcmc.adaptive_mcmc`, as
   iteration; 3 adaptation iterations retraining the flow), hard wall 8.5125 Å, states by
   quench basin of the committee (``BasinStates``, tolerance 0.05 Å);
 - ag6_emt (300 K): ASE's EMT in torch (``alflow.emt``), EMT's two lowest minima
-  (octahedron, bicapped tetrahedron) by quench basin, the same flow and MCMC settings.
+  (octahedron, bicapped tetrahedron) by quench basin, the same flow and MCMC settings;
+- lj7_calls: the CPU time of one call of the lj7 committee (energies and forces of every
+  member) on 1, 16 and 64 configurations, its members in one stacked pass against one after
+  another, interleaved in one process (float32 and float64).
 
 A walker-step is one MALA step or one flow move of one walker; the rate excludes the flow's
 retraining (``MCMCResult.train_seconds``, and its CPU time for the rate per CPU second) and
@@ -30,7 +33,8 @@ fresh process, one right after the other, and the ratio of their rates is printe
 time and by CPU time: on a shared machine the second is the steadier). ``--baseline none``
 measures this checkout only (whatever ``alflow`` imports). The last line is one JSON object.
 
-    python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt] [--work DIR] [--baseline REV]
+    python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt,lj7_calls] [--work DIR]
+                              [--baseline REV]
                               [--settings JSON]
 """
 
@@ -229,6 +233,51 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
             "seconds": round(seconds, 1), "states": per_state}
 
 
+def _cpu_ms(fn, n: int) -> float:
+    c0 = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - c0) / n * 1e3
+
+
+def committee_calls(model_dir: Path, quick: bool) -> dict:
+    """CPU ms of one committee call (energies and forces of every member, ``predict_dense``)
+    on B = 1, 16, 64 lj7 configurations: the members in one stacked pass against the
+    members one after another (``Committee.predict``), interleaved in this process, median
+    of the rounds; in float32 (the example's inference dtype) and float64."""
+    from alflow.mlip import Committee
+    from alflow.mlip.graph import DenseBatch
+
+    x0 = ase.io.read(DATA / "lj7.extxyz", 0).positions
+    rng = np.random.default_rng(0)
+    out: dict = {}
+    for dtype in ("float32", "float64"):
+        c = Committee.load(model_dir).to_dtype(dtype)
+        sp = c.species(np.full(7, 18))
+        for b in (1, 16, 64):
+            x = torch.as_tensor(x0[None] + 0.05 * rng.standard_normal((b, 7, 3)))
+
+            def leaf(x=x, c=c, sp=sp):
+                y = x.to(c.dtype).requires_grad_(True)
+                return DenseBatch(y, sp), y
+
+            def stacked(x=x, c=c, sp=sp):
+                return c.predict_dense(x, sp)
+
+            def loop(x=x, leaf=leaf, c=c):
+                return c.predict(leaf, x.shape[:2])
+
+            n = max(20, (400 if quick else 2000) // (b + 4))
+            rounds = [(_cpu_ms(stacked, n), _cpu_ms(loop, n)) for _ in range(5)]
+            new, old = (float(np.median(v)) for v in zip(*rounds, strict=True))
+            out[f"{dtype}_B{b}"] = {"stacked_ms": round(new, 3), "loop_ms": round(old, 3),
+                                    "speedup": round(old / new, 2)}
+            print(f"lj7 committee call ({len(c.members)} members, {dtype}, B = {b}): "
+                  f"{new:.2f} ms stacked, {old:.2f} ms member loop (CPU ms per call, "
+                  f"x{old / new:.2f}); load {os.getloadavg()[0]:.2f}", flush=True)
+    return out
+
+
 def bench_lj7(work: Path, quick: bool, settings: dict | None = None) -> dict:
     from alflow.mlip import load_potential
 
@@ -281,6 +330,9 @@ def compare(args: argparse.Namespace) -> dict:
     base = _baseline_tree(args.baseline, args.work)
     out: dict = {}
     for system in args.systems.split(","):
+        if system == "lj7_calls":  # compared in its own process: stacked against the loop
+            out[system] = _child(system, ROOT, args, "this")
+            continue
         load = os.getloadavg()[0]
         old = _child(system, base, args, args.baseline)
         new = _child(system, ROOT, args, "this")
@@ -298,7 +350,7 @@ def compare(args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer production iterations")
-    ap.add_argument("--systems", default="lj7,ag6_emt")
+    ap.add_argument("--systems", default="lj7,ag6_emt,lj7_calls")
     ap.add_argument("--work", type=Path, default=Path("/tmp/alflow-bench-mcmc"),
                     help="cache of the trained lj7 committee and of the baseline's code")
     ap.add_argument("--settings", default="{}",
@@ -320,7 +372,8 @@ def main() -> None:
         out = compare(args)
         out["baseline_revision"] = args.baseline
     else:
-        benches = {"lj7": bench_lj7, "ag6_emt": bench_ag6_emt}
+        benches = {"lj7": bench_lj7, "ag6_emt": bench_ag6_emt,
+               "lj7_calls": lambda w, q, _s: committee_calls(lj7_committee(w, q), q)}
         settings = json.loads(args.settings)
         out = {n: benches[n](args.work, args.quick, settings) for n in args.systems.split(",")}
     out["quick"] = args.quick

@@ -93,6 +93,8 @@ class CommitteePotential:
                 g.positions = x[k]
                 out.append(torch.stack([m.total_energy(g) for m in c.members]).mean(0))
             e = torch.cat(out)
+        elif (stacked := c.stacked()) is not None:
+            e = stacked.total_energy(x, self.species.to(c.device)).mean(0)
         else:
             b = DenseBatch(x, self.species)
             e = torch.stack([m.total_energy(b) for m in c.members]).mean(0)
@@ -117,7 +119,8 @@ class CommitteePotential:
                 e, f = c.predict_dense(x, self.species)
             parts.append((e, *committee_stats(e, f)))
         dt, dev = positions.dtype, positions.device
-        cat = [torch.cat([p[i] for p in parts], dim=1 if i == 0 else 0) for i in range(5)]
+        cat = parts[0] if len(parts) == 1 else [
+            torch.cat([p[i] for p in parts], dim=1 if i == 0 else 0) for i in range(5)]
         names = ["energies", "energy", "forces", "force_dev", "energy_std"]
         return {n: t.detach().to(dev, dt) for n, t in zip(names, cat, strict=True)}
 

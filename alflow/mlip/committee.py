@@ -19,6 +19,7 @@ from alflow.mlip.config import MLIPConfig
 from alflow.mlip.data import LabelledData
 from alflow.mlip.graph import DenseBatch, GraphBatch, make_graph, neighbor_edges
 from alflow.mlip.model import EnergyModel, build_model
+from alflow.mlip.stacked import StackedCommittee, stackable, weights_version
 
 
 def committee_stats(energies: torch.Tensor, forces: torch.Tensor
@@ -46,6 +47,8 @@ class Committee:
         self.device = first.scale.device
         self.dtype = first.scale.dtype
         self.cutoff = config.cutoff
+        self._stackable = stackable(members)
+        self._stacked: StackedCommittee | None = None
 
     @classmethod
     def load_members(cls, model_dir: str | Path, names: list[str], config: MLIPConfig,
@@ -85,6 +88,15 @@ class Committee:
         members = [m.to(getattr(torch, dtype)) for m in self.members]
         return Committee(members, self.config, self.meta)
 
+    def stacked(self) -> StackedCommittee | None:
+        """The members stacked for one-pass inference of dense clusters (built-in members
+        only, else None), rebuilt when their weights changed."""
+        if not self._stackable:
+            return None
+        if self._stacked is None or self._stacked.version != weights_version(self.members):
+            self._stacked = StackedCommittee(self.members)
+        return self._stacked
+
     def species(self, numbers) -> torch.Tensor:
         return self.members[0].species_index(numbers)
 
@@ -109,7 +121,12 @@ class Committee:
 
     def predict_dense(self, positions: torch.Tensor, species: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clusters (B, N, 3) Å, species (N,) -> energies (M, B) eV, forces (M, B, N, 3)."""
+        """Clusters (B, N, 3) Å, species (N,) -> energies (M, B) eV, forces (M, B, N, 3)
+        (built-in members in one pass, :class:`StackedCommittee`; others one by one)."""
+        stacked = self.stacked()
+        if stacked is not None:
+            return stacked.energies_forces(positions, species.to(self.device))
+
         def fn():
             x = positions.detach().to(self.device, self.dtype).requires_grad_(True)
             return DenseBatch(x, species), x
