@@ -196,8 +196,12 @@ def basin_shift(run: Path, replicas: int = 64, steps: int = 3000, seed: int = 5)
     frames of the oracle (LJ) at 18 K from each minimum (``replicas`` × ``steps`` of 10 fs,
     every 50th after a 20 % burn-in) are assigned by the full quench on LJ and by the
     campaign's ``BasinStates`` on the committee; ``shift_kt`` = ΔF(committee's basins) −
-    ΔF(LJ's basins) = −ln(n_coh,com / n_coh,LJ) + ln(n_pbp,com / n_pbp,LJ), a systematic
-    error of the campaign's answer that the energy correction cannot see."""
+    ΔF(LJ's full-quench basins) = −ln(n_coh,com / n_coh,LJ) + ln(n_pbp,com / n_pbp,LJ)
+    (``shift_campaign_kt``: against LJ's basins by the campaign's definition), a systematic
+    error of the campaign's answer that the energy correction cannot see. Also
+    ``correction_exact_kt``: the exact correction of ΔF from the committee to LJ on the
+    committee's states, Σ± kT ln⟨exp(−(U_com − U_LJ)/kT)⟩ over the LJ frames the committee
+    assigns to each state (what the campaign's 16 labels per state estimate)."""
     import torch
     from ase.io import read
     from lj7_reference import WALL, basin_labels
@@ -215,7 +219,9 @@ def basin_shift(run: Path, replicas: int = 64, steps: int = 3000, seed: int = 5)
     lj = BasinStates(LennardJones(numbers), refs)
     gen = sorted((run / "models").glob("gen*"))[-1]
     com = BasinStates(load_potential(str(gen), numbers), refs)
-    n_lj, n_com = np.zeros(2), np.zeros(2)
+    n_lj, n_com, n_cam = np.zeros(2), np.zeros(2), np.zeros(2)
+    corr = np.zeros(2)
+    kt = 8.617333262e-5 * 18.0
     for k, x0 in enumerate(lj.minima):
         tr = run_langevin(LennardJones(numbers), np.repeat(x0[None], replicas, 0),
                           np.full(7, 39.948), 18.0, 10.0, steps, 0.01, record_every=50,
@@ -227,10 +233,38 @@ def basin_shift(run: Path, replicas: int = 64, steps: int = 3000, seed: int = 5)
         _, full = basin_labels(x, np.stack(lj.minima))
         a = np.where(inside, com.assign(x), -1)
         n_lj[k], n_com[k] = (full == k).sum(), (a == k).sum()
+        n_cam[k] = (np.where(inside, lj.assign(x), -1) == k).sum()
+        xs = torch.as_tensor(x[a == k])
+        d = (com.potential.stats(xs)["energy"].double().numpy()
+             - LennardJones(numbers).energy(xs).double().numpy()) / kt
+        corr[k] = float(np.log(np.mean(np.exp(-(d - d.mean())))) - d.mean())
     shift = float(-np.log(n_com[1] / n_lj[1]) + np.log(n_com[0] / n_lj[0]))
     return {"committee": gen.name, "shift_kt": round(shift, 4),
+            "shift_campaign_kt": round(float(-np.log(n_com[1] / n_cam[1])
+                                             + np.log(n_com[0] / n_cam[0])), 4),
+            "correction_exact_kt": round(float(corr[1] - corr[0]), 4),
             "lost_fraction": {s: round(float(1 - n_com[k] / n_lj[k]), 4)
                               for k, s in enumerate(("pbp", "coh"))}}
+
+
+def decompose(r: dict, ref: dict) -> dict | None:
+    """lj7, per run with a basin check: its error against the reference (kT) split into the
+    committee-side estimate's error (flows, MCMC, BAR: the committee's ΔF minus its exact
+    value on its own states, reference + shift − exact correction), the correction's error
+    (the campaign's correction minus the exact one) and the basin shift, each with its
+    z-score against the error the campaign states for it."""
+    st = r.get("stages") or {}
+    b = st.get("basin")
+    if not b or st.get("committee_kt") is None or st.get("correction_kt") is None:
+        return None
+    truth = ref["delta_f_kt"] + b["shift_campaign_kt"] - b["correction_exact_kt"]
+    sampler = st["committee_kt"] - truth
+    corr = st["correction_kt"] - b["correction_exact_kt"]
+    return {"sampler_kt": round(sampler, 4),
+            "sampler_z": round(sampler / st["committee_err_kt"], 3),
+            "correction_kt": round(corr, 4),
+            "correction_z": round(corr / st["correction_err_kt"], 3),
+            "shift_kt": b["shift_campaign_kt"]}
 
 
 def figures(runs: list[dict], ref: dict) -> dict:
@@ -246,6 +280,17 @@ def figures(runs: list[dict], ref: dict) -> dict:
            "reference_source": ref["source"], "runs": runs, **_summary(ok, ref),
            "runs_without_answer": len(runs) - len(ok),
            "converged": _summary([r for r in ok if r["converged"]], ref)}
+    parts = [d for r in ok if (d := decompose(r, ref)) is not None]
+    for r in ok:
+        if (d := decompose(r, ref)) is not None:
+            r["stages"]["decomposition"] = d
+    if parts:
+        out["decomposition"] = {
+            "n": len(parts),
+            **{f"mean_{k}": round(float(np.mean([d[k] for d in parts])), 4)
+               for k in ("sampler_kt", "correction_kt", "shift_kt")},
+            **{f"rms_{k}": round(float(np.sqrt(np.mean([d[k] ** 2 for d in parts]))), 3)
+               for k in ("sampler_z", "correction_z")}}
     if "full" in ref:
         out["full_quench"] = {"reference_kt": ref["full"]["delta_f_kt"],
                               "reference_err_kt": ref["full"]["error_kt"],
@@ -309,6 +354,18 @@ def main() -> None:
                       f"correction {st.get('correction_kt')} ± {st.get('correction_err_kt')}"
                       + ("" if basin is None else f", basins moved ΔF by {basin:+.3f} kT")
                       + f", converged {r['converged']})")
+            for r in runs:
+                d = (r.get("stages") or {}).get("decomposition")
+                if d:
+                    print(f"  seed {r['seed']}: error = committee-side {d['sampler_kt']:+.3f} "
+                          f"(z {d['sampler_z']:+.2f}) + correction {d['correction_kt']:+.3f} "
+                          f"(z {d['correction_z']:+.2f}) + basin shift {d['shift_kt']:+.3f} kT")
+            if "decomposition" in f:
+                d = f["decomposition"]
+                print(f"  mean errors: committee-side {d['mean_sampler_kt']:+.3f}, correction "
+                      f"{d['mean_correction_kt']:+.3f}, basin shift {d['mean_shift_kt']:+.3f} "
+                      f"kT; RMS z committee-side {d['rms_sampler_z']:.2f}, correction "
+                      f"{d['rms_correction_z']:.2f} ({d['n']} runs)")
             print(f"  mean {f['mean_kt']:.3f} kT, bias {f['bias_kt']:+.3f} ± "
                   f"{f['bias_err_kt']:.3f} kT, |z| ≤ 2: {100 * f['covered_2sigma']:.0f} %, "
                   f"RMS z {f['rms_z']:.2f} ({f['n']} runs; converged: {f['converged']['n']})",
