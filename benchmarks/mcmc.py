@@ -103,10 +103,14 @@ def _example() -> dict:
 
 
 def lj7_committee(work: Path, quick: bool) -> Path:
-    """The lj7 example's committee on LJ labels of 18-40 K Langevin frames (cached)."""
+    """The lj7 example's committee on LJ labels of 18-40 K Langevin frames (cached under
+    the hash of its settings, so a changed example trains a new one)."""
+    from alflow.campaign.checkpoint import task_key
     from alflow.mlip import MLIPConfig, train_committee
 
-    out = work / ("lj7-committee-quick" if quick else "lj7-committee")
+    cfg = MLIPConfig(**{**_example()["mlip"], **({"polish_steps": 200} if quick else {})})
+    key = task_key("mlip", cfg.model_dump())[:16]
+    out = work / f"lj7-committee-{'quick-' if quick else ''}{key}"
     if (out / "done").exists():
         return out
     lj = LennardJones(np.full(7, 18))
@@ -124,7 +128,6 @@ def lj7_committee(work: Path, quick: bool) -> Path:
         atoms = Atoms("Ar7", positions=p)
         atoms.calc = SinglePointCalculator(atoms, energy=float(e), forces=f)
         data.append(atoms)
-    cfg = MLIPConfig(**{**_example()["mlip"], **({"polish_steps": 200} if quick else {})})
     t0 = time.perf_counter()
     train_committee(data, out, cfg)
     (out / "done").write_text("ok")
