@@ -9,7 +9,9 @@ atoms 1.. relative to atom 0, and the cell coordinates c), transformed there by
 determinants cancel, so the density of z' is exact and the coordinates' interface unchanged.
 
 Each :class:`LocalCoupling` splits the 3(N − 1) displacement entries (atom, Cartesian
-component) in two by a fixed random mask (the next layer takes the complement) and moves the
+component) in two by a fixed random mask, over whole atoms (a neighbour's displacement is then
+seen whole) or over single entries (an atom's other components seen too); the next layer
+takes the complement, and ``split: both`` alternates the two kinds by pairs. It moves the
 hidden entries of atom i by a monotonic rational-quadratic spline (identity tails; zuko's
 ``MonotonicRQSTransform``) in units of their harmonic spread s, whose parameters come from a
 message-passing conditioner over i's lattice neighbours j (the first shell of the reference
@@ -25,7 +27,7 @@ The last layer of each node MLP starts at zero: the untrained layers are the ide
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,6 +49,8 @@ class LocalFlowConfig(StrictModel):
     bound: float = Field(4.0, gt=0, description="spline interval, in harmonic spreads s")
     shell: float = Field(1.2, gt=1.0, description="neighbours: sites within this factor of "
                                                    "the nearest-neighbour distance")
+    split: Literal["atoms", "components", "both"] = Field(
+        "both", description="masks over whole atoms, single entries, or pairs of each in turn")
     seed: int = Field(0, description="seed of the masks and initial weights")
 
 
@@ -164,8 +168,11 @@ class LocalCrystalFlow(nn.Module):
         layers = []
         for i in range(cfg.layers):
             if i % 2 == 0:
-                keep = torch.zeros(nd, dtype=torch.bool)
-                keep[torch.randperm(nd, generator=g)[: nd // 2]] = True
+                atoms = cfg.split == "atoms" or (cfg.split == "both" and i % 4 == 0)
+                m = n - 1 if atoms else nd
+                pick = torch.zeros(m, dtype=torch.bool)
+                pick[torch.randperm(m, generator=g)[: m // 2]] = True
+                keep = pick.repeat_interleave(3) if atoms else pick
             else:
                 keep = ~keep
             layers.append(LocalCoupling(keep.view(n - 1, 3), graph, coords.n_cell, cfg))
