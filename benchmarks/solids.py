@@ -4,7 +4,10 @@ For each phase and cell size: the flow over lattice-site displacements and the f
 lower-triangular cell is whitened by the Laplace approximation of the NPT target (the harmonic
 crystal with its quasi-harmonic cell), trained by reverse KL on the enthalpy U + PV in chunks
 of 100 steps (the ESS of 2000 flow samples after each: ESS against steps and CPU seconds), and
-G is estimated by importance sampling (bootstrap error). ΔG = G(hcp) − G(fcc) per atom. Torch
+G is estimated by importance sampling (bootstrap error). ΔG = G(hcp) − G(fcc) per atom.
+``--layers`` sets the coupling layers on the whitened coordinates, ``--local-layers`` adds
+neighbour-aware coupling layers on the lattice displacements (alflow.solids.local_flow; the
+JSON's ``flow`` records the architecture). Torch
 runs one thread (two threads on a shared 2-core machine spin and run several times slower);
 times are CPU seconds of this process, so they hold under load.
 
