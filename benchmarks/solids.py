@@ -4,7 +4,10 @@ For each phase and cell size: the flow over lattice-site displacements and the f
 lower-triangular cell is whitened by the Laplace approximation of the NPT target (the harmonic
 crystal with its quasi-harmonic cell), trained by reverse KL on the enthalpy U + PV in chunks
 of 100 steps (the ESS of 2000 flow samples after each: ESS against steps and CPU seconds), and
-G is estimated by importance sampling (bootstrap error). ΔG = G(hcp) − G(fcc) per atom. Torch
+G is estimated by importance sampling (bootstrap error). ΔG = G(hcp) − G(fcc) per atom.
+``--layers`` sets the coupling layers on the whitened coordinates, ``--local-layers`` adds
+neighbour-aware coupling layers on the lattice displacements (alflow.solids.local_flow; the
+JSON's ``flow`` records the architecture). Torch
 runs one thread (two threads on a shared 2-core machine spin and run several times slower);
 times are CPU seconds of this process, so they hold under load.
 
@@ -38,6 +41,7 @@ from ase.units import kB
 from alflow.flows import FlowConfig, train_flow
 from alflow.solids.crystal_energy import CrystalEMT, CrystalLennardJones
 from alflow.solids.flows import CrystalFlow, Enthalpy, crystal_free_energy
+from alflow.solids.local_flow import LocalFlowConfig
 
 LJ = {"kt": 0.3, "p": 0.0, "rho": 1.09, "cutoff": 2.5, "units": "epsilon"}
 CU = {"t": 300.0, "p": 0.0, "a": 3.59, "units": "eV"}
@@ -57,7 +61,7 @@ def crystal(symbol: str, phase: str, a_fcc: float, n: int):
 
 
 def run_phase(system: str, phase: str, n: int, steps: int, n_samples: int, batch: int,
-              seed: int, chunk: int = 100) -> dict:
+              seed: int, arch: dict, chunk: int = 100) -> dict:
     if system == "lj":
         at = crystal("Ar", phase, (4 / LJ["rho"]) ** (1 / 3), n)
         pot = CrystalLennardJones(at.numbers, at.positions, at.cell[:], 1.0, 1.0,
@@ -70,7 +74,9 @@ def run_phase(system: str, phase: str, n: int, steps: int, n_samples: int, batch
     target = Enthalpy(pot, p)
     t0 = time.process_time()
     cf = CrystalFlow.build(at.positions, at.cell[:], target, t, box="triangular",
-                           cfg=FlowConfig(layers=6, hidden=64, seed=seed))
+                           cfg=FlowConfig(layers=arch["layers"], hidden=64, seed=seed),
+                           local=LocalFlowConfig(layers=arch["local"], hidden=arch["hidden"],
+                                                 seed=seed))
     build_s = time.process_time() - t0
     harmonic = crystal_free_energy(cf, target, t, n=min(n_samples, 2000), seed=seed + 1)
     trace = [(0, 0.0, harmonic.total.ess_fraction)]
@@ -79,8 +85,8 @@ def run_phase(system: str, phase: str, n: int, steps: int, n_samples: int, batch
         k = min(chunk, steps - done)
         t1 = time.process_time()
         train_flow(cf, potential=target, temperature_k=t,
-                   config=dict(forward_weight=0.0, steps=k, reverse_batch=batch, lr=1e-3,
-                               lr_final=3e-4, seed=seed + done))
+                   config=dict(forward_weight=0.0, steps=k, reverse_batch=batch, lr=arch["lr"],
+                               lr_final=arch["lr"] * 0.3, seed=seed + done))
         train_s += time.process_time() - t1
         done += k
         if done < steps:
@@ -120,8 +126,9 @@ def einstein_ti(system: str, n: int, quick: bool) -> tuple[float | None, float |
 
 
 def delta(system: str, n: int, steps: int, n_samples: int, batch: int, seed: int,
-          quick: bool, no_ti: bool) -> dict:
-    res = {ph: run_phase(system, ph, n, steps, n_samples, batch, seed) for ph in ("fcc", "hcp")}
+          quick: bool, no_ti: bool, arch: dict) -> dict:
+    res = {ph: run_phase(system, ph, n, steps, n_samples, batch, seed, arch)
+           for ph in ("fcc", "hcp")}
     dg = res["hcp"]["g_per_atom"] - res["fcc"]["g_per_atom"]
     err = math.hypot(res["hcp"]["err"], res["fcc"]["err"])
     ti, ti_err, why = (None, None, "--no-ti") if no_ti else einstein_ti(system, n, quick)
@@ -153,6 +160,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128, help="reverse-KL batch")
     ap.add_argument("--systems", default="lj,cu", help="lj, cu or both")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, default=6, help="coupling layers on the whitened "
+                    "coordinates (alflow.solids.cell_flow)")
+    ap.add_argument("--local-layers", type=int, default=0, help="neighbour-aware coupling "
+                    "layers on the lattice displacements (alflow.solids.local_flow; 0: none)")
+    ap.add_argument("--local-hidden", type=int, default=32, help="their MLP width")
+    ap.add_argument("--lr", type=float, default=1e-3, help="reverse-KL learning rate "
+                    "(cosine cycles of --chunk steps down to 0.3 times it)")
     ap.add_argument("--no-ti", action="store_true", help="skip the Einstein-crystal TI "
                     "(benchmarks/solids_ti.py gives it); its fields are then null")
     args = ap.parse_args()
@@ -169,13 +183,15 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads "
           f"{torch.get_num_threads()}, load {load:.1f}, commit {commit}")
-    out: dict = {}
+    arch = {"layers": args.layers, "local": args.local_layers, "hidden": args.local_hidden,
+            "lr": args.lr}
+    out: dict = {"flow": arch}
     names = {"lj": "lj_fcc_hcp", "cu": "cu_emt_fcc_hcp"}
     for system in args.systems.split(","):
         if system not in names:
             raise SystemExit(f"--systems: expected lj and/or cu, got {system!r}")
         by_size = [delta(system, n, steps, n_samples, args.batch, args.seed, args.quick,
-                         args.no_ti)
+                         args.no_ti, arch)
                    for n in sizes]
         out[names[system]] = by_size[0] if len(by_size) == 1 else {
             **by_size[-1], "sizes": {str(d["n_atoms"]): d for d in by_size}}

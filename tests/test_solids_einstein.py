@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from alflow.solids.crystals import crystal
-from alflow.solids.einstein import block_error, delta_g, frenkel_ladd, harmonic_gibbs
+from alflow.solids.einstein import (
+    block_error,
+    delta_g,
+    frenkel_ladd,
+    harmonic_gibbs,
+    pressure_fit_volume,
+    quadrature_error,
+)
 from alflow.solids.harmonic import einstein_free_energy, harmonic_free_energy, hessian
 from alflow.solids.lattice import lattice_pairs
 from alflow.solids.lj import lj_energy, lj_energy_forces
@@ -90,6 +97,30 @@ def test_block_error_of_white_noise_is_its_standard_error():
     assert block_error(x) == pytest.approx(2.0 / np.sqrt(x.size), rel=0.35)
     with pytest.raises(ValueError, match="blocks"):
         block_error(np.ones(5))
+
+
+def test_quadrature_error_is_small_for_smooth_and_large_for_steep_integrands():
+    x, w = np.polynomial.legendre.leggauss(8)
+    lam, w = 0.5 * (x + 1), 0.5 * w
+    for f, exact in ((lambda t: np.exp(-3 * t), (1 - np.exp(-3)) / 3),
+                     (lambda t: 1 / (t + 0.1), np.log(11.0))):
+        true = abs((w * f(lam)).sum() - exact)
+        est = quadrature_error(lam, w, f(lam))
+        if exact < 1:  # smooth: both tiny
+            assert true < 1e-9 and est < 1e-3 * exact
+        else:  # a steep end: the estimate does not understate the error
+            assert true > 1e-4 and est > true
+
+
+def test_pressure_fit_volume_and_its_error_match_repeated_fits():
+    rng = np.random.default_rng(4)
+    v = np.array([0.90, 0.91, 0.915])
+    p_true, err = 2.0 - 80.0 * (v - 0.91), np.array([0.015, 0.012, 0.016])
+    fits = np.array([pressure_fit_volume(v, p_true + rng.normal(0, err), err, 1.5)
+                     for _ in range(2000)])
+    assert fits[:, 0].mean() == pytest.approx(0.91 + 0.5 / 80, abs=1e-4)
+    assert fits[:, 1].mean() == pytest.approx(fits[:, 0].std(), rel=0.1)
+    assert fits[:, 2].mean() == pytest.approx(-80.0, rel=0.05)
 
 
 def test_gibbs_difference_of_tiny_lj_crystals_matches_their_harmonic_limit():

@@ -21,14 +21,22 @@ A_E the Einstein crystal's exact free energy with the centre of mass fixed and t
 (:func:`alflow.solids.harmonic.einstein_free_energy`: −kT ln V − (3/2)kT ln N from the centre
 of mass, (3N − 3) Gaussian modes). The integral is Gauss–Legendre in λ; each node's mean has
 an error from block averages of its time series (and independent copies), propagated with the
-quadrature weights. The quadrature error itself is not in the error bar: it is checked by
-doubling the nodes (tests/test_solids_einstein.py). The spring k defaults to the curvature one
+quadrature weights. A node's error is the larger of the block errors with 8 and with 4
+blocks per copy: at 600 steps the blocks of 8 are shorter than the slowest correlations of
+the intermediate-λ nodes, and the 8-block error alone understated the scatter of G between
+seeds by a factor 1.7 (32-atom LJ hcp, T* = 0.1, P* = 2). The quadrature error is estimated
+as the difference between the Gauss–Legendre sum and the integral of the natural cubic
+spline through the same node means (extrapolated to λ = 0 and 1), and added to the error bar
+(about 1e-5 ε per atom on the LJ crystals: small). The spring k defaults to the curvature one
 atom feels moved alone from its site, so that U_E resembles U near the lattice.
 
 Gibbs free energy: G(T, P) = A(T, V*) + PV*, V* the volume whose NVT pressure ⟨P⟩ is P
 (linear fit of ⟨P⟩ at the static lattice's volume V₀ at P and at V₀ + ΔV, V₀ + 1.5ΔV, ΔV the
 expansion that relieves the thermal pressure at V₀ along the static dP/dV, at least 0.5 % of
-V₀; cell scaled isotropically, hcp at ideal c/a). This drops terms O(ln N / N) per atom from
+V₀; cell scaled isotropically, hcp at ideal c/a). The fit's error in V* (weighted least
+squares with the pressures' errors) enters G only at second order, since dG/dV = 0 at V*:
+its error bar gets ½|dP/dV|·var(V*) (per atom, about 1e-6 ε on the LJ crystals: small).
+This drops terms O(ln N / N) per atom from
 the volume fluctuations, equal for both phases to leading order. Free energies take the thermal
 wavelength Λ = 1 length unit (cancels in ΔG at equal T and N).
 """
@@ -41,6 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.interpolate import CubicSpline
 from scipy.optimize import brentq
 
 from alflow.periodic import energy_forces_stress
@@ -72,7 +81,8 @@ def block_error(series: np.ndarray, n_blocks: int = 8) -> float:
 class TIResult:
     """Frenkel–Ladd result (energy units of the potential; per atom unless named).
 
-    ``free_energy_per_atom`` A/N ± ``err``; parts ``einstein_per_atom`` (A_E/N, includes the
+    ``free_energy_per_atom`` A/N ± ``err`` (statistical and ``quadrature_err`` combined);
+    parts ``einstein_per_atom`` (A_E/N, includes the
     lattice energy ``lattice_energy_per_atom``) and ``integral_per_atom`` (∫⟨U − U_E⟩dλ / N);
     ``lambdas`` the nodes, ``integrand`` ⟨U − U_E⟩ (total) and ``integrand_err`` there;
     ``spring`` k (energy/length²); ``volume``; ``kt``; ``n_atoms``."""
@@ -89,6 +99,16 @@ class TIResult:
     volume: float
     kt: float
     n_atoms: int
+    quadrature_err: float = 0.0
+
+
+def quadrature_error(lambdas: np.ndarray, weights: np.ndarray, values: np.ndarray) -> float:
+    """|Gauss–Legendre sum − ∫₀¹ of the natural cubic spline through (λ_i, f_i)|: an estimate
+    of the quadrature error of the integral of f over [0, 1] from the node values alone, for f
+    smooth on the scale of the node spacing (it misses a near-singular end, e.g. an Einstein
+    reference whose atoms overlap at λ → 0)."""
+    spline = CubicSpline(lambdas, values, bc_type="natural", extrapolate=True)
+    return float(abs((weights * values).sum() - spline.integrate(0.0, 1.0)))
 
 
 def frenkel_ladd(energy: Energy, sites: np.ndarray, cell: np.ndarray, kt: float,
@@ -135,19 +155,25 @@ def frenkel_ladd(energy: Energy, sites: np.ndarray, cell: np.ndarray, kt: float,
                              n_equil=n_equil, every=every, observe=observe, generator=gen)
     obs = run.observables.numpy().reshape(-1, n_lambda, copies)
     mean = obs.mean((0, 2))
-    errs = np.array([block_error(obs[:, i], n_blocks) for i in range(n_lambda)])
+    errs = np.array([max(block_error(obs[:, i], n_blocks),
+                         block_error(obs[:, i], max(2, n_blocks // 2)))
+                     for i in range(n_lambda)])
     integral = float((w * mean).sum())
-    err = float(math.sqrt(((w * errs) ** 2).sum()))
+    quad = quadrature_error(lam_nodes, w, mean) if n_lambda > 2 else 0.0
+    err = float(math.sqrt(((w * errs) ** 2).sum() + quad**2))
     a_e = einstein_free_energy(k, u0, kt, volume, n)
     return TIResult((a_e + integral) / n, err / n, a_e / n, integral / n, u0 / n,
-                    lam_nodes.tolist(), mean.tolist(), errs.tolist(), k, volume, kt, n)
+                    lam_nodes.tolist(), mean.tolist(), errs.tolist(), k, volume, kt, n,
+                    quad / n)
 
 
 # ------------------------------------------------------------------ G(T, P) of a crystal model
 @dataclass
 class Gibbs:
     """G/N ± err of one crystal at (kt, pressure); ``volume_per_atom`` V*/N where ⟨P⟩ = P,
-    ``pressure_fit`` the (V/N, ⟨P⟩, err) points fitted; ``ti`` the Frenkel–Ladd result at V*."""
+    ``pressure_fit`` the (V/N, ⟨P⟩, err) points fitted, ``volume_err`` the fit's error in
+    V*/N and ``fit_err`` its contribution ½|dP/dV|·var(V*) to ``err``; ``ti`` the
+    Frenkel–Ladd result at V*."""
 
     structure: str
     g_per_atom: float
@@ -157,6 +183,22 @@ class Gibbs:
     pressure: float
     ti: TIResult
     pressure_fit: list[tuple[float, float, float]] = field(default_factory=list)
+    volume_err: float = 0.0
+    fit_err: float = 0.0
+
+
+def pressure_fit_volume(v: np.ndarray, p: np.ndarray, p_err: np.ndarray, pressure: float
+                        ) -> tuple[float, float, float]:
+    """V* where the weighted straight-line fit of ⟨P⟩(V) (points ``v``, ``p`` ± ``p_err``)
+    equals ``pressure``; its standard error (first-order propagation of the fit's
+    covariance) and the slope dP/dV."""
+    wts = 1.0 / np.maximum(np.asarray(p_err, float), 1e-300) ** 2
+    a = np.stack([v, np.ones_like(v)], -1)
+    cov = np.linalg.inv(a.T @ (wts[:, None] * a))
+    slope, icpt = cov @ (a.T @ (wts * p))
+    v_star = (pressure - icpt) / slope
+    grad = np.array([-(pressure - icpt) / slope**2, -1.0 / slope])  # ∂V*/∂(slope, icpt)
+    return float(v_star), float(math.sqrt(max(grad @ cov @ grad, 0.0))), float(slope)
 
 
 def _pressure(built: Built, x: torch.Tensor) -> torch.Tensor:
@@ -196,7 +238,7 @@ def nvt_pressure(structure: str, n_atoms: int, density: float, kt: float,
                              friction=model.friction, mass=model.mass, n_equil=n_equil,
                              every=5, observe=lambda x, e: _pressure(built, x), generator=gen)
     p = run.observables.numpy() + n_atoms * kt / volume
-    return float(p.mean()), block_error(p)
+    return float(p.mean()), max(block_error(p), block_error(p, 4))
 
 
 def gibbs(model: CrystalModel, structure: str, n_atoms: int, kt: float, pressure: float,
@@ -227,19 +269,18 @@ def gibbs(model: CrystalModel, structure: str, n_atoms: int, kt: float, pressure
     dv = max(thermal / -dp_dv, 0.005 * v0)
     measure(v0 + dv)
     measure(v0 + 1.5 * dv)
-    v, p, _ = map(np.array, zip(*fit, strict=True))
-    slope, icpt = np.polyfit(v, p, 1)
-    v_star = (pressure - icpt) / slope
+    v, p, p_err = map(np.array, zip(*fit, strict=True))
+    v_star, v_err, slope = pressure_fit_volume(v, p, p_err, pressure)
     built = model.build(structure, n_atoms, 1 / v_star)
     cell = torch.tensor(built.atoms.cell.array)
     ti = frenkel_ladd(lambda y: built.energy_cell(y, cell), built.atoms.positions,
                       built.atoms.cell.array, kt, forces=built.forces, n_steps=steps,
                       n_lambda=n_lambda, n_equil=n_equil, copies=copies, dt=model.dt,
                       friction=model.friction, mass=model.mass, seed=seed)
-    # V* carries the error of the pressure fit; dG/dV* = 0 at the true V*, so it adds only
-    # second order and is left out.
-    return Gibbs(structure, ti.free_energy_per_atom + pressure * v_star, ti.err, v_star, kt,
-                 pressure, ti, fit)
+    # V* carries the error of the pressure fit; dG/dV* = 0 at the true V*: second order
+    fit_err = 0.5 * abs(slope) * v_err**2
+    return Gibbs(structure, ti.free_energy_per_atom + pressure * v_star,
+                 math.hypot(ti.err, fit_err), v_star, kt, pressure, ti, fit, v_err, fit_err)
 
 
 def harmonic_gibbs(model: CrystalModel, structure: str, n_atoms: int, volume_per_atom: float,
@@ -291,4 +332,5 @@ def delta_g(n_atoms: int = 108, kt: float = 0.3, pressure: float = 0.0, cutoff: 
 
 
 __all__ = ["DeltaG", "Gibbs", "TIResult", "block_error", "delta_g", "frenkel_ladd", "gibbs",
-           "gibbs_lj", "harmonic_gibbs", "nvt_pressure", "static_density"]
+           "gibbs_lj", "harmonic_gibbs", "nvt_pressure", "pressure_fit_volume",
+           "quadrature_error", "static_density"]

@@ -59,6 +59,7 @@ from alflow.estimate import FreeEnergy, bar, ess, is_free_energy
 from alflow.flows.estimate import sample_flow
 from alflow.flows.model import FlowConfig
 from alflow.solids.cell_flow import CrystalCouplingFlow
+from alflow.solids.local_flow import LocalCrystalFlow, LocalFlowConfig
 
 Box = Literal["fixed", "isotropic", "triangular"]
 N_CELL = {"fixed": 0, "isotropic": 1, "triangular": 6}
@@ -289,24 +290,32 @@ class CrystalFlow(torch.nn.Module):
 
     ``log_prob(x)`` (B,) w.r.t. the measure of the module doc; ``sample(n)`` -> packed x
     (n, N + 3, 3), log q_x (n,), valid (n,). Trains with :func:`alflow.flows.train.train_flow`.
+    ``local`` (layers > 0): neighbour-aware coupling layers after the whitened flow
+    (:class:`alflow.solids.local_flow.LocalCrystalFlow`); they read the whitening of
+    ``coords`` as it is when the flow is built.
     """
 
-    def __init__(self, coords: CrystalCoordinates, cfg: FlowConfig | None = None):
+    def __init__(self, coords: CrystalCoordinates, cfg: FlowConfig | None = None,
+                 local: LocalFlowConfig | None = None):
         super().__init__()
         self.coords = coords
         self.cfg = cfg or FlowConfig(transform="spline")
-        self.flow = CrystalCouplingFlow(coords.n_disp, coords.n_cell, self.cfg).double()
+        flow = CrystalCouplingFlow(coords.n_disp, coords.n_cell, self.cfg).double()
+        if local is not None and local.layers:
+            flow = LocalCrystalFlow(flow, coords, local)
+        self.flow = flow
 
     @classmethod
     def build(cls, reference: np.ndarray, cell0: np.ndarray, target, temperature_k: float,
-              box: Box = "fixed", cfg: FlowConfig | None = None) -> CrystalFlow:
+              box: Box = "fixed", cfg: FlowConfig | None = None,
+              local: LocalFlowConfig | None = None) -> CrystalFlow:
         """Whitened by the target's Laplace approximation at the quasi-harmonic cell
         (:func:`gaussian_fit`), the cell recentred where the flow's ESS allows
         (:meth:`recentre_cell`): the untrained flow is the harmonic crystal with its
         quasi-harmonic cell, training adds the anharmonicity."""
         raw = CrystalCoordinates(reference, cell0, box)
         mean, chol = gaussian_fit(raw, target, temperature_k, quasi_harmonic=True)
-        cf = cls(CrystalCoordinates(reference, cell0, box, mean, chol), cfg)
+        cf = cls(CrystalCoordinates(reference, cell0, box, mean, chol), cfg, local)
         cf.recentre_cell(target, temperature_k, min_ess=100)
         return cf
 

@@ -5,7 +5,8 @@ A :class:`CrystalModel` gives ``build(structure, n_atoms, density)`` -> :class:`
 perfect crystal, its energy as a function of positions and cell, optionally faster forces)
 and the time step, friction, mass and density scale that :mod:`alflow.solids.einstein` needs.
 :func:`lj_model`: Lennard-Jones in reduced units (:mod:`alflow.solids.lj`);
-:func:`emt_model`: ASE's EMT of one element in eV, Å, amu (:mod:`alflow.solids.emt`).
+:func:`emt_model`: ASE's EMT of one element in eV, Å, amu
+(:class:`alflow.solids.crystal_energy.CrystalEMT`, the flows' EMT too).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from ase import units
 from ase.data import atomic_masses, atomic_numbers
 
+from alflow.solids.crystal_energy import CrystalEMT
 from alflow.solids.crystals import crystal
-from alflow.solids.emt import LatticeEMT
 from alflow.solids.lj import lattice_pairs, lj_energy, lj_energy_forces
 from alflow.solids.md import ForceFn, autograd_forces
 
@@ -65,12 +66,17 @@ def lj_model(cutoff: float = 2.5) -> CrystalModel:
 
 
 def emt_model(symbol: str = "Cu") -> CrystalModel:
-    """EMT crystals of one element in eV, Å, amu, ASE time (:mod:`alflow.solids.emt`):
-    2 fs steps, friction 0.01/fs."""
+    """EMT crystals of one element in eV, Å, amu, ASE time
+    (:class:`alflow.solids.crystal_energy.CrystalEMT`): 2 fs steps, friction 0.01/fs."""
     def build(structure: str, n_atoms: int, density: float) -> Built:
         atoms = crystal(structure, n_atoms, density, symbol=symbol)
-        emt = LatticeEMT(atoms)
-        return Built(atoms, emt.energy_cell, autograd_forces(emt.energy))
+        emt = CrystalEMT(atoms.numbers, atoms.positions, atoms.cell.array, skin=1.0)
+        cell0 = torch.tensor(atoms.cell.array, dtype=torch.float64)
+
+        def energy_cell(x: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+            return emt.energy(x, cell.to(x.dtype).expand(x.shape[0], 3, 3))
+
+        return Built(atoms, energy_cell, autograd_forces(lambda x: energy_cell(x, cell0)))
     return CrystalModel(build, dt=2 * units.fs, friction=0.01 / units.fs,
                         mass=float(atomic_masses[atomic_numbers[symbol]]),
                         density_guess=0.085, units="eV")
