@@ -72,6 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "alflow" / "examples" / "data"
 LJ7_WALL = 8.5125  # Å
 BASELINE = "fe69844"  # the MCMC before late state checks
+COMMITTEE: Path | None = None  # the lj7 committee, when given (--committee)
 
 
 class Counted:
@@ -104,10 +105,13 @@ def _example() -> dict:
 
 def lj7_committee(work: Path, quick: bool) -> Path:
     """The lj7 example's committee on LJ labels of 18-40 K Langevin frames (cached under
-    the hash of its settings, so a changed example trains a new one)."""
+    the hash of its settings, so a changed example trains a new one; a process comparing a
+    baseline revision is handed the directory with ``--committee``)."""
     from alflow.campaign.checkpoint import task_key
     from alflow.mlip import MLIPConfig, train_committee
 
+    if COMMITTEE is not None:
+        return _loadable(COMMITTEE)
     cfg = MLIPConfig(**{**_example()["mlip"], **({"polish_steps": 200} if quick else {})})
     key = task_key("mlip", cfg.model_dump())[:16]
     out = work / f"lj7-committee-{'quick-' if quick else ''}{key}"
@@ -133,6 +137,27 @@ def lj7_committee(work: Path, quick: bool) -> Path:
     (out / "done").write_text("ok")
     print(f"# lj7 committee trained on {len(data)} LJ frames in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def _loadable(model_dir: Path) -> Path:
+    """``model_dir`` as the imported ``alflow`` can load it: settings it does not know (a
+    baseline revision's ``MLIPConfig`` predates e.g. ``inference_dtype``) are dropped in a
+    copy of ``committee.json`` beside links to the members (the members' weights do not
+    change; the committee is evaluated as that revision evaluates it)."""
+    from alflow.mlip import MLIPConfig
+
+    meta = json.loads((model_dir / "committee.json").read_text())
+    unknown = sorted(set(meta["config"]) - set(MLIPConfig.model_fields))
+    if not unknown:
+        return model_dir
+    out = model_dir.with_name(f"{model_dir.name}-without-{'-'.join(unknown)}")
+    out.mkdir(exist_ok=True)
+    for f in model_dir.iterdir():
+        if f.name != "committee.json" and not (out / f.name).exists():
+            (out / f.name).symlink_to(f.resolve())
+    meta["config"] = {k: v for k, v in meta["config"].items() if k not in unknown}
+    (out / "committee.json").write_text(json.dumps(meta, indent=1))
     return out
 
 
@@ -318,6 +343,8 @@ def _child(system: str, tree: Path, args: argparse.Namespace, tag: str) -> dict:
     cmd = [sys.executable, __file__, "--systems", system, "--work", str(args.work),
            "--baseline", "none", "--settings", args.settings] + (["--quick"] if args.quick
                                                                   else [])
+    if "lj7" in system:
+        cmd += ["--committee", str(lj7_committee(args.work, args.quick))]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode:
         sys.exit(f"{tag} run of {system} failed:\n{res.stderr[-3000:]}")
@@ -361,7 +388,10 @@ def main() -> None:
                     "...), e.g. the settings of an earlier example")
     ap.add_argument("--baseline", default=BASELINE,
                     help="git revision to compare with ('none': this checkout only)")
+    ap.add_argument("--committee", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global COMMITTEE
+    COMMITTEE = args.committee
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore", UserWarning)
