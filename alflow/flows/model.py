@@ -170,6 +170,29 @@ def _rqs(p: torch.Tensor, x: torch.Tensor, bound: float | torch.Tensor, k: int,
     return torch.where(mask, out, x), -ladj if inverse else ladj
 
 
+def _von_mises(kappa: torch.Tensor, n: int, generator: torch.Generator | None
+               ) -> torch.Tensor:
+    """n draws (n, D) of von Mises(0, κ_d) angles in [-π, π), from ``generator``: Best &
+    Fisher's (1979) rejection sampler as ``torch.distributions.VonMises`` runs it (in float64),
+    without its round trip through the global random state (a reseed per call)."""
+    k = kappa.double()
+    tau = 1 + (1 + 4 * k**2).sqrt()
+    rho = (tau - (2 * tau).sqrt()) / (2 * k)
+    r = torch.where(k < 1e-5, 1 / k + k, (1 + rho**2) / (2 * rho))
+    x = torch.zeros((n, len(k)), dtype=torch.float64, device=k.device)
+    done = torch.zeros_like(x, dtype=torch.bool)
+    while not bool(done.all()):
+        u1, u2, u3 = torch.rand((3, *x.shape), dtype=torch.float64, device=k.device,
+                                generator=generator).unbind()
+        z = torch.cos(math.pi * u1)
+        f = (1 + r * z) / (r + z)
+        c = k * (r - f)
+        accept = ~done & (((c * (2 - c) - u2) > 0) | ((c / u2).log() + 1 - c >= 0))
+        x = torch.where(accept, (u3 - 0.5).sign() * f.acos(), x)
+        done = done | accept
+    return (x + math.pi) % (2 * math.pi) - math.pi
+
+
 def _gamma(shape: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Gamma(shape, 1) samples, reproducible from ``generator`` (torch's sampler takes none)."""
     if generator is None:
@@ -246,15 +269,7 @@ class CouplingFlow(nn.Module):
                                 generator)
             u = u / torch.sqrt(chi2 / (nu - 2.0))
         if self.circ.any():
-            vm = torch.distributions.VonMises(torch.zeros_like(self.kappa[self.circ]),
-                                              self.kappa[self.circ])
-            if generator is not None:  # VonMises has no generator argument: seed from it
-                state = torch.get_rng_state()
-                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-                u[:, self.circ] = vm.sample((n,)).to(dt)
-                torch.set_rng_state(state)
-            else:
-                u[:, self.circ] = vm.sample((n,)).to(dt)
+            u[:, self.circ] = _von_mises(self.kappa[self.circ], n, generator).to(dt)
         return u
 
     def _normalise(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
