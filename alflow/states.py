@@ -489,12 +489,17 @@ def wall(radius: float, masses: np.ndarray | None = None
     """Predicate (B, N, 3) -> (B,) bool: every atom within ``radius`` Å of the centre of mass
     (masses amu; equal masses when None)."""
 
+    weights: dict[tuple, torch.Tensor] = {}  # (N, 1) mass fractions by dtype and device
+
     def inside(x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x)
-        m = (torch.ones(x.shape[-2], dtype=x.dtype, device=x.device) if masses is None
-             else torch.as_tensor(masses, dtype=x.dtype, device=x.device))
-        com = (x * m[:, None]).sum(-2, keepdim=True) / m.sum()
-        return (x - com).norm(dim=-1).amax(-1) <= radius
+        key = (x.dtype, x.device, x.shape[-2])
+        if key not in weights:
+            m = (torch.ones(x.shape[-2], dtype=x.dtype, device=x.device) if masses is None
+                 else torch.as_tensor(masses, dtype=x.dtype, device=x.device))
+            weights[key] = (m / m.sum())[:, None]
+        com = (x * weights[key]).sum(-2, keepdim=True)
+        return (x - com).square().sum(-1).amax(-1) <= radius**2
 
     return inside
 
