@@ -31,7 +31,9 @@ Each system runs on the ``--baseline`` revision (default fe69844, the MCMC befor
 checks; its ``alflow`` extracted with ``git archive``) and then on this checkout, each in a
 fresh process, one right after the other, and the ratio of their rates is printed (by wall
 time and by CPU time: on a shared machine the second is the steadier). ``--baseline none``
-measures this checkout only (whatever ``alflow`` imports). The last line is one JSON object.
+measures this checkout only (whatever ``alflow`` imports). The last line is one JSON object:
+per system the rates, state checks and acceptances (and the baseline's, with the ratios),
+the load average at the start and at the end, and this checkout's commit.
 
     python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt,lj7_calls] [--work DIR]
                               [--baseline REV]
@@ -326,6 +328,13 @@ def bench_ag6_emt(work: Path, quick: bool, settings: dict | None = None) -> dict
                       0.05, settings)
 
 
+def _commit() -> str | None:
+    """This checkout's commit (None outside a git work tree)."""
+    res = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, check=False)
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
 def _baseline_tree(rev: str, work: Path) -> Path:
     """The package at git revision ``rev`` of this checkout, extracted under ``work``."""
     out = work / f"baseline-{rev}"
@@ -396,8 +405,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore", UserWarning)
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"# alflow from {Path(alflow.__file__).parent}; load {os.getloadavg()[0]:.2f}",
-          flush=True)
+    load0 = round(os.getloadavg()[0], 2)
+    print(f"# alflow from {Path(alflow.__file__).parent}; load {load0:.2f}", flush=True)
     t0 = time.perf_counter()
     if "lj7" in args.systems:
         lj7_committee(args.work, args.quick)  # trained once, before any timing
@@ -411,7 +420,8 @@ def main() -> None:
         out = {n: benches[n](args.work, args.quick, settings) for n in args.systems.split(",")}
     out["quick"] = args.quick
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    out["load_average"] = round(os.getloadavg()[0], 2)
+    out["load_average"] = [load0, round(os.getloadavg()[0], 2)]  # at the start and the end
+    out["commit"] = _commit()
     sys.stdout.flush()
     print(json.dumps(out))
 
