@@ -109,7 +109,7 @@ class Fire:
                "_n_pos": torch.zeros((b, 1, 1), dtype=torch.int64),
                "_step": torch.zeros(b, dtype=torch.int64)}
         start = len(self._ids)
-        if self._x is None:
+        if self._x is None or start == 0:
             for k, v in new.items():
                 setattr(self, k, v)
         else:
@@ -117,7 +117,7 @@ class Fire:
                 setattr(self, k, torch.cat([getattr(self, k), v]))
         self._ids = torch.cat([self._ids, ids])
         if forces is not None and energy is not None:
-            self._advance(torch.arange(start, start + b), energy.detach().double(),
+            self._advance(slice(start, None), energy.detach().double(),
                           forces.detach().double())
         return ids
 
@@ -131,8 +131,7 @@ class Fire:
         (P, N, 3) eV/Å at :meth:`positions`."""
         if len(self._ids):
             self.force_evals += len(self._ids)
-            self._advance(torch.arange(len(self._ids)), energy.detach().double(),
-                          forces.detach().double())
+            self._advance(slice(0, None), energy.detach().double(), forces.detach().double())
 
     def drain(self, potential: Potential) -> None:
         """Step every pending configuration on ``potential`` until none is left."""
@@ -157,56 +156,57 @@ class Fire:
         m, e, ok, c = zip(*rows, strict=True)
         return np.stack(m), np.array(e), np.array(ok, dtype=bool), np.array(c, dtype=np.int64)
 
-    def _advance(self, idx: torch.Tensor, energy: torch.Tensor, f: torch.Tensor) -> None:
-        x = self._x[idx]
-        step = self._step[idx]
+    def _advance(self, rows: slice, energy: torch.Tensor, f: torch.Tensor) -> None:
+        """One FIRE step of the pending configurations ``rows`` (a slice: views, no copies),
+        computed for all of them at once; those that finish leave the queue."""
+        x = self._x[rows]
         done = f.norm(dim=-1).amax(-1) < self.fmax
-        captured = torch.full((len(idx),), -1, dtype=torch.int64)
+        captured = None
         self._calls += 1
         if self.capture is not None and self._calls % self.capture_every == 1 % \
                 self.capture_every:  # every other step by default: a certificate costs
             # about as much as a call of a cheap potential (EMT) and fires a step later; all
             # pending configurations at once (its cost is per call)
             ask = ~done
-            if ask.any():
-                state = torch.as_tensor(self.capture(x[ask], f[ask]), dtype=torch.int64)
-                captured[ask] = state
-                done[ask] |= state >= 0
-        out_of_steps = ~done & (step + 1 >= self.max_steps)
-        finished = done | out_of_steps
-        if finished.any():
-            xf, ef = x[finished].numpy(), energy[finished].numpy()
-            okf = done[finished].numpy()
-            cf = captured[finished].numpy()
-            for j, i in enumerate(self._ids[idx[finished]].tolist()):
+            if ask.all():
+                captured = torch.as_tensor(self.capture(x, f), dtype=torch.int64)
+            elif ask.any():
+                captured = torch.full((len(x),), -1, dtype=torch.int64)
+                captured[ask] = torch.as_tensor(self.capture(x[ask], f[ask]),
+                                                dtype=torch.int64)
+            if captured is not None:
+                done = done | (captured >= 0)
+        finished = done | (self._step[rows] + 1 >= self.max_steps)
+        any_finished = bool(finished.any())
+        if any_finished:
+            fin = finished.nonzero().squeeze(1)
+            xf, ef, okf = x[fin].numpy(), energy[fin].numpy(), done[fin].numpy()
+            cf = (captured[fin].numpy() if captured is not None
+                  else np.full(len(fin), -1, dtype=np.int64))
+            for j, i in enumerate(self._ids[rows][fin].tolist()):
                 self._done[i] = (xf[j], float(ef[j]), bool(okf[j]), int(cf[j]))
-        move = idx[~finished]
-        f = f[~finished]
-        if len(move):
-            vi, dti, ai, ni = self._v[move], self._dt[move], self._alpha[move], \
-                self._n_pos[move]
-            p = (f * vi).sum((1, 2), keepdim=True)
-            fn = f.norm(dim=(1, 2), keepdim=True).clamp_min(1e-300)
-            vn = vi.norm(dim=(1, 2), keepdim=True)
-            vi = (1 - ai) * vi + ai * f / fn * vn
-            up = p > 0
-            ni = torch.where(up, ni + 1, torch.zeros_like(ni))
-            grow = up & (ni > 5)
-            dti = torch.where(grow, (dti * 1.1).clamp_max(self.dt_max),
-                              torch.where(up, dti, dti * 0.5))
-            ai = torch.where(grow, ai * 0.99, torch.where(up, ai, torch.full_like(ai, 0.1)))
-            vi = torch.where(up, vi, torch.zeros_like(vi))
-            vi = vi + dti * f
-            dx = dti * vi
-            norm = dx.norm(dim=-1, keepdim=True).amax(1, keepdim=True)
-            dx = dx * (self.max_step / norm).clamp_max(1.0)
-            self._x[move] = self._x[move] + dx
-            self._v[move], self._dt[move], self._alpha[move], self._n_pos[move] = \
-                vi, dti, ai, ni
-            self._step[move] += 1
-        if finished.any():
+        # the step, for every row (those that finished leave below)
+        v, dt, alpha, n_pos = self._v[rows], self._dt[rows], self._alpha[rows], \
+            self._n_pos[rows]
+        up = (f * v).sum((1, 2), keepdim=True) > 0
+        fn = f.norm(dim=(1, 2), keepdim=True).clamp_min(1e-300)
+        v = torch.where(up, (1 - alpha) * v + alpha * f / fn * v.norm(dim=(1, 2), keepdim=True),
+                        0.0)
+        n_pos = torch.where(up, n_pos + 1, 0)
+        grow = up & (n_pos > 5)
+        dt = torch.where(grow, (dt * 1.1).clamp_max(self.dt_max),
+                         torch.where(up, dt, dt * 0.5))
+        alpha = torch.where(grow, alpha * 0.99, torch.where(up, alpha, 0.1))
+        v = v + dt * f
+        dx = dt * v
+        norm = dx.norm(dim=-1, keepdim=True).amax(1, keepdim=True)
+        x += dx * (self.max_step / norm).clamp_max(1.0)  # in place: x is a view of _x
+        self._v[rows], self._dt[rows], self._alpha[rows], self._n_pos[rows] = \
+            v, dt, alpha, n_pos
+        self._step[rows] += 1
+        if any_finished:
             keep = torch.ones(len(self._ids), dtype=torch.bool)
-            keep[idx[finished]] = False
+            keep[rows][finished] = False
             for k in ("_ids", "_x", "_v", "_dt", "_alpha", "_n_pos", "_step"):
                 setattr(self, k, getattr(self, k)[keep])
 
@@ -489,12 +489,17 @@ def wall(radius: float, masses: np.ndarray | None = None
     """Predicate (B, N, 3) -> (B,) bool: every atom within ``radius`` Å of the centre of mass
     (masses amu; equal masses when None)."""
 
+    weights: dict[tuple, torch.Tensor] = {}  # (N, 1) mass fractions by dtype and device
+
     def inside(x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x)
-        m = (torch.ones(x.shape[-2], dtype=x.dtype, device=x.device) if masses is None
-             else torch.as_tensor(masses, dtype=x.dtype, device=x.device))
-        com = (x * m[:, None]).sum(-2, keepdim=True) / m.sum()
-        return (x - com).norm(dim=-1).amax(-1) <= radius
+        key = (x.dtype, x.device, x.shape[-2])
+        if key not in weights:
+            m = (torch.ones(x.shape[-2], dtype=x.dtype, device=x.device) if masses is None
+                 else torch.as_tensor(masses, dtype=x.dtype, device=x.device))
+            weights[key] = (m / m.sum())[:, None]
+        com = (x * weights[key]).sum(-2, keepdim=True)
+        return (x - com).square().sum(-1).amax(-1) <= radius**2
 
     return inside
 

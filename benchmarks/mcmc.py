@@ -31,7 +31,9 @@ Each system runs on the ``--baseline`` revision (default fe69844, the MCMC befor
 checks; its ``alflow`` extracted with ``git archive``) and then on this checkout, each in a
 fresh process, one right after the other, and the ratio of their rates is printed (by wall
 time and by CPU time: on a shared machine the second is the steadier). ``--baseline none``
-measures this checkout only (whatever ``alflow`` imports). The last line is one JSON object.
+measures this checkout only (whatever ``alflow`` imports). The last line is one JSON object:
+per system the rates, state checks and acceptances (and the baseline's, with the ratios),
+the load average at the start and at the end, and this checkout's commit.
 
     python benchmarks/mcmc.py [--quick] [--systems lj7,ag6_emt,lj7_calls] [--work DIR]
                               [--baseline REV]
@@ -72,6 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "alflow" / "examples" / "data"
 LJ7_WALL = 8.5125  # Å
 BASELINE = "fe69844"  # the MCMC before late state checks
+COMMITTEE: Path | None = None  # the lj7 committee, when given (--committee)
 
 
 class Counted:
@@ -104,10 +107,13 @@ def _example() -> dict:
 
 def lj7_committee(work: Path, quick: bool) -> Path:
     """The lj7 example's committee on LJ labels of 18-40 K Langevin frames (cached under
-    the hash of its settings, so a changed example trains a new one)."""
+    the hash of its settings, so a changed example trains a new one; a process comparing a
+    baseline revision is handed the directory with ``--committee``)."""
     from alflow.campaign.checkpoint import task_key
     from alflow.mlip import MLIPConfig, train_committee
 
+    if COMMITTEE is not None:
+        return _loadable(COMMITTEE)
     cfg = MLIPConfig(**{**_example()["mlip"], **({"polish_steps": 200} if quick else {})})
     key = task_key("mlip", cfg.model_dump())[:16]
     out = work / f"lj7-committee-{'quick-' if quick else ''}{key}"
@@ -133,6 +139,27 @@ def lj7_committee(work: Path, quick: bool) -> Path:
     (out / "done").write_text("ok")
     print(f"# lj7 committee trained on {len(data)} LJ frames in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def _loadable(model_dir: Path) -> Path:
+    """``model_dir`` as the imported ``alflow`` can load it: settings it does not know (a
+    baseline revision's ``MLIPConfig`` predates e.g. ``inference_dtype``) are dropped in a
+    copy of ``committee.json`` beside links to the members (the members' weights do not
+    change; the committee is evaluated as that revision evaluates it)."""
+    from alflow.mlip import MLIPConfig
+
+    meta = json.loads((model_dir / "committee.json").read_text())
+    unknown = sorted(set(meta["config"]) - set(MLIPConfig.model_fields))
+    if not unknown:
+        return model_dir
+    out = model_dir.with_name(f"{model_dir.name}-without-{'-'.join(unknown)}")
+    out.mkdir(exist_ok=True)
+    for f in model_dir.iterdir():
+        if f.name != "committee.json" and not (out / f.name).exists():
+            (out / f.name).symlink_to(f.resolve())
+    meta["config"] = {k: v for k, v in meta["config"].items() if k not in unknown}
+    (out / "committee.json").write_text(json.dumps(meta, indent=1))
     return out
 
 
@@ -301,6 +328,13 @@ def bench_ag6_emt(work: Path, quick: bool, settings: dict | None = None) -> dict
                       0.05, settings)
 
 
+def _commit() -> str | None:
+    """This checkout's commit (None outside a git work tree)."""
+    res = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, check=False)
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
 def _baseline_tree(rev: str, work: Path) -> Path:
     """The package at git revision ``rev`` of this checkout, extracted under ``work``."""
     out = work / f"baseline-{rev}"
@@ -318,6 +352,8 @@ def _child(system: str, tree: Path, args: argparse.Namespace, tag: str) -> dict:
     cmd = [sys.executable, __file__, "--systems", system, "--work", str(args.work),
            "--baseline", "none", "--settings", args.settings] + (["--quick"] if args.quick
                                                                   else [])
+    if "lj7" in system:
+        cmd += ["--committee", str(lj7_committee(args.work, args.quick))]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode:
         sys.exit(f"{tag} run of {system} failed:\n{res.stderr[-3000:]}")
@@ -361,13 +397,16 @@ def main() -> None:
                     "...), e.g. the settings of an earlier example")
     ap.add_argument("--baseline", default=BASELINE,
                     help="git revision to compare with ('none': this checkout only)")
+    ap.add_argument("--committee", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global COMMITTEE
+    COMMITTEE = args.committee
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore", UserWarning)
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"# alflow from {Path(alflow.__file__).parent}; load {os.getloadavg()[0]:.2f}",
-          flush=True)
+    load0 = round(os.getloadavg()[0], 2)
+    print(f"# alflow from {Path(alflow.__file__).parent}; load {load0:.2f}", flush=True)
     t0 = time.perf_counter()
     if "lj7" in args.systems:
         lj7_committee(args.work, args.quick)  # trained once, before any timing
@@ -381,7 +420,8 @@ def main() -> None:
         out = {n: benches[n](args.work, args.quick, settings) for n in args.systems.split(",")}
     out["quick"] = args.quick
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    out["load_average"] = round(os.getloadavg()[0], 2)
+    out["load_average"] = [load0, round(os.getloadavg()[0], 2)]  # at the start and the end
+    out["commit"] = _commit()
     sys.stdout.flush()
     print(json.dumps(out))
 

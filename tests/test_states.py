@@ -12,7 +12,7 @@ import torch
 from alflow.emt import EMT
 from alflow.potential import LennardJones, evaluate
 from alflow.sampling.langevin import run_langevin
-from alflow.states import BasinStates, HarmonicBasins, _quench, kabsch_rotations, quench
+from alflow.states import BasinStates, Fire, HarmonicBasins, _quench, kabsch_rotations, quench
 
 DATA = Path(__file__).resolve().parents[1] / "alflow" / "examples" / "data"
 
@@ -104,3 +104,28 @@ def test_quench_check_answers_as_assign_whenever_configurations_join():
     check.drain()
     got = check.status(torch.cat([first, second]))
     np.testing.assert_array_equal(got.numpy(), np.where(expect, 1, -1))
+
+
+def test_fire_path_of_a_configuration_does_not_depend_on_its_batch():
+    """FIRE on views of its queue: configurations quenched in one batch, joining it at
+    different times (some with known forces) or one by one reach the same minima to the last
+    bit, in the same number of steps (a row stepped with another's state would not)."""
+    pot = LennardJones(np.full(7, 18))
+    frames = {a.info["state"]: a for a in ase.io.read(DATA / "lj7.extxyz", ":")}
+    m = frames["capped_octahedron"].positions
+    x = torch.as_tensor(m + 0.15 * np.random.default_rng(4).standard_normal((9, 7, 3)))
+    alone = [quench(pot, x[i:i + 1])[0][0] for i in range(len(x))]
+    fire = Fire()
+    ids = [fire.submit(x[:3])]
+    for k in range(2):
+        out = evaluate(pot, fire.positions())
+        fire.advance(out.energy, out.forces)
+        extra = x[3 + 3 * k:6 + 3 * k]
+        known = evaluate(pot, extra) if k else None
+        ids.append(fire.submit(extra, *((known.energy, known.forces) if k else ())))
+    fire.drain(pot)
+    minima, _, ok, _ = fire.results(torch.cat(ids))
+    assert ok.all()
+    for i in range(len(x)):
+        np.testing.assert_array_equal(minima[i], alone[i])
+    assert fire.force_evals > 9 * 20

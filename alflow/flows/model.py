@@ -6,7 +6,9 @@ layer) and transforms the other half element-wise with parameters from an MLP of
 (circular dimensions enter the MLP as cos, sin):
 
 - real dimensions: a monotonic rational-quadratic spline on [-bound, bound] with identity tails
-  (``zuko.transforms.MonotonicRQSTransform``), or an affine map (``transform: affine``);
+  (zuko's ``MonotonicRQSTransform``, written out in :func:`_rqs`: one pass for all
+  transformed dimensions, the inverse with its log-det), or an affine map
+  (``transform: affine``);
 - circular dimensions: a circular spline (the same RQS on [-π, π], whose end-knot slopes are
   1, so it is a C¹ diffeomorphism of the circle) followed by a learned circular shift, as in
   Rezende et al. 2020 and zuko's NCSF.
@@ -14,7 +16,7 @@ layer) and transforms the other half element-wise with parameters from an MLP of
 Base: standard normal on real dimensions, von Mises(0, κ_d) on circular ones (κ from the
 training data), so log q is exactly normalised on ℝ^r × (S¹)^c. zuko's flows (NSF, NCSF) are
 all-real or all-circular; mixing both in one flow is why the coupling layer is our own (≈80
-lines); the element-wise transforms are zuko's. Log-determinants are exact (tested against
+lines); the splines follow zuko's. Log-determinants are exact (tested against
 autograd Jacobians).
 """
 
@@ -26,7 +28,6 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import nn
-from zuko.transforms import MonotonicRQSTransform
 
 from alflow.config import StrictModel
 
@@ -79,38 +80,117 @@ class _Coupling(nn.Module):
         x = u[:, self.trans]
         c = self.circ[self.trans]
         k = self.cfg.bins
-        y = torch.empty_like(x)
-        ladj = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
-        if (~c).any():
-            xr, pr = x[:, ~c], p[:, ~c]
-            if self.cfg.transform == "affine":
+        shift = p[..., 3 * k - 1]  # circular dimensions' shift (unused by real ones)
+        if self.cfg.transform == "affine":
+            y, ladj = x.clone(), torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
+            if (~c).any():
+                pr = p[:, ~c]
                 log_s = 2.0 * torch.tanh(pr[..., 0] / 2.0)
-                shift = pr[..., 1]
+                shift_r = pr[..., 1]
                 if inverse:
-                    yr, la = (xr - shift) * torch.exp(-log_s), -log_s
+                    y[:, ~c], la = (x[:, ~c] - shift_r) * torch.exp(-log_s), -log_s
                 else:
-                    yr, la = xr * torch.exp(log_s) + shift, log_s
+                    y[:, ~c], la = x[:, ~c] * torch.exp(log_s) + shift_r, log_s
+                ladj = ladj + la.sum(-1)
+            if c.any():
+                yc, la = _circular(p[:, c], x[:, c], shift[:, c], math.pi, k, inverse)
+                y[:, c] = yc
+                ladj = ladj + la.sum(-1)
+        else:  # one spline for every transformed dimension: on [-bound, bound] for real
+            # ones, [-π, π] for circular ones (then the shift)
+            bound = torch.full(c.shape, self.cfg.bound, dtype=x.dtype, device=x.device)
+            bound[c] = math.pi
+            if c.any():
+                y, la = _circular(p, x, torch.where(c, shift, 0.0), bound, k, inverse,
+                                  circular=c)
             else:
-                t = MonotonicRQSTransform(pr[..., :k], pr[..., k:2 * k], pr[..., 2 * k:3 * k - 1],
-                                          bound=self.cfg.bound)
-                yr, la = _run(t, xr, inverse)
-            y[:, ~c] = yr
-            ladj = ladj + la.sum(-1)
-        if c.any():
-            xc, pc = x[:, c], p[:, c]
-            t = MonotonicRQSTransform(pc[..., :k], pc[..., k:2 * k], pc[..., 2 * k:3 * k - 1],
-                                      bound=math.pi)
-            shift = pc[..., 3 * k - 1]
-            if inverse:
-                yc, la = _run(t, _wrap(xc - shift), True)
-            else:
-                yc, la = _run(t, xc, False)
-                yc = _wrap(yc + shift)
-            y[:, c] = yc
-            ladj = ladj + la.sum(-1)
+                y, la = _rqs(p, x, bound, k, inverse)
+            ladj = la.sum(-1)
         out = u.clone()
         out[:, self.trans] = y
         return out, ladj
+
+
+def _circular(p: torch.Tensor, x: torch.Tensor, shift: torch.Tensor,
+              bound: float | torch.Tensor, k: int, inverse: bool,
+              circular: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spline on [-bound, bound] then a circular shift (wrapped to [-π, π)) of the
+    ``circular`` dimensions (all when None), or its inverse; (y, log |dy/dx|)."""
+    def wrap(v: torch.Tensor) -> torch.Tensor:
+        return _wrap(v) if circular is None else torch.where(circular, _wrap(v), v)
+    if inverse:
+        return _rqs(p, wrap(x - shift), bound, k, True)
+    y, la = _rqs(p, x, bound, k, False)
+    return wrap(y + shift), la
+
+
+def _rqs(p: torch.Tensor, x: torch.Tensor, bound: float | torch.Tensor, k: int,
+         inverse: bool, slope: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monotonic rational-quadratic spline with identity tails (Durkan et al. 2019;
+    ``zuko.transforms.MonotonicRQSTransform``'s parametrisation and formulas) of x (B, D) on
+    [-bound, bound] (a float or (D,): the knots scale with it, the slopes do not), from
+    unconstrained parameters p (B, D, ≥ 3k − 1): widths, heights, inner-knot derivatives.
+    Forward or inverse in one pass; returns y (B, D) and log |dy/dx| (B, D) of the direction
+    taken (the inverse's from the same bin, not from a second forward call)."""
+    ls = math.log(slope)
+    w, h, d = p[..., :k], p[..., k:2 * k], p[..., 2 * k:3 * k - 1]
+    # softmax written out (torch's is slow on short rows): the squashed logits lie within
+    # ±|log slope| / 2, so exp cannot overflow
+    w = (w / (1 + (2 * w / ls).abs())).exp()
+    w = w / w.sum(-1, keepdim=True)
+    h = (h / (1 + (2 * h / ls).abs())).exp()
+    h = h / h.sum(-1, keepdim=True)
+    d = torch.nn.functional.pad(d / (1 + (d / ls).abs()), (1, 1)).exp()
+    b = bound[:, None] if isinstance(bound, torch.Tensor) else bound
+    hor = b * (2 * torch.cumsum(torch.nn.functional.pad(w, (1, 0)), -1) - 1)  # (B, D, k + 1)
+    ver = b * (2 * torch.cumsum(torch.nn.functional.pad(h, (1, 0)), -1) - 1)
+    j = ((ver if inverse else hor) < x[..., None]).sum(-1) - 1
+    mask = (j >= 0) & (j < k)
+    j = j % k
+    jj = torch.stack((j, j + 1), -1)
+    x0, x1 = hor.gather(-1, jj).unbind(-1)
+    y0, y1 = ver.gather(-1, jj).unbind(-1)
+    d0, d1 = d.gather(-1, jj).unbind(-1)
+    dy = y1 - y0
+    s = dy / (x1 - x0)
+    curve = d0 + d1 - 2 * s
+    if inverse:
+        y_ = mask * (x - y0)
+        a = dy * (s - d0) + y_ * curve
+        bb = dy * d0 - y_ * curve
+        cc = -s * y_
+        z = 2 * cc / (-bb - (bb**2 - 4 * a * cc).sqrt())
+        out = x0 + z * (x1 - x0)
+    else:
+        z = mask * (x - x0) / (x1 - x0)
+        out = y0 + dy * (s * z**2 + d0 * z * (1 - z)) / (s + curve * z * (1 - z))
+    zz = z * (1 - z)
+    jac = s**2 * (2 * s * zz + d0 * (1 - z) ** 2 + d1 * z**2) / (s + curve * zz) ** 2
+    ladj = mask * jac.log()
+    return torch.where(mask, out, x), -ladj if inverse else ladj
+
+
+def _von_mises(kappa: torch.Tensor, n: int, generator: torch.Generator | None
+               ) -> torch.Tensor:
+    """n draws (n, D) of von Mises(0, κ_d) angles in [-π, π), from ``generator``: Best &
+    Fisher's (1979) rejection sampler as ``torch.distributions.VonMises`` runs it (in float64),
+    without its round trip through the global random state (a reseed per call)."""
+    k = kappa.double()
+    tau = 1 + (1 + 4 * k**2).sqrt()
+    rho = (tau - (2 * tau).sqrt()) / (2 * k)
+    r = torch.where(k < 1e-5, 1 / k + k, (1 + rho**2) / (2 * rho))
+    x = torch.zeros((n, len(k)), dtype=torch.float64, device=k.device)
+    done = torch.zeros_like(x, dtype=torch.bool)
+    while not bool(done.all()):
+        u1, u2, u3 = torch.rand((3, *x.shape), dtype=torch.float64, device=k.device,
+                                generator=generator).unbind()
+        z = torch.cos(math.pi * u1)
+        f = (1 + r * z) / (r + z)
+        c = k * (r - f)
+        accept = ~done & (((c * (2 - c) - u2) > 0) | ((c / u2).log() + 1 - c >= 0))
+        x = torch.where(accept, (u3 - 0.5).sign() * f.acos(), x)
+        done = done | accept
+    return (x + math.pi) % (2 * math.pi) - math.pi
 
 
 def _gamma(shape: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -122,16 +202,6 @@ def _gamma(shape: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     out = torch._standard_gamma(shape)
     torch.set_rng_state(state)
     return out
-
-
-def _run(t: MonotonicRQSTransform, x: torch.Tensor,
-         inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the spline (or its inverse) and return the log |det| of that direction."""
-    if inverse:
-        y = t.inv(x)
-        return y, -t.log_abs_det_jacobian(y, x)
-    y, ladj = t.call_and_ladj(x)
-    return y, ladj
 
 
 class CouplingFlow(nn.Module):
@@ -199,15 +269,7 @@ class CouplingFlow(nn.Module):
                                 generator)
             u = u / torch.sqrt(chi2 / (nu - 2.0))
         if self.circ.any():
-            vm = torch.distributions.VonMises(torch.zeros_like(self.kappa[self.circ]),
-                                              self.kappa[self.circ])
-            if generator is not None:  # VonMises has no generator argument: seed from it
-                state = torch.get_rng_state()
-                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-                u[:, self.circ] = vm.sample((n,)).to(dt)
-                torch.set_rng_state(state)
-            else:
-                u[:, self.circ] = vm.sample((n,)).to(dt)
+            u[:, self.circ] = _von_mises(self.kappa[self.circ], n, generator).to(dt)
         return u
 
     def _normalise(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

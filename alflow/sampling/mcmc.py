@@ -113,7 +113,7 @@ Retrain = Callable[[np.ndarray, dict[str, Any]], Any]
 
 
 def _log_target(e: torch.Tensor, beta: float, ok: torch.Tensor) -> torch.Tensor:
-    return torch.where(ok & torch.isfinite(e), -beta * e, torch.full_like(e, -float("inf")))
+    return torch.where(ok & torch.isfinite(e), -beta * e, -float("inf"))
 
 
 @dataclass
@@ -155,25 +155,28 @@ def _mala_block(potential: Potential, w: _Walkers, steps: int, h: float, beta: f
     per walker (W,). ``ride``: a :class:`~alflow.states.Fire` whose pending quenches take one
     step in each of these calls (their configurations join the batch)."""
     x, e, f = w.x, w.e, w.f
-    n_acc = torch.zeros(x.shape[0], dtype=torch.int64)
-    c = 0.5 * h**2 * beta
     w_n = x.shape[0]
+    acc_steps = []
+    c = 0.5 * h**2 * beta
     for _ in range(steps):
         mu = x + c * f
-        y = mu + h * torch.randn(x.shape, dtype=x.dtype, generator=gen)
+        noise = torch.randn(x.shape, dtype=x.dtype, generator=gen)
+        y = mu + h * noise
         if ride is not None and len(ride):
             ey, fy = _evaluate(potential, torch.cat([y, ride.positions().to(y.dtype)]))
             ride.advance(ey[w_n:], fy[w_n:])
             ey, fy = ey[:w_n], fy[:w_n]
         else:
             ey, fy = _evaluate(potential, y)
-        log_fwd = -((y - mu) ** 2).sum((1, 2)) / (2 * h**2)
-        log_bwd = -((x - y - c * fy) ** 2).sum((1, 2)) / (2 * h**2)
-        log_a = _log_target(ey, beta, allowed(y)) + beta * e + log_bwd - log_fwd
-        acc = torch.log(torch.rand(x.shape[0], dtype=x.dtype, generator=gen)) < log_a
+        # log [q(x | y) / q(y | x)] with y − mu = h·noise
+        log_ratio = (0.5 * noise.square() - (x - y - c * fy).square() / (2 * h**2)).sum((1, 2))
+        log_a = _log_target(ey, beta, allowed(y)) + beta * e + log_ratio
+        acc = torch.rand(w_n, dtype=x.dtype, generator=gen).log() < log_a
         a3 = acc[:, None, None]
         x, e, f = torch.where(a3, y, x), torch.where(acc, ey, e), torch.where(a3, fy, f)
-        n_acc += acc
+        acc_steps.append(acc)
+    n_acc = (torch.stack(acc_steps).sum(0) if acc_steps
+             else torch.zeros(w_n, dtype=torch.int64))
     return _Walkers(x, e, f, w.log_q), n_acc
 
 
