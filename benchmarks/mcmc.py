@@ -190,9 +190,8 @@ def run_system(name: str, pot, refs: dict[str, np.ndarray], masses: np.ndarray,
         seeds = np.asarray(tr.positions[6:]).reshape(-1, *x_min.shape)
         member_of = states.member(s)
         seeds = seeds[np.asarray(member_of(torch.as_tensor(seeds)), dtype=bool)]
-        torch.manual_seed(k)
         bg = BoltzmannGenerator.build(x_min, pot.numbers, FlowConfig(**sampler["flow"]),
-                                      samples=seeds)
+                                      samples=seeds, init=torch.Generator().manual_seed(k))
         train = {**sampler["train"], "seed": k, **({"steps": 50} if quick else {})}
         train_flow(bg, seeds, config=train)
         x0 = seeds[np.random.default_rng(k).choice(len(seeds), walkers)]

@@ -24,7 +24,7 @@ def _committee(max_l=2, layers=2, members=3):
     models = []
     for seed in range(members):
         torch.manual_seed(seed)
-        m = build_model(cfg, STATS)
+        m = build_model(cfg, STATS, torch.Generator().manual_seed(seed))
         with torch.no_grad():  # larger random weights than the init: a rugged surface
             for p in m.parameters():
                 p.add_(0.3 * torch.randn_like(p))

@@ -29,7 +29,7 @@ STATS = {"atomic_numbers": [29, 47], "e0": [-1.0, -2.0], "scale": 0.7, "shift": 
 def _model(backend="builtin", seed=0):
     torch.manual_seed(seed)
     cfg = MLIPConfig(backend=backend, dtype="float64", cutoff=4.5)
-    model = build_model(cfg, STATS)
+    model = build_model(cfg, STATS, torch.Generator().manual_seed(seed))
     with torch.no_grad():  # larger random weights than the init: a rugged test surface
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))

@@ -24,7 +24,7 @@ CFG = MLIPConfig(dtype="float64", cutoff=4.5)
 
 def _model(seed):
     torch.manual_seed(seed)
-    model = build_model(CFG, STATS)
+    model = build_model(CFG, STATS, torch.Generator().manual_seed(seed))
     with torch.no_grad():  # larger random weights than the init: a rugged test surface
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))

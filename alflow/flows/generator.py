@@ -36,11 +36,11 @@ class BoltzmannGenerator(torch.nn.Module):
     """Flow density over the configurations of one state; positions in Å, shape (B, N, 3)."""
 
     def __init__(self, coords: ClusterCoordinates, cfg: FlowConfig | None = None,
-                 symmetry_perms: np.ndarray | None = None):
+                 symmetry_perms: np.ndarray | None = None, init: torch.Generator | None = None):
         super().__init__()
         self.coords = coords
         self.cfg = cfg or FlowConfig()
-        self.flow = CouplingFlow(coords.dim, coords.circular, self.cfg).double()
+        self.flow = CouplingFlow(coords.dim, coords.circular, self.cfg, init).double()
         perms = (rotation_permutations(coords.reference, coords.numbers)
                  if symmetry_perms is None else np.asarray(symmetry_perms))
         self.symmetry_perms = perms if len(perms) else np.arange(coords.n_atoms)[None]
@@ -52,11 +52,13 @@ class BoltzmannGenerator(torch.nn.Module):
 
     @classmethod
     def build(cls, reference: np.ndarray, numbers: np.ndarray, cfg: FlowConfig | None = None,
-              samples: np.ndarray | None = None) -> BoltzmannGenerator:
+              samples: np.ndarray | None = None, init: torch.Generator | None = None
+              ) -> BoltzmannGenerator:
         """From a reference minimum (N, 3) Å; normalisation from ``samples`` (B, N, 3) if
-        given (else a unit normalisation around the reference)."""
+        given (else a unit normalisation around the reference); initial weights drawn from
+        ``init`` (:class:`~alflow.flows.model.CouplingFlow`)."""
         cfg = cfg or FlowConfig()
-        bg = cls(make_coordinates(cfg.coordinates, reference, numbers), cfg)
+        bg = cls(make_coordinates(cfg.coordinates, reference, numbers), cfg, init=init)
         if samples is not None:
             bg.fit_normalisation(samples)
         else:

@@ -30,6 +30,7 @@ from pydantic import Field
 from torch import nn
 
 from alflow.config import StrictModel
+from alflow.rng import drawing_from
 
 
 def _wrap(a: torch.Tensor) -> torch.Tensor:
@@ -194,14 +195,8 @@ def _von_mises(kappa: torch.Tensor, n: int, generator: torch.Generator | None
 
 
 def _gamma(shape: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Gamma(shape, 1) samples, reproducible from ``generator`` (torch's sampler takes none)."""
-    if generator is None:
-        return torch._standard_gamma(shape)
-    state = torch.get_rng_state()
-    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    out = torch._standard_gamma(shape)
-    torch.set_rng_state(state)
-    return out
+    """Gamma(shape, 1) samples drawn from ``generator``."""
+    return torch._standard_gamma(shape, generator=generator)
 
 
 class CouplingFlow(nn.Module):
@@ -209,10 +204,12 @@ class CouplingFlow(nn.Module):
 
     ``log_prob(z) -> (B,)``, ``sample(n) -> (z (n, dim), log q (n,))``, ``rsample`` keeps the
     graph for reverse-KL training. Set the normalisation from data with :meth:`fit_normalisation`
-    before training.
+    before training. The coupling masks are drawn from ``cfg.seed``, the initial weights from
+    ``init`` (default: a generator seeded with ``cfg.seed``), never from torch's global one.
     """
 
-    def __init__(self, dim: int, circular: torch.Tensor, cfg: FlowConfig | None = None):
+    def __init__(self, dim: int, circular: torch.Tensor, cfg: FlowConfig | None = None,
+                 init: torch.Generator | None = None):
         super().__init__()
         self.cfg = cfg or FlowConfig()
         circ = torch.as_tensor(circular, dtype=torch.bool)
@@ -222,6 +219,7 @@ class CouplingFlow(nn.Module):
         self.register_buffer("scale", torch.ones(dim))
         self.register_buffer("kappa", torch.ones(dim))
         g = torch.Generator().manual_seed(self.cfg.seed)
+        weights = init if init is not None else torch.Generator().manual_seed(self.cfg.seed)
         layers = []
         for i in range(self.cfg.layers):
             perm = torch.randperm(dim, generator=g)
@@ -229,9 +227,9 @@ class CouplingFlow(nn.Module):
             keep[perm[: dim // 2]] = True
             if i % 2:
                 keep = ~keep
-            layers.append(_Coupling(keep, circ, self.cfg))
+            with drawing_from(weights):
+                layers.append(_Coupling(keep, circ, self.cfg))
         self.layers = nn.ModuleList(layers)
-        torch.manual_seed(self.cfg.seed)
 
     @torch.no_grad()
     def fit_normalisation(self, z: torch.Tensor) -> None:

@@ -147,8 +147,8 @@ def state_free_energy(potential: Potential, name: str, states: BasinStates | CVS
         else:
             log.warning("state %s: only %d of %d seed samples inside the state; keeping all",
                         name, int(inside.sum()), len(seeds))
-    torch.manual_seed(seed)
-    bg = BoltzmannGenerator.build(reference, numbers, cfg.flow, samples=seeds)
+    bg = BoltzmannGenerator.build(reference, numbers, cfg.flow, samples=seeds,
+                                  init=torch.Generator().manual_seed(seed))
     if init_flow is not None:
         extra["init_flow"] = str(init_flow) if bg.warm_start(init_flow) else None
     t0 = time.perf_counter()

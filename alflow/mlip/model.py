@@ -33,6 +33,7 @@ from torch import nn
 
 from alflow.mlip.config import BuiltinModelConfig, MLIPConfig
 from alflow.mlip.graph import DenseBatch, GraphBatch
+from alflow.rng import drawing_from
 
 
 def envelope(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -266,16 +267,20 @@ class EnergyModel(nn.Module):
         return self.forward(batch).double() + self.reference_energy(batch)
 
 
-def build_model(cfg: MLIPConfig, stats: dict) -> EnergyModel:
+def build_model(cfg: MLIPConfig, stats: dict, init: torch.Generator | None = None
+                ) -> EnergyModel:
     """An EnergyModel of ``cfg.backend`` in ``cfg.dtype`` from data statistics ``stats``
-    (keys: atomic_numbers, e0 eV, scale eV, shift eV, avg_num_neighbors)."""
+    (keys: atomic_numbers, e0 eV, scale eV, shift eV, avg_num_neighbors), its initial weights
+    drawn from ``init`` (default: a generator seeded with ``cfg.seed``), never from torch's
+    global generator."""
     z = [int(v) for v in stats["atomic_numbers"]]
-    if cfg.backend == "mace":
-        from alflow.mlip.mace import MaceCore
+    with drawing_from(init if init is not None else torch.Generator().manual_seed(cfg.seed)):
+        if cfg.backend == "mace":
+            from alflow.mlip.mace import MaceCore
 
-        core: nn.Module = MaceCore(cfg.mace, z, cfg.cutoff, stats["avg_num_neighbors"])
-    else:
-        core = BuiltinCore(cfg.builtin, len(z), cfg.cutoff, stats["avg_num_neighbors"])
+            core: nn.Module = MaceCore(cfg.mace, z, cfg.cutoff, stats["avg_num_neighbors"])
+        else:
+            core = BuiltinCore(cfg.builtin, len(z), cfg.cutoff, stats["avg_num_neighbors"])
     model = EnergyModel(core, z, stats["e0"], stats["scale"], stats["shift"])
     return model.to(getattr(torch, cfg.dtype))
 

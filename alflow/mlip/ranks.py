@@ -31,8 +31,7 @@ def probe_rate(info: DistInfo, job: dict, steps: int, warmup: int = 2) -> float:
     written. Every rank returns the rate of the ranks' mean step time (steps are in
     lockstep)."""
     cfg, stats = job["cfg"], job["stats"]
-    torch.manual_seed(job["seed"])
-    model = build_model(cfg, stats).to(info.device)
+    model = build_model(cfg, stats, torch.Generator().manual_seed(job["seed"])).to(info.device)
     net = ddp_wrap(model, info)
     batcher = Batcher(job["data"], stats["atomic_numbers"], model.e0.tolist(), cfg.cutoff,
                       getattr(torch, cfg.dtype), info.device)

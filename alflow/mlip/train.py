@@ -207,8 +207,7 @@ def train_member(info: DistInfo, data: LabelledData, train_idx: np.ndarray,
     member_dir = Path(member_dir)
     member_dir.mkdir(parents=True, exist_ok=True)
     dev, dtype = info.device, getattr(torch, cfg.dtype)
-    torch.manual_seed(seed)
-    model = build_model(cfg, stats).to(dev)
+    model = build_model(cfg, stats, torch.Generator().manual_seed(seed)).to(dev)
     if init_state is not None:
         model.load_state_dict(torch.load(init_state, map_location=dev, weights_only=True))
     batcher = Batcher(data, stats["atomic_numbers"], model.e0.tolist(), cfg.cutoff, dtype, dev)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from alflow.flows.model import CouplingFlow, FlowConfig
+from alflow.rng import drawing_from
 
 
 class CellScale(nn.Module):
@@ -65,13 +66,15 @@ class CrystalCouplingFlow(nn.Module):
     :class:`CellScale` (``cell``); the interface of :class:`CouplingFlow`."""
 
     def __init__(self, n_disp: int, n_cell: int, cfg: FlowConfig | None = None,
-                 cell_hidden: int = 32):
+                 cell_hidden: int = 32, init: torch.Generator | None = None):
         super().__init__()
         self.cfg = cfg or FlowConfig(transform="spline")
         dim = n_disp + n_cell
         self.dim = dim
-        self.inner = CouplingFlow(dim, torch.zeros(dim, dtype=torch.bool), self.cfg)
-        self.cell = CellScale(n_disp, n_cell, cell_hidden)
+        init = init if init is not None else torch.Generator().manual_seed(self.cfg.seed)
+        self.inner = CouplingFlow(dim, torch.zeros(dim, dtype=torch.bool), self.cfg, init)
+        with drawing_from(init):
+            self.cell = CellScale(n_disp, n_cell, cell_hidden)
 
     def fit_normalisation(self, z: torch.Tensor) -> None:
         """The inner flow's per-dimension mean and scale from samples z (B, dim)."""

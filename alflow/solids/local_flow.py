@@ -37,6 +37,7 @@ from zuko.transforms import MonotonicRQSTransform
 
 from alflow.config import StrictModel
 from alflow.errors import InputError
+from alflow.rng import drawing_from
 
 
 class LocalFlowConfig(StrictModel):
@@ -164,7 +165,7 @@ class LocalCrystalFlow(nn.Module):
                  "scale": sd[:nd].view(n - 1, 3).clone(),
                  "c_loc": coords.mean[nd:].clone(), "c_scale": sd[nd:].clone()}
         g = torch.Generator().manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        weights = torch.Generator().manual_seed(cfg.seed)
         layers = []
         for i in range(cfg.layers):
             if i % 2 == 0:
@@ -175,7 +176,8 @@ class LocalCrystalFlow(nn.Module):
                 keep = pick.repeat_interleave(3) if atoms else pick
             else:
                 keep = ~keep
-            layers.append(LocalCoupling(keep.view(n - 1, 3), graph, coords.n_cell, cfg))
+            with drawing_from(weights):
+                layers.append(LocalCoupling(keep.view(n - 1, 3), graph, coords.n_cell, cfg))
         self.layers = nn.ModuleList(layers).double()
 
     def _raw(self, z: torch.Tensor) -> torch.Tensor:
