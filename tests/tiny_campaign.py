@@ -15,9 +15,12 @@ SMALL = {
                          "n_rbf": 6}},
     "exploration": {"bootstrap": {"displaced": 3, "displacement": 0.08},
                     "md": {"replicas": 2, "steps": 60, "dt_fs": 10.0, "record_every": 10},
+                    # these committees' states are small: 1-5 % of a rough flow's samples
+                    # land inside, so 2000 samples (200 left a state empty in one of ~15
+                    # campaigns: no ΔF that generation, and the rule waits for one)
                     "sampler": {"md_replicas": 2, "md_steps": 100, "md_record_every": 10,
-                                "samples": 200, "flow": {"layers": 2, "hidden": 8},
-                                "train": {"steps": 20}}},
+                                "samples": 2000, "flow": {"layers": 2, "hidden": 8},
+                                "train": {"steps": 100}}},
     "selection": {"trust_lower": 0.0, "trust_upper": 10.0, "min_distance": 2.5, "budget": 4},
     "estimate": {"reweight_samples": 3, "bootstrap": 20},
     # orchestration, not accuracy: the rule accepts any estimate of these rough committees
