@@ -118,16 +118,17 @@ def quench(oracle: Oracle, x: np.ndarray, fmax: float = 5e-3, steps: int = 600,
 
 
 def classify(frames: np.ndarray, numbers: np.ndarray, order: np.ndarray | None = None,
-             deadline: float = np.inf) -> tuple[np.ndarray, list[dict]]:
+             deadline: float = np.inf, label: np.ndarray | None = None,
+             minima: list[dict] | None = None) -> tuple[np.ndarray, list[dict]]:
     """Quench every frame (..., N, 3) Å on GFN1-xTB: its class (0 planar, 1 3d, -1 beyond the
     wall or not converged; shape frames.shape[:-2]) and the distinct minima reached, each with
     the indices of the frames that reached it. ``order``: the frames' flat indices in the
     order to quench them; at ``deadline`` (time.perf_counter()) the rest stay unquenched
-    (-2)."""
+    (-2). ``label`` and ``minima``: those of earlier calls, updated in place."""
     lead = frames.shape[:-2]
     q = Oracle(numbers, frames.reshape(-1, *frames.shape[-2:])[0])
-    label = np.full(lead, -2)
-    minima: list[dict] = []
+    label = np.full(lead, -2) if label is None else label
+    minima = [] if minima is None else minima
     flat = np.arange(int(np.prod(lead))) if order is None else order
     for idx in (np.unravel_index(i, lead) for i in flat):
         if time.perf_counter() > deadline:
@@ -265,17 +266,49 @@ def planarity_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
     return p, np.outer(d @ v, v) / (len(x) * max(p, 1e-8))
 
 
-def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.ndarray,
+class Biased:
+    """GFN1-xTB plus the window bias ½ k (p − centre)² (eV, Å): energy and forces of x."""
+
+    def __init__(self, oracle: Oracle, centre: float, k_bias: float):
+        self.oracle, self.centre, self.k = oracle, centre, k_bias
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        e, f = self.oracle(x)
+        p, g = planarity_grad(x)
+        return e + 0.5 * self.k * (p - self.centre) ** 2, f - self.k * (p - self.centre) * g
+
+
+def window_starts(origin: np.ndarray, numbers: np.ndarray, centres: np.ndarray,
+                  k_bias: float, seed: int = 0) -> np.ndarray:
+    """One start (K, N, 3) Å per window, all from one minimum ``origin`` (N, 3) Å: a sweep
+    outwards from the origin's planarity, each window's start the biased GFN1-xTB minimum
+    (FIRE to 0.05 eV/Å) reached from its neighbour's (0.02 Å of noise breaks the triangle's
+    symmetry, where dp/dx vanishes)."""
+    rng = np.random.default_rng(seed)
+    p0 = planarity(origin)
+    out = np.zeros((len(centres), *origin.shape))
+    q = Oracle(numbers, origin)
+    for side in (np.flatnonzero(centres >= p0), np.flatnonzero(centres < p0)[::-1]):
+        x = origin.copy()
+        for i in side:
+            x = x + rng.normal(scale=0.02, size=x.shape)
+            x = quench(Biased(q, centres[i], k_bias), x, fmax=0.05, steps=300)[0]
+            out[i] = x - x.mean(0)
+    return out
+
+
+def umbrella(x0: np.ndarray, numbers: np.ndarray, centres: np.ndarray,
              k_bias: float, steps: int, record_every: int, exchange_every: int = 10,
              dt_fs: float = 5.0, friction_per_fs: float = 0.01, seed: int = 0,
-             deadline: float = np.inf) -> tuple[np.ndarray, np.ndarray, float]:
+             deadline: float = np.inf) -> dict:
     """Hamiltonian replica exchange of umbrella windows along planarity: one BAOAB Langevin
-    replica per window (bias ½ k_bias (p − centre)², k_bias eV/Å², centres (K,) Å) at 300 K,
-    neighbours exchanging configurations (Metropolis on the bias energies; no oracle calls).
-    A window starts from the start whose planarity lies nearest its centre (``starts``:
-    planarity Å -> positions). Returns the recorded frames (F, K, N, 3) Å and their planarity
-    (F, K) Å (index k: the window's bias) and the exchange acceptance; stops early at
-    ``deadline`` (time.perf_counter())."""
+    replica per window (bias ½ k_bias (p − centre)², k_bias eV/Å², centres (K,) Å) at 300 K
+    started from ``x0`` (K, N, 3) Å, neighbours exchanging configurations (Metropolis on the
+    bias energies; no oracle calls). Returns ``frames`` (F, K, N, 3) Å recorded every
+    ``record_every`` steps, their planarity ``plan`` (F, K) Å (index k: the window's bias),
+    ``replica`` (F, K) (which replica, numbered by its starting window, sits in window k)
+    and the exchange acceptance per neighbour pair (K − 1,); stops early at ``deadline``
+    (time.perf_counter())."""
     rng = np.random.default_rng(seed)
     kw = len(centres)
     mass = atomic_masses[numbers][None, :, None]
@@ -284,13 +317,12 @@ def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.n
     c2 = np.sqrt(1 - c1 * c1)
     beta = 1.0 / (units.kB * T_K)
     sig = np.sqrt(units.kB * T_K / mass)
-    keys = np.array(sorted(starts))
-    x = np.stack([starts[keys[np.abs(keys - c).argmin()]] for c in centres]).astype(float)
-    x -= x.mean(1, keepdims=True)
+    x = x0 - x0.mean(1, keepdims=True)
     oracles = [Oracle(numbers, x[i]) for i in range(kw)]
     v = rng.normal(size=x.shape) * sig
     f = np.zeros_like(x)
     pl = np.zeros(kw)
+    rep = np.arange(kw)
 
     def forces() -> None:
         for i in range(kw):
@@ -299,7 +331,8 @@ def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.n
             f[i] = fo - k_bias * (pl[i] - centres[i]) * g
 
     forces()
-    frames, plan, acc = [], [], []
+    frames, plan, reps = [], [], []
+    tried, accepted = np.zeros(kw - 1), np.zeros(kw - 1)
     for s in range(steps):
         baoab(x, v, f, mass, dt, c1, c2 * sig, rng, forces)
         if (s + 1) % exchange_every == 0:
@@ -308,9 +341,10 @@ def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.n
                 du = 0.5 * k_bias * ((pl[i] - b) ** 2 + (pl[i + 1] - a) ** 2
                                      - (pl[i] - a) ** 2 - (pl[i + 1] - b) ** 2)
                 ok = np.log(rng.random()) < -beta * du
-                acc.append(ok)
+                tried[i] += 1
+                accepted[i] += ok
                 if ok:
-                    for arr in (x, v, pl):
+                    for arr in (x, v, pl, rep):
                         arr[[i, i + 1]] = arr[[i + 1, i]]
                     oracles[i], oracles[i + 1] = oracles[i + 1], oracles[i]
                     for j in (i, i + 1):
@@ -319,52 +353,126 @@ def umbrella(starts: dict[float, np.ndarray], numbers: np.ndarray, centres: np.n
         if (s + 1) % record_every == 0:
             frames.append(x.copy())
             plan.append(pl.copy())
+            reps.append(rep.copy())
         if (s + 1) % max(steps // 10, 1) == 0:
             print(f"  umbrella MD step {s + 1}/{steps}, {Oracle.calls} calls", flush=True)
         if time.perf_counter() > deadline:
             print(f"  umbrella MD stopped at step {s + 1} (time budget)", flush=True)
             break
-    return np.array(frames), np.array(plan), float(np.mean(acc)) if acc else float("nan")
+    return {"frames": np.array(frames), "plan": np.array(plan), "replica": np.array(reps),
+            "acceptance": accepted / np.maximum(tried, 1)}
 
 
-def mbar_delta_f(plan: np.ndarray, label: np.ndarray, centres: np.ndarray, k_bias: float,
-                 blocks: int, n_bootstrap: int, seed: int = 0) -> dict:
-    """ΔF = F(3d) − F(planar) in kT from umbrella frames: MBAR (pymbar) on every frame's
-    planarity ``plan`` (F, K) Å gives each frame its unbiased weight; the quench classes
-    ``label`` (F, K) (0 planar, 1 3d, -1 none or not quenched) sum them. Error: bootstrap over
-    ``blocks`` contiguous time blocks (the same blocks of every window: exchanges couple
-    them). Also the unbiased weight of every frame (F, K) and the free-energy profile."""
+def round_trips(replica: np.ndarray) -> list[int]:
+    """Per replica, the completed round trips 0 → K−1 → 0 between the end windows, from
+    ``replica`` (F, K): which replica sits in window k at each recorded time."""
+    kw = replica.shape[1]
+    out = []
+    for r in range(kw):
+        ends = [w for w in (replica == r).argmax(1) if w in (0, kw - 1)]
+        ends = [w for i, w in enumerate(ends) if i == 0 or w != ends[i - 1]]
+        out.append(sum(1 for i in range(2, len(ends)) if ends[i] == 0 and ends[i - 2] == 0))
+    return out
+
+
+def band_classes(frames: np.ndarray, plan: np.ndarray, numbers: np.ndarray,
+                 band: tuple[float, float], quench_every: int, verify: float,
+                 rng: np.random.Generator, deadline: float = np.inf
+                 ) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
+    """Classes of umbrella frames (F, K, N, 3) Å with planarity ``plan`` (F, K) Å: 0 planar
+    for p below ``band`` (Å), 1 3d above it (-1 beyond the wall), the frames inside the band
+    (every ``quench_every``-th time, in random order until ``deadline``) by their GFN1-xTB
+    quench. A random fraction ``verify`` of the frames classed by p (at least 20) is
+    quenched too; a disagreement widens the band to 0.05 Å past its p and the check is
+    repeated on a fresh sample (at most 4 rounds). Returns the labels (F, K) (-2 in the band
+    but not quenched), the final band mask (F, K), the minima reached and the check's
+    record."""
+    lo, hi = band
+    out = frames - frames.mean(-2, keepdims=True)
+    beyond = np.linalg.norm(out, axis=-1).max(-1) > WALL
+    label = np.full(plan.shape, -2)
+    minima: list[dict] = []
+    checks: list[dict] = []
+    checked = np.zeros(plan.shape, bool)
+    for _ in range(4):
+        inband = (plan >= lo) & (plan <= hi)
+        sure = np.flatnonzero(~inband & ~beyond & ~checked)
+        n = min(len(sure), max(20, int(np.ceil(verify * len(sure)))))
+        pick = rng.choice(sure, n, replace=False) if n else sure
+        byp = (plan.reshape(-1)[pick] > hi).astype(int)
+        classify(frames, numbers, pick, deadline, label, minima)
+        checked.reshape(-1)[pick] = True
+        got = label.reshape(-1)[pick]
+        bad = [(int(i), float(plan.reshape(-1)[i]), int(c), int(g))
+               for i, c, g in zip(pick, byp, got, strict=True) if g >= 0 and g != c]
+        checks.append({"band_a": [round(lo, 3), round(hi, 3)], "checked": int(n),
+                       "quenched": int((got > -2).sum()),
+                       "disagreements": [{"frame": divmod(i, plan.shape[1]), "p_a": round(p, 3),
+                                          "by_p": c, "by_quench": g} for i, p, c, g in bad]})
+        if not bad:
+            break
+        for _, p, _, _ in bad:
+            lo, hi = (min(lo, p - 0.05), hi) if p < lo else (lo, max(hi, p + 0.05))
+    inband = (plan >= lo) & (plan <= hi)
+    fill = ~inband & (label == -2)
+    label[fill] = (plan[fill] > hi).astype(int)
+    label[beyond & fill] = -1
+    rows = rng.permutation(np.arange(0, len(plan), quench_every))  # all windows of a row
+    cand = np.concatenate([np.flatnonzero(inband[t] & (label[t] == -2)) + t * plan.shape[1]
+                           for t in rows] + [np.zeros(0, int)])
+    classify(frames, numbers, cand, deadline, label, minima)
+    return label, inband, minima, {"band_a": [round(lo, 3), round(hi, 3)], "rounds": checks}
+
+
+def _mbar_logw(plan: np.ndarray, centres: np.ndarray, k_bias: float,
+               f0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MBAR (pymbar) over windows on the planarity ``plan`` (F, K) Å of equal numbers of
+    frames per window: the windows' free energies (K,) and each frame's unbiased log-weight
+    (F, K), up to a constant."""
     from pymbar import MBAR
 
     beta = 1.0 / (units.kB * T_K)
     nf, kw = plan.shape
+    p = plan.T.reshape(-1)  # window-major: every frame of window 0, then 1...
+    u = beta * 0.5 * k_bias * (p[None, :] - centres[:, None]) ** 2
+    mb = MBAR(u, np.full(kw, nf), initial_f_k=f0)
+    logw = -np.logaddexp.reduce(np.log(nf) + mb.f_k[:, None] - u, axis=0)
+    return mb.f_k, (logw - logw.max()).reshape(kw, nf).T
 
-    def solve(rows: np.ndarray, f0: np.ndarray | None = None):
-        p = plan[rows].T.reshape(-1)  # window-major: every frame of window 0, then 1...
-        u = beta * 0.5 * k_bias * (p[None, :] - centres[:, None]) ** 2
-        mb = MBAR(u, np.full(kw, len(rows)), initial_f_k=f0)
-        logw = -np.logaddexp.reduce(np.log(len(rows)) + mb.f_k[:, None] - u, axis=0)
-        return mb.f_k, (logw - logw.max()).reshape(kw, len(rows)).T
 
-    def dfk(logw: np.ndarray, lab: np.ndarray) -> float:
-        w = np.exp(logw)
-        n3, n0 = w[lab == 1].sum(), w[lab == 0].sum()
-        return float(-np.log(n3 / n0)) if n3 > 0 and n0 > 0 else float("nan")
+def _delta(logw: np.ndarray, label: np.ndarray, inband: np.ndarray) -> float:
+    """ΔF (kT) from unbiased log-weights and labels (F, K); the quenched frames of the band
+    stand for all of its frames (weighted by the band's total over its quenched weight)."""
+    w = np.exp(logw)
+    q = inband & (label != -2)
+    wq = w[q].sum()
+    scale = w[inband].sum() / wq if wq > 0 else 0.0
+    n = [w[~inband & (label == c)].sum() + scale * w[q & (label == c)].sum() for c in (0, 1)]
+    return float(-np.log(n[1] / n[0])) if n[0] > 0 and n[1] > 0 else float("nan")
 
-    rows = np.arange(nf)
+
+def mbar_delta_f(plan: np.ndarray, label: np.ndarray, inband: np.ndarray,
+                 centres: np.ndarray, k_bias: float, segments: list[tuple[int, int]],
+                 blocks: int, n_bootstrap: int, seed: int = 0) -> dict:
+    """ΔF = F(3d) − F(planar) in kT from umbrella frames: MBAR on every frame's planarity
+    ``plan`` (F, K) Å gives each frame its unbiased weight; the classes ``label`` (F, K)
+    (0 planar, 1 3d, -1 none, -2 in the band ``inband`` but not quenched) sum them. Error:
+    bootstrap over ``blocks`` contiguous time blocks of each run (``segments``: its rows;
+    the same blocks of every window: exchanges couple them). Also the unbiased weight of
+    every frame (F, K) and the free-energy profile along p."""
+    nf = plan.shape[0]
     if nf < 2:
         raise SystemExit(f"umbrella: {nf} frame(s) after the burn-in: nothing to analyse "
                          "(more steps or a longer --budget-minutes)")
-    blocks = min(blocks, nf)
-    f_k, logw = solve(rows)
-    value = dfk(logw, label)
+    f_k, logw = _mbar_logw(plan, centres, k_bias)
+    value = _delta(logw, label, inband)
     rng = np.random.default_rng(seed)
-    edges = np.linspace(0, nf, blocks + 1).astype(int)
+    cuts = [np.arange(a, b) for a, b in segments]
+    parts = [c for seg in cuts for c in np.array_split(seg, min(blocks, len(seg)))]
     boot = []
     for _ in range(n_bootstrap):
-        pick = rng.integers(0, blocks, blocks)
-        r = np.concatenate([np.arange(edges[b], edges[b + 1]) for b in pick])
-        boot.append(dfk(solve(r, f_k)[1], label[r]))
+        r = np.concatenate([parts[b] for b in rng.integers(0, len(parts), len(parts))])
+        boot.append(_delta(_mbar_logw(plan[r], centres, k_bias, f_k)[1], label[r], inband[r]))
     boot = np.array(boot)
     hist, e = np.histogram(plan.reshape(-1), bins=40, weights=np.exp(logw).reshape(-1))
     with np.errstate(divide="ignore"):
@@ -375,55 +483,158 @@ def mbar_delta_f(plan: np.ndarray, label: np.ndarray, centres: np.ndarray, k_bia
                         for i in range(len(hist)) if np.isfinite(prof[i])]}
 
 
+def _agree(a: dict, b: dict) -> bool | None:
+    """Whether two estimates {"delta_f_kt", "error_kt"} agree within twice their combined
+    error (None without values)."""
+    va, vb, ea, eb = a["delta_f_kt"], b["delta_f_kt"], a["error_kt"], b["error_kt"]
+    if None in (va, vb, ea, eb):
+        return None
+    return bool(abs(va - vb) <= 2.0 * np.hypot(ea, eb))
+
+
+def _fig(est: dict) -> dict:
+    return {"delta_f_kt": _num(est["value"]), "error_kt": _num(est["error"])}
+
+
+def _window_series(label: np.ndarray, parts: int = 4) -> list[list[float | None]]:
+    """Per window, the 3d fraction of its quenched/classed frames in ``parts`` consecutive
+    time slices (unweighted: how the window's content moves in time)."""
+    out = []
+    for k in range(label.shape[1]):
+        row = []
+        for seg in np.array_split(label[:, k], parts):
+            ok = seg[seg >= 0]
+            row.append(round(float(ok.mean()), 2) if len(ok) else None)
+        out.append(row)
+    return out
+
+
+STARTS = ("nearest", "planar", "3d")
+
+
 def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
                        record_every: int, quench_every: int, burn_fraction: float = 0.2,
-                       blocks: int = 10, seed: int = 0, n_bootstrap: int = 200,
-                       budget_minutes: float | None = None) -> dict:
+                       blocks: int = 10, seed: int = 0, n_bootstrap: int = 100,
+                       budget_minutes: float | None = None,
+                       starts: tuple[str, ...] = ("planar", "3d"),
+                       band: tuple[float, float] = (0.1, 0.8), verify: float = 0.01,
+                       save: str | None = None) -> dict:
     """ΔF = F(3d) − F(planar) (kT and eV) at 300 K by umbrella sampling along planarity
-    (replica exchange between windows), MBAR and the quench class of every
-    ``quench_every``-th recorded frame. With ``budget_minutes``, the MD stops at 60 % of it
-    and the quenches (all windows of a recorded time at once, the times in random order) at
-    90 %: what is done is analysed."""
+    (replica exchange between windows), MBAR and the frames' classes (by p outside
+    ``band`` Å, checked on a random sample; by quench inside it). One run per entry of
+    ``starts``: ``planar`` every window from the D3h triangle, ``3d`` every window from the
+    C2v bicapped tetrahedron (both by a biased sweep, ``window_starts``), ``nearest`` each
+    window from the minimum whose planarity is nearest its centre. Printed: each run's ΔF,
+    the first-half and second-half ΔF, and that of all runs together (the result). With
+    ``budget_minutes``, each run gets an equal share: its MD stops at 60 % of its share and
+    its quenches at 95 %. ``save``: each run's planarities, classes and replica indices go
+    to ``{save}.{start}.npz``."""
     from alflow.examples import DATA
 
     t0 = time.perf_counter()
     mins = {a.info["point_group"]: a.positions for a in read(DATA / "ag6_xtb.extxyz", ":")}
     numbers = read(DATA / "ag6_xtb.extxyz", "0").numbers
-    starts = {planarity(x): x for x in mins.values()}
+    nearest = {planarity(x): x for x in mins.values()}
+    keys = np.array(sorted(nearest))
     centres = np.linspace(0.0, p_max, windows)
-    budget = np.inf if budget_minutes is None else 60.0 * budget_minutes
-    frames, plan, acc = umbrella(starts, numbers, centres, k_bias, steps, record_every,
-                                 seed=seed, deadline=t0 + 0.6 * budget)
-    md_s, md_calls = time.perf_counter() - t0, Oracle.calls
-    burn = int(burn_fraction * len(frames))
-    frames, plan = frames[burn:], plan[burn:]
-    label = np.full(plan.shape, -2)
-    sub = np.arange(0, len(frames), quench_every)
-    order = (np.random.default_rng(seed).permutation(len(sub))[:, None] * windows
-             + np.arange(windows)[None]).reshape(-1)
-    label[sub], minima = classify(frames[sub], numbers, order, deadline=t0 + 0.9 * budget)
-    for mm in minima:  # frame indices into the full arrays
-        mm["_idx"] = [(sub[i], k) for i, k in mm["_idx"]]
-    quenched = int((label > -2).sum())
-    q_s = time.perf_counter() - t0 - md_s
-    est = mbar_delta_f(plan, label, centres, k_bias, blocks, n_bootstrap, seed)
+    share = (np.inf if budget_minutes is None else 60.0 * budget_minutes) / len(starts)
+    rng = np.random.default_rng(seed)
+    runs = []
+    for n_run, start in enumerate(starts):
+        r0, c0 = time.perf_counter(), Oracle.calls
+        if start == "nearest":
+            x0 = np.stack([nearest[keys[np.abs(keys - c).argmin()]] for c in centres])
+        else:
+            origin = mins["D3h" if start == "planar" else "C2v"]
+            x0 = window_starts(origin, numbers, centres, k_bias, seed + n_run)
+        start_calls = Oracle.calls - c0
+        print(f"  run {start}: window starts ({start_calls} calls), planarity "
+              f"{[round(planarity(x), 2) for x in x0]}", flush=True)
+        md = umbrella(x0, numbers, centres, k_bias, steps, record_every, seed=seed + n_run,
+                      deadline=r0 + 0.6 * share)
+        md_calls, md_s = Oracle.calls - c0 - start_calls, time.perf_counter() - r0
+        burn = int(burn_fraction * len(md["frames"]))
+        frames, plan = md["frames"][burn:], md["plan"][burn:]
+        label, inband, minima, check = band_classes(frames, plan, numbers, band, quench_every,
+                                                    verify, rng, deadline=r0 + 0.95 * share)
+        frames, plan = frames[::quench_every], plan[::quench_every]  # the quench rows
+        label, inband = label[::quench_every], inband[::quench_every]
+        for mm in minima:  # frames of the quench rows only (the checks elsewhere are dropped)
+            mm["_idx"] = [(i // quench_every, k) for i, k in mm["_idx"] if i % quench_every == 0]
+        if save:
+            np.savez_compressed(f"{save}.{start}.npz", plan=plan, label=label, inband=inband,
+                                replica=md["replica"][burn:], centres=centres,
+                                k_bias=k_bias, quench_every=quench_every)
+        runs.append({"start": start, "plan": plan, "label": label, "inband": inband,
+                     "minima": minima, "check": check, "replica": md["replica"],
+                     "acceptance": md["acceptance"], "start_calls": start_calls,
+                     "md_calls": md_calls, "md_seconds": round(md_s, 1),
+                     "calls": Oracle.calls - c0, "seconds": time.perf_counter() - r0,
+                     "ps_per_window": len(md["frames"]) * record_every * 5.0 / 1000,
+                     "burn": burn})
+    a0 = time.perf_counter()
+    plan = np.concatenate([r["plan"] for r in runs])
+    label = np.concatenate([r["label"] for r in runs])
+    inband = np.concatenate([r["inband"] for r in runs])
+    edges = np.cumsum([0] + [len(r["plan"]) for r in runs])
+    segments = list(zip(edges[:-1], edges[1:], strict=True))
+    per_blocks = max(blocks // len(runs), 2)
+    est = mbar_delta_f(plan, label, inband, centres, k_bias, segments, per_blocks,
+                       n_bootstrap, seed)
+
+    def sub(rows: np.ndarray, segs: list[tuple[int, int]]) -> dict:
+        return _fig(mbar_delta_f(plan[rows], label[rows], inband[rows], centres, k_bias,
+                                 segs, per_blocks, n_bootstrap, seed))
+
+    halves, by_start = [], {}
+    for h in (0, 1):
+        rows = np.concatenate([np.array_split(np.arange(a, b), 2)[h] for a, b in segments])
+        lens = np.cumsum([0] + [len(np.array_split(np.arange(a, b), 2)[h])
+                                for a, b in segments])
+        halves.append(sub(rows, list(zip(lens[:-1], lens[1:], strict=True))))
+    if len(runs) > 1:
+        for r, (a, b) in zip(runs, segments, strict=True):
+            by_start[r["start"]] = sub(np.arange(a, b), [(0, b - a)])
+    analysis_s = time.perf_counter() - a0
+    minima: list[dict] = []
+    for r, (a, _) in zip(runs, segments, strict=True):  # merge the runs' minima, frame rows pooled
+        for mm in r["minima"]:
+            mm["_idx"] = [(a + i, k) for i, k in mm["_idx"]]
+            for m2 in minima:
+                if (abs(m2["energy_ev"] - mm["energy_ev"]) < 2e-3
+                        and np.sqrt(((m2["_d"] - mm["_d"]) ** 2).mean()) < 0.05):
+                    m2["_idx"] += mm["_idx"]
+                    break
+            else:
+                minima.append(mm)
     _populations(minima, label, est["weights"])
     kt = units.kB * T_K
     seconds = time.perf_counter() - t0
     value, error = est["value"], est["error"]
+    starts_agree = (_agree(*by_start.values()) if len(by_start) == 2 else None)
     return {"method": "umbrella", "delta_f_kt": _num(value), "error_kt": _num(error),
             "delta_f_ev": _num(value * kt), "error_ev": _num(error * kt),
-            "temperature_k": T_K, "windows": windows, "centres_a": centres.round(3).tolist(),
-            "k_bias_ev_per_a2": k_bias, "steps": steps,
-            "ps_per_window": (burn + len(frames)) * record_every * 5.0 / 1000,
-            "frames": int(plan.size), "quenched": quenched,
+            "temperature_k": T_K, "starts": list(starts), "by_start": by_start,
+            "starts_agree": starts_agree, "halves": halves,
+            "halves_agree": _agree(*halves), "windows": windows,
+            "centres_a": centres.round(3).tolist(), "k_bias_ev_per_a2": k_bias,
+            "steps": steps, "ps_per_window": [round(r["ps_per_window"], 2) for r in runs],
+            "burn_fraction": burn_fraction, "frames": int(plan.size),
+            "quenched_band": int((inband & (label > -2)).sum()),
+            "in_band": int(inband.sum()), "band_check": [r["check"] for r in runs],
             "planar": int((label == 0).sum()), "3d": int((label == 1).sum()),
             "neither": int((label == -1).sum()), "budget_minutes": budget_minutes,
-            "exchange_acceptance": round(acc, 3), "bootstrap_blocks": blocks,
+            "exchange_acceptance": round(float(np.mean([r["acceptance"] for r in runs])), 3),
+            "exchange_acceptance_pairs": [r["acceptance"].round(2).tolist() for r in runs],
+            "round_trips": [round_trips(r["replica"]) for r in runs],
+            "window_3d_fraction_quarters": [_window_series(r["label"]) for r in runs],
+            "bootstrap_blocks": per_blocks * len(runs),
             "bootstrap_failed": est["bootstrap_failed"], "profile_kt": est["profile"],
             "minima": sorted(minima, key=lambda m: m["energy_ev"]),
-            "md_seconds": round(md_s, 1), "quench_seconds": round(q_s, 1),
-            "oracle_calls": Oracle.calls, "md_oracle_calls": md_calls,
+            "start_calls": [r["start_calls"] for r in runs],
+            "md_oracle_calls": sum(r["md_calls"] for r in runs),
+            "md_seconds": sum(r["md_seconds"] for r in runs),
+            "analysis_seconds": round(analysis_s, 1), "oracle_calls": Oracle.calls,
             "ms_per_call": round(1e3 * seconds / max(Oracle.calls, 1), 2),
             "seconds": round(seconds, 1)}
 
@@ -436,8 +647,27 @@ def _num(v: float) -> float | None:
 
 QUICK = {"chains": 2, "steps": 200, "record_every": 20}
 FULL = {"chains": 8, "steps": 20000, "record_every": 40}
-UMBRELLA_QUICK = {"windows": 16, "steps": 200, "record_every": 10, "quench_every": 4}
-UMBRELLA_FULL = {"windows": 31, "steps": 4000, "record_every": 10, "quench_every": 4}
+UMBRELLA_QUICK = {"windows": 12, "steps": 120, "record_every": 10, "quench_every": 2}
+UMBRELLA_FULL = {"windows": 25, "steps": 8000, "record_every": 10, "quench_every": 6}
+
+
+def _print_checks(out: dict) -> None:
+    """The umbrella run's convergence evidence, readable."""
+    for start, quarters, trips, acc, chk in zip(
+            out["starts"], out["window_3d_fraction_quarters"], out["round_trips"],
+            out["exchange_acceptance_pairs"], out["band_check"], strict=True):
+        print(f"  run {start}: round trips 0 -> K-1 -> 0 per replica {trips}; exchange "
+              f"acceptance per pair {acc}")
+        for c, q in zip(out["centres_a"], quarters, strict=True):
+            print(f"    window {c:.3f} Å: 3d fraction per time quarter {q}")
+        for rnd in chk["rounds"]:
+            print(f"    band {rnd['band_a']} Å: {rnd['quenched']} frames classed by p "
+                  f"checked by quench, disagreements {rnd['disagreements']}")
+    for name, fig in out["by_start"].items():
+        print(f"  start {name}: ΔF = {fig['delta_f_kt']} ± {fig['error_kt']} kT")
+    for name, fig in zip(("first half", "second half"), out["halves"], strict=True):
+        print(f"  {name}: ΔF = {fig['delta_f_kt']} ± {fig['error_kt']} kT")
+    print(f"  starts agree: {out['starts_agree']}; halves agree: {out['halves_agree']}")
 
 
 def main() -> None:
@@ -454,6 +684,16 @@ def main() -> None:
     ap.add_argument("--quench-every", type=int, help="umbrella: quench every n-th frame")
     ap.add_argument("--budget-minutes", type=float, help="umbrella: stop the MD at 60 %% "
                     "and the quenches at 90 %% of this wall time, and analyse what is done")
+    ap.add_argument("--starts", default="planar,3d", help="umbrella: one run per entry, "
+                    "comma-separated: planar (every window from the triangle), 3d (from the "
+                    "bicapped tetrahedron), nearest (from the minimum nearest its centre)")
+    ap.add_argument("--save", help="umbrella: write each run's planarities, classes and "
+                    "replica indices to SAVE.<start>.npz")
+    ap.add_argument("--band", default="0.1,0.8", help="umbrella: planarity band lo,hi Å "
+                    "whose frames are classed by quench; outside by p, checked on a sample")
+    ap.add_argument("--verify", type=float, default=0.01, help="umbrella: fraction of the "
+                    "frames classed by p that are quenched to check them (at least 20)")
+    ap.add_argument("--bootstrap", type=int, default=100, help="umbrella: resamples")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -462,8 +702,21 @@ def main() -> None:
     if args.method == "umbrella":
         cfg = dict(UMBRELLA_QUICK if args.quick else UMBRELLA_FULL)
         cfg.update({k: v for k, v in given.items() if v and k in cfg})
+        starts = tuple(args.starts.split(","))
+        bad = [x for x in starts if x not in STARTS]
+        try:
+            band = tuple(float(b) for b in args.band.split(","))
+        except ValueError:
+            band = ()
+        if bad or not starts:
+            ap.error(f"--starts: expected entries of {', '.join(STARTS)}, got {args.starts!r}")
+        if len(band) != 2 or not 0 <= band[0] <= band[1]:
+            ap.error(f"--band: expected two planarities lo,hi in Å, 0 <= lo <= hi, got "
+                     f"{args.band!r}")
         out = umbrella_reference(**cfg, p_max=args.p_max, k_bias=args.k_bias, seed=args.seed,
-                                 budget_minutes=args.budget_minutes)
+                                 budget_minutes=args.budget_minutes, starts=starts,
+                                 band=band, verify=args.verify, save=args.save,
+                                 n_bootstrap=args.bootstrap)
     else:
         cfg = dict(QUICK if args.quick else FULL)
         cfg.update({k: v for k, v in given.items() if v and k in cfg})
@@ -473,6 +726,8 @@ def main() -> None:
     for m in out["minima"]:
         print(f"  minimum {m['energy_ev']:.4f} eV  planarity {m['planarity_a']:.3f} Å  "
               f"{m['state']:6s}  300 K population {m['population']:.3f}")
+    if args.method == "umbrella":
+        _print_checks(out)
     print(f"Ag6/GFN1-xTB {T_K:.0f} K ({args.method}): ΔF = F(3d) − F(planar) = "
           f"{out['delta_f_kt']} ± {out['error_kt']} kT ({out['planar']} planar, {out['3d']} 3d, "
           f"{out['neither']} neither; exchange acceptance {out['exchange_acceptance']:.2f}; "
