@@ -1,5 +1,5 @@
 """Reference ΔF = F(3d) − F(planar) of Ag6 on GFN1-xTB at 300 K on the oracle itself, with
-tblite, numpy and pymbar only (none of alflow's MLIPs, flows or estimators).
+tblite, numpy and ASE only (none of alflow's MLIPs, flows or estimators).
 
 States as the ag6-xtb example defines them: a frame is quenched on GFN1-xTB (FIRE to 5e-3
 eV/Å) and is ``planar`` if the minimum's planarity (RMS distance of the atoms from their
@@ -12,7 +12,7 @@ replica, restarted from its previous density); BAOAB Langevin, 5 fs, friction 0.
 configuration. ``windows`` harmonic biases ½ k (p − c)² (centres c from 0 to ``--p-max``
 Å, k ``--k-bias`` eV/Å²), one replica per window at 300 K, neighbouring windows exchanging
 configurations every 10 steps (Metropolis on the bias energies: no oracle calls; it carries
-configurations past barriers orthogonal to p). MBAR (pymbar) on every recorded frame's p
+configurations past barriers orthogonal to p). MBAR on every recorded frame's p
 gives each frame its unbiased 300 K weight; every ``quench_every``-th frame is quenched and
 ΔF = −ln(Σ_3d w / Σ_planar w) kT. Unbiased (given enough sampling) although p separates the
 states only in part: the class comes from the quench, the CV only makes the rare planar
@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import time
+import warnings
 
 import numpy as np
 from ase import units
@@ -424,20 +425,14 @@ def band_classes(frames: np.ndarray, plan: np.ndarray, numbers: np.ndarray,
     return label, inband, minima, {"band_a": [round(lo, 3), round(hi, 3)], "rounds": checks}
 
 
-def _mbar_logw(plan: np.ndarray, centres: np.ndarray, k_bias: float,
-               f0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MBAR (pymbar) over windows on the planarity ``plan`` (F, K) Å of equal numbers of
-    frames per window: the windows' free energies (K,) and each frame's unbiased log-weight
-    (F, K), up to a constant."""
-    from pymbar import MBAR
-
-    beta = 1.0 / (units.kB * T_K)
+def _mbar_logw(plan: np.ndarray, centres: np.ndarray, k_bias: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``mbar_weights`` of the frames ``plan`` (F, K) Å (column k drawn in window k): the
+    windows' free energies (K,) and each frame's unbiased log-weight (F, K), up to a
+    constant."""
     nf, kw = plan.shape
-    p = plan.T.reshape(-1)  # window-major: every frame of window 0, then 1...
-    u = beta * 0.5 * k_bias * (p[None, :] - centres[:, None]) ** 2
-    mb = MBAR(u, np.full(kw, nf), initial_f_k=f0)
-    logw = -np.logaddexp.reduce(np.log(nf) + mb.f_k[:, None] - u, axis=0)
-    return mb.f_k, (logw - logw.max()).reshape(kw, nf).T
+    f_k, logw = mbar_weights(plan.reshape(-1), np.tile(np.arange(kw), nf), centres, k_bias)
+    return f_k, (logw - logw.max()).reshape(nf, kw)
 
 
 def _delta(logw: np.ndarray, label: np.ndarray, inband: np.ndarray) -> float:
@@ -449,6 +444,54 @@ def _delta(logw: np.ndarray, label: np.ndarray, inband: np.ndarray) -> float:
     scale = w[inband].sum() / wq if wq > 0 else 0.0
     n = [w[~inband & (label == c)].sum() + scale * w[q & (label == c)].sum() for c in (0, 1)]
     return float(-np.log(n[1] / n[0])) if n[0] > 0 and n[1] > 0 else float("nan")
+
+
+def mbar_weights(p: np.ndarray, window: np.ndarray, centres: np.ndarray, k_bias: float,
+                 width: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
+    """MBAR over umbrella windows along planarity: samples of planarity ``p`` (n,) Å drawn in
+    windows ``window`` (n,) (bias ½ k_bias (p − centres[k])², eV/Å², Å) at 300 K. The
+    windows' free energies minimise MBAR's convex objective (Newton) on a histogram of
+    p (bins ``width`` Å: the bias varies by under 0.1 kT across a bin near a window); each
+    sample's unbiased log-weight is then exact given them. Returns every window's free
+    energy (K,) kT (also of windows without samples; window of the first sample 0) and
+    the log-weights (n,), whose log-sum-exp is the unbiased log partition function in the
+    same normalisation."""
+    beta = 1.0 / (units.kB * T_K)
+    n_k = np.bincount(window, minlength=len(centres)).astype(float)
+    s = np.flatnonzero(n_k > 0)
+    ln_n = np.log(n_k[s])[:, None]
+    h, edges = np.histogram(p, bins=np.arange(0.0, p.max() + 2 * width, width))
+    keep = h > 0
+    h, pb = h[keep], (0.5 * (edges[:-1] + edges[1:]))[keep]
+    u_b = beta * 0.5 * k_bias * (pb[None, :] - centres[s][:, None]) ** 2
+
+    def objective(g: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        f = np.concatenate([[0.0], g])
+        a = ln_n + f[:, None] - u_b
+        lse = np.logaddexp.reduce(a, axis=0)
+        pk = np.exp(a - lse)  # (S, B)
+        grad = (pk * h).sum(1) - n_k[s]
+        hess = np.diag((pk * h).sum(1)) - (pk * h) @ pk.T
+        return float((h * lse).sum() - (n_k[s] * f).sum()), grad[1:], hess[1:, 1:]
+
+    g = np.zeros(len(s) - 1)
+    value, grad, hess = objective(g)
+    for _ in range(200):  # damped Newton on the convex objective
+        if np.abs(grad).max() < 1e-8 * n_k.sum():
+            break
+        step = np.linalg.solve(hess + 1e-10 * np.eye(len(g)), grad)
+        t = 1.0
+        while t > 1e-8:
+            trial = objective(g - t * step)
+            if trial[0] <= value:
+                break
+            t *= 0.5
+        g = g - t * step
+        value, grad, hess = trial
+    f_s = np.concatenate([[0.0], g])
+    u = beta * 0.5 * k_bias * (p[None, :] - centres[:, None]) ** 2  # (K, n)
+    logw = -np.logaddexp.reduce(ln_n + f_s[:, None] - u[s], axis=0)
+    return -np.logaddexp.reduce(logw[None, :] - u, axis=1), logw
 
 
 def mbar_delta_f(plan: np.ndarray, label: np.ndarray, inband: np.ndarray,
@@ -472,7 +515,7 @@ def mbar_delta_f(plan: np.ndarray, label: np.ndarray, inband: np.ndarray,
     boot = []
     for _ in range(n_bootstrap):
         r = np.concatenate([parts[b] for b in rng.integers(0, len(parts), len(parts))])
-        boot.append(_delta(_mbar_logw(plan[r], centres, k_bias, f_k)[1], label[r], inband[r]))
+        boot.append(_delta(_mbar_logw(plan[r], centres, k_bias)[1], label[r], inband[r]))
     boot = np.array(boot)
     hist, e = np.histogram(plan.reshape(-1), bins=40, weights=np.exp(logw).reshape(-1))
     with np.errstate(divide="ignore"):
@@ -481,6 +524,102 @@ def mbar_delta_f(plan: np.ndarray, label: np.ndarray, inband: np.ndarray,
             "bootstrap_failed": int(np.isnan(boot).sum()),
             "profile": [[round(0.5 * (e[i] + e[i + 1]), 3), round(float(prof[i]), 2)]
                         for i in range(len(hist)) if np.isfinite(prof[i])]}
+
+
+def _class_profile(plan: np.ndarray, mask: np.ndarray, centres: np.ndarray, k_bias: float
+                   ) -> tuple[np.ndarray, float, np.ndarray]:
+    """MBAR on the frames of one class only (``mask`` (F, K) of ``plan`` (F, K) Å): every
+    window's class-restricted free energy (K,) kT, also where the class has no frame, the
+    class's unbiased log partition function in the same normalisation, and the class's
+    frames per window (K,)."""
+    kidx = np.nonzero(mask)[1]
+    n_k = np.bincount(kidx, minlength=len(centres))
+    if not len(kidx):
+        return np.full(len(centres), np.nan), np.nan, n_k
+    f, logw = mbar_weights(plan[mask], kidx, centres, k_bias)
+    return f, float(np.logaddexp.reduce(logw)), n_k
+
+
+def window_delta_f(plan: np.ndarray, label: np.ndarray, centres: np.ndarray, k_bias: float,
+                   counts: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """ΔF (kT) implied by each window's class ratio (K,): with f_{k,c} the window's
+    class-restricted free energy and Z_c the class's partition function (both from MBAR
+    on that class's frames, ``_class_profile``), a window whose classes are in equilibrium
+    has n_{k,planar} / n_{k,3d} = (A_planar e^{−f_{k,planar}}) / (A_3d e^{−f_{k,3d}}), which
+    fixes the unknown ratio A_planar / A_3d, so ΔF_k = ln(n_{k,planar} / n_{k,3d}) +
+    f_{k,planar} − f_{k,3d} − ln(Z_3d / Z_planar). Equal in every window at equilibrium; a
+    window whose classes do not interconvert in the run keeps its start's ratio, and its
+    ΔF_k shows it. One array per entry of ``counts`` ((2, K) class counts each; default:
+    those of ``label``); nan where a window lacks a class."""
+    f0, z0, n0 = _class_profile(plan, label == 0, centres, k_bias)
+    f1, z1, n1 = _class_profile(plan, label == 1, centres, k_bias)
+    out = []
+    for c0, c1 in [(n0, n1)] if counts is None else counts:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.log(c0 / c1) + f0 - f1 - (z1 - z0)
+        out.append(np.where(np.isfinite(d), d, np.nan))
+    return out
+
+
+def linked_delta_f(runs: list[tuple[np.ndarray, np.ndarray]], centres: np.ndarray,
+                   k_bias: float, blocks: int, n_bootstrap: int, seed: int = 0) -> dict:
+    """ΔF from the windows whose classes interconvert: the class-restricted profiles from
+    every run's frames together (``runs``: (plan, label), each (F_r, K)), each window's
+    implied ΔF_k (``window_delta_f``) from each run's class counts and from all runs' counts.
+    A window links the classes if it holds both classes in every run and (with more than one
+    run) the runs' ΔF_k agree within twice their combined bootstrap error; ΔF is the
+    inverse-variance mean of the pooled ΔF_k over the linking windows. Error: bootstrap over
+    ``blocks`` contiguous time blocks of each run, the link set fixed."""
+    plan = np.concatenate([p for p, _ in runs])
+    label = np.concatenate([lab for _, lab in runs])
+    edges = np.cumsum([0] + [len(p) for p, _ in runs])
+    parts = [[c for c in np.array_split(np.arange(a, b), min(blocks, b - a))]
+             for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def one(rows_per_run: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.concatenate(rows_per_run)
+        pl, lab = plan[rows], label[rows]
+        cnt = [np.stack([(label[r] == c).sum(0) for c in (0, 1)]) for r in rows_per_run]
+        cnt.append(np.stack([(lab == c).sum(0) for c in (0, 1)]))
+        *per, pooled = window_delta_f(pl, lab, centres, k_bias, cnt)
+        return pooled, np.array(per)
+
+    pooled, per_run = one([np.arange(a, b) for a, b in zip(edges[:-1], edges[1:],
+                                                            strict=True)])
+    rng = np.random.default_rng(seed)
+    boot_pooled, boot_run = [], []
+    for _ in range(n_bootstrap):
+        pick = [np.concatenate([ps[i] for i in rng.integers(0, len(ps), len(ps))])
+                for ps in parts]
+        a, b = one(pick)
+        boot_pooled.append(a)
+        boot_run.append(b)
+    with warnings.catch_warnings():  # windows without both classes: nan, no error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        err_pooled = np.nanstd(np.array(boot_pooled), 0)
+        err_run = np.nanstd(np.array(boot_run), 0)
+    both = np.all(np.isfinite(per_run), 0) & np.isfinite(pooled) & (err_pooled > 0)
+    if len(runs) > 1:
+        spread = np.abs(per_run[0] - per_run[1])
+        link = both & (spread <= 2.0 * np.hypot(err_run[0], err_run[1]))
+    else:
+        link = both
+    if not link.any():
+        value = error = float("nan")
+    else:
+        w = 1.0 / err_pooled[link] ** 2
+        value = float((w * pooled[link]).sum() / w.sum())
+        bp = np.array(boot_pooled)[:, link]
+        ok = np.all(np.isfinite(bp), 1)
+        error = float(np.std((bp[ok] * w).sum(1) / w.sum())) if ok.sum() > 1 else float("nan")
+
+    def r(a: np.ndarray) -> list[float | None]:
+        return [None if not np.isfinite(x) else round(float(x), 3) for x in a]
+
+    return {"value": value, "error": error, "link_windows": np.flatnonzero(link).tolist(),
+            "window_delta_f_kt": r(pooled), "window_error_kt": r(err_pooled),
+            "window_delta_f_kt_by_run": [r(a) for a in per_run],
+            "window_error_kt_by_run": [r(a) for a in err_run]}
 
 
 def _agree(a: dict, b: dict) -> bool | None:
@@ -595,6 +734,13 @@ def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
     if len(runs) > 1:
         for r, (a, b) in zip(runs, segments, strict=True):
             by_start[r["start"]] = sub(np.arange(a, b), [(0, b - a)])
+    link_runs = [(r["plan"], r["label"]) for r in runs]
+    linked = linked_delta_f(link_runs, centres, k_bias, per_blocks, n_bootstrap, seed)
+    linked_halves = []
+    for h in (0, 1):
+        half = [(np.array_split(p, 2)[h], np.array_split(lab, 2)[h]) for p, lab in link_runs]
+        linked_halves.append(_fig(linked_delta_f(half, centres, k_bias, max(per_blocks // 2, 2),
+                                                 n_bootstrap, seed)))
     analysis_s = time.perf_counter() - a0
     minima: list[dict] = []
     for r, (a, _) in zip(runs, segments, strict=True):  # merge the runs' minima, frame rows pooled
@@ -616,6 +762,9 @@ def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
             "delta_f_ev": _num(value * kt), "error_ev": _num(error * kt),
             "temperature_k": T_K, "starts": list(starts), "by_start": by_start,
             "starts_agree": starts_agree, "halves": halves,
+            "linked": {**_fig(linked), **{k: v for k, v in linked.items()
+                                          if k not in ("value", "error")},
+                       "halves": linked_halves, "halves_agree": _agree(*linked_halves)},
             "halves_agree": _agree(*halves), "windows": windows,
             "centres_a": centres.round(3).tolist(), "k_bias_ev_per_a2": k_bias,
             "steps": steps, "ps_per_window": [round(r["ps_per_window"], 2) for r in runs],
@@ -668,6 +817,17 @@ def _print_checks(out: dict) -> None:
     for name, fig in zip(("first half", "second half"), out["halves"], strict=True):
         print(f"  {name}: ΔF = {fig['delta_f_kt']} ± {fig['error_kt']} kT")
     print(f"  starts agree: {out['starts_agree']}; halves agree: {out['halves_agree']}")
+    lk = out["linked"]
+    print("  ΔF_k implied by each window's class ratio (all runs; per run), kT:")
+    for i, c in enumerate(out["centres_a"]):
+        per = ", ".join(f"{r[i]} ± {e[i]}" for r, e in zip(
+            lk["window_delta_f_kt_by_run"], lk["window_error_kt_by_run"], strict=True))
+        mark = "  link" if i in lk["link_windows"] else ""
+        print(f"    {c:.3f} Å: {lk['window_delta_f_kt'][i]} ± {lk['window_error_kt'][i]}; "
+              f"{per}{mark}")
+    print(f"  linked windows: ΔF = {lk['delta_f_kt']} ± {lk['error_kt']} kT; halves "
+          f"{[(h['delta_f_kt'], h['error_kt']) for h in lk['halves']]}, agree "
+          f"{lk['halves_agree']}")
 
 
 def main() -> None:
