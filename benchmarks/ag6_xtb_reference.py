@@ -712,6 +712,50 @@ def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
                      "ps_per_window": len(md["frames"]) * record_every * 5.0 / 1000,
                      "burn": burn})
     a0 = time.perf_counter()
+    out = analyse_runs(runs, centres, k_bias, blocks, n_bootstrap, seed)
+    analysis_s = time.perf_counter() - a0
+    minima: list[dict] = []
+    edges = np.cumsum([0] + [len(r["plan"]) for r in runs])
+    for r, a in zip(runs, edges[:-1], strict=True):  # merge the runs' minima, rows pooled
+        for mm in r["minima"]:
+            mm["_idx"] = [(a + i, k) for i, k in mm["_idx"]]
+            for m2 in minima:
+                if (abs(m2["energy_ev"] - mm["energy_ev"]) < 2e-3
+                        and np.sqrt(((m2["_d"] - mm["_d"]) ** 2).mean()) < 0.05):
+                    m2["_idx"] += mm["_idx"]
+                    break
+            else:
+                minima.append(mm)
+    label = np.concatenate([r["label"] for r in runs])
+    inband = np.concatenate([r["inband"] for r in runs])
+    _populations(minima, label, out.pop("_weights"))
+    seconds = time.perf_counter() - t0
+    out.update({
+        "k_bias_ev_per_a2": k_bias, "steps": steps,
+        "ps_per_window": [round(r["ps_per_window"], 2) for r in runs],
+        "burn_fraction": burn_fraction, "quench_every": quench_every,
+        "quenched_band": int((inband & (label > -2)).sum()), "in_band": int(inband.sum()),
+        "band_check": [r["check"] for r in runs], "budget_minutes": budget_minutes,
+        "exchange_acceptance": round(float(np.mean([r["acceptance"] for r in runs])), 3),
+        "exchange_acceptance_pairs": [r["acceptance"].round(2).tolist() for r in runs],
+        "round_trips": [round_trips(r["replica"]) for r in runs],
+        "minima": sorted(minima, key=lambda m: m["energy_ev"]),
+        "start_calls": [r["start_calls"] for r in runs],
+        "md_oracle_calls": sum(r["md_calls"] for r in runs),
+        "md_seconds": sum(r["md_seconds"] for r in runs),
+        "analysis_seconds": round(analysis_s, 1), "oracle_calls": Oracle.calls,
+        "ms_per_call": round(1e3 * seconds / max(Oracle.calls, 1), 2),
+        "seconds": round(seconds, 1)})
+    return out
+
+
+def analyse_runs(runs: list[dict], centres: np.ndarray, k_bias: float, blocks: int = 10,
+                 n_bootstrap: int = 100, seed: int = 0) -> dict:
+    """The figures of umbrella runs (``runs``: each with ``start`` and its quench rows'
+    ``plan``, ``label``, ``inband`` (F_r, K)): the result, ΔF from the windows that link the
+    classes (``linked_delta_f``), with its halves; and for comparison plain MBAR over every
+    window of all runs together (``mbar_delta_f``), per start and per half, which trusts every
+    window's class ratio. ``_weights``: the frames' plain-MBAR weights."""
     plan = np.concatenate([r["plan"] for r in runs])
     label = np.concatenate([r["label"] for r in runs])
     inband = np.concatenate([r["inband"] for r in runs])
@@ -727,10 +771,9 @@ def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
 
     halves, by_start = [], {}
     for h in (0, 1):
-        rows = np.concatenate([np.array_split(np.arange(a, b), 2)[h] for a, b in segments])
-        lens = np.cumsum([0] + [len(np.array_split(np.arange(a, b), 2)[h])
-                                for a, b in segments])
-        halves.append(sub(rows, list(zip(lens[:-1], lens[1:], strict=True))))
+        rows = [np.array_split(np.arange(a, b), 2)[h] for a, b in segments]
+        lens = np.cumsum([0] + [len(r) for r in rows])
+        halves.append(sub(np.concatenate(rows), list(zip(lens[:-1], lens[1:], strict=True))))
     if len(runs) > 1:
         for r, (a, b) in zip(runs, segments, strict=True):
             by_start[r["start"]] = sub(np.arange(a, b), [(0, b - a)])
@@ -739,53 +782,25 @@ def umbrella_reference(windows: int, p_max: float, k_bias: float, steps: int,
     linked_halves = []
     for h in (0, 1):
         half = [(np.array_split(p, 2)[h], np.array_split(lab, 2)[h]) for p, lab in link_runs]
-        linked_halves.append(_fig(linked_delta_f(half, centres, k_bias, max(per_blocks // 2, 2),
-                                                 n_bootstrap, seed)))
-    analysis_s = time.perf_counter() - a0
-    minima: list[dict] = []
-    for r, (a, _) in zip(runs, segments, strict=True):  # merge the runs' minima, frame rows pooled
-        for mm in r["minima"]:
-            mm["_idx"] = [(a + i, k) for i, k in mm["_idx"]]
-            for m2 in minima:
-                if (abs(m2["energy_ev"] - mm["energy_ev"]) < 2e-3
-                        and np.sqrt(((m2["_d"] - mm["_d"]) ** 2).mean()) < 0.05):
-                    m2["_idx"] += mm["_idx"]
-                    break
-            else:
-                minima.append(mm)
-    _populations(minima, label, est["weights"])
+        linked_halves.append(_fig(linked_delta_f(half, centres, k_bias,
+                                                 max(per_blocks // 2, 2), n_bootstrap, seed)))
     kt = units.kB * T_K
-    seconds = time.perf_counter() - t0
-    value, error = est["value"], est["error"]
-    starts_agree = (_agree(*by_start.values()) if len(by_start) == 2 else None)
+    value, error = linked["value"], linked["error"]
     return {"method": "umbrella", "delta_f_kt": _num(value), "error_kt": _num(error),
             "delta_f_ev": _num(value * kt), "error_ev": _num(error * kt),
-            "temperature_k": T_K, "starts": list(starts), "by_start": by_start,
-            "starts_agree": starts_agree, "halves": halves,
-            "linked": {**_fig(linked), **{k: v for k, v in linked.items()
-                                          if k not in ("value", "error")},
-                       "halves": linked_halves, "halves_agree": _agree(*linked_halves)},
-            "halves_agree": _agree(*halves), "windows": windows,
-            "centres_a": centres.round(3).tolist(), "k_bias_ev_per_a2": k_bias,
-            "steps": steps, "ps_per_window": [round(r["ps_per_window"], 2) for r in runs],
-            "burn_fraction": burn_fraction, "frames": int(plan.size),
-            "quenched_band": int((inband & (label > -2)).sum()),
-            "in_band": int(inband.sum()), "band_check": [r["check"] for r in runs],
-            "planar": int((label == 0).sum()), "3d": int((label == 1).sum()),
-            "neither": int((label == -1).sum()), "budget_minutes": budget_minutes,
-            "exchange_acceptance": round(float(np.mean([r["acceptance"] for r in runs])), 3),
-            "exchange_acceptance_pairs": [r["acceptance"].round(2).tolist() for r in runs],
-            "round_trips": [round_trips(r["replica"]) for r in runs],
+            "temperature_k": T_K, "starts": [r["start"] for r in runs],
+            "halves": linked_halves, "halves_agree": _agree(*linked_halves),
+            **{k: v for k, v in linked.items() if k not in ("value", "error")},
+            "mbar_pooled": {**_fig(est), "by_start": by_start,
+                            "starts_agree": _agree(*by_start.values()) if by_start else None,
+                            "halves": halves, "halves_agree": _agree(*halves),
+                            "bootstrap_failed": est["bootstrap_failed"]},
+            "windows": len(centres), "centres_a": centres.round(3).tolist(),
+            "frames": int(plan.size), "planar": int((label == 0).sum()),
+            "3d": int((label == 1).sum()), "neither": int((label == -1).sum()),
             "window_3d_fraction_quarters": [_window_series(r["label"]) for r in runs],
-            "bootstrap_blocks": per_blocks * len(runs),
-            "bootstrap_failed": est["bootstrap_failed"], "profile_kt": est["profile"],
-            "minima": sorted(minima, key=lambda m: m["energy_ev"]),
-            "start_calls": [r["start_calls"] for r in runs],
-            "md_oracle_calls": sum(r["md_calls"] for r in runs),
-            "md_seconds": sum(r["md_seconds"] for r in runs),
-            "analysis_seconds": round(analysis_s, 1), "oracle_calls": Oracle.calls,
-            "ms_per_call": round(1e3 * seconds / max(Oracle.calls, 1), 2),
-            "seconds": round(seconds, 1)}
+            "bootstrap_blocks": per_blocks * len(runs), "profile_kt": est["profile"],
+            "_weights": est["weights"]}
 
 
 def _num(v: float) -> float | None:
@@ -802,32 +817,62 @@ UMBRELLA_FULL = {"windows": 25, "steps": 8000, "record_every": 10, "quench_every
 
 def _print_checks(out: dict) -> None:
     """The umbrella run's convergence evidence, readable."""
-    for start, quarters, trips, acc, chk in zip(
-            out["starts"], out["window_3d_fraction_quarters"], out["round_trips"],
-            out["exchange_acceptance_pairs"], out["band_check"], strict=True):
-        print(f"  run {start}: round trips 0 -> K-1 -> 0 per replica {trips}; exchange "
-              f"acceptance per pair {acc}")
-        for c, q in zip(out["centres_a"], quarters, strict=True):
+    for n, start in enumerate(out["starts"]):
+        print(f"  run {start}: round trips 0 -> K-1 -> 0 per replica "
+              f"{out['round_trips'][n]}; exchange acceptance per pair "
+              f"{out['exchange_acceptance_pairs'][n]}")
+        for c, q in zip(out["centres_a"], out["window_3d_fraction_quarters"][n], strict=True):
             print(f"    window {c:.3f} Å: 3d fraction per time quarter {q}")
-        for rnd in chk["rounds"]:
+        for rnd in out["band_check"][n]["rounds"]:
             print(f"    band {rnd['band_a']} Å: {rnd['quenched']} frames classed by p "
                   f"checked by quench, disagreements {rnd['disagreements']}")
-    for name, fig in out["by_start"].items():
-        print(f"  start {name}: ΔF = {fig['delta_f_kt']} ± {fig['error_kt']} kT")
-    for name, fig in zip(("first half", "second half"), out["halves"], strict=True):
-        print(f"  {name}: ΔF = {fig['delta_f_kt']} ± {fig['error_kt']} kT")
-    print(f"  starts agree: {out['starts_agree']}; halves agree: {out['halves_agree']}")
-    lk = out["linked"]
+    pooled = out["mbar_pooled"]
+    print(f"  plain MBAR over every window: ΔF = {pooled['delta_f_kt']} ± "
+          f"{pooled['error_kt']} kT")
+    for name, fig in [*pooled["by_start"].items(),
+                      *zip(("first half", "second half"), pooled["halves"], strict=True)]:
+        print(f"    {name}: ΔF = {fig['delta_f_kt']} ± {fig['error_kt']} kT")
     print("  ΔF_k implied by each window's class ratio (all runs; per run), kT:")
     for i, c in enumerate(out["centres_a"]):
         per = ", ".join(f"{r[i]} ± {e[i]}" for r, e in zip(
-            lk["window_delta_f_kt_by_run"], lk["window_error_kt_by_run"], strict=True))
-        mark = "  link" if i in lk["link_windows"] else ""
-        print(f"    {c:.3f} Å: {lk['window_delta_f_kt'][i]} ± {lk['window_error_kt'][i]}; "
+            out["window_delta_f_kt_by_run"], out["window_error_kt_by_run"], strict=True))
+        mark = "  link" if i in out["link_windows"] else ""
+        print(f"    {c:.3f} Å: {out['window_delta_f_kt'][i]} ± {out['window_error_kt'][i]}; "
               f"{per}{mark}")
-    print(f"  linked windows: ΔF = {lk['delta_f_kt']} ± {lk['error_kt']} kT; halves "
-          f"{[(h['delta_f_kt'], h['error_kt']) for h in lk['halves']]}, agree "
-          f"{lk['halves_agree']}")
+    print(f"  linking windows: halves {[(h['delta_f_kt'], h['error_kt']) for h in out['halves']]}"
+          f", agree {out['halves_agree']}")
+
+
+def reanalyse(prefix: str, starts: tuple[str, ...], blocks: int, n_bootstrap: int,
+              seed: int) -> dict:
+    """The figures of a saved umbrella run (``--save PREFIX``): ``PREFIX.<start>.npz`` per
+    start, and the run's own figures (calls, times, minima, checks) from ``PREFIX.json``
+    (its last output line) when it exists; the estimates are recomputed."""
+    runs = []
+    for start in starts:
+        path = f"{prefix}.{start}.npz"
+        try:
+            d = np.load(path)
+        except OSError as err:
+            raise SystemExit(f"--analyse: cannot read {path} ({err}); expected the file that "
+                             f"--save {prefix} writes for start {start!r}") from None
+        centres, k_bias = d["centres"], float(d["k_bias"])
+        runs.append({"start": start, "plan": d["plan"], "label": d["label"],
+                     "inband": d["inband"], "replica": d["replica"]})
+    out = {}
+    if os.path.exists(f"{prefix}.json"):
+        with open(f"{prefix}.json") as fh:
+            out = json.loads(fh.read().strip().splitlines()[-1])
+        for key in ("by_start", "starts_agree", "linked"):  # the former run's estimates
+            out.pop(key, None)
+    t0 = time.perf_counter()
+    new = analyse_runs(runs, centres, k_bias, blocks, n_bootstrap, seed)
+    new.pop("_weights")
+    out.update(new)
+    out["round_trips"] = [round_trips(r["replica"]) for r in runs]
+    out["analysis_seconds"] = round(time.perf_counter() - t0, 1)
+    out["reanalysed"] = prefix.rsplit("/", 1)[-1]
+    return out
 
 
 def main() -> None:
@@ -849,6 +894,8 @@ def main() -> None:
                     "bicapped tetrahedron), nearest (from the minimum nearest its centre)")
     ap.add_argument("--save", help="umbrella: write each run's planarities, classes and "
                     "replica indices to SAVE.<start>.npz")
+    ap.add_argument("--analyse", metavar="PREFIX", help="umbrella: no run; recompute the "
+                    "figures of the runs saved with --save PREFIX (their starts: --starts)")
     ap.add_argument("--band", default="0.1,0.8", help="umbrella: planarity band lo,hi Å "
                     "whose frames are classed by quench; outside by p, checked on a sample")
     ap.add_argument("--verify", type=float, default=0.01, help="umbrella: fraction of the "
@@ -859,7 +906,10 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load0 = os.getloadavg()[0]
     given = {k: getattr(args, k) for k in ("chains", "steps", "windows", "quench_every")}
-    if args.method == "umbrella":
+    if args.method == "umbrella" and args.analyse:
+        out = reanalyse(args.analyse, tuple(args.starts.split(",")), 10, args.bootstrap,
+                        args.seed)
+    elif args.method == "umbrella":
         cfg = dict(UMBRELLA_QUICK if args.quick else UMBRELLA_FULL)
         cfg.update({k: v for k, v in given.items() if v and k in cfg})
         starts = tuple(args.starts.split(","))
@@ -882,7 +932,7 @@ def main() -> None:
         cfg.update({k: v for k, v in given.items() if v and k in cfg})
         out = reference(**cfg, t_max=args.t_max, n_temps=args.temps, seed=args.seed)
     out["quick"] = args.quick
-    out["load_average"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    out.setdefault("load_average", [round(load0, 2), round(os.getloadavg()[0], 2)])
     for m in out["minima"]:
         print(f"  minimum {m['energy_ev']:.4f} eV  planarity {m['planarity_a']:.3f} Å  "
               f"{m['state']:6s}  300 K population {m['population']:.3f}")
