@@ -562,11 +562,13 @@ def window_delta_f(plan: np.ndarray, label: np.ndarray, centres: np.ndarray, k_b
 
 
 def linked_delta_f(runs: list[tuple[np.ndarray, np.ndarray]], centres: np.ndarray,
-                   k_bias: float, blocks: int, n_bootstrap: int, seed: int = 0) -> dict:
+                   k_bias: float, blocks: int, n_bootstrap: int, seed: int = 0,
+                   min_count: int = 10) -> dict:
     """ΔF from the windows whose classes interconvert: the class-restricted profiles from
     every run's frames together (``runs``: (plan, label), each (F_r, K)), each window's
     implied ΔF_k (``window_delta_f``) from each run's class counts and from all runs' counts.
-    A window links the classes if it holds both classes in every run and (with more than one
+    A window links the classes if it holds ``min_count`` frames of each class in every run
+    (a log-ratio of a few counts is biased and its bootstrap error too small) and (with more than one
     run) the runs' ΔF_k agree within twice their combined bootstrap error; ΔF is the
     inverse-variance mean of the pooled ΔF_k over the linking windows. Error: bootstrap over
     ``blocks`` contiguous time blocks of each run, the link set fixed."""
@@ -598,7 +600,8 @@ def linked_delta_f(runs: list[tuple[np.ndarray, np.ndarray]], centres: np.ndarra
         warnings.simplefilter("ignore", RuntimeWarning)
         err_pooled = np.nanstd(np.array(boot_pooled), 0)
         err_run = np.nanstd(np.array(boot_run), 0)
-    both = np.all(np.isfinite(per_run), 0) & np.isfinite(pooled) & (err_pooled > 0)
+    counts = np.array([[(lab == c).sum(0) for c in (0, 1)] for _, lab in runs])  # (R, 2, K)
+    both = (counts.min((0, 1)) >= min_count) & np.isfinite(pooled) & (err_pooled > 0)
     if len(runs) > 1:
         spread = np.abs(per_run[0] - per_run[1])
         link = both & (spread <= 2.0 * np.hypot(err_run[0], err_run[1]))
