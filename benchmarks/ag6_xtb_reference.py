@@ -11,14 +11,29 @@ replica, restarted from its previous density); BAOAB Langevin, 5 fs, friction 0.
 ``--method umbrella`` (default): umbrella sampling along the planarity p of the
 configuration. ``windows`` harmonic biases ½ k (p − c)² (centres c from 0 to ``--p-max``
 Å, k ``--k-bias`` eV/Å²), one replica per window at 300 K, neighbouring windows exchanging
-configurations every 10 steps (Metropolis on the bias energies: no oracle calls; it carries
-configurations past barriers orthogonal to p). MBAR on every recorded frame's p
-gives each frame its unbiased 300 K weight; every ``quench_every``-th frame is quenched and
-ΔF = −ln(Σ_3d w / Σ_planar w) kT. Unbiased (given enough sampling) although p separates the
-states only in part: the class comes from the quench, the CV only makes the rare planar
-state frequent. Error:
-bootstrap over 10 contiguous time blocks (the same blocks in every window). Also printed: the
-free-energy profile along p.
+configurations every 10 steps (Metropolis on the bias energies: no oracle calls). One run
+per entry of ``--starts``: ``planar`` starts every window from the triangle, ``3d`` from the
+bicapped tetrahedron (a biased GFN1-xTB sweep from the minimum outwards), ``nearest`` from
+the minimum whose planarity is nearest the centre. Every ``quench_every``-th recorded frame
+is classed: by p outside ``--band`` (below it planar, above it 3d; a random ``--verify``
+sample of them quenched, a disagreement widens the band), by quench inside it.
+
+Between about 0.2 and 0.7 Å buckled triangles and flattened 3D isomers coexist at the same
+p, separated by a barrier across p: a window keeps the class it started in for tens of
+picoseconds, so plain MBAR over every window (printed for comparison) returns the starts'
+class ratios. The result uses the class ratio only of windows where the classes
+interconvert: MBAR on each class's frames alone gives each window's class-restricted free
+energy f_{k,c} and the class's partition function Z_c, each class up to a constant; a window
+in equilibrium fixes the constants' ratio by its counts, giving ΔF_k = ln(n_{k,planar} /
+n_{k,3d}) + f_{k,planar} − f_{k,3d} − ln(Z_3d / Z_planar). A window links the classes if it
+holds 10 frames of each class in every run and the runs' ΔF_k agree within twice their
+error; ΔF is the inverse-variance mean of ΔF_k over them. Error: bootstrap over 10
+contiguous time blocks per run (the same blocks in every window: exchanges couple them).
+Printed: ΔF_k of every window per run, first and second half, exchange acceptance per pair,
+round trips, each window's class fraction per time quarter, the band's check.
+``--budget-minutes T`` splits T between the runs (MD to 60 %, quenches to 95 % of each
+share) and analyses what is done; ``--save P`` keeps each run's frames' p and classes,
+``--analyse P`` recomputes the figures from them.
 
 ``--method tempering``: ``chains`` independent chains of replicas at geometrically spaced
 temperatures (300 K ... ``t_max``) exchanging neighbouring configurations; frames of the
@@ -31,6 +46,8 @@ exchange acceptance, GFN1-xTB calls and their mean cost.
 
     python benchmarks/ag6_xtb_reference.py [--quick] [--method umbrella|tempering]
         [--windows N --steps N --quench-every N --p-max Å --k-bias eV/Å²] [--chains N]
+        [--starts planar,3d --band 0.1,0.8 --verify F --budget-minutes T --save P]
+        [--analyse P]
     # last line: JSON
 """
 
@@ -568,8 +585,8 @@ def linked_delta_f(runs: list[tuple[np.ndarray, np.ndarray]], centres: np.ndarra
     every run's frames together (``runs``: (plan, label), each (F_r, K)), each window's
     implied ΔF_k (``window_delta_f``) from each run's class counts and from all runs' counts.
     A window links the classes if it holds ``min_count`` frames of each class in every run
-    (a log-ratio of a few counts is biased and its bootstrap error too small) and (with more than one
-    run) the runs' ΔF_k agree within twice their combined bootstrap error; ΔF is the
+    (a log-ratio of a few counts is biased and its bootstrap error too small) and (with more
+    than one run) the runs' ΔF_k agree within twice their combined bootstrap error; ΔF is the
     inverse-variance mean of the pooled ΔF_k over the linking windows. Error: bootstrap over
     ``blocks`` contiguous time blocks of each run, the link set fixed."""
     plan = np.concatenate([p for p, _ in runs])
