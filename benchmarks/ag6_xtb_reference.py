@@ -668,6 +668,16 @@ def _window_series(label: np.ndarray, parts: int = 4) -> list[list[float | None]
     return out
 
 
+def _planar_count(label: np.ndarray, parts: int = 4) -> list[float | None]:
+    """How many windows hold a planar frame, averaged over ``parts`` consecutive time slices
+    of the rows whose every window is classed: replicas keep their class while they travel
+    between windows (exchanges move configurations, not classes), so this count changes only
+    when a replica's class converts."""
+    full = label[(label >= 0).all(1)]
+    return [round(float((seg == 0).sum(1).mean()), 2) if len(seg) else None
+            for seg in np.array_split(full, parts)]
+
+
 STARTS = ("nearest", "planar", "3d")
 
 
@@ -819,6 +829,7 @@ def analyse_runs(runs: list[dict], centres: np.ndarray, k_bias: float, blocks: i
             "frames": int(plan.size), "planar": int((label == 0).sum()),
             "3d": int((label == 1).sum()), "neither": int((label == -1).sum()),
             "window_3d_fraction_quarters": [_window_series(r["label"]) for r in runs],
+            "planar_windows_quarters": [_planar_count(r["label"]) for r in runs],
             "bootstrap_blocks": per_blocks * len(runs), "profile_kt": est["profile"],
             "_weights": est["weights"]}
 
@@ -843,6 +854,8 @@ def _print_checks(out: dict) -> None:
               f"{out['exchange_acceptance_pairs'][n]}")
         for c, q in zip(out["centres_a"], out["window_3d_fraction_quarters"][n], strict=True):
             print(f"    window {c:.3f} Å: 3d fraction per time quarter {q}")
+        print(f"    windows holding a planar frame, per time quarter: "
+              f"{out['planar_windows_quarters'][n]}")
         for rnd in out["band_check"][n]["rounds"]:
             print(f"    band {rnd['band_a']} Å: {rnd['quenched']} frames classed by p "
                   f"checked by quench, disagreements {rnd['disagreements']}")
