@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 
@@ -880,22 +881,27 @@ def reanalyse(prefix: str, starts: tuple[str, ...], blocks: int, n_bootstrap: in
               seed: int) -> dict:
     """The figures of a saved umbrella run (``--save PREFIX``): ``PREFIX.<start>.npz`` per
     start, and the run's own figures (calls, times, minima, checks) from ``PREFIX.json``
-    (its last output line) when it exists; the estimates are recomputed."""
+    (its output's last line); the estimates are recomputed."""
     runs = []
     for start in starts:
         path = f"{prefix}.{start}.npz"
         try:
             d = np.load(path)
         except OSError as err:
-            raise SystemExit(f"--analyse: cannot read {path} ({err}); expected the file that "
-                             f"--save {prefix} writes for start {start!r}") from None
+            print(f"--analyse: cannot read {path} ({err}); expected the file that --save "
+                  f"{prefix} writes for start {start!r}", file=sys.stderr)
+            raise SystemExit(2) from None
         centres, k_bias = d["centres"], float(d["k_bias"])
         runs.append({"start": start, "plan": d["plan"], "label": d["label"],
                      "inband": d["inband"], "replica": d["replica"]})
-    out = {}
-    if os.path.exists(f"{prefix}.json"):
+    try:
         with open(f"{prefix}.json") as fh:
             out = json.loads(fh.read().strip().splitlines()[-1])
+        out["minima"]
+    except (OSError, ValueError, IndexError, KeyError) as err:
+        print(f"--analyse: {prefix}.json: expected the last output line (JSON) of the run "
+              f"saved with --save {prefix} ({err!r})", file=sys.stderr)
+        raise SystemExit(2) from None
         for key in ("by_start", "starts_agree", "linked"):  # the former run's estimates
             out.pop(key, None)
     t0 = time.perf_counter()
