@@ -314,10 +314,11 @@ def decompose(r: dict, ref: dict) -> dict | None:
         # committee-side estimator's own bias (the repeats' mean against the truth)
         noise, bias = st["committee_kt"] - rep["mean_kt"], rep["mean_kt"] - truth
         n = len(rep["delta_f_kt"])
-        out.update(noise_kt=round(noise, 4), noise_z=round(noise / st["committee_err_kt"], 3),
+        sd_mean = rep["sd_kt"] / math.sqrt(n)  # the repeats' mean is itself uncertain
+        out.update(noise_kt=round(noise, 4),
+                   noise_z=round(noise / math.hypot(st["committee_err_kt"], sd_mean), 3),
                    estimator_bias_kt=round(bias, 4),
-                   estimator_bias_z=round(bias / math.hypot(rep["sd_kt"] / math.sqrt(n),
-                                                            ref["error_kt"]), 3),
+                   estimator_bias_z=round(bias / math.hypot(sd_mean, ref["error_kt"]), 3),
                    repeat_sd_over_stated=round(rep["sd_kt"] / rep["stated_err_kt"], 3))
     return out
 
