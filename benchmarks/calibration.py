@@ -17,10 +17,13 @@ against the full-quench basin (``best_reference()``, 0.016 kT lower) alongside; 
 EMT). Each run also reports its stages: the committee's ΔF, the correction to the oracle,
 per state the BAR estimate against the flow's importance sampling, and for lj7 how far
 the last committee moves the basins (:func:`basin_shift`: frames of the oracle assigned on
-the committee and on LJ itself; ``--no-basin-check`` skips it).
+the committee and on LJ itself; ``--no-basin-check`` skips it); with ``--repeat-flows K``
+the last flows step rerun K times on its committee (:func:`repeat_flows`), which splits the
+committee-side error into the draw's noise and the estimator's bias.
 
     python benchmarks/calibration.py [--quick] [--seeds 8] [--first-seed 0]
                                      [--systems lj7,ag6_emt] [--generations N] [--out DIR]
+                                     [--repeat-flows K]
 
 Full: 8 seeds per system, the examples' own settings and convergence rules (lj7: the
 quickstart, 5-7 min per seed on an idle 2-core CPU, up to 30 min when it does not converge).
