@@ -69,9 +69,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter trajectories")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--replicas", type=int, help="independent replicas (128; quick 32)")
+    ap.add_argument("--steps", type=int, help="5 fs steps per replica (100000; quick 20000)")
     args = ap.parse_args()
+    for name in ("replicas", "steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 2:
+            ap.error(f"--{name} must be at least 2")
     torch.set_num_threads(1)
-    out = reference(replicas=32 if args.quick else 128, steps=20000 if args.quick else 100000,
+    out = reference(replicas=args.replicas or (32 if args.quick else 128),
+                    steps=args.steps or (20000 if args.quick else 100000),
                     record_every=200, burn=0.1, seed=args.seed)
     out["quick"] = args.quick
     out["load_average"] = [round(x, 2) for x in os.getloadavg()]

@@ -17,10 +17,13 @@ against the full-quench basin (``best_reference()``, 0.016 kT lower) alongside; 
 EMT). Each run also reports its stages: the committee's ΔF, the correction to the oracle,
 per state the BAR estimate against the flow's importance sampling, and for lj7 how far
 the last committee moves the basins (:func:`basin_shift`: frames of the oracle assigned on
-the committee and on LJ itself; ``--no-basin-check`` skips it).
+the committee and on LJ itself; ``--no-basin-check`` skips it); with ``--repeat-flows K``
+the last flows step rerun K times on its committee (:func:`repeat_flows`), which splits the
+committee-side error into the draw's noise and the estimator's bias.
 
     python benchmarks/calibration.py [--quick] [--seeds 8] [--first-seed 0]
                                      [--systems lj7,ag6_emt] [--generations N] [--out DIR]
+                                     [--repeat-flows K]
 
 Full: 8 seeds per system, the examples' own settings and convergence rules (lj7: the
 quickstart, 5-7 min per seed on an idle 2-core CPU, up to 30 min when it does not converge).
@@ -247,6 +250,49 @@ def basin_shift(run: Path, replicas: int = 64, steps: int = 3000, seed: int = 5)
                               for k, s in enumerate(("pbp", "coh"))}}
 
 
+def repeat_flows(run: Path, repeats: int) -> dict:
+    """The last generation's flows step of every state run ``repeats`` more times on the
+    same committee with fresh seeds (the campaign's settings): the committee's ΔF (kT) of
+    each repeat, their mean and spread, and the error (kT) each repeat states for itself.
+    The spread against the stated error says whether one flows step's error bar holds; the
+    mean is the committee-side estimate without one draw's noise. Seeds 10⁶ + 1000 r + k
+    (repeat r, state k) collide with no campaign's (alflow.seeds.step_seed)."""
+    import torch
+
+    from alflow.campaign import steps
+    from alflow.campaign.config import load_campaign
+    from alflow.campaign.system import build_system
+
+    torch.set_num_threads(1)
+    status = json.loads((run / "status.json").read_text())
+    last = next(h for h in reversed(status["history"]) if h.get("value_ev") is not None)
+    g, kt = last["generation"], status["kt_ev"]
+    cfg = load_campaign(run / "campaign.yaml")
+    system = build_system(cfg)
+    sp = cfg.exploration.sampler
+    md = {"replicas": sp.md_replicas, "steps": sp.md_steps, "record_every": sp.md_record_every,
+          "dt_fs": cfg.exploration.md.dt_fs, "friction_per_fs": cfg.exploration.md.friction_per_fs}
+    model = str(run / "models" / f"gen{g:03d}")
+    names = list(cfg.system.states)
+    values, errors = [], []
+    for r in range(repeats):
+        per_state = {}
+        for k, s in enumerate(names):
+            out = run.parent / "repeat_flows" / f"r{r}" / s
+            out.mkdir(parents=True, exist_ok=True)
+            per_state[s], _ = steps.flows(model, system, s, str(out), sp, md, cfg.temperature_k,
+                                          cfg.system.states, 0, cfg.estimate.bootstrap,
+                                          10**6 + 1000 * r + k)
+        d = steps.summarise(cfg, g, per_state, {})
+        values.append(d["value_ev"] / kt)
+        errors.append(d["error_ev"] / kt)
+    v = np.array(values)
+    return {"generation": g, "delta_f_kt": [round(x, 4) for x in values],
+            "err_kt": [round(x, 4) for x in errors], "mean_kt": round(float(v.mean()), 4),
+            "sd_kt": round(float(v.std(ddof=1)), 4) if len(v) > 1 else None,
+            "stated_err_kt": round(float(np.sqrt(np.mean(np.square(errors)))), 4)}
+
+
 def decompose(r: dict, ref: dict) -> dict | None:
     """lj7, per run with a basin check: its error against the reference (kT) split into the
     committee-side estimate's error (flows, MCMC, BAR: the committee's ΔF minus its exact
@@ -260,11 +306,24 @@ def decompose(r: dict, ref: dict) -> dict | None:
     truth = ref["delta_f_kt"] + b["shift_campaign_kt"] - b["correction_exact_kt"]
     sampler = st["committee_kt"] - truth
     corr = st["correction_kt"] - b["correction_exact_kt"]
-    return {"sampler_kt": round(sampler, 4),
-            "sampler_z": round(sampler / st["committee_err_kt"], 3),
-            "correction_kt": round(corr, 4),
-            "correction_z": round(corr / st["correction_err_kt"], 3),
-            "shift_kt": b["shift_campaign_kt"]}
+    out = {"sampler_kt": round(sampler, 4),
+           "sampler_z": round(sampler / st["committee_err_kt"], 3),
+           "correction_kt": round(corr, 4),
+           "correction_z": round(corr / st["correction_err_kt"], 3),
+           "shift_kt": b["shift_campaign_kt"]}
+    rep = st.get("repeat_flows")
+    if rep and rep.get("sd_kt"):
+        # the committee-side error = this draw's noise (against the repeats' mean) + the
+        # committee-side estimator's own bias (the repeats' mean against the truth)
+        noise, bias = st["committee_kt"] - rep["mean_kt"], rep["mean_kt"] - truth
+        n = len(rep["delta_f_kt"])
+        sd_mean = rep["sd_kt"] / math.sqrt(n)  # the repeats' mean is itself uncertain
+        out.update(noise_kt=round(noise, 4),
+                   noise_z=round(noise / math.hypot(st["committee_err_kt"], sd_mean), 3),
+                   estimator_bias_kt=round(bias, 4),
+                   estimator_bias_z=round(bias / math.hypot(sd_mean, ref["error_kt"]), 3),
+                   repeat_sd_over_stated=round(rep["sd_kt"] / rep["stated_err_kt"], 3))
+    return out
 
 
 def figures(runs: list[dict], ref: dict) -> dict:
@@ -291,6 +350,16 @@ def figures(runs: list[dict], ref: dict) -> dict:
                for k in ("sampler_kt", "correction_kt", "shift_kt")},
             **{f"rms_{k}": round(float(np.sqrt(np.mean([d[k] ** 2 for d in parts]))), 3)
                for k in ("sampler_z", "correction_z")}}
+        rep = [d for d in parts if "noise_kt" in d]
+        if rep:
+            out["decomposition"]["repeat_flows"] = {
+                "n": len(rep),
+                "mean_estimator_bias_kt": round(float(np.mean(
+                    [d["estimator_bias_kt"] for d in rep])), 4),
+                **{f"rms_{k}": round(float(np.sqrt(np.mean([d[k] ** 2 for d in rep]))), 3)
+                   for k in ("noise_z", "estimator_bias_z")},
+                "mean_repeat_sd_over_stated": round(float(np.mean(
+                    [d["repeat_sd_over_stated"] for d in rep])), 3)}
     if "full" in ref:
         out["full_quench"] = {"reference_kt": ref["full"]["delta_f_kt"],
                               "reference_err_kt": ref["full"]["error_kt"],
@@ -306,6 +375,10 @@ def main() -> None:
     ap.add_argument("--basin-check", action=argparse.BooleanOptionalAction, default=None,
                     help="lj7: how far each run's last committee moves the basins "
                          "(basin_shift; default on, off with --quick)")
+    ap.add_argument("--repeat-flows", type=int, default=0, metavar="K",
+                    help="lj7: rerun each run's last flows step K times on its committee "
+                         "(repeat_flows; splits the committee-side error into this draw's "
+                         "noise and the estimator's bias)")
     ap.add_argument("--systems", default="lj7,ag6_emt")
     ap.add_argument("--generations", type=int, default=None,
                     help="cap on generations (default: the example's; quick: 1)")
@@ -337,6 +410,9 @@ def main() -> None:
                 r = {"seed": seed, **answer(run), "wall_s": round(time.perf_counter() - t, 1)}
                 if system == "lj7" and args.basin_check and (run / "models").exists():
                     r["stages"]["basin"] = pool.submit(basin_shift, run).result()
+                if system == "lj7" and args.repeat_flows > 1 and (run / "models").exists():
+                    r["stages"]["repeat_flows"] = pool.submit(repeat_flows, run,
+                                                              args.repeat_flows).result()
                 runs.append(r)
                 print(f"{system} seed {seed}: ΔF {r['delta_f_kt']} ± {r['err_kt']} kT, "
                       f"{r['oracle_calls']} calls, {r['generations']} generation(s), "
@@ -360,12 +436,25 @@ def main() -> None:
                     print(f"  seed {r['seed']}: error = committee-side {d['sampler_kt']:+.3f} "
                           f"(z {d['sampler_z']:+.2f}) + correction {d['correction_kt']:+.3f} "
                           f"(z {d['correction_z']:+.2f}) + basin shift {d['shift_kt']:+.3f} kT")
+                    if "noise_kt" in d:
+                        print(f"    committee-side = this draw's noise {d['noise_kt']:+.3f} "
+                              f"(z {d['noise_z']:+.2f}) + estimator bias "
+                              f"{d['estimator_bias_kt']:+.3f} kT (z "
+                              f"{d['estimator_bias_z']:+.2f}); repeats' spread / stated "
+                              f"error {d['repeat_sd_over_stated']:.2f}")
             if "decomposition" in f:
                 d = f["decomposition"]
                 print(f"  mean errors: committee-side {d['mean_sampler_kt']:+.3f}, correction "
                       f"{d['mean_correction_kt']:+.3f}, basin shift {d['mean_shift_kt']:+.3f} "
                       f"kT; RMS z committee-side {d['rms_sampler_z']:.2f}, correction "
                       f"{d['rms_correction_z']:.2f} ({d['n']} runs)")
+                if "repeat_flows" in d:
+                    q = d["repeat_flows"]
+                    print(f"  repeated flows steps ({q['n']} runs): mean estimator bias "
+                          f"{q['mean_estimator_bias_kt']:+.3f} kT, RMS z of the draws' noise "
+                          f"{q['rms_noise_z']:.2f}, of the estimator bias "
+                          f"{q['rms_estimator_bias_z']:.2f}; repeats' spread / stated error "
+                          f"{q['mean_repeat_sd_over_stated']:.2f}")
             print(f"  mean {f['mean_kt']:.3f} kT, bias {f['bias_kt']:+.3f} ± "
                   f"{f['bias_err_kt']:.3f} kT, |z| ≤ 2: {100 * f['covered_2sigma']:.0f} %, "
                   f"RMS z {f['rms_z']:.2f} ({f['n']} runs; converged: {f['converged']['n']})",
