@@ -270,8 +270,7 @@ def repeat_flows(run: Path, repeats: int) -> dict:
     cfg = load_campaign(run / "campaign.yaml")
     system = build_system(cfg)
     sp = cfg.exploration.sampler
-    md = {"replicas": sp.md_replicas, "steps": sp.md_steps, "record_every": sp.md_record_every,
-          "dt_fs": cfg.exploration.md.dt_fs, "friction_per_fs": cfg.exploration.md.friction_per_fs}
+    md = steps.seed_md_config(cfg)
     model = str(run / "models" / f"gen{g:03d}")
     names = list(cfg.system.states)
     values, errors = [], []

@@ -269,9 +269,7 @@ def _flows_and_corrections(ctx: Context, g: int, model_dir: str, model_key: str,
     cfg, tasks = ctx.cfg, ctx.tasks
     names = list(cfg.system.states)
     sp = cfg.exploration.sampler
-    md_for_flows = {"replicas": sp.md_replicas, "steps": sp.md_steps,
-                    "record_every": sp.md_record_every, "dt_fs": cfg.exploration.md.dt_fs,
-                    "friction_per_fs": cfg.exploration.md.friction_per_fs}
+    md_for_flows = steps.seed_md_config(cfg)
     init = init or {}
     fh = {s: tasks.submit("flows", {**base, "state": s, "model": model_key,
                                     "sampler": sp.model_dump(),

@@ -218,6 +218,14 @@ def _pipeline_config(sampler: SamplerConfig, n_bootstrap: int) -> dict[str, Any]
     return out
 
 
+def seed_md_config(cfg: CampaignConfig) -> dict[str, Any]:
+    """The flows step's seed MD (:func:`_seed_md`) of a campaign: the sampler's replicas,
+    steps and recording interval, exploration.md's time step (fs) and friction (1/fs)."""
+    sp, md = cfg.exploration.sampler, cfg.exploration.md
+    return {"replicas": sp.md_replicas, "steps": sp.md_steps, "record_every": sp.md_record_every,
+            "dt_fs": md.dt_fs, "friction_per_fs": md.friction_per_fs}
+
+
 def _seed_md(potential, system: System, reference: np.ndarray, md_cfg: dict[str, Any],
              temperature_k: float, seed: int, state: str) -> tuple[np.ndarray, float, int]:
     """Langevin MD from the state's minimum on ``potential`` (with the wall): the flow's seed
@@ -370,4 +378,4 @@ def summarise(cfg: CampaignConfig, g: int, per_state: dict[str, dict[str, Any]],
     return out
 
 
-__all__ = ["explore", "flows", "summarise", "train", "train_member"]
+__all__ = ["explore", "flows", "seed_md_config", "summarise", "train", "train_member"]
