@@ -194,3 +194,31 @@ def test_boundary_drops_unsane_unsound_and_duplicate_frames():
     assert got in ([0, 4], [4, 5])  # 1 unsane, 2 unsound, 3 labelled, one of 0/5
     with pytest.raises(ValueError, match="origin and assigned"):
         select_boundary(pos, origin[:2], assigned, 1, cfg)
+
+
+def test_committee_whose_states_collapse_leaves_exploration_candidates_without_a_state():
+    """A rough committee that quenches two states' references to one minimum has no
+    distinct states: the exploration's MD frames get no state (-2, no boundary labels)
+    instead of failing the step; distinct states assign as BasinStates does."""
+    from ase.io import read
+
+    from alflow.campaign.config import StateConfig
+    from alflow.campaign.steps import committee_states_of
+    from alflow.campaign.system import System
+    from alflow.examples import DATA
+    from alflow.potential import LennardJones
+
+    frames = {a.info["state"]: a for a in read(DATA / "lj7.extxyz", ":")}
+    pbp, coh = frames["bipyramid"], frames["capped_octahedron"]
+    twin = pbp.copy()
+    twin.positions += np.random.default_rng(0).normal(0, 0.01, twin.positions.shape)
+    numbers = pbp.numbers
+    pot = LennardJones(numbers)
+    states = {s: StateConfig(structures="x.xyz", definition={"kind": "basin"})
+              for s in ("a", "b")}
+    x = np.stack([pbp.positions, coh.positions])
+    collapsed = System(numbers, pbp.get_masses(), None, {"a": [pbp], "b": [twin]})
+    out = committee_states_of(pot, collapsed, states, x, "a")
+    assert out.tolist() == [-2, -2]
+    distinct = System(numbers, pbp.get_masses(), None, {"a": [pbp], "b": [coh]})
+    assert committee_states_of(pot, distinct, states, x, "a").tolist() == [0, 1]

@@ -125,8 +125,7 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
     log_q = np.full(len(pos), np.nan)
     assigned = np.full(len(pos), -2, dtype=np.int64)
     if cfg_states and len(pos):
-        assigned = np.asarray(state_sets(committee, system, cfg_states).assign(pos),
-                              dtype=np.int64)
+        assigned = committee_states_of(committee, system, cfg_states, pos, state)
     if flow_dir is not None and exploration.sampler.explore_samples:
         # the previous generation's flow proposes configurations MD rarely visits
         from alflow.flows.generator import BoltzmannGenerator
@@ -151,6 +150,23 @@ def explore(model_dir: str, flow_dir: str | None, system: System, state: str,
             {"positions": pos, "force_dev": fd, "energy": en, "energy_std": energy_std,
              "from_flow": from_flow, "log_q": log_q, "assigned": assigned,
              "cv": radius_of_gyration(pos, system.masses)})
+
+
+def committee_states_of(potential, system: System, cfg_states: dict[str, Any],
+                        positions: np.ndarray, state: str) -> np.ndarray:
+    """The committee's state of each configuration (B,) (index into ``cfg_states``, -1 for
+    none), or -2 for all when the committee's own states are not distinct (a rough committee
+    quenches two states' references to one minimum): its MD frames then give no boundary
+    labels, and the exploration's other candidates stand."""
+    from alflow.errors import InputError
+
+    try:
+        sets = state_sets(potential, system, cfg_states)
+    except InputError as err:
+        log.warning("state %s: the committee's states are not distinct (%s): its MD frames get "
+                    "no state this generation", state, err)
+        return np.full(len(positions), -2, dtype=np.int64)
+    return np.asarray(sets.assign(positions), dtype=np.int64)
 
 
 def _rhat(traces: np.ndarray) -> float:
